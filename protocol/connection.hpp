@@ -1,0 +1,62 @@
+// One end of a channel, without I/O: the handshake, then protected messages. The caller moves bytes between
+// the fds and read_space()/output(); the blocking Channel (worker, tests) and the runner's event loop both
+// do so, so there is one implementation of the protocol's rules.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "protocol/frame_reader.hpp"
+#include "protocol/frame_writer.hpp"
+#include "protocol/handshake.hpp"
+#include "protocol/message.hpp"
+#include "protocol/result.hpp"
+
+namespace authrun::protocol {
+
+class Connection {
+ public:
+  // Queues this side's hello at once. `key` must outlive the Connection.
+  Connection(const RunKey& key, HandshakeConfig config, Ephemeral ephemeral = Ephemeral::random());
+
+  // Where to store received bytes, and how many were stored (see FrameReader).
+  std::span<std::uint8_t> read_space() { return m_reader.read_space(); }
+  void commit(std::size_t n) { m_reader.commit(n); }
+  // Bytes waiting to be written to the peer.
+  FrameWriter& output() { return m_writer; }
+
+  // Processes buffered input: handshake frames are handled here (this side's proof is queued); returns the
+  // next message received after the handshake, or nullopt when more input is needed. Every error is final:
+  // the frame that tells the peer why (an outcome during the handshake, an error message after it) has
+  // been queued, and the caller should flush output() and close. Errors: those of FrameReader::next,
+  // Handshake::on_frame and decode_message, bad_mac, unexpected, peer_refused (the peer sent an error).
+  Result<std::optional<Message>> receive();
+
+  // True once the peer's proof verified: data messages may be sent and will be accepted.
+  bool established() const { return m_session.has_value(); }
+  // The agreed terms; only when established().
+  const Session& session() const { return *m_session; }
+
+  // Queues a data message (task, result, error, shutdown); only when established(). Errors: frame_too_large
+  // when the body exceeds what the peer announced it accepts (nothing is queued).
+  Result<void> send(const Message& message);
+  // The same for a body that is already encoded (the runner keeps a task's body for retries).
+  Result<void> send_body(MessageType type, std::string body);
+
+  // Describes the end of input: eof if it fell between frames, truncated if inside one. Call at EOF.
+  Error end_of_input() const;
+
+ private:
+  Result<std::optional<Message>> receive_one();
+  Error fail(Error error);
+
+  FrameReader m_reader;
+  FrameWriter m_writer;
+  Handshake m_handshake;
+  std::uint32_t m_own_max_payload;
+  std::optional<Session> m_session;
+  bool m_failed = false;
+};
+
+}  // namespace authrun::protocol

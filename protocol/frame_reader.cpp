@@ -1,0 +1,87 @@
+// Incremental frame decoder.
+#include "protocol/frame_reader.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "protocol/limits.hpp"
+
+namespace authrun::protocol {
+
+FrameReader::FrameReader(std::uint32_t max_payload) : m_buf(limits::read_buffer_size), m_max_payload(max_payload) {}
+
+std::span<std::uint8_t> FrameReader::read_space() {
+  if (m_large) {
+    auto* p = reinterpret_cast<std::uint8_t*>(m_large->payload.data());
+    return {p + m_large_filled, m_large->payload.size() - m_large_filled};
+  }
+  if (m_end == m_buf.size()) {
+    // Only the start of a frame that fits the buffer is here: move it to the front.
+    std::memmove(m_buf.data(), m_buf.data() + m_begin, m_end - m_begin);
+    m_end -= m_begin;
+    m_begin = 0;
+  }
+  return {m_buf.data() + m_end, m_buf.size() - m_end};
+}
+
+void FrameReader::commit(std::size_t n) {
+  if (m_large) {
+    m_large_filled += n;
+  } else {
+    m_end += n;
+  }
+}
+
+namespace {
+
+// Moves the trailing tag out of `frame.payload` (which holds payload + tag).
+void split_tag(Frame& frame, std::size_t tag_size) {
+  if (tag_size == 0) return;
+  std::size_t n = frame.header.length;
+  std::memcpy(frame.tag.data(), frame.payload.data() + n, tag_size);
+  frame.payload.resize(n);
+}
+
+}  // namespace
+
+Result<std::optional<Frame>> FrameReader::next() {
+  if (m_large) {
+    if (m_large_filled < m_large->payload.size()) return std::optional<Frame>{};
+    Frame done = std::move(*m_large);
+    m_large.reset();
+    m_large_filled = 0;
+    split_tag(done, done.header.type >= k_first_data_type ? m_tag_size : 0);
+    return std::optional<Frame>{std::move(done)};
+  }
+  std::size_t avail = m_end - m_begin;
+  if (avail < k_header_size) {
+    if (m_begin == m_end) m_begin = m_end = 0;
+    return std::optional<Frame>{};
+  }
+  const std::uint8_t* start = m_buf.data() + m_begin;
+  AUTHRUN_TRY_ASSIGN(FrameHeader h, decode_header(std::span<const std::uint8_t, k_header_size>(start, k_header_size),
+                                                  m_max_payload));
+  const std::size_t tag_size = h.type >= k_first_data_type ? m_tag_size : 0;
+  std::size_t body = std::size_t(h.length) + tag_size;
+  Frame frame;
+  frame.header = h;
+  std::copy(start, start + k_header_size, frame.header_bytes.begin());
+  if (avail >= k_header_size + body) {
+    frame.payload.assign(reinterpret_cast<const char*>(start + k_header_size), body);
+    m_begin += k_header_size + body;
+    if (m_begin == m_end) m_begin = m_end = 0;
+    split_tag(frame, tag_size);
+    return std::optional<Frame>{std::move(frame)};
+  }
+  if (k_header_size + body <= m_buf.size() / 2) return std::optional<Frame>{};  // wait; read_space compacts
+  // Large frame: allocate exactly once (the limit was checked above) and read the rest into it.
+  frame.payload.resize(body);
+  std::size_t have = avail - k_header_size;
+  std::memcpy(frame.payload.data(), start + k_header_size, have);
+  m_begin = m_end = 0;
+  m_large = std::move(frame);
+  m_large_filled = have;
+  return std::optional<Frame>{};
+}
+
+}  // namespace authrun::protocol

@@ -1,0 +1,52 @@
+// Incremental frame decoder: the caller reads bytes into read_space(), commits them, and takes complete
+// frames from next(). No I/O here, so the blocking channel and the runner's event loop share it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "protocol/frame.hpp"
+#include "protocol/result.hpp"
+
+namespace authrun::protocol {
+
+class FrameReader {
+ public:
+  // `max_payload` is checked against every header before anything is allocated for the frame.
+  explicit FrameReader(std::uint32_t max_payload);
+
+  // Changes the payload limit (the handshake raises it from the pre-auth limit).
+  void set_max_payload(std::uint32_t max_payload) { m_max_payload = max_payload; }
+  // From now on every data frame (type >= k_first_data_type) is followed by a k_tag_size tag.
+  void expect_tags(bool on) { m_tag_size = on ? k_tag_size : 0; }
+
+  // Where the next read should store bytes. Never empty. Small frames share one buffer, so one read can
+  // bring several; a large payload is read straight into the frame's own storage (no extra copy).
+  std::span<std::uint8_t> read_space();
+  // Records that `n` bytes were stored at the start of read_space().
+  void commit(std::size_t n);
+
+  // The next complete frame; nullopt if more bytes are needed. A bad header is an error and the reader
+  // must not be used further.
+  Result<std::optional<Frame>> next();
+
+  // True when part of a frame has been read: end of input now means a truncated frame.
+  bool mid_frame() const { return m_large.has_value() || m_end > m_begin; }
+  // Bytes buffered but not yet returned as frames (the start of the stream, for error messages).
+  std::span<const std::uint8_t> buffered() const { return {m_buf.data() + m_begin, m_end - m_begin}; }
+
+ private:
+  std::vector<std::uint8_t> m_buf;
+  std::size_t m_begin = 0;  // first unconsumed byte in m_buf
+  std::size_t m_end = 0;    // one past the last stored byte in m_buf
+  std::uint32_t m_max_payload;
+  std::size_t m_tag_size = 0;
+  // A frame too large for m_buf, being filled in place: payload holds payload + tag bytes.
+  std::optional<Frame> m_large;
+  std::size_t m_large_filled = 0;
+};
+
+}  // namespace authrun::protocol

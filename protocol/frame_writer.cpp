@@ -1,0 +1,60 @@
+// Output queue of encoded frames.
+#include "protocol/frame_writer.hpp"
+
+#include <sys/uio.h>
+
+#include "protocol/limits.hpp"
+
+namespace authrun::protocol {
+
+void FrameWriter::append_small(const void* data, std::size_t n) {
+  if (n == 0) return;
+  if (m_chunks.empty() || !m_chunks.back().coalescing || m_chunks.back().bytes.size() >= limits::read_buffer_size) {
+    m_chunks.push_back(Chunk{std::string(), true});
+    m_chunks.back().bytes.reserve(limits::read_buffer_size);
+  }
+  m_chunks.back().bytes.append(static_cast<const char*>(data), n);
+  m_pending += n;
+}
+
+void FrameWriter::push(const HeaderBytes& header, std::string payload, std::span<const std::uint8_t> tag) {
+  append_small(header.data(), header.size());
+  if (payload.size() < limits::zero_copy_threshold) {
+    append_small(payload.data(), payload.size());
+  } else {
+    m_pending += payload.size();
+    m_chunks.push_back(Chunk{std::move(payload), false});
+  }
+  append_small(tag.data(), tag.size());
+}
+
+std::size_t FrameWriter::gather(std::span<iovec> out) {
+  std::size_t used = 0;
+  std::size_t offset = m_front_offset;
+  for (Chunk& c : m_chunks) {
+    if (used == out.size()) break;
+    c.coalescing = false;  // an async write may hold pointers into it
+    out[used].iov_base = const_cast<char*>(c.bytes.data() + offset);
+    out[used].iov_len = c.bytes.size() - offset;
+    ++used;
+    offset = 0;
+  }
+  return used;
+}
+
+void FrameWriter::consume(std::size_t n) {
+  m_pending -= n;
+  while (n > 0) {
+    Chunk& c = m_chunks.front();
+    std::size_t left = c.bytes.size() - m_front_offset;
+    if (n < left) {
+      m_front_offset += n;
+      return;
+    }
+    n -= left;
+    m_chunks.pop_front();
+    m_front_offset = 0;
+  }
+}
+
+}  // namespace authrun::protocol

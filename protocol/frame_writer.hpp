@@ -1,0 +1,45 @@
+// Output queue of encoded frames. Small frames are coalesced into one buffer (one write sends several);
+// a large payload stays in the string it was built in and goes out by writev (no copy).
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "protocol/frame.hpp"
+
+struct iovec;
+
+namespace authrun::protocol {
+
+class FrameWriter {
+ public:
+  // Queues header, payload and (if non-empty) tag. Takes ownership of the payload.
+  void push(const HeaderBytes& header, std::string payload, std::span<const std::uint8_t> tag);
+
+  // True when nothing is left to write.
+  bool empty() const { return m_chunks.empty(); }
+  // Bytes still to write.
+  std::size_t pending_bytes() const { return m_pending; }
+  // Fills `out` with the bytes still to write, in order; returns how many entries were used. The bytes
+  // stay where they are until consume() passes them, even if more frames are pushed meanwhile.
+  std::size_t gather(std::span<iovec> out);
+  // Records that `n` bytes from the front were written.
+  void consume(std::size_t n);
+
+ private:
+  // Appends bytes to the last chunk if it is a coalescing buffer, else starts one.
+  void append_small(const void* data, std::size_t n);
+
+  struct Chunk {
+    std::string bytes;
+    bool coalescing;  // small-frame buffer that later small frames may be appended to (never once gathered)
+  };
+  std::deque<Chunk> m_chunks;
+  std::size_t m_front_offset = 0;  // bytes of m_chunks.front() already written
+  std::size_t m_pending = 0;
+};
+
+}  // namespace authrun::protocol

@@ -1,0 +1,240 @@
+// JSON parsing with a depth limit, message bodies, field-named errors.
+#include "protocol/json_codec.hpp"
+
+#include <sodium.h>
+
+#include <climits>
+
+namespace authrun::protocol {
+
+namespace {
+
+// Finds the nesting depth of JSON text without building anything; stops early once past `max_depth`.
+// Strings are skipped (with their escapes), so brackets inside them do not count.
+int scan_depth(std::string_view text, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return depth;
+    } else if (c == ']' || c == '}') --depth;
+  }
+  return 0;
+}
+
+Error field_error(const std::string& what, const char* field, const char* problem) {
+  return make_error(ErrorCode::malformed, what + ": field '" + field + "' " + problem);
+}
+
+Result<const json*> find_field(const json& object, const char* field, const std::string& what) {
+  if (!object.is_object()) return make_error(ErrorCode::malformed, what + ": body must be a JSON object");
+  auto it = object.find(field);
+  if (it == object.end()) return field_error(what, field, "is missing");
+  return &*it;
+}
+
+std::string to_hex(const Bytes32& bytes) {
+  char out[65];
+  ::sodium_bin2hex(out, sizeof out, bytes.data(), bytes.size());
+  return out;
+}
+
+Result<Bytes32> hex32_field(const json& object, const char* field, const std::string& what) {
+  AUTHRUN_TRY_ASSIGN(std::string hex, string_field(object, field, what));
+  Bytes32 out{};
+  std::size_t n = 0;
+  if (hex.size() != 64 || ::sodium_hex2bin(out.data(), out.size(), hex.data(), hex.size(), nullptr, &n, nullptr) != 0 ||
+      n != 32) {
+    return field_error(what, field, "must be 64 hex digits");
+  }
+  return out;
+}
+
+Result<ChannelMode> mode_from_string(const std::string& s, const std::string& what) {
+  for (ChannelMode m : {ChannelMode::authenticated, ChannelMode::encrypted, ChannelMode::insecure_measurement}) {
+    if (s == to_string(m)) return m;
+  }
+  return make_error(ErrorCode::malformed, what + ": unknown channel mode '" + s + "'");
+}
+
+Result<Message> decode_hello(const json& j) {
+  const std::string what = "hello";
+  Hello h;
+  AUTHRUN_TRY_ASSIGN(std::string role, string_field(j, "role", what));
+  if (role == "parent") h.role = Role::parent;
+  else if (role == "worker") h.role = Role::worker;
+  else return field_error(what, "role", "must be \"parent\" or \"worker\"");
+  AUTHRUN_TRY_ASSIGN(const json* versions, find_field(j, "versions", what));
+  if (!versions->is_array() || versions->empty() || versions->size() > 16) {
+    return field_error(what, "versions", "must be a non-empty array of at most 16 integers");
+  }
+  for (const json& v : *versions) {
+    // Range-checked before narrowing to int: 4294967297 must not read as version 1.
+    if (!v.is_number_unsigned() || v.get<std::uint64_t>() > static_cast<std::uint64_t>(INT_MAX)) {
+      return field_error(what, "versions", "must hold integers from 0 to 2147483647");
+    }
+    h.versions.push_back(static_cast<int>(v.get<std::uint64_t>()));
+  }
+  AUTHRUN_TRY_ASSIGN(h.nonce, hex32_field(j, "nonce", what));
+  AUTHRUN_TRY_ASSIGN(h.ephemeral_public_key, hex32_field(j, "epk", what));
+  AUTHRUN_TRY_ASSIGN(const json* modes, find_field(j, "modes", what));
+  if (!modes->is_array() || modes->empty() || modes->size() > 8) {
+    return field_error(what, "modes", "must be a non-empty array of at most 8 strings");
+  }
+  for (const json& m : *modes) {
+    if (!m.is_string()) return field_error(what, "modes", "must hold strings");
+    AUTHRUN_TRY_ASSIGN(ChannelMode mode, mode_from_string(m.get<std::string>(), what));
+    h.modes.push_back(mode);
+  }
+  AUTHRUN_TRY_ASSIGN(std::uint64_t max_payload, uint_field(j, "max_payload", what));
+  if (max_payload > limits::absolute_max_payload) return field_error(what, "max_payload", "is too large");
+  h.max_payload = static_cast<std::uint32_t>(max_payload);
+  return Message{h};
+}
+
+Result<Message> decode_outcome(const json& j) {
+  Outcome o;
+  AUTHRUN_TRY_ASSIGN(const json* ok, find_field(j, "ok", "outcome"));
+  if (!ok->is_boolean()) return field_error("outcome", "ok", "must be a boolean");
+  o.ok = ok->get<bool>();
+  AUTHRUN_TRY_ASSIGN(o.reason, string_field(j, "reason", "outcome"));
+  AUTHRUN_TRY_ASSIGN(o.message, string_field(j, "message", "outcome"));
+  return Message{o};
+}
+
+Result<Message> decode_task(json&& j) {
+  Task t;
+  AUTHRUN_TRY_ASSIGN(t.id, uint_field(j, "id", "task"));
+  const std::string what = "task " + std::to_string(t.id);
+  AUTHRUN_TRY_ASSIGN(t.fn, string_field(j, "fn", what));
+  auto args = j.find("args");
+  if (args != j.end()) t.args = std::move(*args);
+  return Message{std::move(t)};
+}
+
+Result<Message> decode_result(json&& j) {
+  TaskResult r;
+  AUTHRUN_TRY_ASSIGN(r.id, uint_field(j, "id", "result"));
+  const std::string what = "result " + std::to_string(r.id);
+  AUTHRUN_TRY_ASSIGN(const json* ok, find_field(j, "ok", what));
+  if (!ok->is_boolean()) return field_error(what, "ok", "must be a boolean");
+  r.ok = ok->get<bool>();
+  if (r.ok) {
+    auto value = j.find("value");
+    if (value == j.end()) return field_error(what, "value", "is missing");
+    r.value = std::move(*value);
+    return Message{std::move(r)};
+  }
+  AUTHRUN_TRY_ASSIGN(const json* error, find_field(j, "error", what));
+  if (!error->is_object()) return field_error(what, "error", "must be an object");
+  AUTHRUN_TRY_ASSIGN(r.error.type, string_field(*error, "type", what + " error"));
+  AUTHRUN_TRY_ASSIGN(r.error.message, string_field(*error, "message", what + " error"));
+  auto details = error->find("details");
+  if (details != error->end()) r.error.details = *details;
+  return Message{std::move(r)};
+}
+
+Result<Message> decode_protocol_error(const json& j) {
+  ProtocolError e;
+  AUTHRUN_TRY_ASSIGN(e.code, string_field(j, "code", "error"));
+  AUTHRUN_TRY_ASSIGN(e.message, string_field(j, "message", "error"));
+  return Message{e};
+}
+
+struct BodyEncoder {
+  json operator()(const Hello& h) const {
+    json versions = json::array();
+    for (int v : h.versions) versions.push_back(v);
+    json modes = json::array();
+    for (ChannelMode m : h.modes) modes.push_back(to_string(m));
+    return json{{"role", to_string(h.role)}, {"versions", versions}, {"nonce", to_hex(h.nonce)},
+                {"epk", to_hex(h.ephemeral_public_key)}, {"modes", modes}, {"max_payload", h.max_payload}};
+  }
+  json operator()(const Proof& p) const { return json{{"mac", to_hex(p.mac)}}; }
+  json operator()(const Outcome& o) const { return json{{"ok", o.ok}, {"reason", o.reason}, {"message", o.message}}; }
+  json operator()(const Task& t) const { return json{{"id", t.id}, {"fn", t.fn}, {"args", t.args}}; }
+  json operator()(const TaskResult& r) const {
+    if (r.ok) return json{{"id", r.id}, {"ok", true}, {"value", r.value}};
+    json error{{"type", r.error.type}, {"message", r.error.message}};
+    if (!r.error.details.is_null()) error["details"] = r.error.details;
+    return json{{"id", r.id}, {"ok", false}, {"error", std::move(error)}};
+  }
+  json operator()(const ProtocolError& e) const { return json{{"code", e.code}, {"message", e.message}}; }
+  json operator()(const Shutdown&) const { return json::object(); }
+};
+
+}  // namespace
+
+Result<json> parse_json(std::string_view text, int max_depth) {
+  if (scan_depth(text, max_depth) > max_depth) {
+    return make_error(ErrorCode::json_too_deep, "JSON nested deeper than " + std::to_string(max_depth) + " levels");
+  }
+  try {
+    return json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 2: ..."; keep the useful part.
+    std::string what = e.what();
+    auto pos = what.find("] ");
+    return make_error(ErrorCode::malformed, pos == std::string::npos ? what : what.substr(pos + 2));
+  } catch (const json::exception& e) {
+    return make_error(ErrorCode::malformed, e.what());
+  }
+}
+
+std::string dump_json(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string encode_body(const Message& message) { return dump_json(std::visit(BodyEncoder{}, message)); }
+
+Result<std::string> string_field(const json& object, const char* field, const std::string& what) {
+  AUTHRUN_TRY_ASSIGN(const json* v, find_field(object, field, what));
+  if (!v->is_string()) return field_error(what, field, "must be a string");
+  return v->get<std::string>();
+}
+
+Result<std::uint64_t> uint_field(const json& object, const char* field, const std::string& what) {
+  AUTHRUN_TRY_ASSIGN(const json* v, find_field(object, field, what));
+  if (!v->is_number_unsigned()) return field_error(what, field, "must be a non-negative integer");
+  return v->get<std::uint64_t>();
+}
+
+Result<Message> decode_message(std::uint8_t type, std::string_view body) {
+  auto t = static_cast<MessageType>(type);
+  switch (t) {
+    case MessageType::hello:
+    case MessageType::proof:
+    case MessageType::outcome:
+    case MessageType::task:
+    case MessageType::result:
+    case MessageType::error:
+    case MessageType::shutdown:
+      break;
+    default:
+      return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
+  }
+  auto parsed = parse_json(body);
+  if (!parsed) return with_context(std::move(parsed).error(), std::string(to_string(t)) + " body");
+  json j = std::move(*parsed);
+  if (!j.is_object()) return make_error(ErrorCode::malformed, std::string(to_string(t)) + " body must be a JSON object");
+  switch (t) {
+    case MessageType::hello: return decode_hello(j);
+    case MessageType::proof: {
+      AUTHRUN_TRY_ASSIGN(Bytes32 mac, hex32_field(j, "mac", "proof"));
+      return Message{Proof{mac}};
+    }
+    case MessageType::outcome: return decode_outcome(j);
+    case MessageType::task: return decode_task(std::move(j));
+    case MessageType::result: return decode_result(std::move(j));
+    case MessageType::error: return decode_protocol_error(j);
+    case MessageType::shutdown: return Message{Shutdown{}};
+  }
+  return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
+}
+
+}  // namespace authrun::protocol

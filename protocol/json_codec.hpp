@@ -1,0 +1,34 @@
+// The one place that parses and dumps JSON: message bodies and batch lines. nlohmann/json exceptions
+// never leave this file; every failure is an Error naming the field.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "protocol/limits.hpp"
+#include "protocol/message.hpp"
+#include "protocol/result.hpp"
+
+namespace authrun::protocol {
+
+// Parses JSON text, refusing nesting deeper than `max_depth` before building it. Errors: malformed (with
+// the byte offset), json_too_deep.
+Result<json> parse_json(std::string_view text, int max_depth = limits::json_max_depth);
+
+// Dumps compact JSON. Invalid UTF-8 in strings is replaced (U+FFFD), never a throw.
+std::string dump_json(const json& value);
+
+// Encodes a message body.
+std::string encode_body(const Message& message);
+
+// Decodes the body of a frame of type `type`. Errors: unexpected (unknown type), malformed (names the
+// field and what was wrong), json_too_deep.
+Result<Message> decode_message(std::uint8_t type, std::string_view body);
+
+// Reads a required field of `object`, which is described as `what` in errors ("task", "line 3").
+// Errors: malformed ("task: field 'fn' is missing" / "must be a string").
+Result<std::string> string_field(const json& object, const char* field, const std::string& what);
+Result<std::uint64_t> uint_field(const json& object, const char* field, const std::string& what);
+
+}  // namespace authrun::protocol

@@ -1,0 +1,107 @@
+// The messages of the protocol and their types. Bodies are JSON (see protocol/json_codec.hpp);
+// the byte-level layout of each is in protocol/PROTOCOL.md, "Messages".
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "protocol/frame.hpp"
+
+namespace authrun::protocol {
+
+using json = nlohmann::json;
+using Bytes32 = std::array<std::uint8_t, 32>;
+
+// The type byte of a frame header. Handshake types (< 16) never carry a tag; data types always do once
+// the channel is keyed (unless the mode is insecure_measurement).
+enum class MessageType : std::uint8_t {
+  hello = 1,
+  proof = 2,
+  outcome = 3,
+  task = 16,
+  result = 17,
+  error = 18,
+  shutdown = 19,
+};
+
+// True for the types exchanged during the handshake.
+inline bool is_handshake_type(std::uint8_t type) { return type < k_first_data_type; }
+
+// Which side of a channel a peer is.
+enum class Role { parent, worker };
+
+// How frames are protected after the handshake.
+enum class ChannelMode {
+  authenticated,         // every data frame carries a Poly1305 tag over header and payload
+  encrypted,             // ChaCha20-Poly1305 AEAD: payload encrypted, header authenticated
+  insecure_measurement,  // no tag at all; only for `authrun bench`, both peers must opt in
+};
+
+const char* to_string(MessageType type);
+const char* to_string(Role role);
+const char* to_string(ChannelMode mode);
+
+// First message of each side, sent at once and in parallel.
+struct Hello {
+  Role role = Role::parent;
+  std::vector<int> versions;       // protocol versions spoken, any order
+  Bytes32 nonce{};                 // fresh randombytes_buf
+  Bytes32 ephemeral_public_key{};  // fresh crypto_kx_keypair
+  std::vector<ChannelMode> modes;  // parent: acceptable modes in preference order; worker: modes it accepts
+  std::uint32_t max_payload = 0;   // largest data payload this peer accepts
+};
+
+// Second message of each side: MAC of the run key over its role label and the transcript hash.
+struct Proof {
+  Bytes32 mac{};
+};
+
+// Sent only on failure (then the sender closes): why the handshake or channel ended.
+struct Outcome {
+  bool ok = false;
+  std::string reason;   // an ErrorCode name
+  std::string message;
+};
+
+// One unit of work.
+struct Task {
+  std::uint64_t id = 0;
+  std::string fn;
+  json args;
+};
+
+// A task's failure, as carried in a result.
+struct TaskError {
+  std::string type;     // e.g. "bad_args", "unknown_function", "exec_failed", or the type given to `fail`
+  std::string message;
+  json details;         // null when there are none
+};
+
+// The answer to one task: a value or an error.
+struct TaskResult {
+  std::uint64_t id = 0;
+  bool ok = true;
+  json value;       // when ok
+  TaskError error;  // when !ok
+};
+
+// A peer's report that it is closing the channel because of a protocol error.
+struct ProtocolError {
+  std::string code;  // an ErrorCode name
+  std::string message;
+};
+
+// Asks the worker to finish and exit.
+struct Shutdown {};
+
+using Message = std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown>;
+
+// The frame type that carries a message.
+MessageType type_of(const Message& message);
+
+}  // namespace authrun::protocol

@@ -1,0 +1,51 @@
+// The 32-byte run key: generated, loaded from a 0600 key file or an inherited fd, wiped after use.
+// It has no operator<< and no accessor that returns a string, so it cannot end up in a log by accident.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "protocol/result.hpp"
+
+namespace authrun::protocol {
+
+inline constexpr std::size_t k_run_key_size = 32;
+
+// Initialises libsodium once (thread-safe); returns false if it cannot be used.
+bool sodium_ready();
+
+class RunKey {
+ public:
+  // A fresh random key (randombytes_buf). Locked in memory (sodium_mlock) where the system allows it.
+  static RunKey generate();
+  // Reads a key file written by write_file: 64 hex digits and an optional newline. The file must be a
+  // regular file owned by this user with no permission bits for group or others. Errors: key_invalid
+  // (message names the file and why).
+  static Result<RunKey> load_file(const std::string& path);
+  // Reads exactly 32 raw bytes from `fd` (the runner's key pipe) and closes it. Fails closed on a short
+  // read (someone else read the key first) or a longer stream. Errors: key_invalid.
+  static Result<RunKey> read_fd(int fd);
+  // Builds a key from raw bytes (tests and test vectors).
+  static RunKey from_bytes(std::span<const std::uint8_t, k_run_key_size> bytes);
+
+  RunKey(RunKey&& other) noexcept;
+  RunKey& operator=(RunKey&& other) noexcept;
+  RunKey(const RunKey&) = delete;
+  RunKey& operator=(const RunKey&) = delete;
+  // Wipes the key (sodium_memzero) and unlocks it.
+  ~RunKey();
+
+  // Writes the key as a new file with mode 0600 (refuses to overwrite). Errors: key_invalid, io.
+  Result<void> write_file(const std::string& path) const;
+
+  const std::uint8_t* data() const { return m_bytes; }
+  static constexpr std::size_t size() { return k_run_key_size; }
+
+ private:
+  RunKey();
+  std::uint8_t m_bytes[k_run_key_size];
+};
+
+}  // namespace authrun::protocol

@@ -1,0 +1,253 @@
+// Asynchronous driving of one worker's pipes and its protocol Connection.
+#include "runner/worker_link.hpp"
+
+#include <sys/uio.h>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "protocol/json_codec.hpp"
+#include "runner/worker_process.hpp"
+
+namespace authrun::runner {
+
+namespace asio = boost::asio;
+using namespace protocol;
+
+struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
+  Impl(asio::io_context& io, RunKey k, HandshakeConfig config, Events ev)
+      : key(std::move(k)), connection(key, std::move(config)), events(std::move(ev)), in(io), out(io),
+        handshake_timer(io), deadline_timer(io) {}
+
+  RunKey key;  // declared before connection, which refers to it
+  Connection connection;
+  Events events;
+  std::optional<WorkerProcess> process;
+  asio::posix::stream_descriptor in;   // worker's stdout
+  asio::posix::stream_descriptor out;  // worker's stdin
+  asio::steady_timer handshake_timer;
+  asio::steady_timer deadline_timer;
+  Clock::time_point spawned_at;
+  std::chrono::microseconds handshake_time{0};
+  bool writing = false;
+  bool closing_output = false;  // shutdown(): close the worker's stdin once output is flushed
+  bool closed = false;          // channel over: no more reads or writes
+  bool exited = false;
+  int wait_status = 0;
+  std::optional<Error> failure;  // the first thing that went wrong
+  bool gone_reported = false;
+
+  void start_read() {
+    if (closed) return;
+    auto space = connection.read_space();
+    in.async_read_some(asio::buffer(space.data(), space.size()),
+                       [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+                         self->on_read(ec, n);
+                       });
+  }
+
+  void on_read(const boost::system::error_code& ec, std::size_t n) {
+    if (closed) return;
+    if (ec == asio::error::eof || (!ec && n == 0)) return close(connection.end_of_input());
+    if (ec) return close(make_error(ErrorCode::io, "reading from worker: " + ec.message()));
+    connection.commit(n);
+    for (;;) {
+      const bool was_ready = connection.established();
+      auto msg = connection.receive();
+      if (!msg) {
+        flush_now();
+        return close(std::move(msg).error());
+      }
+      if (!was_ready && connection.established()) {
+        handshake_timer.cancel();
+        handshake_time = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - spawned_at);
+        kick_write();
+        if (events.on_ready) events.on_ready();
+        if (closed) return;
+      }
+      if (!*msg) break;
+      if (auto* result = std::get_if<TaskResult>(&**msg)) {
+        events.on_result(std::move(*result));
+        if (closed) return;
+        continue;
+      }
+      Error e = make_error(ErrorCode::unexpected, std::string("worker sent a ") + to_string(type_of(**msg)) + " message");
+      std::ignore = connection.send(ProtocolError{to_string(e.code), e.message});
+      flush_now();
+      return close(std::move(e));
+    }
+    kick_write();
+    start_read();
+  }
+
+  void kick_write() {
+    if (closed || writing) return;
+    FrameWriter& w = connection.output();
+    if (w.empty()) {
+      if (closing_output && out.is_open()) {
+        boost::system::error_code ignored;
+        out.close(ignored);
+      }
+      return;
+    }
+    iovec iov[64];
+    std::size_t n = w.gather(iov);
+    std::vector<asio::const_buffer> buffers;
+    buffers.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) buffers.emplace_back(iov[i].iov_base, iov[i].iov_len);
+    writing = true;
+    out.async_write_some(buffers, [self = shared_from_this()](const boost::system::error_code& ec, std::size_t written) {
+      self->writing = false;
+      if (self->closed) return;
+      if (ec) return self->close(make_error(ErrorCode::io, "writing to worker: " + ec.message()));
+      self->connection.output().consume(written);
+      self->kick_write();
+    });
+  }
+
+  // Best-effort, non-blocking write of what is queued (the frame telling the peer why we close).
+  void flush_now() {
+    if (writing || !out.is_open()) return;
+    FrameWriter& w = connection.output();
+    iovec iov[64];
+    std::size_t n = w.gather(iov);
+    if (n > 0) {
+      ssize_t written = ::writev(out.native_handle(), iov, static_cast<int>(n));
+      if (written > 0) w.consume(static_cast<std::size_t>(written));
+    }
+  }
+
+  void close(Error why) {
+    if (!failure) failure = std::move(why);
+    if (closed) return;
+    closed = true;
+    boost::system::error_code ignored;
+    handshake_timer.cancel();
+    deadline_timer.cancel();
+    in.close(ignored);
+    out.close(ignored);
+    // A worker that ends the channel is expected to exit at once; one that broke the protocol is not
+    // trusted to: either way it gets a moment, then SIGKILL.
+    if (failure->code == ErrorCode::eof) {
+      deadline_timer.expires_after(std::chrono::seconds(2));
+      deadline_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+        if (!ec && self->process) self->process->kill();
+      });
+    } else if (process) {
+      process->kill();
+    }
+    report_if_done();
+  }
+
+  void on_exit(int status) {
+    exited = true;
+    wait_status = status;
+    if (!closed) {
+      // Its pipes may still hold a last result: let the reader reach EOF first.
+      return;
+    }
+    boost::system::error_code ignored;
+    deadline_timer.cancel();
+    report_if_done();
+  }
+
+  void report_if_done() {
+    if (!closed || !exited || gone_reported) return;
+    gone_reported = true;
+    auto on_gone = std::move(events.on_gone);
+    events = Events{};  // break cycles: the scheduler's callbacks may hold references
+    if (on_gone) on_gone(*failure, wait_status);
+    process.reset();
+  }
+};
+
+WorkerLink::WorkerLink(std::shared_ptr<Impl> impl) : m_impl(std::move(impl)) {}
+
+WorkerLink::~WorkerLink() {
+  if (m_impl && !m_impl->closed) m_impl->close(make_error(ErrorCode::io, "runner dropped the worker"));
+}
+
+Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, const std::vector<std::string>& argv,
+                                                      const RunKey* shared_key, HandshakeConfig config,
+                                                      std::chrono::milliseconds handshake_timeout, Events events) {
+  // A fresh key for each worker: a key stolen from one worker opens that one channel at most.
+  RunKey key = RunKey::generate();
+  if (shared_key) key = RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(shared_key->data(), k_run_key_size));
+  AUTHRUN_TRY_ASSIGN(Pipe key_pipe, make_pipe());
+  AUTHRUN_TRY(write_all(key_pipe.write.get(), std::span<const std::byte>(reinterpret_cast<const std::byte*>(key.data()), key.size()),
+                        Clock::now() + std::chrono::seconds(1)));
+  key_pipe.write.close();
+
+  auto impl = std::make_shared<Impl>(io, std::move(key), std::move(config), std::move(events));
+  WorkerProcess::Pipes pipes;
+  impl->spawned_at = Clock::now();
+  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(key_pipe.read), pipes));
+  impl->process.emplace(std::move(process));
+  AUTHRUN_TRY(set_nonblocking(pipes.to_worker.get(), true));
+  AUTHRUN_TRY(set_nonblocking(pipes.from_worker.get(), true));
+  impl->in.assign(pipes.from_worker.release());
+  impl->out.assign(pipes.to_worker.release());
+  impl->process->async_wait([weak = std::weak_ptr<Impl>(impl), keep = impl](int status) mutable {
+    keep->on_exit(status);
+    keep.reset();
+  });
+  impl->handshake_timer.expires_after(handshake_timeout);
+  impl->handshake_timer.async_wait([weak = std::weak_ptr<Impl>(impl), handshake_timeout](const boost::system::error_code& ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->connection.established()) return;
+    self->close(make_error(ErrorCode::timeout, "handshake did not complete within " +
+                                                   std::to_string(handshake_timeout.count()) + " ms"));
+  });
+  impl->kick_write();  // our hello
+  impl->start_read();
+  return std::shared_ptr<WorkerLink>(new WorkerLink(std::move(impl)));
+}
+
+int WorkerLink::pid() const { return m_impl->process ? m_impl->process->pid() : 0; }
+bool WorkerLink::ready() const { return m_impl->connection.established() && !m_impl->closed; }
+std::chrono::microseconds WorkerLink::handshake_time() const { return m_impl->handshake_time; }
+ChannelMode WorkerLink::mode() const { return m_impl->connection.session().mode; }
+
+Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args_json) {
+  std::string body;
+  body.reserve(args_json.size() + fn.size() + 48);
+  body += "{\"id\":";
+  body += std::to_string(id);
+  body += ",\"fn\":";
+  body += dump_json(fn);
+  body += ",\"args\":";
+  body += args_json;
+  body += '}';
+  AUTHRUN_TRY(m_impl->connection.send_body(MessageType::task, std::move(body)));
+  m_impl->kick_write();
+  return {};
+}
+
+void WorkerLink::shutdown() {
+  if (m_impl->closed || m_impl->closing_output) return;
+  if (m_impl->connection.established()) std::ignore = m_impl->connection.send(Shutdown{});
+  m_impl->closing_output = true;
+  m_impl->kick_write();
+}
+
+void WorkerLink::kill(Error why) {
+  m_impl->close(std::move(why));
+  if (m_impl->process) m_impl->process->kill();
+}
+
+void WorkerLink::set_deadline(std::optional<std::chrono::milliseconds> after, Error why) {
+  auto& timer = m_impl->deadline_timer;
+  if (m_impl->closed) return;
+  timer.cancel();
+  if (!after) return;
+  timer.expires_after(*after);
+  timer.async_wait([weak = std::weak_ptr<Impl>(m_impl), why = std::move(why)](const boost::system::error_code& ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->closed) return;
+    self->close(why);
+  });
+}
+
+}  // namespace authrun::runner

@@ -1,0 +1,67 @@
+// One worker as the runner's event loop sees it: the child process, its two pipes driven asynchronously,
+// and the protocol Connection (handshake, then protected tasks and results).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol/connection.hpp"
+#include "protocol/run_key.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace authrun::runner {
+
+class WorkerLink {
+ public:
+  struct Events {
+    // The worker's proof verified: it may be given tasks.
+    std::function<void()> on_ready;
+    // A result arrived (results arrive in the order tasks were sent).
+    std::function<void(protocol::TaskResult&&)> on_result;
+    // The channel is closed and the process reaped; called once, last. `why` is the first thing that went
+    // wrong (eof for a clean exit), `wait_status` as from waitpid.
+    std::function<void(const protocol::Error& why, int wait_status)> on_gone;
+  };
+
+  // Spawns `argv` with a fresh key (or `shared_key` when given) on fd 3 and starts the handshake, which
+  // must complete within `handshake_timeout`. Errors: spawn_failed, io.
+  static protocol::Result<std::shared_ptr<WorkerLink>> start(boost::asio::io_context& io, const std::vector<std::string>& argv,
+                                                             const protocol::RunKey* shared_key,
+                                                             protocol::HandshakeConfig config,
+                                                             std::chrono::milliseconds handshake_timeout, Events events);
+  ~WorkerLink();
+  WorkerLink(const WorkerLink&) = delete;
+  WorkerLink& operator=(const WorkerLink&) = delete;
+
+  int pid() const;
+  // True between a verified handshake and the first failure.
+  bool ready() const;
+  // Time from spawn to the worker's verified proof.
+  std::chrono::microseconds handshake_time() const;
+  // The channel mode agreed (only once ready).
+  protocol::ChannelMode mode() const;
+
+  // Queues a task (body already encoded). Errors: frame_too_large (the worker's limit); nothing is sent.
+  protocol::Result<void> send_task(std::uint64_t id, const std::string& fn, const std::string& args_json);
+  // Asks the worker to exit once its queued tasks are done (shutdown message, then end of its stdin).
+  void shutdown();
+  // Ends the link now: kills the worker; on_gone will report `why`.
+  void kill(protocol::Error why);
+  // Arms (or with nullopt disarms) a timer that kills the worker with `why` when it fires.
+  void set_deadline(std::optional<std::chrono::milliseconds> after, protocol::Error why);
+
+  struct Impl;
+
+ private:
+  explicit WorkerLink(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> m_impl;
+};
+
+}  // namespace authrun::runner

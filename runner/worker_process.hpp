@@ -1,0 +1,56 @@
+// A worker child process: spawned with Boost.Process v2 on a pair of pipes, with the key pipe as fd 3 and
+// no other fd of ours; killed and reaped by its owner. The only file that includes Boost.Process.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "protocol/fd.hpp"
+#include "protocol/result.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace authrun::runner {
+
+// The fd number at which a spawned worker finds its key pipe (authrun-worker's --key-fd default).
+inline constexpr int k_worker_key_fd = 3;
+
+class WorkerProcess {
+ public:
+  // The runner's ends of the worker's stdin and stdout.
+  struct Pipes {
+    protocol::Fd to_worker;
+    protocol::Fd from_worker;
+  };
+
+  // Starts argv[0] (a path) with argv. The child gets fresh pipes as stdin and stdout, inherits stderr, and
+  // gets `key_fd` (the read end of a pipe holding the key; may be invalid) as fd 3; every other fd is
+  // closed. Errors: spawn_failed, naming the program and errno.
+  static protocol::Result<WorkerProcess> spawn(boost::asio::io_context& io, const std::vector<std::string>& argv,
+                                               protocol::Fd key_fd, Pipes& pipes);
+
+  WorkerProcess(WorkerProcess&&) noexcept;
+  WorkerProcess& operator=(WorkerProcess&&) noexcept;
+  // Kills the child if it is still running; it is reaped by the pending wait, if any.
+  ~WorkerProcess();
+
+  int pid() const;
+  // Calls `on_exit(wait_status)` (as from waitpid) once the child has been reaped. Call once.
+  void async_wait(std::function<void(int wait_status)> on_exit);
+  // Sends SIGKILL (no-op once reaped).
+  void kill();
+
+ private:
+  struct Impl;
+  explicit WorkerProcess(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> m_impl;
+};
+
+// "exit code 3", "signal 9 (Killed)" for a wait status.
+std::string describe_wait_status(int wait_status);
+
+}  // namespace authrun::runner

@@ -1,0 +1,42 @@
+// The worker's task loop.
+#include "worker/worker_loop.hpp"
+
+#include "worker/functions.hpp"
+
+namespace authrun::worker {
+
+using namespace protocol;
+
+Result<void> serve_tasks(Channel& channel) {
+  for (;;) {
+    auto msg = channel.receive();
+    if (!msg) {
+      if (msg.error().code == ErrorCode::eof) return {};
+      return std::move(msg).error();
+    }
+    if (std::holds_alternative<Shutdown>(*msg)) return {};
+    auto* task = std::get_if<Task>(&*msg);
+    if (task == nullptr) {
+      Error e = make_error(ErrorCode::unexpected, std::string("worker got a ") + to_string(type_of(*msg)) + " message");
+      std::ignore = channel.send(ProtocolError{to_string(e.code), e.message});
+      return e;
+    }
+    TaskResult result;
+    result.id = task->id;
+    FunctionResult value = call_function(task->fn, std::move(task->args));
+    if (value) {
+      result.value = std::move(value).value();
+    } else {
+      result.ok = false;
+      result.error = std::move(value).error();
+    }
+    auto sent = channel.send(result);
+    if (!sent && sent.error().code == ErrorCode::frame_too_large) {
+      TaskResult too_large{task->id, false, nullptr, TaskError{"result_too_large", sent.error().message, nullptr}};
+      sent = channel.send(too_large);
+    }
+    if (!sent) return std::move(sent).error();
+  }
+}
+
+}  // namespace authrun::worker

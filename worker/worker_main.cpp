@@ -1,0 +1,108 @@
+// authrun-worker: options, key, protocol fds, handshake, task loop.
+#include "worker/worker_main.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "protocol/channel.hpp"
+#include "protocol/run_key.hpp"
+#include "worker/functions.hpp"
+#include "worker/worker_loop.hpp"
+
+namespace authrun::worker {
+
+using namespace protocol;
+
+namespace {
+
+void log_line(const std::string& text) {
+  std::fprintf(stderr, "authrun-worker[%d]: %s\n", static_cast<int>(::getpid()), text.c_str());
+}
+
+// Moves the protocol off fds 0 and 1 so that nothing a task or a library prints can reach the channel:
+// fd 0 becomes /dev/null and fd 1 a copy of stderr.
+Result<std::pair<Fd, Fd>> take_protocol_fds() {
+  Fd in(::fcntl(0, F_DUPFD_CLOEXEC, 3));
+  Fd out(::fcntl(1, F_DUPFD_CLOEXEC, 3));
+  if (!in.valid() || !out.valid()) return make_error(ErrorCode::io, std::string("dup of stdin/stdout: ") + std::strerror(errno));
+  int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(2, 1) < 0) {
+    return make_error(ErrorCode::io, std::string("redirecting stdin/stdout: ") + std::strerror(errno));
+  }
+  ::close(null);
+  return std::pair<Fd, Fd>{std::move(in), std::move(out)};
+}
+
+}  // namespace
+
+int worker_main(int argc, char** argv) {
+  const pid_t parent = ::getppid();
+  // Backstop for "workers never outlive the runner": EOF on stdin is the first signal, this the second.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) return 0;
+  std::signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"authrun-worker: runs tasks for an authrun parent over stdin/stdout after a mutual handshake.\n"
+               "The key comes from an inherited fd (the runner's way) or a key file (mode 0600)."};
+  int key_fd = 3;
+  std::string key_file;
+  double handshake_timeout = std::chrono::duration<double>(limits::default_handshake_timeout).count();
+  std::uint32_t max_payload = limits::default_max_payload;
+  bool allow_encrypted_only = false;
+  bool allow_insecure = false;
+  bool list = false;
+  app.add_option("--key-fd", key_fd, "Read the 32-byte run key from this inherited fd")->capture_default_str();
+  app.add_option("--key-file", key_file, "Read the run key from this file (mode 0600, made by 'authrun keygen')")
+      ->excludes("--key-fd");
+  app.add_option("--handshake-timeout", handshake_timeout, "Seconds the handshake may take")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-payload", max_payload, "Largest task payload accepted, in bytes")->capture_default_str()
+      ->check(CLI::Range(std::uint32_t{1024}, limits::absolute_max_payload));
+  app.add_flag("--encrypted-only", allow_encrypted_only, "Accept only the encrypted channel mode");
+  app.add_flag("--allow-insecure-measurement", allow_insecure,
+               "Also accept the unauthenticated channel mode (for 'authrun bench' only)");
+  app.add_flag("--list", list, "List the built-in functions and exit");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (list) {
+    for (const FunctionEntry& f : functions()) std::printf("%-8s %s\n", std::string(f.name).c_str(), std::string(f.summary).c_str());
+    return 0;
+  }
+
+  auto fds = take_protocol_fds();
+  if (!fds) {
+    log_line(fds.error().message);
+    return 2;
+  }
+  auto key = key_file.empty() ? RunKey::read_fd(key_fd) : RunKey::load_file(key_file);
+  if (!key) {
+    log_line("no usable key, refusing to run: " + key.error().message);
+    return 3;
+  }
+  HandshakeConfig config{Role::worker, {ChannelMode::encrypted}, max_payload};
+  if (!allow_encrypted_only) config.modes.push_back(ChannelMode::authenticated);
+  if (allow_insecure) config.modes.push_back(ChannelMode::insecure_measurement);
+  Channel channel(std::move(fds->first), std::move(fds->second), *key, config);
+  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(handshake_timeout));
+  if (auto hs = channel.handshake(deadline); !hs) {
+    log_line(std::string("handshake failed (") + to_string(hs.error().code) + "): " + hs.error().message);
+    return 3;
+  }
+  if (auto served = serve_tasks(channel); !served) {
+    log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);
+    return 4;
+  }
+  return 0;
+}
+
+}  // namespace authrun::worker
