@@ -227,7 +227,13 @@ Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, cons
 
 void WorkerLink::shutdown() {
   if (m_impl->closed || m_impl->closing_output) return;
-  if (m_impl->connection.established()) std::ignore = m_impl->connection.send(Shutdown{});
+  if (!m_impl->connection.established()) {
+    // Not needed after all, and not trusted yet: nothing to wait for.
+    m_impl->close(make_error(ErrorCode::eof, "stopped before its handshake completed"));
+    if (m_impl->process) m_impl->process->kill();
+    return;
+  }
+  std::ignore = m_impl->connection.send(Shutdown{});
   m_impl->closing_output = true;
   m_impl->kick_write();
 }
