@@ -23,6 +23,7 @@ Result<void> Channel::flush(Clock::time_point deadline) {
 }
 
 Result<std::optional<Message>> Channel::step(Clock::time_point deadline) {
+  const bool was_established = m_connection.established();
   auto got = m_connection.receive();
   if (!got) {
     // Tell the peer why (best effort, briefly), then report.
@@ -31,6 +32,8 @@ Result<std::optional<Message>> Channel::step(Clock::time_point deadline) {
   }
   if (*got) return got;
   AUTHRUN_TRY(flush(deadline));
+  // Just established: let handshake() return rather than wait for a message the peer need not send yet.
+  if (!was_established && m_connection.established()) return got;
   auto space = m_connection.read_space();
   AUTHRUN_TRY_ASSIGN(std::size_t n, read_some(m_in.get(), std::as_writable_bytes(space), deadline));
   if (n == 0) return m_connection.end_of_input();

@@ -73,8 +73,15 @@ OutFrame make_frame(const Message& message) {
 }
 
 OutFrame outcome_for(const Error& error) {
-  std::string message = error.message.substr(0, 200);  // stays under the pre-auth frame limit
-  return make_frame(Outcome{false, to_string(error.code), message});
+  std::string message = error.message.substr(0, 200);
+  OutFrame out = make_frame(Outcome{false, to_string(error.code), message});
+  // The message may quote the peer's bytes, and escaping (\u0001) or replacing invalid UTF-8 (U+FFFD) can
+  // make 200 bytes several times longer: shorten until the frame fits the peer's pre-auth limit.
+  while (out.payload.size() > limits::pre_auth_max_payload) {
+    message.resize(message.size() / 2);
+    out = make_frame(Outcome{false, to_string(error.code), message});
+  }
+  return out;
 }
 
 Handshake::Handshake(const RunKey& key, HandshakeConfig config, Ephemeral ephemeral)

@@ -62,8 +62,13 @@ BatchTask parse_task_line(std::string_view text, std::uint64_t line, std::uint64
 }
 
 BatchInput::BatchInput(Fd fd, std::string name, std::size_t capacity, std::uint32_t max_line,
-                       std::function<void()> notify)
-    : m_fd(std::move(fd)), m_name(std::move(name)), m_capacity(capacity), m_max_line(max_line), m_notify(std::move(notify)) {
+                       std::function<void()> notify, std::function<bool(const BatchTask&)> skip)
+    : m_fd(std::move(fd)),
+      m_name(std::move(name)),
+      m_capacity(capacity),
+      m_max_line(max_line),
+      m_notify(std::move(notify)),
+      m_skip(std::move(skip)) {
   auto p = make_pipe();
   if (p) {
     m_stop_read = std::move(p->read);
@@ -98,7 +103,6 @@ bool BatchInput::push(BatchTask task) {
     if (m_stopping) return false;
     was_empty = m_queue.empty();
     m_queue.push_back(std::move(task));
-    ++m_read;
   }
   if (was_empty) m_notify();
   return true;
@@ -125,7 +129,14 @@ void BatchInput::run() {
       return push(std::move(t));
     }
     if (text.find_first_not_of(" \t\r") == std::string_view::npos) return true;  // blank line
-    return push(parse_task_line(text, line, seq++, where, m_max_line));
+    BatchTask t = parse_task_line(text, line, seq, where, m_max_line);
+    if (!t.error && m_skip && m_skip(t)) {
+      std::lock_guard lock(m_mutex);
+      ++m_skipped;
+      return true;
+    }
+    ++seq;
+    return push(std::move(t));
   };
   for (;;) {
     pollfd fds[2] = {{m_fd.get(), POLLIN, 0}, {m_stop_read.get(), POLLIN, 0}};
@@ -205,9 +216,10 @@ std::optional<std::string> BatchInput::read_error() {
   return m_error;
 }
 
-std::uint64_t BatchInput::count_read() {
+std::uint64_t BatchInput::count_skipped() {
   std::lock_guard lock(m_mutex);
-  return m_read;
+  return m_skipped;
 }
+
 
 }  // namespace authrun::runner

@@ -37,9 +37,10 @@ class BatchInput {
  public:
   // Starts a thread reading `fd` (owned) named `name` in messages. `notify` is called from that thread when
   // a task arrives in an empty queue and when input ends: the consumer then drains with try_pop().
-  // Lines longer than `max_line` bytes become bad_task results without being held in memory.
+  // Lines longer than `max_line` bytes become bad_task results without being held in memory. Valid tasks
+  // for which `skip` (may be empty) returns true are counted and dropped (--resume), taking no seq.
   BatchInput(protocol::Fd fd, std::string name, std::size_t capacity, std::uint32_t max_line,
-             std::function<void()> notify);
+             std::function<void()> notify, std::function<bool(const BatchTask&)> skip = {});
   // Stops the reader and joins it.
   ~BatchInput();
   BatchInput(const BatchInput&) = delete;
@@ -53,8 +54,8 @@ class BatchInput {
   std::optional<std::string> read_error();
   // Stops reading soon, even if the reader is blocked on a pipe; what was queued stays.
   void stop();
-  // Tasks read so far.
-  std::uint64_t count_read();
+  // Tasks dropped by `skip`.
+  std::uint64_t count_skipped();
 
  private:
   void run();
@@ -65,6 +66,7 @@ class BatchInput {
   std::size_t m_capacity;
   std::uint32_t m_max_line;
   std::function<void()> m_notify;
+  std::function<bool(const BatchTask&)> m_skip;
   protocol::Fd m_stop_read, m_stop_write;  // a pipe that wakes the reader's poll()
 
   std::mutex m_mutex;
@@ -72,7 +74,7 @@ class BatchInput {
   std::deque<BatchTask> m_queue;
   bool m_ended = false;
   bool m_stopping = false;
-  std::uint64_t m_read = 0;
+  std::uint64_t m_skipped = 0;
   std::optional<std::string> m_error;
   std::thread m_thread;
 };

@@ -105,6 +105,10 @@ int run_cli(int argc, char** argv) {
   run_cmd->add_option("--worker", worker_command,
                       "Worker command to run instead of authrun-worker (any program that speaks the protocol)");
   run_cmd->add_option("--key-file", run.key_file, "Use this key (from 'authrun keygen') for every worker instead of a fresh key each");
+  run_cmd->add_option("--joblog", run.joblog, "Write a tab-separated line per task attempt to this file");
+  run_cmd->add_option("--resume", run.resume,
+                      "Skip tasks that have an ok result in this results file, and append the new results to it")
+      ->excludes("--output");
   run_cmd->add_option("--retries", run.retries, "Extra attempts for a task whose worker died or timed out")
       ->capture_default_str()->check(CLI::Range(0, 100));
   run_cmd->add_option("--timeout", run.timeout_s, "Seconds a task may run (a task's own \"timeout\" wins)")

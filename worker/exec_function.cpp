@@ -3,6 +3,7 @@
 
 #include "protocol/fd.hpp"
 
+#include <atomic>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -205,10 +206,13 @@ pid_t wait_for(pid_t pid, int* status, int flags) {
 
 // Kills and reaps the child's process group if the function is left before the child was reaped
 // (an error or exception in the middle), so no child outlives its task.
+std::atomic<pid_t> g_running_group{0};  // the child's process group while it runs (for the signal handler)
+
 class ChildGuard {
  public:
-  explicit ChildGuard(pid_t pid) : m_pid(pid) {}
+  explicit ChildGuard(pid_t pid) : m_pid(pid) { g_running_group.store(pid); }
   ~ChildGuard() {
+    g_running_group.store(0);
     if (m_pid > 0) {
       kill(-m_pid, SIGKILL);
       int status = 0;
@@ -217,7 +221,10 @@ class ChildGuard {
   }
   ChildGuard(const ChildGuard&) = delete;
   ChildGuard& operator=(const ChildGuard&) = delete;
-  void reaped() { m_pid = -1; }
+  void reaped() {
+    g_running_group.store(0);
+    m_pid = -1;
+  }
 
  private:
   pid_t m_pid;
@@ -432,6 +439,11 @@ FunctionResult exec_function(json&& args) {
               {"stderr", std::move(err.data)},      {"stdout_truncated", out.truncated},
               {"stderr_truncated", err.truncated},  {"timed_out", timed_out},
               {"duration_ms", duration_ms}};
+}
+
+void kill_running_exec_child() {
+  pid_t group = g_running_group.load();
+  if (group > 0) ::kill(-group, SIGKILL);
 }
 
 }  // namespace authrun::worker

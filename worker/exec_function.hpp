@@ -26,4 +26,8 @@ namespace authrun::worker {
 // directory", or an unusable cwd, or no pipes/fds left).
 FunctionResult exec_function(json&& args);
 
+// Kills the process group of the exec child running now, if any. Async-signal-safe: the worker's SIGTERM
+// handler calls it so that no task child outlives a worker whose runner has gone.
+void kill_running_exec_child();
+
 }  // namespace authrun::worker

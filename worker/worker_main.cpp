@@ -13,6 +13,7 @@
 
 #include "protocol/channel.hpp"
 #include "protocol/run_key.hpp"
+#include "worker/exec_function.hpp"
 #include "worker/functions.hpp"
 #include "worker/worker_loop.hpp"
 
@@ -24,6 +25,24 @@ namespace {
 
 void log_line(const std::string& text) {
   std::fprintf(stderr, "authrun-worker[%d]: %s\n", static_cast<int>(::getpid()), text.c_str());
+}
+
+// SIGTERM (also what PR_SET_PDEATHSIG sends when the runner dies) and SIGHUP: take the running task's
+// child with us, then go.
+void on_terminate(int sig) {
+  kill_running_exec_child();
+  ::_exit(128 + sig);
+}
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_terminate;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGHUP, &sa, nullptr);
+  // Ctrl-C reaches the whole foreground process group; the runner decides what happens to running tasks.
+  std::signal(SIGINT, SIG_IGN);
+  std::signal(SIGPIPE, SIG_IGN);
 }
 
 // Moves the protocol off fds 0 and 1 so that nothing a task or a library prints can reach the channel:
@@ -44,10 +63,10 @@ Result<std::pair<Fd, Fd>> take_protocol_fds() {
 
 int worker_main(int argc, char** argv) {
   const pid_t parent = ::getppid();
-  // Backstop for "workers never outlive the runner": EOF on stdin is the first signal, this the second.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  install_signal_handlers();
+  // Backstop for "workers never outlive the runner": EOF on stdin is the first sign, this the second.
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (::getppid() != parent) return 0;
-  std::signal(SIGPIPE, SIG_IGN);
 
   CLI::App app{"authrun-worker: runs tasks for an authrun parent over stdin/stdout after a mutual handshake.\n"
                "The key comes from an inherited fd (the runner's way) or a key file (mode 0600)."};

@@ -1,0 +1,36 @@
+// --joblog writer.
+#include "runner/job_log.hpp"
+
+#include <cerrno>
+#include <cstring>
+
+namespace authrun::runner {
+
+protocol::Result<JobLog> JobLog::open(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "we");
+  if (!f) return protocol::make_error(protocol::ErrorCode::io, "cannot write joblog " + path + ": " + std::strerror(errno));
+  std::fputs("Seq\tId\tWorker\tAttempt\tStarttime\tJobRuntime\tOutcome\tMessage\n", f);
+  std::fflush(f);
+  return JobLog(f);
+}
+
+JobLog::~JobLog() {
+  if (m_file) std::fclose(m_file);
+}
+
+void JobLog::record(std::uint64_t seq, const std::string& id, int worker, int attempt,
+                    std::chrono::system_clock::time_point start, double runtime_s, const std::string& outcome,
+                    const std::string& message) {
+  auto clean = [](std::string s) {
+    for (char& c : s) {
+      if (c == '\t' || c == '\n' || c == '\r') c = ' ';
+    }
+    return s;
+  };
+  double start_s = std::chrono::duration<double>(start.time_since_epoch()).count();
+  std::fprintf(m_file, "%llu\t%s\t%d\t%d\t%.3f\t%.3f\t%s\t%s\n", static_cast<unsigned long long>(seq + 1),
+               clean(id).c_str(), worker, attempt, start_s, runtime_s, outcome.c_str(), clean(message).c_str());
+  std::fflush(m_file);
+}
+
+}  // namespace authrun::runner
