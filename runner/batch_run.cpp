@@ -86,6 +86,7 @@ class BatchRun {
   // Writes the task's one result line (and its joblog line). `attempt` counts the attempts made, 0 if none.
   void finish(const Attempt& a, int attempt, bool ok, json value_or_error, int pid);
   void record_attempt(const Attempt& a, int attempt, int pid, const std::string& outcome, const std::string& message);
+  void audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status);
   void maybe_finish();
   void on_signal(int sig);
   void give_up(const std::string& why);
@@ -100,6 +101,7 @@ class BatchRun {
   std::optional<RunKey> m_shared_key;
   std::unordered_set<std::string> m_done_ids;  // --resume
   std::optional<JobLog> m_joblog;
+  std::FILE* m_audit = nullptr;
   std::unique_ptr<BatchInput> m_input;
   std::FILE* m_out = nullptr;
   std::unique_ptr<ResultSink> m_sink;
@@ -135,6 +137,13 @@ bool BatchRun::open_files() {
       return false;
     }
     m_joblog.emplace(std::move(*joblog));
+  }
+  if (!m_o.audit_log.empty()) {
+    m_audit = std::fopen(m_o.audit_log.c_str(), "ae");
+    if (!m_audit) {
+      log("cannot write audit log " + m_o.audit_log + ": " + std::strerror(errno));
+      return false;
+    }
   }
   std::string out_path = m_o.output;
   const char* out_mode = "we";
@@ -200,6 +209,7 @@ int BatchRun::run() {
   const bool input_cut = !m_input_done;
   m_input.reset();
   if (m_out != stdout) std::fclose(m_out);
+  if (m_audit) std::fclose(m_audit);
   if (m_progress_shown) std::fputc('\n', stderr);
   double secs = std::chrono::duration<double>(Clock::now() - m_t0).count();
   std::uint64_t total = m_ok + m_failed;
@@ -247,6 +257,7 @@ void BatchRun::on_ready(int id) {
   Worker& w = m_workers.at(id);
   w.trusted = true;
   ++m_trusted;
+  audit(w, "handshake", true, nullptr, "");
   if (m_o.verbose) {
     log("worker " + std::to_string(w.pid) + ": handshake ok (" + to_string(w.link->mode()) + ", " +
         std::to_string(w.link->handshake_time().count()) + " us)");
@@ -375,6 +386,8 @@ void BatchRun::on_gone(int id, const Error& why, int wait_status) {
   Worker& w = node.mapped();
   const bool clean = why.code == ErrorCode::eof && w.in_flight.empty() && (w.retiring || m_finishing);
   const std::string status = describe_wait_status(wait_status);
+  audit(w, w.trusted ? "channel_closed" : clean ? "stopped_before_handshake" : "handshake", clean, clean ? nullptr : &why,
+        status);
   if (!clean) {
     ++m_failures_since_progress;
     if (!w.trusted) {
@@ -421,6 +434,23 @@ void BatchRun::on_gone(int id, const Error& why, int wait_status) {
     }
   }
   dispatch();
+}
+
+void BatchRun::audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status) {
+  if (!m_audit) return;
+  json line{{"time", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()},
+            {"event", event}, {"worker", w.pid}, {"ok", ok}};
+  if (ok && std::string(event) == "handshake") {
+    line["mode"] = to_string(w.link->mode());
+    line["handshake_us"] = w.link->handshake_time().count();
+  }
+  if (why) {
+    line["reason"] = to_string(why->code);
+    line["message"] = why->message;
+  }
+  if (!status.empty()) line["exit"] = status;
+  std::fprintf(m_audit, "%s\n", dump_json(line).c_str());
+  std::fflush(m_audit);
 }
 
 void BatchRun::maybe_finish() {

@@ -18,6 +18,7 @@ struct RunOptions {
   std::string key_file;       // use this key for every worker instead of a fresh one each
   std::string joblog;         // write a line per task attempt here
   std::string resume;         // skip tasks with an ok result in this results file; append to it
+  std::string audit_log;      // write each handshake outcome and channel end as a JSON line here
   int retries = 1;            // extra attempts for a task whose worker died or timed out
   std::optional<double> timeout_s;       // per-task limit, unless the task gives its own
   double handshake_timeout_s = 5;

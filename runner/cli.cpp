@@ -109,6 +109,8 @@ int run_cli(int argc, char** argv) {
   run_cmd->add_option("--resume", run.resume,
                       "Skip tasks that have an ok result in this results file, and append the new results to it")
       ->excludes("--output");
+  run_cmd->add_option("--audit-log", run.audit_log,
+                      "Append each worker's handshake outcome and channel end to this file as JSON lines");
   run_cmd->add_option("--retries", run.retries, "Extra attempts for a task whose worker died or timed out")
       ->capture_default_str()->check(CLI::Range(0, 100));
   run_cmd->add_option("--timeout", run.timeout_s, "Seconds a task may run (a task's own \"timeout\" wins)")
