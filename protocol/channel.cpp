@@ -57,8 +57,8 @@ Result<Message> Channel::receive(Clock::time_point deadline) {
   }
 }
 
-Result<void> Channel::send(const Message& message, Clock::time_point deadline) {
-  AUTHRUN_TRY(m_connection.send(message));
+Result<void> Channel::send(Message message, Clock::time_point deadline, BodyFormat format) {
+  AUTHRUN_TRY(m_connection.send(std::move(message), format));
   return flush(deadline);
 }
 

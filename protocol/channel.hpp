@@ -19,8 +19,8 @@ class Channel {
   // truncated, timeout, io, and those of Connection::receive (after which the channel is finished).
   Result<Message> receive(Clock::time_point deadline = no_deadline());
 
-  // Queues a message and writes everything queued before `deadline`.
-  Result<void> send(const Message& message, Clock::time_point deadline = no_deadline());
+  // Queues a message (body in `format`, attachment moved) and writes everything queued before `deadline`.
+  Result<void> send(Message message, Clock::time_point deadline = no_deadline(), BodyFormat format = BodyFormat::json);
 
   // Writes everything queued before `deadline`.
   Result<void> flush(Clock::time_point deadline);

@@ -56,7 +56,7 @@ Result<std::optional<Message>> Connection::receive_one() {
                         std::string("unexpected ") + to_string(static_cast<MessageType>(type)) + " after the handshake");
     }
     AUTHRUN_TRY(m_session->rx.open(frame->header_bytes, frame->payload, frame->tag));
-    AUTHRUN_TRY_ASSIGN(Message msg, decode_message(type, frame->payload));
+    AUTHRUN_TRY_ASSIGN(Message msg, decode_frame(frame->header, std::move(frame->payload)));
     if (auto* e = std::get_if<ProtocolError>(&msg)) {
       return make_error(ErrorCode::peer_refused, "peer closed the channel: " + e->code + ": " + e->message);
     }
@@ -64,19 +64,48 @@ Result<std::optional<Message>> Connection::receive_one() {
   }
 }
 
-Result<void> Connection::send(const Message& message) { return send_body(type_of(message), encode_body(message)); }
+Result<void> Connection::send(Message message, BodyFormat format) {
+  Attachment attachment;
+  if (auto* task = std::get_if<Task>(&message)) attachment = std::move(task->attachment);
+  if (auto* result = std::get_if<TaskResult>(&message)) attachment = std::move(result->attachment);
+  std::uint16_t flags = static_cast<std::uint16_t>(format);
+  if (!attachment.empty()) flags |= k_flag_attachment;
+  return send_frame(type_of(message), flags, encode_body(message, format), std::move(attachment));
+}
 
-Result<void> Connection::send_body(MessageType type, std::string payload) {
+Result<void> Connection::send_body(MessageType type, std::string body) {
+  return send_frame(type, 0, std::move(body), Attachment{});
+}
+
+Result<void> Connection::send_frame(MessageType type, std::uint16_t flags, std::string body, Attachment attachment) {
   assert(m_session && !is_handshake_type(static_cast<std::uint8_t>(type)));
-  if (payload.size() > m_session->peer_max_payload) {
-    return make_error(ErrorCode::frame_too_large, std::string(to_string(type)) + " of " + std::to_string(payload.size()) +
+  const bool attached = (flags & k_flag_attachment) != 0;
+  const std::size_t size = attached ? 4 + body.size() + attachment.size() : body.size();
+  if (size > m_session->peer_max_payload) {
+    return make_error(ErrorCode::frame_too_large, std::string(to_string(type)) + " of " + std::to_string(size) +
                                                       " bytes exceeds the peer's limit of " +
                                                       std::to_string(m_session->peer_max_payload));
   }
-  HeaderBytes header =
-      encode_header(FrameHeader{static_cast<std::uint8_t>(type), 0, static_cast<std::uint32_t>(payload.size())});
-  Tag tag = m_session->tx.seal(header, payload);
-  m_writer.push(header, std::move(payload), std::span<const std::uint8_t>(tag.data(), m_session->tx.tag_size()));
+  HeaderBytes header = encode_header(FrameHeader{static_cast<std::uint8_t>(type), flags, static_cast<std::uint32_t>(size)});
+  FrameProtector& tx = m_session->tx;
+  if (!attached) {
+    Tag tag = tx.seal(header, body);
+    m_writer.push(header, std::move(body), std::span<const std::uint8_t>(tag.data(), tx.tag_size()));
+    return {};
+  }
+  std::string first(4, '\0');
+  store_le32(reinterpret_cast<std::uint8_t*>(first.data()), static_cast<std::uint32_t>(body.size()));
+  first += body;
+  if (tx.mode() == ChannelMode::encrypted) {
+    // The AEAD encrypts the payload in one piece: join it (one copy of the attachment).
+    first.append(attachment.view());
+    Tag tag = tx.seal(header, first);
+    m_writer.push(header, std::move(first), std::span<const std::uint8_t>(tag.data(), tx.tag_size()));
+    return {};
+  }
+  Tag tag = tx.seal_parts(header, first, attachment.view());
+  m_writer.push(header, std::move(first), std::move(attachment.storage), attachment.offset,
+                std::span<const std::uint8_t>(tag.data(), tx.tag_size()));
   return {};
 }
 

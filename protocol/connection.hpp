@@ -38,10 +38,11 @@ class Connection {
   // The agreed terms; only when established().
   const Session& session() const { return *m_session; }
 
-  // Queues a data message (task, result, error, shutdown); only when established(). Errors: frame_too_large
-  // when the body exceeds what the peer announced it accepts (nothing is queued).
-  Result<void> send(const Message& message);
-  // The same for a body that is already encoded (the runner keeps a task's body for retries).
+  // Queues a data message (task, result, error, shutdown) with its body in `format` and, for a task or
+  // result, its attachment (moved, not copied); only when established(). Errors: frame_too_large when the
+  // payload exceeds what the peer announced it accepts (nothing is queued).
+  Result<void> send(Message message, BodyFormat format = BodyFormat::json);
+  // The same for a JSON body that is already encoded (the runner keeps a task's body for retries).
   Result<void> send_body(MessageType type, std::string body);
 
   // Describes the end of input: eof if it fell between frames, truncated if inside one. Call at EOF.
@@ -49,6 +50,7 @@ class Connection {
 
  private:
   Result<std::optional<Message>> receive_one();
+  Result<void> send_frame(MessageType type, std::uint16_t flags, std::string body, Attachment attachment);
   Error fail(Error error);
 
   FrameReader m_reader;

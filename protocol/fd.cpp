@@ -18,18 +18,21 @@ Error errno_error(const char* what) {
   return make_error(ErrorCode::io, std::string(what) + ": " + std::strerror(errno));
 }
 
-// Waits until `fd` is ready for `events` or the deadline passes.
+// Waits until `fd` is ready for `events` or the deadline passes. A deadline already passed still gets one
+// non-waiting poll, so data that is there is found.
 Result<void> wait_ready(int fd, short events, Clock::time_point deadline) {
   for (;;) {
     int timeout_ms = -1;
+    bool last = false;
     if (deadline != Clock::time_point::max()) {
       auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) return make_error(ErrorCode::timeout, "deadline passed");
-      timeout_ms = left > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left);
+      last = left <= 0;
+      timeout_ms = last ? 0 : left > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left);
     }
     pollfd p{fd, events, 0};
     int n = ::poll(&p, 1, timeout_ms);
     if (n > 0) return {};
+    if (n == 0 && last) return make_error(ErrorCode::timeout, "deadline passed");
     if (n == 0) continue;  // re-check the deadline
     if (errno != EINTR) return errno_error("poll");
   }
@@ -65,6 +68,8 @@ Result<void> set_nonblocking(int fd, bool on) {
 
 Result<std::size_t> read_some(int fd, std::span<std::byte> buf, Clock::time_point deadline) {
   for (;;) {
+    // On a blocking fd read() would wait past the deadline: poll first whenever there is one.
+    if (deadline != Clock::time_point::max()) AUTHRUN_TRY(wait_ready(fd, POLLIN, deadline));
     ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n >= 0) return static_cast<std::size_t>(n);
     if (errno == EINTR) continue;

@@ -45,8 +45,12 @@ Result<FrameHeader> decode_header(std::span<const std::uint8_t, k_header_size> b
   h.type = b[5];
   h.flags = static_cast<std::uint16_t>(b[6] | b[7] << 8);
   h.length = load_le32(&b[8]);
-  if ((h.flags & ~k_known_flags) != 0) {
-    return make_error(ErrorCode::bad_flags, "frame sets unknown flags 0x" + std::to_string(h.flags));
+  if ((h.flags & ~k_known_flags) != 0 || (h.flags & k_flag_format_mask) == k_flag_format_mask ||
+      (h.flags != 0 && h.type < k_first_data_type)) {
+    char shown[8];
+    std::snprintf(shown, sizeof shown, "%04x", h.flags);
+    return make_error(ErrorCode::bad_flags, std::string("frame of type ") + std::to_string(h.type) +
+                                                " sets flags 0x" + shown + " that this version does not define");
   }
   if (h.length > max_payload) {
     return make_error(ErrorCode::frame_too_large, "frame announces " + std::to_string(h.length) +

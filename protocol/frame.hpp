@@ -17,8 +17,12 @@ inline constexpr std::array<std::uint8_t, 4> k_frame_magic = {'A', 'R', 'U', 'N'
 inline constexpr std::uint8_t k_frame_version = 1;
 inline constexpr std::size_t k_header_size = 4 + 1 + 1 + 2 + 4;
 inline constexpr std::size_t k_tag_size = 16;
-// Flags defined by frame version 1: none. A frame with any flag set is rejected.
-inline constexpr std::uint16_t k_known_flags = 0;
+// Flags of frame version 1 (data frames only; handshake frames have none). See PROTOCOL.md, "Flags".
+// Bits 0-1: body format (0 JSON text, 1 CBOR, 2 MessagePack; 3 is rejected).
+inline constexpr std::uint16_t k_flag_format_mask = 0x3;
+// Bit 2: the payload is a u32 LE body length, the body, then raw attachment bytes.
+inline constexpr std::uint16_t k_flag_attachment = 0x4;
+inline constexpr std::uint16_t k_known_flags = k_flag_format_mask | k_flag_attachment;
 
 // Types below this are handshake messages and never carry a tag; data types carry one once keyed.
 inline constexpr std::uint8_t k_first_data_type = 16;

@@ -1,6 +1,8 @@
 // Per-direction frame protection.
 #include "protocol/frame_protector.hpp"
 
+#include <cassert>
+
 #include <sodium.h>
 
 namespace authrun::protocol {
@@ -15,13 +17,15 @@ Nonce nonce_for(std::uint64_t seq) {
   return n;
 }
 
-Tag poly1305_tag(const Bytes32& key, const Nonce& nonce, const HeaderBytes& header, const std::string& payload) {
+Tag poly1305_tag(const Bytes32& key, const Nonce& nonce, const HeaderBytes& header, std::string_view payload,
+                 std::string_view more = {}) {
   std::uint8_t otk[crypto_onetimeauth_KEYBYTES];
   ::crypto_stream_chacha20_ietf(otk, sizeof otk, nonce.data(), key.data());
   crypto_onetimeauth_state st;
   ::crypto_onetimeauth_init(&st, otk);
   ::crypto_onetimeauth_update(&st, header.data(), header.size());
   ::crypto_onetimeauth_update(&st, reinterpret_cast<const unsigned char*>(payload.data()), payload.size());
+  ::crypto_onetimeauth_update(&st, reinterpret_cast<const unsigned char*>(more.data()), more.size());
   Tag tag{};
   ::crypto_onetimeauth_final(&st, tag.data());
   ::sodium_memzero(otk, sizeof otk);
@@ -57,6 +61,13 @@ Tag FrameProtector::seal(const HeaderBytes& header, std::string& payload) {
       break;
   }
   return tag;
+}
+
+Tag FrameProtector::seal_parts(const HeaderBytes& header, std::string_view first, std::string_view second) {
+  assert(m_mode != ChannelMode::encrypted);
+  Nonce nonce = nonce_for(m_seq++);
+  if (m_mode == ChannelMode::insecure_measurement) return Tag{};
+  return poly1305_tag(m_key, nonce, header, first, second);
 }
 
 Result<void> FrameProtector::open(const HeaderBytes& header, std::string& payload, const Tag& tag) {

@@ -33,9 +33,14 @@ class FrameProtector {
 
   // Protects the next outgoing frame: returns its tag (encrypting `payload` in place in encrypted mode).
   Tag seal(const HeaderBytes& header, std::string& payload);
+  // The same for a payload in two parts (a body and an attachment), without joining them. Not in encrypted
+  // mode (the AEAD needs the payload in one piece).
+  Tag seal_parts(const HeaderBytes& header, std::string_view first, std::string_view second);
   // Checks the next incoming frame (decrypting `payload` in place in encrypted mode).
   // Errors: bad_mac (names the sequence number).
   Result<void> open(const HeaderBytes& header, std::string& payload, const Tag& tag);
+
+  ChannelMode mode() const { return m_mode; }
 
  private:
   ChannelMode m_mode;

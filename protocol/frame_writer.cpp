@@ -10,21 +10,34 @@ namespace authrun::protocol {
 void FrameWriter::append_small(const void* data, std::size_t n) {
   if (n == 0) return;
   if (m_chunks.empty() || !m_chunks.back().coalescing || m_chunks.back().bytes.size() >= limits::read_buffer_size) {
-    m_chunks.push_back(Chunk{std::string(), true});
+    m_chunks.push_back(Chunk{std::string(), 0, true});
     m_chunks.back().bytes.reserve(limits::read_buffer_size);
   }
   m_chunks.back().bytes.append(static_cast<const char*>(data), n);
   m_pending += n;
 }
 
+void FrameWriter::append_part(std::string bytes, std::size_t offset) {
+  const std::size_t n = bytes.size() - offset;
+  if (n < limits::zero_copy_threshold) {
+    append_small(bytes.data() + offset, n);
+  } else {
+    m_pending += n;
+    m_chunks.push_back(Chunk{std::move(bytes), offset, false});
+  }
+}
+
 void FrameWriter::push(const HeaderBytes& header, std::string payload, std::span<const std::uint8_t> tag) {
   append_small(header.data(), header.size());
-  if (payload.size() < limits::zero_copy_threshold) {
-    append_small(payload.data(), payload.size());
-  } else {
-    m_pending += payload.size();
-    m_chunks.push_back(Chunk{std::move(payload), false});
-  }
+  append_part(std::move(payload), 0);
+  append_small(tag.data(), tag.size());
+}
+
+void FrameWriter::push(const HeaderBytes& header, std::string first, std::string second, std::size_t second_offset,
+                       std::span<const std::uint8_t> tag) {
+  append_small(header.data(), header.size());
+  append_part(std::move(first), 0);
+  append_part(std::move(second), second_offset);
   append_small(tag.data(), tag.size());
 }
 
@@ -34,8 +47,8 @@ std::size_t FrameWriter::gather(std::span<iovec> out) {
   for (Chunk& c : m_chunks) {
     if (used == out.size()) break;
     c.coalescing = false;  // an async write may hold pointers into it
-    out[used].iov_base = const_cast<char*>(c.bytes.data() + offset);
-    out[used].iov_len = c.bytes.size() - offset;
+    out[used].iov_base = const_cast<char*>(c.bytes.data() + c.begin + offset);
+    out[used].iov_len = c.bytes.size() - c.begin - offset;
     ++used;
     offset = 0;
   }
@@ -46,7 +59,7 @@ void FrameWriter::consume(std::size_t n) {
   m_pending -= n;
   while (n > 0) {
     Chunk& c = m_chunks.front();
-    std::size_t left = c.bytes.size() - m_front_offset;
+    std::size_t left = c.bytes.size() - c.begin - m_front_offset;
     if (n < left) {
       m_front_offset += n;
       return;

@@ -18,6 +18,10 @@ class FrameWriter {
  public:
   // Queues header, payload and (if non-empty) tag. Takes ownership of the payload.
   void push(const HeaderBytes& header, std::string payload, std::span<const std::uint8_t> tag);
+  // The same for a payload in two parts: `first`, then `second` from `second_offset` on (an attachment
+  // that shares its storage with a received frame). Takes ownership of both.
+  void push(const HeaderBytes& header, std::string first, std::string second, std::size_t second_offset,
+            std::span<const std::uint8_t> tag);
 
   // True when nothing is left to write.
   bool empty() const { return m_chunks.empty(); }
@@ -33,8 +37,12 @@ class FrameWriter {
   // Appends bytes to the last chunk if it is a coalescing buffer, else starts one.
   void append_small(const void* data, std::size_t n);
 
+  // Queues a payload part: copied into the coalescing buffer if small, else kept as its own chunk.
+  void append_part(std::string bytes, std::size_t offset);
+
   struct Chunk {
     std::string bytes;
+    std::size_t begin;  // bytes before this offset are not part of the stream
     bool coalescing;  // small-frame buffer that later small frames may be appended to (never once gathered)
   };
   std::deque<Chunk> m_chunks;

@@ -29,6 +29,64 @@ int scan_depth(std::string_view text, int max_depth) {
   return 0;
 }
 
+// Walks CBOR or MessagePack input without building it, refusing nesting deeper than the limit. The
+// library's binary readers recurse once per level, so stopping at the limit also bounds the stack.
+class DepthCheck : public nlohmann::json_sax<json> {
+ public:
+  explicit DepthCheck(int max_depth) : m_max(max_depth) {}
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return enter(); }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return leave(); }
+  bool start_array(std::size_t) override { return enter(); }
+  bool end_array() override { return leave(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    m_error = e.what();
+    return false;
+  }
+  bool too_deep() const { return m_too_deep; }
+  const std::string& error() const { return m_error; }
+
+ private:
+  bool enter() {
+    if (++m_depth <= m_max) return true;
+    m_too_deep = true;
+    return false;
+  }
+  bool leave() {
+    --m_depth;
+    return true;
+  }
+  int m_max;
+  int m_depth = 0;
+  bool m_too_deep = false;
+  std::string m_error;
+};
+
+// Parses a CBOR or MessagePack body with the depth limit checked first.
+Result<json> parse_binary(std::string_view body, BodyFormat format, int max_depth) {
+  const char* name = format == BodyFormat::cbor ? "CBOR" : "MessagePack";
+  const auto input_format = format == BodyFormat::cbor ? json::input_format_t::cbor : json::input_format_t::msgpack;
+  DepthCheck check(max_depth);
+  try {
+    if (!json::sax_parse(body.begin(), body.end(), &check, input_format, true)) {
+      if (check.too_deep()) {
+        return make_error(ErrorCode::json_too_deep, std::string(name) + " nested deeper than " + std::to_string(max_depth) + " levels");
+      }
+      return make_error(ErrorCode::malformed, std::string(name) + ": " + check.error());
+    }
+    return format == BodyFormat::cbor ? json::from_cbor(body.begin(), body.end()) : json::from_msgpack(body.begin(), body.end());
+  } catch (const json::exception& e) {
+    return make_error(ErrorCode::malformed, std::string(name) + ": " + e.what());
+  }
+}
+
 Error field_error(const std::string& what, const char* field, const char* problem) {
   return make_error(ErrorCode::malformed, what + ": field '" + field + "' " + problem);
 }
@@ -190,7 +248,16 @@ Result<json> parse_json(std::string_view text, int max_depth) {
 
 std::string dump_json(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-std::string encode_body(const Message& message) { return dump_json(std::visit(BodyEncoder{}, message)); }
+std::string encode_body(const Message& message, BodyFormat format) {
+  json j = std::visit(BodyEncoder{}, message);
+  std::string out;
+  switch (format) {
+    case BodyFormat::json: return dump_json(j);
+    case BodyFormat::cbor: json::to_cbor(j, nlohmann::detail::output_adapter<char>(out)); break;
+    case BodyFormat::msgpack: json::to_msgpack(j, nlohmann::detail::output_adapter<char>(out)); break;
+  }
+  return out;
+}
 
 Result<std::string> string_field(const json& object, const char* field, const std::string& what) {
   AUTHRUN_TRY_ASSIGN(const json* v, find_field(object, field, what));
@@ -204,7 +271,9 @@ Result<std::uint64_t> uint_field(const json& object, const char* field, const st
   return v->get<std::uint64_t>();
 }
 
-Result<Message> decode_message(std::uint8_t type, std::string_view body) {
+namespace {
+
+Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat format) {
   auto t = static_cast<MessageType>(type);
   switch (t) {
     case MessageType::hello:
@@ -218,7 +287,7 @@ Result<Message> decode_message(std::uint8_t type, std::string_view body) {
     default:
       return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
   }
-  auto parsed = parse_json(body);
+  auto parsed = format == BodyFormat::json ? parse_json(body) : parse_binary(body, format, limits::json_max_depth);
   if (!parsed) return with_context(std::move(parsed).error(), std::string(to_string(t)) + " body");
   json j = std::move(*parsed);
   if (!j.is_object()) return make_error(ErrorCode::malformed, std::string(to_string(t)) + " body must be a JSON object");
@@ -235,6 +304,42 @@ Result<Message> decode_message(std::uint8_t type, std::string_view body) {
     case MessageType::shutdown: return Message{Shutdown{}};
   }
   return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
+}
+
+}  // namespace
+
+Result<Message> decode_message(std::uint8_t type, std::string_view body) {
+  return decode_body(type, body, BodyFormat::json);
+}
+
+Result<Message> decode_frame(const FrameHeader& header, std::string&& payload) {
+  const auto format = static_cast<BodyFormat>(header.flags & k_flag_format_mask);
+  std::string_view body = payload;
+  std::size_t attachment_offset = 0;
+  const bool has_attachment = (header.flags & k_flag_attachment) != 0;
+  if (has_attachment) {
+    if (payload.size() < 4) return make_error(ErrorCode::malformed, "attachment frame shorter than its body length");
+    std::uint32_t body_size = load_le32(reinterpret_cast<const std::uint8_t*>(payload.data()));
+    if (body_size > payload.size() - 4) {
+      return make_error(ErrorCode::malformed, "attachment frame's body length " + std::to_string(body_size) +
+                                                  " exceeds its payload");
+    }
+    body = body.substr(4, body_size);
+    attachment_offset = 4 + std::size_t(body_size);
+  }
+  AUTHRUN_TRY_ASSIGN(Message msg, decode_body(header.type, body, format));
+  auto attach = [&](auto& m) {
+    m.format = format;
+    if (has_attachment) m.attachment = Attachment{std::move(payload), attachment_offset};
+  };
+  if (auto* task = std::get_if<Task>(&msg)) {
+    attach(*task);
+  } else if (auto* result = std::get_if<TaskResult>(&msg)) {
+    attach(*result);
+  } else if (has_attachment || format != BodyFormat::json) {
+    return make_error(ErrorCode::malformed, std::string(to_string(type_of(msg))) + " frames carry JSON bodies and no attachment");
+  }
+  return msg;
 }
 
 }  // namespace authrun::protocol

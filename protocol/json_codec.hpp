@@ -19,12 +19,17 @@ Result<json> parse_json(std::string_view text, int max_depth = limits::json_max_
 // Dumps compact JSON. Invalid UTF-8 in strings is replaced (U+FFFD), never a throw.
 std::string dump_json(const json& value);
 
-// Encodes a message body.
-std::string encode_body(const Message& message);
+// Encodes a message body (not its attachment) in `format`.
+std::string encode_body(const Message& message, BodyFormat format = BodyFormat::json);
 
-// Decodes the body of a frame of type `type`. Errors: unexpected (unknown type), malformed (names the
+// Decodes the JSON body of a frame of type `type`. Errors: unexpected (unknown type), malformed (names the
 // field and what was wrong), json_too_deep.
 Result<Message> decode_message(std::uint8_t type, std::string_view body);
+
+// Decodes a whole data or handshake frame payload according to its header flags: the body format and, for
+// tasks and results, an attachment, which keeps `payload`'s storage (no copy). Errors: as decode_message,
+// and malformed for a bad attachment prefix or an attachment on another message type.
+Result<Message> decode_frame(const FrameHeader& header, std::string&& payload);
 
 // Reads a required field of `object`, which is described as `what` in errors ("task", "line 3").
 // Errors: malformed ("task: field 'fn' is missing" / "must be a string").

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -42,6 +43,21 @@ enum class ChannelMode {
   insecure_measurement,  // no tag at all; only for `authrun bench`, both peers must opt in
 };
 
+// How a data message's body is encoded (frame flags bits 0-1).
+enum class BodyFormat : std::uint8_t { json = 0, cbor = 1, msgpack = 2 };
+
+// Raw bytes carried after a task's or result's body (frame flag k_flag_attachment), without any text
+// encoding. `storage` may hold more than the attachment (the whole received payload, so that receiving
+// copies nothing): the attachment is storage[offset..].
+struct Attachment {
+  std::string storage;
+  std::size_t offset = 0;
+
+  std::size_t size() const { return storage.size() - offset; }
+  bool empty() const { return size() == 0; }
+  std::string_view view() const { return std::string_view(storage).substr(offset); }
+};
+
 const char* to_string(MessageType type);
 const char* to_string(Role role);
 const char* to_string(ChannelMode mode);
@@ -70,9 +86,15 @@ struct Outcome {
 
 // One unit of work.
 struct Task {
+  Task() = default;
+  Task(std::uint64_t id_, std::string fn_, json args_, BodyFormat format_ = BodyFormat::json, Attachment attachment_ = {})
+      : id(id_), fn(std::move(fn_)), args(std::move(args_)), format(format_), attachment(std::move(attachment_)) {}
+
   std::uint64_t id = 0;
   std::string fn;
   json args;
+  BodyFormat format = BodyFormat::json;  // as received; the result is sent back in the same format
+  Attachment attachment;
 };
 
 // A task's failure, as carried in a result.
@@ -84,10 +106,18 @@ struct TaskError {
 
 // The answer to one task: a value or an error.
 struct TaskResult {
+  TaskResult() = default;
+  TaskResult(std::uint64_t id_, bool ok_, json value_, TaskError error_ = {}, BodyFormat format_ = BodyFormat::json,
+             Attachment attachment_ = {})
+      : id(id_), ok(ok_), value(std::move(value_)), error(std::move(error_)), format(format_),
+        attachment(std::move(attachment_)) {}
+
   std::uint64_t id = 0;
   bool ok = true;
   json value;       // when ok
   TaskError error;  // when !ok
+  BodyFormat format = BodyFormat::json;
+  Attachment attachment;
 };
 
 // A peer's report that it is closing the channel because of a protocol error.

@@ -11,7 +11,7 @@ namespace authrun::worker {
 
 const std::vector<FunctionEntry>& functions() {
   static const std::vector<FunctionEntry> entries = {
-      {"echo", "returns its args unchanged", echo_function},
+      {"echo", "returns its args (and any raw attachment) unchanged", echo_function, true},
       {"exec", "runs {argv, env?, cwd?, stdin?, timeout?, max_output?}; returns exit status and output",
        exec_function},
       {"fail", "returns the error {type?, message?, details?}", fail_function},
@@ -21,11 +21,12 @@ const std::vector<FunctionEntry>& functions() {
   return entries;
 }
 
-FunctionResult call_function(std::string_view fn, json&& args) {
+FunctionResult call_function(std::string_view fn, json&& args, protocol::Attachment& attachment) {
   const FunctionEntry* entry = nullptr;
   for (const auto& e : functions()) {
     if (e.name == fn) entry = &e;
   }
+  if (!entry || !entry->keeps_attachment) attachment = protocol::Attachment{};
   if (!entry) {
     std::string known;
     json names = json::array();

@@ -25,6 +25,7 @@ struct FunctionEntry {
   std::string_view name;
   std::string_view summary;  // one line, for `authrun-worker --list`
   Function fn;
+  bool keeps_attachment = false;  // the task's attachment goes back with the result (echo)
 };
 
 // Every built-in function, in name order.
@@ -32,6 +33,14 @@ const std::vector<FunctionEntry>& functions();
 
 // Runs the function named `fn` on `args`. An unknown name is a TaskError of type "unknown_function"
 // listing the known names; an exception escaping a function (a bug) becomes type "internal".
-FunctionResult call_function(std::string_view fn, json&& args);
+// `attachment` holds the task's raw attachment; on return it holds the result's (empty unless the
+// function keeps it).
+FunctionResult call_function(std::string_view fn, json&& args, protocol::Attachment& attachment);
+
+// The same for a task without an attachment.
+inline FunctionResult call_function(std::string_view fn, json&& args) {
+  protocol::Attachment none;
+  return call_function(fn, std::move(args), none);
+}
 
 }  // namespace authrun::worker

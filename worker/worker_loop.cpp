@@ -23,17 +23,23 @@ Result<void> serve_tasks(Channel& channel) {
     }
     TaskResult result;
     result.id = task->id;
-    FunctionResult value = call_function(task->fn, std::move(task->args));
+    result.format = task->format;
+    FunctionResult value = call_function(task->fn, std::move(task->args), task->attachment);
+    result.attachment = std::move(task->attachment);
     if (value) {
       result.value = std::move(value).value();
     } else {
       result.ok = false;
       result.error = std::move(value).error();
     }
-    auto sent = channel.send(result);
+    const BodyFormat format = result.format;
+    auto sent = channel.send(std::move(result), no_deadline(), format);
     if (!sent && sent.error().code == ErrorCode::frame_too_large) {
-      TaskResult too_large{task->id, false, nullptr, TaskError{"result_too_large", sent.error().message, nullptr}};
-      sent = channel.send(too_large);
+      TaskResult too_large;
+      too_large.id = task->id;
+      too_large.ok = false;
+      too_large.error = TaskError{"result_too_large", sent.error().message, nullptr};
+      sent = channel.send(std::move(too_large));
     }
     if (!sent) return std::move(sent).error();
   }
