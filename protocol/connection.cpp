@@ -2,6 +2,7 @@
 #include "protocol/connection.hpp"
 
 #include <cassert>
+#include <cstdio>
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
@@ -36,9 +37,35 @@ Result<std::optional<Message>> Connection::receive() {
   return got;
 }
 
+namespace {
+
+// The first bytes of a stream that is not ours, quoted readably (a shell banner, an error message).
+std::string quote_start(std::span<const std::uint8_t> bytes) {
+  std::string out = "\"";
+  for (std::size_t i = 0; i < bytes.size() && i < 48; ++i) {
+    unsigned char c = bytes[i];
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, c == '\n' ? "\\n" : "\\x%02x", c);
+      out += esc;
+    }
+  }
+  return out + (bytes.size() > 48 ? "\"..." : "\"");
+}
+
+}  // namespace
+
 Result<std::optional<Message>> Connection::receive_one() {
   for (;;) {
-    AUTHRUN_TRY_ASSIGN(std::optional<Frame> frame, m_reader.next());
+    auto next = m_reader.next();
+    if (!next && next.error().code == ErrorCode::bad_magic && !m_session) {
+      return make_error(ErrorCode::bad_magic, "peer does not speak the authrun protocol: its output starts with " +
+                                                  quote_start(m_reader.buffered()) +
+                                                  " (is it an authrun worker? does something print to its stdout first?)");
+    }
+    AUTHRUN_TRY_ASSIGN(std::optional<Frame> frame, std::move(next));
     if (!frame) return std::optional<Message>{};
     const std::uint8_t type = frame->header.type;
     if (!m_session) {
