@@ -78,6 +78,15 @@ Result<std::optional<Message>> Connection::receive_one() {
       }
       continue;
     }
+    if (type == static_cast<std::uint8_t>(MessageType::outcome)) {
+      // The peer rejected our proof after we had accepted its own: it says why, then closes.
+      auto msg = decode_message(type, frame->payload);
+      if (msg) {
+        if (auto* outcome = std::get_if<Outcome>(&*msg)) {
+          return make_error(ErrorCode::peer_refused, "peer refused the handshake: " + outcome->reason + ": " + outcome->message);
+        }
+      }
+    }
     if (is_handshake_type(type)) {
       return make_error(ErrorCode::unexpected,
                         std::string("unexpected ") + to_string(static_cast<MessageType>(type)) + " after the handshake");

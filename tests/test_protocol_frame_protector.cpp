@@ -1,0 +1,579 @@
+// Data frames after a real handshake: round trips in both modes over Channels, and tampering at the
+// Connection level (bytes moved between two Connections by hand): every alteration gives bad_mac.
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/uio.h>
+
+#include "protocol/channel.hpp"
+#include "protocol/connection.hpp"
+#include "protocol/frame_protector.hpp"
+#include "protocol/json_codec.hpp"
+#include "protocol/limits.hpp"
+#include "protocol/run_key.hpp"
+#include "tests/helpers/test_util.hpp"
+
+using namespace authrun::protocol;
+using authrun::test::make_link;
+
+namespace {
+
+Clock::time_point soon() { return Clock::now() + std::chrono::seconds(10); }
+
+const ChannelMode k_keyed_modes[] = {ChannelMode::authenticated, ChannelMode::encrypted};
+
+HandshakeConfig config_for(Role role, ChannelMode mode, std::uint32_t max_payload = limits::default_max_payload) {
+  return HandshakeConfig{role, {mode}, max_payload};
+}
+
+// Everything queued in a Connection's output, consumed.
+std::string drain(Connection& c) {
+  std::string out;
+  FrameWriter& w = c.output();
+  while (!w.empty()) {
+    iovec iov[64];
+    std::size_t n = w.gather(iov);
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      out.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+      total += iov[i].iov_len;
+    }
+    w.consume(total);
+  }
+  return out;
+}
+
+// One side driven by hand: its Connection and what it received.
+struct Peer {
+  Connection conn;
+  std::vector<Message> messages;
+  std::optional<Error> error;
+
+  Peer(const RunKey& key, HandshakeConfig config) : conn(key, std::move(config)) {}
+
+  // Gives `bytes` to the connection, processing input as it goes; stops at the first error.
+  void feed(const std::string& bytes) {
+    std::size_t pos = 0;
+    while (!error) {
+      auto got = conn.receive();
+      if (!got) {
+        error = got.error();
+        return;
+      }
+      if (*got) {
+        messages.push_back(std::move(**got));
+        continue;
+      }
+      if (pos == bytes.size()) return;
+      auto space = conn.read_space();
+      std::size_t n = std::min(space.size(), bytes.size() - pos);
+      std::memcpy(space.data(), bytes.data() + pos, n);
+      conn.commit(n);
+      pos += n;
+    }
+  }
+};
+
+// A parent and a worker with a completed handshake, bytes moved by hand.
+struct Pair {
+  RunKey key = RunKey::generate();
+  Peer parent;
+  Peer worker;
+
+  explicit Pair(ChannelMode mode, std::uint32_t worker_max_payload = limits::default_max_payload)
+      : parent(key, config_for(Role::parent, mode)), worker(key, config_for(Role::worker, mode, worker_max_payload)) {
+    for (int round = 0; round < 10; ++round) {
+      std::string a = drain(parent.conn);
+      std::string b = drain(worker.conn);
+      if (a.empty() && b.empty()) break;
+      worker.feed(a);
+      parent.feed(b);
+    }
+    REQUIRE(parent.conn.established());
+    REQUIRE(worker.conn.established());
+    REQUIRE(parent.conn.session().mode == mode);
+  }
+
+  // The bytes of one task frame sent by the parent.
+  std::string task_frame(std::uint64_t id, const std::string& fn = "echo") {
+    REQUIRE(parent.conn.send(Task{id, fn, json::array({1, 2, 3})}));
+    return drain(parent.conn);
+  }
+};
+
+Task task_of(const Message& m) { return std::get<Task>(m); }
+
+// Checks that the worker refused what it was fed with bad_mac, and told the parent so.
+void check_bad_mac(Pair& p) {
+  REQUIRE(p.worker.error.has_value());
+  CHECK(p.worker.error->code == ErrorCode::bad_mac);
+  CHECK(!p.worker.conn.receive().has_value());  // the connection stays failed
+  // The worker queued a sealed error message; the parent reads it as peer_refused naming bad_mac.
+  p.parent.feed(drain(p.worker.conn));
+  REQUIRE(p.parent.error.has_value());
+  CHECK(p.parent.error->code == ErrorCode::peer_refused);
+  CHECK(p.parent.error->message.find("bad_mac") != std::string::npos);
+}
+
+// Two Channels over pipes with the handshake done (the worker's side on a thread).
+struct ChannelPair {
+  RunKey key = RunKey::generate();
+  authrun::test::Link link = make_link();
+  Channel parent;
+  Channel worker;
+
+  explicit ChannelPair(ChannelMode mode)
+      : parent(std::move(link.a_in), std::move(link.a_out), key, config_for(Role::parent, mode)),
+        worker(std::move(link.b_in), std::move(link.b_out), key, config_for(Role::worker, mode)) {
+    std::signal(SIGPIPE, SIG_IGN);
+    std::optional<Result<void>> worker_result;
+    std::thread t([&] { worker_result = worker.handshake(soon()); });
+    auto parent_result = parent.handshake(soon());
+    t.join();
+    REQUIRE(parent_result.has_value());
+    REQUIRE(worker_result->has_value());
+  }
+};
+
+void check_channel_round_trip(ChannelMode mode) {
+  ChannelPair pair(mode);
+  CHECK(pair.parent.connection().session().mode == mode);
+  const std::string big(3u << 20, 'z');
+  // The worker echoes each task's args back as its result until shutdown.
+  std::optional<Result<void>> served;
+  std::thread worker_thread([&] {
+    for (;;) {
+      auto msg = pair.worker.receive(soon());
+      if (!msg) {
+        served = std::move(msg).error();
+        return;
+      }
+      if (std::holds_alternative<Shutdown>(*msg)) {
+        served = Result<void>();
+        return;
+      }
+      Task t = task_of(*msg);
+      auto sent = pair.worker.send(TaskResult{t.id, true, t.args, {}}, soon());
+      if (!sent) {
+        served = std::move(sent).error();
+        return;
+      }
+    }
+  });
+  std::vector<json> args = {json::array({1, 2, 3}), json("text"), json::object({{"k", {true, nullptr}}}), json(big)};
+  for (std::size_t i = 0; i < args.size(); ++i) REQUIRE(pair.parent.send(Task{i, "echo", args[i]}, soon()));
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    auto msg = pair.parent.receive(soon());
+    REQUIRE(msg.has_value());
+    auto r = std::get<TaskResult>(*msg);
+    CHECK(r.id == i);
+    CHECK(r.value == args[i]);
+  }
+  REQUIRE(pair.parent.send(Shutdown{}, soon()));
+  worker_thread.join();
+  REQUIRE(served->has_value());
+}
+
+}  // namespace
+
+TEST_CASE("frame_protector: messages round trip over channels in authenticated mode") {
+  check_channel_round_trip(ChannelMode::authenticated);
+}
+
+TEST_CASE("frame_protector: messages round trip over channels in encrypted mode") {
+  check_channel_round_trip(ChannelMode::encrypted);
+}
+
+TEST_CASE("frame_protector: messages round trip between connections") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair p(mode);
+    for (std::uint64_t id = 0; id < 50; ++id) p.worker.feed(p.task_frame(id));
+    REQUIRE(!p.worker.error);
+    REQUIRE(p.worker.messages.size() == 50);
+    for (std::uint64_t id = 0; id < 50; ++id) CHECK(task_of(p.worker.messages[id]).id == id);
+    REQUIRE(p.worker.conn.send(TaskResult{7, true, "done", {}}));
+    p.parent.feed(drain(p.worker.conn));
+    REQUIRE(p.parent.messages.size() == 1);
+    CHECK(std::get<TaskResult>(p.parent.messages[0]).value == "done");
+  }
+}
+
+TEST_CASE("frame_protector: a 1 MiB payload round trips") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair p(mode);
+    std::string payload(1u << 20, 'q');
+    for (std::size_t i = 0; i < payload.size(); i += 7) payload[i] = static_cast<char>('a' + i % 26);
+    REQUIRE(p.parent.conn.send(Task{1, payload, nullptr}));
+    p.worker.feed(drain(p.parent.conn));
+    REQUIRE(!p.worker.error);
+    REQUIRE(p.worker.messages.size() == 1);
+    CHECK(task_of(p.worker.messages[0]).fn == payload);
+  }
+}
+
+TEST_CASE("frame_protector: encrypted mode does not show the plaintext on the wire") {
+  const std::string secret = "secret-plaintext-marker-1234";
+  {
+    Pair p(ChannelMode::encrypted);
+    std::string wire = p.task_frame(1, secret);
+    CHECK(wire.find(secret) == std::string::npos);
+    CHECK(wire.find("echo") == std::string::npos);
+    CHECK(wire.find("\"id\"") == std::string::npos);
+    CHECK(wire.substr(0, 4) == "ARUN");  // the header stays readable (it is authenticated, not encrypted)
+    p.worker.feed(wire);
+    REQUIRE(p.worker.messages.size() == 1);
+    CHECK(task_of(p.worker.messages[0]).fn == secret);
+  }
+  {
+    // The same check sees the text in authenticated mode, so it would notice a plaintext leak.
+    Pair p(ChannelMode::authenticated);
+    CHECK(p.task_frame(1, secret).find(secret) != std::string::npos);
+  }
+}
+
+TEST_CASE("frame_protector: every data frame carries a tag, handshake frames none") {
+  for (ChannelMode mode : k_keyed_modes) {
+    Pair p(mode);
+    std::string wire = p.task_frame(1);
+    std::string body = encode_body(Task{1, "echo", json::array({1, 2, 3})});
+    CHECK(wire.size() == k_header_size + body.size() + k_tag_size);
+  }
+}
+
+TEST_CASE("frame_protector: altered payload byte") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    std::size_t size = Pair(mode).task_frame(1).size();
+    for (std::size_t pos = k_header_size; pos < size - k_tag_size; ++pos) {
+      CAPTURE(pos);
+      Pair p(mode);
+      std::string wire = p.task_frame(1);
+      wire[pos] ^= 0x01;
+      p.worker.feed(wire);
+      CHECK(p.worker.messages.empty());
+      check_bad_mac(p);
+    }
+  }
+}
+
+TEST_CASE("frame_protector: altered header type byte") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    for (std::uint8_t type : {17, 18, 19, 200}) {
+      Pair p(mode);
+      std::string wire = p.task_frame(1);
+      wire[5] = static_cast<char>(type);  // still a data type, so the frame is parsed and its tag checked
+      p.worker.feed(wire);
+      CHECK(p.worker.messages.empty());
+      check_bad_mac(p);
+    }
+  }
+}
+
+TEST_CASE("frame_protector: altered header byte in any position") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    for (std::size_t pos = 0; pos < k_header_size; ++pos) {
+      for (std::uint8_t bit : {std::uint8_t{0x01}, std::uint8_t{0x80}}) {
+        CAPTURE(pos);
+        CAPTURE(int(bit));
+        Pair p(mode);
+        std::string wire = p.task_frame(1);
+        wire[pos] ^= static_cast<char>(bit);
+        p.worker.feed(wire);
+        CHECK(p.worker.messages.empty());
+        // Magic, version and flags are refused by name; a changed type or a shorter length fails the tag; a
+        // longer length waits for bytes that never come (truncated at EOF).
+        if (p.worker.error) {
+          CHECK(p.worker.error->code != ErrorCode::unexpected);
+        } else {
+          CHECK(p.worker.conn.end_of_input().code == ErrorCode::truncated);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("frame_protector: altered tag") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    for (std::size_t i = 0; i < k_tag_size; ++i) {
+      CAPTURE(i);
+      Pair p(mode);
+      std::string wire = p.task_frame(1);
+      wire[wire.size() - k_tag_size + i] ^= 0x40;
+      p.worker.feed(wire);
+      CHECK(p.worker.messages.empty());
+      check_bad_mac(p);
+    }
+  }
+}
+
+TEST_CASE("frame_protector: missing tag") {
+  // The frame without its tag, then the next frame: the next frame's header is read as the tag.
+  for (ChannelMode mode : k_keyed_modes) {
+    Pair p(mode);
+    std::string first = p.task_frame(1);
+    std::string second = p.task_frame(2);
+    p.worker.feed(first.substr(0, first.size() - k_tag_size) + second);
+    CHECK(p.worker.messages.empty());
+    check_bad_mac(p);
+  }
+}
+
+TEST_CASE("frame_protector: dropped frame") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair p(mode);
+    std::string first = p.task_frame(1);
+    std::string second = p.task_frame(2);
+    (void)first;
+    p.worker.feed(second);
+    CHECK(p.worker.messages.empty());
+    check_bad_mac(p);
+  }
+}
+
+TEST_CASE("frame_protector: reordered frames") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair p(mode);
+    std::string first = p.task_frame(1);
+    std::string second = p.task_frame(2);
+    p.worker.feed(second + first);
+    CHECK(p.worker.messages.empty());
+    check_bad_mac(p);
+  }
+}
+
+TEST_CASE("frame_protector: replayed frame") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair p(mode);
+    std::string first = p.task_frame(1);
+    p.worker.feed(first);
+    REQUIRE(p.worker.messages.size() == 1);
+    p.worker.feed(first);
+    CHECK(p.worker.messages.size() == 1);
+    check_bad_mac(p);
+  }
+}
+
+TEST_CASE("frame_protector: frame replayed into another session with the same key") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair a(mode);
+    Pair b(mode);
+    // Different keys (a's RunKey is not b's), and even with one run key the session keys differ per handshake.
+    b.worker.feed(a.task_frame(1));
+    CHECK(b.worker.messages.empty());
+    check_bad_mac(b);
+  }
+}
+
+TEST_CASE("frame_protector: injected frame made with a different key") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair p(mode);
+    Pair other(mode);
+    std::string forged = other.task_frame(1, "rm -rf");  // well formed, first in its direction, other key
+    std::string genuine = p.task_frame(1);
+    p.worker.feed(forged + genuine);
+    CHECK(p.worker.messages.empty());
+    check_bad_mac(p);
+  }
+}
+
+TEST_CASE("frame_protector: injected frame after genuine ones") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair p(mode);
+    Pair other(mode);
+    std::string first = p.task_frame(1);
+    p.worker.feed(first + p.task_frame(2));
+    REQUIRE(p.worker.messages.size() == 2);
+    other.task_frame(1);
+    other.task_frame(2);
+    p.worker.feed(other.task_frame(3));  // sequence number 2 in both, but the other key
+    CHECK(p.worker.messages.size() == 2);
+    check_bad_mac(p);
+  }
+}
+
+TEST_CASE("frame_protector: frame reflected back to its sender") {
+  // Each direction has its own key: the parent's task frame does not verify as a frame from the worker.
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair p(mode);
+    p.parent.feed(p.task_frame(1));
+    REQUIRE(p.parent.error.has_value());
+    CHECK(p.parent.error->code == ErrorCode::bad_mac);
+  }
+}
+
+TEST_CASE("frame_protector: altered result from the worker") {
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair p(mode);
+    REQUIRE(p.worker.conn.send(TaskResult{1, true, 42, {}}));
+    std::string wire = drain(p.worker.conn);
+    wire[k_header_size + 3] ^= 0x04;
+    p.parent.feed(wire);
+    REQUIRE(p.parent.error.has_value());
+    CHECK(p.parent.error->code == ErrorCode::bad_mac);
+    CHECK(p.parent.messages.empty());
+  }
+}
+
+TEST_CASE("frame_protector: message larger than the peer accepts is not sent") {
+  Pair p(ChannelMode::authenticated, 100);
+  CHECK(p.parent.conn.session().peer_max_payload == 100);
+  auto sent = p.parent.conn.send(Task{1, std::string(200, 'x'), nullptr});
+  REQUIRE(!sent.has_value());
+  CHECK(sent.error().code == ErrorCode::frame_too_large);
+  CHECK(drain(p.parent.conn).empty());
+  // Nothing was sealed, so the next frame still verifies.
+  p.worker.feed(p.task_frame(2));
+  REQUIRE(p.worker.messages.size() == 1);
+}
+
+TEST_CASE("frame_protector: frame larger than this side accepts is refused from its header") {
+  Pair p(ChannelMode::authenticated, 100);
+  HeaderBytes h = encode_header(FrameHeader{static_cast<std::uint8_t>(MessageType::task), 0, 101});
+  p.worker.feed(std::string(h.begin(), h.end()));
+  REQUIRE(p.worker.error.has_value());
+  CHECK(p.worker.error->code == ErrorCode::frame_too_large);
+}
+
+TEST_CASE("frame_protector: sealing and opening directly") {
+  Bytes32 key{};
+  for (std::size_t i = 0; i < key.size(); ++i) key[i] = static_cast<std::uint8_t>(i);
+  Bytes32 other = key;
+  other[0] ^= 1;
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    FrameProtector tx(mode, key);
+    FrameProtector rx(mode, key);
+    FrameProtector wrong(mode, other);
+    CHECK(tx.tag_size() == k_tag_size);
+    for (int i = 0; i < 3; ++i) {
+      std::string payload = "payload " + std::to_string(i);
+      HeaderBytes h = encode_header(FrameHeader{16, 0, static_cast<std::uint32_t>(payload.size())});
+      std::string sealed = payload;
+      Tag tag = tx.seal(h, sealed);
+      CHECK((sealed == payload) == (mode == ChannelMode::authenticated));
+      std::string copy = sealed;
+      CHECK(!wrong.open(h, copy, tag).has_value());
+      REQUIRE(rx.open(h, sealed, tag).has_value());
+      CHECK(sealed == payload);
+    }
+    // A frame's position is part of what the tag covers: the same bytes do not verify at another position.
+    FrameProtector late(mode, key);
+    std::string payload = "x";
+    HeaderBytes h = encode_header(FrameHeader{16, 0, 1});
+    Tag tag = FrameProtector(mode, key).seal(h, payload);
+    std::string p0 = payload;
+    REQUIRE(late.open(h, p0, tag).has_value());
+    std::string p1 = payload;
+    auto again = late.open(h, p1, tag);
+    REQUIRE(!again.has_value());
+    CHECK(again.error().code == ErrorCode::bad_mac);
+    CHECK(again.error().message.find("frame 1") != std::string::npos);
+  }
+}
+
+TEST_CASE("frame_protector: insecure measurement mode carries no tag") {
+  Pair p(ChannelMode::insecure_measurement);
+  std::string wire = p.task_frame(1);
+  CHECK(wire.size() == k_header_size + encode_body(Task{1, "echo", json::array({1, 2, 3})}).size());
+  p.worker.feed(wire);
+  REQUIRE(p.worker.messages.size() == 1);
+}
+
+TEST_CASE("frame_protector: attachments round trip in every mode and format") {
+  for (ChannelMode mode : {ChannelMode::authenticated, ChannelMode::encrypted, ChannelMode::insecure_measurement}) {
+    for (BodyFormat format : {BodyFormat::json, BodyFormat::cbor}) {
+      for (std::size_t size : {std::size_t{10}, std::size_t{200'000}}) {
+        const std::string mode_name = to_string(mode);
+        CAPTURE(mode_name);
+        CAPTURE(int(format));
+        CAPTURE(size);
+        Pair p(mode);
+        std::string bytes(size, '\0');
+        for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>(i * 31 + 7);
+        Task t{5, "sha256", json::array({1})};
+        t.attachment = Attachment{bytes, 0};
+        REQUIRE(p.parent.conn.send(std::move(t), format));
+        std::string wire = drain(p.parent.conn);
+        CHECK((wire.find(bytes.substr(0, 10)) == std::string::npos) == (mode == ChannelMode::encrypted));
+        p.worker.feed(wire);
+        REQUIRE(!p.worker.error);
+        REQUIRE(p.worker.messages.size() == 1);
+        Task got = task_of(p.worker.messages[0]);
+        CHECK(got.fn == "sha256");
+        CHECK(got.format == format);
+        CHECK(got.attachment.view() == bytes);
+        // The next frame still verifies: the attachment frame used exactly one sequence number.
+        p.worker.feed(p.task_frame(6));
+        CHECK(p.worker.messages.size() == 2);
+      }
+    }
+  }
+}
+
+TEST_CASE("frame_protector: altered attachment byte") {
+  for (ChannelMode mode : k_keyed_modes) {
+    for (std::size_t size : {std::size_t{10}, std::size_t{200'000}}) {
+      const std::string mode_name = to_string(mode);
+      CAPTURE(mode_name);
+      CAPTURE(size);
+      Pair p(mode);
+      Task t{5, "sha256", nullptr};
+      t.attachment = Attachment{std::string(size, 'a'), 0};
+      REQUIRE(p.parent.conn.send(std::move(t)));
+      std::string wire = drain(p.parent.conn);
+      wire[wire.size() - k_tag_size - 1 - size / 2] ^= 0x10;
+      p.worker.feed(wire);
+      CHECK(p.worker.messages.empty());
+      check_bad_mac(p);
+    }
+  }
+}
+
+TEST_CASE("frame_protector: altered flags") {
+  // Flags are in the authenticated header: turning a JSON task into a CBOR one is caught by the tag.
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    Pair p(mode);
+    std::string wire = p.task_frame(1);
+    wire[6] = 1;
+    p.worker.feed(wire);
+    check_bad_mac(p);
+  }
+}

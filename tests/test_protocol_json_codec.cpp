@@ -1,0 +1,494 @@
+// Message bodies: every type round-trips; each malformed body gives an error naming the field; nesting is
+// limited before anything is built.
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "protocol/json_codec.hpp"
+#include "protocol/limits.hpp"
+#include "protocol/message.hpp"
+
+using namespace authrun::protocol;
+
+namespace {
+
+std::uint8_t type_byte(MessageType t) { return static_cast<std::uint8_t>(t); }
+
+Message round_trip(const Message& m) {
+  auto decoded = decode_message(type_byte(type_of(m)), encode_body(m));
+  REQUIRE(decoded.has_value());
+  REQUIRE(decoded->index() == m.index());
+  return *decoded;
+}
+
+// Decodes `body` as `type` and checks that it fails with `code` and a message containing every `parts`.
+void check_fails(MessageType type, const std::string& body, ErrorCode code, std::initializer_list<const char*> parts) {
+  auto decoded = decode_message(type_byte(type), body);
+  REQUIRE(!decoded.has_value());
+  CHECK(decoded.error().code == code);
+  for (const char* part : parts) {
+    INFO("message: ", decoded.error().message, "; expected to contain: ", part);
+    CHECK(decoded.error().message.find(part) != std::string::npos);
+  }
+}
+
+const std::string k_hex64(64, 'a');
+
+std::string hello_body(const std::string& replace_key = "", const std::string& with = "") {
+  json j = {{"role", "worker"},       {"versions", {1}},           {"nonce", k_hex64},
+            {"epk", std::string(64, 'b')}, {"modes", {"authenticated"}}, {"max_payload", 1024}};
+  if (!replace_key.empty()) {
+    if (with.empty()) j.erase(replace_key);
+    else j[replace_key] = json::parse(with);
+  }
+  return j.dump();
+}
+
+std::string nested(int depth, const std::string& inner = "1") {
+  return std::string(static_cast<std::size_t>(depth), '[') + inner + std::string(static_cast<std::size_t>(depth), ']');
+}
+
+}  // namespace
+
+TEST_CASE("json_codec: hello round trips") {
+  Hello h;
+  h.role = Role::worker;
+  h.versions = {1, 7};
+  for (std::size_t i = 0; i < 32; ++i) {
+    h.nonce[i] = static_cast<std::uint8_t>(i);
+    h.ephemeral_public_key[i] = static_cast<std::uint8_t>(0xff - i);
+  }
+  h.modes = {ChannelMode::encrypted, ChannelMode::authenticated, ChannelMode::insecure_measurement};
+  h.max_payload = 123456;
+  auto out = std::get<Hello>(round_trip(h));
+  CHECK(out.role == h.role);
+  CHECK(out.versions == h.versions);
+  CHECK(out.nonce == h.nonce);
+  CHECK(out.ephemeral_public_key == h.ephemeral_public_key);
+  CHECK(out.modes == h.modes);
+  CHECK(out.max_payload == h.max_payload);
+  // Keys sorted, hex lower case, no spaces: the bytes the transcript hash covers are predictable.
+  CHECK(encode_body(h).substr(0, 8) == "{\"epk\":\"");
+  CHECK(encode_body(h).find("\"nonce\":\"000102030405") != std::string::npos);
+}
+
+TEST_CASE("json_codec: proof round trips") {
+  Proof p;
+  for (std::size_t i = 0; i < 32; ++i) p.mac[i] = static_cast<std::uint8_t>(i * 7);
+  CHECK(std::get<Proof>(round_trip(p)).mac == p.mac);
+}
+
+TEST_CASE("json_codec: outcome round trips") {
+  Outcome o{false, "auth_failed", "proof does not verify"};
+  auto out = std::get<Outcome>(round_trip(o));
+  CHECK(!out.ok);
+  CHECK(out.reason == o.reason);
+  CHECK(out.message == o.message);
+}
+
+TEST_CASE("json_codec: task round trips") {
+  Task t{18446744073709551615ull, "echo", json::parse(R"([1,"two",{"three":[3.5,null,true]}])")};
+  auto out = std::get<Task>(round_trip(t));
+  CHECK(out.id == t.id);
+  CHECK(out.fn == "echo");
+  CHECK(out.args == t.args);
+  CHECK(encode_body(Task{1, "echo", json::parse("[1,2,3]")}) == R"({"args":[1,2,3],"fn":"echo","id":1})");
+}
+
+TEST_CASE("json_codec: task without args has null args") {
+  auto decoded = decode_message(type_byte(MessageType::task), R"({"id":3,"fn":"noop"})");
+  REQUIRE(decoded.has_value());
+  CHECK(std::get<Task>(*decoded).args.is_null());
+}
+
+TEST_CASE("json_codec: successful result round trips") {
+  TaskResult r;
+  r.id = 42;
+  r.ok = true;
+  r.value = json::parse(R"({"sum":6})");
+  auto out = std::get<TaskResult>(round_trip(r));
+  CHECK(out.id == 42);
+  CHECK(out.ok);
+  CHECK(out.value == r.value);
+}
+
+TEST_CASE("json_codec: result with a null value round trips") {
+  TaskResult r;
+  r.id = 1;
+  auto out = std::get<TaskResult>(round_trip(r));
+  CHECK(out.ok);
+  CHECK(out.value.is_null());
+}
+
+TEST_CASE("json_codec: failed result round trips") {
+  TaskResult r;
+  r.id = 7;
+  r.ok = false;
+  r.error = TaskError{"bad_args", "args must be an array", json::parse(R"({"got":"object"})")};
+  auto out = std::get<TaskResult>(round_trip(r));
+  CHECK(out.id == 7);
+  CHECK(!out.ok);
+  CHECK(out.error.type == "bad_args");
+  CHECK(out.error.message == r.error.message);
+  CHECK(out.error.details == r.error.details);
+
+  r.error.details = nullptr;
+  auto no_details = std::get<TaskResult>(round_trip(r));
+  CHECK(no_details.error.details.is_null());
+  CHECK(encode_body(r).find("details") == std::string::npos);
+}
+
+TEST_CASE("json_codec: protocol error round trips") {
+  ProtocolError e{"bad_mac", "frame 3 failed authentication"};
+  auto out = std::get<ProtocolError>(round_trip(e));
+  CHECK(out.code == e.code);
+  CHECK(out.message == e.message);
+}
+
+TEST_CASE("json_codec: shutdown round trips") {
+  CHECK(encode_body(Shutdown{}) == "{}");
+  round_trip(Shutdown{});
+}
+
+TEST_CASE("json_codec: invalid UTF-8 is replaced when encoding, never thrown") {
+  Task t{1, "bad\xff\xfe", json::array({std::string("\xc3")})};
+  std::string body = encode_body(t);
+  CHECK(body.find("\xef\xbf\xbd") != std::string::npos);  // U+FFFD
+  CHECK(decode_message(type_byte(MessageType::task), body).has_value());
+}
+
+TEST_CASE("json_codec: task without id") {
+  check_fails(MessageType::task, R"({"fn":"echo","args":[]})", ErrorCode::malformed, {"task", "'id'", "missing"});
+}
+
+TEST_CASE("json_codec: task with id of the wrong type") {
+  check_fails(MessageType::task, R"({"id":"1","fn":"echo"})", ErrorCode::malformed, {"'id'", "non-negative integer"});
+}
+
+TEST_CASE("json_codec: task with a negative id") {
+  check_fails(MessageType::task, R"({"id":-1,"fn":"echo"})", ErrorCode::malformed, {"'id'"});
+}
+
+TEST_CASE("json_codec: task with a fractional id") {
+  check_fails(MessageType::task, R"({"id":1.5,"fn":"echo"})", ErrorCode::malformed, {"'id'"});
+}
+
+TEST_CASE("json_codec: task without fn") {
+  check_fails(MessageType::task, R"({"id":5})", ErrorCode::malformed, {"task 5", "'fn'", "missing"});
+}
+
+TEST_CASE("json_codec: task with fn of the wrong type") {
+  check_fails(MessageType::task, R"({"id":5,"fn":["echo"]})", ErrorCode::malformed, {"task 5", "'fn'", "must be a string"});
+}
+
+TEST_CASE("json_codec: hello with a bad hex nonce") {
+  check_fails(MessageType::hello, hello_body("nonce", "\"" + std::string(63, 'a') + "g\""), ErrorCode::malformed,
+              {"hello", "'nonce'", "64 hex digits"});
+}
+
+TEST_CASE("json_codec: hello with a short nonce") {
+  check_fails(MessageType::hello, hello_body("nonce", "\"abcd\""), ErrorCode::malformed, {"'nonce'", "64 hex digits"});
+}
+
+TEST_CASE("json_codec: hello with a nonce that is not a string") {
+  check_fails(MessageType::hello, hello_body("nonce", "12"), ErrorCode::malformed, {"'nonce'", "must be a string"});
+}
+
+TEST_CASE("json_codec: hello without epk") {
+  check_fails(MessageType::hello, hello_body("epk"), ErrorCode::malformed, {"'epk'", "missing"});
+}
+
+TEST_CASE("json_codec: hello with an unknown mode") {
+  check_fails(MessageType::hello, hello_body("modes", R"(["authenticated","turbo"])"), ErrorCode::malformed,
+              {"hello", "unknown channel mode 'turbo'"});
+}
+
+TEST_CASE("json_codec: hello with an empty mode list") {
+  check_fails(MessageType::hello, hello_body("modes", "[]"), ErrorCode::malformed, {"'modes'"});
+}
+
+TEST_CASE("json_codec: hello with modes that are not strings") {
+  check_fails(MessageType::hello, hello_body("modes", "[1]"), ErrorCode::malformed, {"'modes'", "strings"});
+}
+
+TEST_CASE("json_codec: hello with an unknown role") {
+  check_fails(MessageType::hello, hello_body("role", "\"admin\""), ErrorCode::malformed, {"'role'"});
+}
+
+TEST_CASE("json_codec: hello with versions that are not an array") {
+  check_fails(MessageType::hello, hello_body("versions", "1"), ErrorCode::malformed, {"'versions'"});
+}
+
+TEST_CASE("json_codec: hello with versions that are not integers") {
+  check_fails(MessageType::hello, hello_body("versions", R"(["1"])"), ErrorCode::malformed, {"'versions'"});
+}
+
+TEST_CASE("json_codec: hello with a version out of range") {
+  // 2^32 + 1 must not be read as version 1.
+  check_fails(MessageType::hello, hello_body("versions", "[4294967297]"), ErrorCode::malformed, {"'versions'"});
+  check_fails(MessageType::hello, hello_body("versions", "[-1]"), ErrorCode::malformed, {"'versions'"});
+}
+
+TEST_CASE("json_codec: hello with max_payload too large") {
+  check_fails(MessageType::hello, hello_body("max_payload", "4294967295"), ErrorCode::malformed, {"'max_payload'"});
+}
+
+TEST_CASE("json_codec: hello without max_payload") {
+  check_fails(MessageType::hello, hello_body("max_payload"), ErrorCode::malformed, {"'max_payload'", "missing"});
+}
+
+TEST_CASE("json_codec: proof with a bad mac") {
+  check_fails(MessageType::proof, R"({"mac":"xyz"})", ErrorCode::malformed, {"proof", "'mac'"});
+}
+
+TEST_CASE("json_codec: outcome with ok that is not a boolean") {
+  check_fails(MessageType::outcome, R"({"ok":"no","reason":"x","message":"y"})", ErrorCode::malformed, {"'ok'", "boolean"});
+}
+
+TEST_CASE("json_codec: outcome without reason") {
+  check_fails(MessageType::outcome, R"({"ok":false,"message":"y"})", ErrorCode::malformed, {"'reason'"});
+}
+
+TEST_CASE("json_codec: successful result without value") {
+  check_fails(MessageType::result, R"({"id":3,"ok":true})", ErrorCode::malformed, {"result 3", "'value'", "missing"});
+}
+
+TEST_CASE("json_codec: failed result whose error is not an object") {
+  check_fails(MessageType::result, R"({"id":3,"ok":false,"error":"boom"})", ErrorCode::malformed, {"result 3", "'error'"});
+}
+
+TEST_CASE("json_codec: failed result whose error lacks a type") {
+  check_fails(MessageType::result, R"({"id":3,"ok":false,"error":{"message":"m"}})", ErrorCode::malformed,
+              {"result 3 error", "'type'"});
+}
+
+TEST_CASE("json_codec: result without ok") {
+  check_fails(MessageType::result, R"({"id":3,"value":1})", ErrorCode::malformed, {"'ok'", "missing"});
+}
+
+TEST_CASE("json_codec: protocol error without code") {
+  check_fails(MessageType::error, R"({"message":"m"})", ErrorCode::malformed, {"error", "'code'"});
+}
+
+TEST_CASE("json_codec: unknown message type") {
+  for (int type : {0, 4, 15, 20, 255}) {
+    auto decoded = decode_message(static_cast<std::uint8_t>(type), "{}");
+    REQUIRE(!decoded.has_value());
+    CHECK(decoded.error().code == ErrorCode::unexpected);
+    CHECK(decoded.error().message.find("unknown message type " + std::to_string(type)) != std::string::npos);
+  }
+}
+
+TEST_CASE("json_codec: body that is not an object") {
+  for (const char* body : {"[1,2]", "\"task\"", "42", "null", "true"}) {
+    CAPTURE(body);
+    check_fails(MessageType::task, body, ErrorCode::malformed, {"task body must be a JSON object"});
+  }
+}
+
+TEST_CASE("json_codec: invalid JSON") {
+  check_fails(MessageType::task, R"({"id":1,"fn":"echo",)", ErrorCode::malformed, {"task body", "column"});
+  check_fails(MessageType::task, R"({"id":1}}")", ErrorCode::malformed, {"task body"});
+  check_fails(MessageType::result, "", ErrorCode::malformed, {"result body"});
+  check_fails(MessageType::hello, "{'role':'worker'}", ErrorCode::malformed, {"hello body"});
+}
+
+TEST_CASE("json_codec: nesting exactly at the limit is accepted") {
+  auto parsed = parse_json(nested(limits::json_max_depth));
+  CHECK(parsed.has_value());
+  // In a task body the object itself is one level.
+  std::string body = R"({"id":1,"fn":"echo","args":)" + nested(limits::json_max_depth - 1) + "}";
+  CHECK(decode_message(type_byte(MessageType::task), body).has_value());
+}
+
+TEST_CASE("json_codec: nesting one past the limit is rejected") {
+  auto parsed = parse_json(nested(limits::json_max_depth + 1));
+  REQUIRE(!parsed.has_value());
+  CHECK(parsed.error().code == ErrorCode::json_too_deep);
+  std::string body = R"({"id":1,"fn":"echo","args":)" + nested(limits::json_max_depth) + "}";
+  check_fails(MessageType::task, body, ErrorCode::json_too_deep, {"task body"});
+}
+
+TEST_CASE("json_codec: objects count toward the depth") {
+  std::string deep;
+  for (int i = 0; i <= limits::json_max_depth; ++i) deep += "{\"a\":";
+  deep += "1" + std::string(static_cast<std::size_t>(limits::json_max_depth + 1), '}');
+  auto parsed = parse_json(deep);
+  REQUIRE(!parsed.has_value());
+  CHECK(parsed.error().code == ErrorCode::json_too_deep);
+}
+
+TEST_CASE("json_codec: 100000-deep input is rejected without crashing") {
+  auto parsed = parse_json(nested(100'000));
+  REQUIRE(!parsed.has_value());
+  CHECK(parsed.error().code == ErrorCode::json_too_deep);
+  // Unclosed, and as a message body.
+  check_fails(MessageType::task, std::string(100'000, '['), ErrorCode::json_too_deep, {});
+  std::string objects;
+  for (int i = 0; i < 100'000; ++i) objects += "{\"a\":";
+  check_fails(MessageType::result, objects, ErrorCode::json_too_deep, {});
+}
+
+TEST_CASE("json_codec: brackets inside strings are not counted") {
+  std::string brackets(1000, '[');
+  std::string body = R"({"id":1,"fn":")" + brackets + R"(","args":[")" + std::string(1000, '{') + R"(\"[[["]})";
+  auto decoded = decode_message(type_byte(MessageType::task), body);
+  REQUIRE(decoded.has_value());
+  CHECK(std::get<Task>(*decoded).fn == brackets);
+  CHECK(std::get<Task>(*decoded).args[0] == std::string(1000, '{') + "\"[[[");
+}
+
+TEST_CASE("json_codec: an escaped backslash ends before the closing quote") {
+  // "\\" is a complete string; the brackets after it are structure and must be counted.
+  std::string text = "[\"\\\\\"," + nested(limits::json_max_depth) + "]";
+  auto parsed = parse_json(text);
+  REQUIRE(!parsed.has_value());
+  CHECK(parsed.error().code == ErrorCode::json_too_deep);
+}
+
+TEST_CASE("json_codec: stray closing brackets do not buy extra depth") {
+  std::string text = std::string(10, ']') + nested(limits::json_max_depth + 5);
+  auto parsed = parse_json(text);
+  REQUIRE(!parsed.has_value());
+  CHECK(parsed.error().code == ErrorCode::malformed);
+}
+
+TEST_CASE("json_codec: field readers name the field and the place") {
+  json j = json::parse(R"({"name":"x","count":3,"neg":-2})");
+  CHECK(*string_field(j, "name", "line 3") == "x");
+  CHECK(*uint_field(j, "count", "line 3") == 3);
+  auto missing = string_field(j, "other", "line 3");
+  REQUIRE(!missing.has_value());
+  CHECK(missing.error().message == "line 3: field 'other' is missing");
+  auto wrong = uint_field(j, "neg", "line 4");
+  REQUIRE(!wrong.has_value());
+  CHECK(wrong.error().message == "line 4: field 'neg' must be a non-negative integer");
+  auto not_object = string_field(json::array(), "name", "line 5");
+  REQUIRE(!not_object.has_value());
+  CHECK(not_object.error().message.find("line 5") == 0);
+}
+
+namespace {
+
+FrameHeader data_header(MessageType type, std::uint16_t flags, std::size_t length) {
+  return FrameHeader{static_cast<std::uint8_t>(type), flags, static_cast<std::uint32_t>(length)};
+}
+
+std::string with_attachment(const std::string& body, const std::string& attachment) {
+  std::string payload(4, '\0');
+  store_le32(reinterpret_cast<std::uint8_t*>(payload.data()), static_cast<std::uint32_t>(body.size()));
+  return payload + body + attachment;
+}
+
+}  // namespace
+
+TEST_CASE("json_codec: task and result round trip in CBOR and MessagePack") {
+  for (BodyFormat format : {BodyFormat::json, BodyFormat::cbor, BodyFormat::msgpack}) {
+    CAPTURE(int(format));
+    Task t{9, "echo", json::parse(R"([1,"two",{"three":[3.5,null,true]}])")};
+    std::string body = encode_body(t, format);
+    if (format != BodyFormat::json) CHECK(body.find('{') == std::string::npos);
+    auto decoded = decode_frame(data_header(MessageType::task, static_cast<std::uint16_t>(format), body.size()),
+                                std::move(body));
+    REQUIRE(decoded.has_value());
+    Task out = std::get<Task>(*decoded);
+    CHECK(out.id == 9);
+    CHECK(out.args == t.args);
+    CHECK(out.format == format);
+
+    TaskResult r;
+    r.id = 9;
+    r.value = json::object({{"k", 1}});
+    std::string rbody = encode_body(r, format);
+    auto rdecoded = decode_frame(data_header(MessageType::result, static_cast<std::uint16_t>(format), rbody.size()),
+                                 std::move(rbody));
+    REQUIRE(rdecoded.has_value());
+    CHECK(std::get<TaskResult>(*rdecoded).value == r.value);
+  }
+}
+
+TEST_CASE("json_codec: attachment is split from the body") {
+  std::string body = encode_body(Task{3, "sha256", nullptr});
+  std::string attachment = std::string("\0\xff raw bytes", 12);
+  std::string payload = with_attachment(body, attachment);
+  auto decoded = decode_frame(data_header(MessageType::task, k_flag_attachment, payload.size()), std::move(payload));
+  REQUIRE(decoded.has_value());
+  Task t = std::get<Task>(*decoded);
+  CHECK(t.fn == "sha256");
+  CHECK(t.attachment.view() == attachment);
+}
+
+TEST_CASE("json_codec: attachment frame shorter than its body length prefix") {
+  std::string payload = "\x01\x00";
+  auto decoded = decode_frame(data_header(MessageType::task, k_flag_attachment, payload.size()), std::move(payload));
+  REQUIRE(!decoded.has_value());
+  CHECK(decoded.error().code == ErrorCode::malformed);
+}
+
+TEST_CASE("json_codec: attachment body length beyond the payload") {
+  std::string body = encode_body(Task{3, "x", nullptr});
+  std::string payload = with_attachment(body, "");
+  store_le32(reinterpret_cast<std::uint8_t*>(payload.data()), static_cast<std::uint32_t>(body.size() + 1));
+  auto decoded = decode_frame(data_header(MessageType::task, k_flag_attachment, payload.size()), std::move(payload));
+  REQUIRE(!decoded.has_value());
+  CHECK(decoded.error().code == ErrorCode::malformed);
+  CHECK(decoded.error().message.find("exceeds") != std::string::npos);
+}
+
+TEST_CASE("json_codec: attachment on a message that cannot carry one") {
+  std::string payload = with_attachment("{}", "data");
+  auto decoded = decode_frame(data_header(MessageType::shutdown, k_flag_attachment, payload.size()), std::move(payload));
+  REQUIRE(!decoded.has_value());
+  CHECK(decoded.error().code == ErrorCode::malformed);
+}
+
+TEST_CASE("json_codec: binary format on a message that cannot use one") {
+  std::string body = encode_body(ProtocolError{"bad_mac", "m"}, BodyFormat::cbor);
+  auto decoded = decode_frame(data_header(MessageType::error, 1, body.size()), std::move(body));
+  REQUIRE(!decoded.has_value());
+  CHECK(decoded.error().code == ErrorCode::malformed);
+}
+
+TEST_CASE("json_codec: invalid CBOR") {
+  std::string body = "\xa1\x62id";  // a map of one entry, cut after the key
+  auto decoded = decode_frame(data_header(MessageType::task, 1, body.size()), std::move(body));
+  REQUIRE(!decoded.has_value());
+  CHECK(decoded.error().code == ErrorCode::malformed);
+  CHECK(decoded.error().message.find("CBOR") != std::string::npos);
+}
+
+TEST_CASE("json_codec: CBOR task missing its id names the field") {
+  std::string body = encode_body(Task{1, "echo", nullptr}, BodyFormat::cbor);
+  json j = json::from_cbor(body);
+  j.erase("id");
+  std::vector<std::uint8_t> bytes = json::to_cbor(j);
+  auto decoded = decode_frame(data_header(MessageType::task, 1, bytes.size()), std::string(bytes.begin(), bytes.end()));
+  REQUIRE(!decoded.has_value());
+  CHECK(decoded.error().message.find("'id'") != std::string::npos);
+}
+
+TEST_CASE("json_codec: 100000-deep CBOR and MessagePack are rejected without crashing") {
+  // 0x81 / 0x91: an array of one element, nested 100000 times around the integer 1.
+  for (auto [format, byte] : {std::pair{BodyFormat::cbor, '\x81'}, std::pair{BodyFormat::msgpack, '\x91'}}) {
+    CAPTURE(int(format));
+    std::string body = "\xa1\x62id" + std::string(100'000, byte) + "\x01";
+    if (format == BodyFormat::msgpack) body = "\x81\xa2id" + std::string(100'000, byte) + "\x01";
+    auto decoded = decode_frame(data_header(MessageType::task, static_cast<std::uint16_t>(format), body.size()),
+                                std::move(body));
+    REQUIRE(!decoded.has_value());
+    CHECK(decoded.error().code == ErrorCode::json_too_deep);
+  }
+}
+
+TEST_CASE("json_codec: CBOR nesting exactly at the limit is accepted") {
+  json args = 1;
+  for (int i = 0; i < limits::json_max_depth - 1; ++i) args = json::array({args});
+  std::string body = encode_body(Task{1, "echo", args}, BodyFormat::cbor);
+  auto decoded = decode_frame(data_header(MessageType::task, 1, body.size()), std::move(body));
+  REQUIRE(decoded.has_value());
+  args = json::array({args});
+  std::string deeper = encode_body(Task{1, "echo", args}, BodyFormat::cbor);
+  auto refused = decode_frame(data_header(MessageType::task, 1, deeper.size()), std::move(deeper));
+  REQUIRE(!refused.has_value());
+  CHECK(refused.error().code == ErrorCode::json_too_deep);
+}
