@@ -5,6 +5,7 @@
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -128,16 +129,20 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     deadline_timer.cancel();
     in.close(ignored);
     out.close(ignored);
-    // A worker that ends the channel is expected to exit at once; one that broke the protocol is not
-    // trusted to: either way it gets a moment, then SIGKILL.
-    if (failure->code == ErrorCode::eof) {
-      deadline_timer.expires_after(std::chrono::seconds(2));
-      deadline_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-        if (!ec && self->process) self->process->kill();
-      });
-    } else if (process) {
-      process->kill();
+    // A worker that ended the channel itself is expected to exit at once. A trusted worker we stop (timeout,
+    // signal, halt) gets SIGTERM, so that it takes its task's child process along. Either way SIGKILL
+    // follows if it has not exited. One that never proved itself gets SIGKILL at once.
+    if (process && failure->code != ErrorCode::eof) {
+      if (connection.established()) {
+        process->terminate();
+      } else {
+        process->kill();
+      }
     }
+    deadline_timer.expires_after(std::chrono::seconds(failure->code == ErrorCode::eof ? 2 : 1));
+    deadline_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (!ec && self->process) self->process->kill();
+    });
     report_if_done();
   }
 
@@ -153,13 +158,17 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     report_if_done();
   }
 
+  // Reports the end once both the channel and the process are gone. Always from a fresh turn of the event
+  // loop: the owner may be iterating over its workers when it closes one.
   void report_if_done() {
     if (!closed || !exited || gone_reported) return;
     gone_reported = true;
-    auto on_gone = std::move(events.on_gone);
-    events = Events{};  // break cycles: the scheduler's callbacks may hold references
-    if (on_gone) on_gone(*failure, wait_status);
-    process.reset();
+    asio::post(in.get_executor(), [self = shared_from_this()] {
+      auto on_gone = std::move(self->events.on_gone);
+      self->events = Events{};  // break cycles: the owner's callbacks may hold references
+      if (on_gone) on_gone(*self->failure, self->wait_status);
+      self->process.reset();
+    });
   }
 };
 
@@ -238,10 +247,7 @@ void WorkerLink::shutdown() {
   m_impl->kick_write();
 }
 
-void WorkerLink::kill(Error why) {
-  m_impl->close(std::move(why));
-  if (m_impl->process) m_impl->process->kill();
-}
+void WorkerLink::kill(Error why) { m_impl->close(std::move(why)); }
 
 void WorkerLink::set_deadline(std::optional<std::chrono::milliseconds> after, Error why) {
   auto& timer = m_impl->deadline_timer;

@@ -52,7 +52,8 @@ class WorkerLink {
   protocol::Result<void> send_task(std::uint64_t id, const std::string& fn, const std::string& args_json);
   // Asks the worker to exit once its queued tasks are done (shutdown message, then end of its stdin).
   void shutdown();
-  // Ends the link now: kills the worker; on_gone will report `why`.
+  // Ends the link now: stops the worker (SIGTERM if it was trusted, so it takes its task's child along;
+  // SIGKILL otherwise or if it lingers); on_gone will report `why`.
   void kill(protocol::Error why);
   // Arms (or with nullopt disarms) a timer that kills the worker with `why` when it fires.
   void set_deadline(std::optional<std::chrono::milliseconds> after, protocol::Error why);

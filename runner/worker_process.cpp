@@ -105,6 +105,10 @@ void WorkerProcess::kill() {
   if (m_impl && !m_impl->reaped) ::kill(m_impl->pid, SIGKILL);
 }
 
+void WorkerProcess::terminate() {
+  if (m_impl && !m_impl->reaped) ::kill(m_impl->pid, SIGTERM);
+}
+
 std::string describe_wait_status(int status) {
   if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {

@@ -43,6 +43,8 @@ class WorkerProcess {
   void async_wait(std::function<void(int wait_status)> on_exit);
   // Sends SIGKILL (no-op once reaped).
   void kill();
+  // Sends SIGTERM (no-op once reaped).
+  void terminate();
 
  private:
   struct Impl;

@@ -47,9 +47,10 @@ void install_signal_handlers() {
 
 // Moves the protocol off fds 0 and 1 so that nothing a task or a library prints can reach the channel:
 // fd 0 becomes /dev/null and fd 1 a copy of stderr.
+// Copies go above the fds a worker may inherit on purpose (the key on 3).
 Result<std::pair<Fd, Fd>> take_protocol_fds() {
-  Fd in(::fcntl(0, F_DUPFD_CLOEXEC, 3));
-  Fd out(::fcntl(1, F_DUPFD_CLOEXEC, 3));
+  Fd in(::fcntl(0, F_DUPFD_CLOEXEC, 10));
+  Fd out(::fcntl(1, F_DUPFD_CLOEXEC, 10));
   if (!in.valid() || !out.valid()) return make_error(ErrorCode::io, std::string("dup of stdin/stdout: ") + std::strerror(errno));
   int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(2, 1) < 0) {
@@ -98,6 +99,11 @@ int worker_main(int argc, char** argv) {
     return 0;
   }
 
+  if (key_file.empty() && ::fcntl(key_fd, F_GETFD) < 0) {
+    log_line("no key: fd " + std::to_string(key_fd) +
+             " is not open (authrun-worker is started by authrun, which hands it a key there; or give --key-file)");
+    return 3;
+  }
   auto fds = take_protocol_fds();
   if (!fds) {
     log_line(fds.error().message);

@@ -1,0 +1,25 @@
+// One task on its way from the input to a worker: what the engine needs to send it and to report it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "protocol/message.hpp"
+
+namespace authrun::runner {
+
+using protocol::json;
+
+struct BatchTask {
+  std::uint64_t seq = 0;     // 0-based position among the tasks the engine is given (dense: input order)
+  std::uint64_t number = 0;  // 1-based position in the input: a JSONL line number, or an exec job number
+  json id;                   // the task's id as the user sees it
+  std::string fn;
+  std::string args_json;     // the args, dumped once (sent as is, and again on a retry)
+  std::optional<double> timeout_s;           // this task's limit, if it has its own
+  std::optional<protocol::TaskError> error;  // set when the input was not a valid task (no worker needed)
+  json context;              // what the front end needs to report the task (exec: its arguments)
+};
+
+}  // namespace authrun::runner

@@ -1,0 +1,32 @@
+// `authrun bench`: what moving a payload to a worker and back costs, per codec and channel mode, against
+// the raw pipe measured in the same run.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace authrun::runner {
+
+struct BenchOptions {
+  std::vector<std::string> worker_argv;  // filled in by the command line (as for `run`)
+  std::vector<std::string> sizes;        // payload sizes ("8", "64KiB", "256MiB"); empty = the default sweep
+  std::vector<std::string> codecs;       // empty = all
+  std::vector<std::string> modes;        // empty = all
+  int repetitions = 0;                   // round trips per row; 0 = chosen per size
+  std::string json_path;                 // --json FILE
+  std::string csv_path;                  // --csv FILE
+  bool quick = false;                    // a small sweep for tests
+};
+
+// Adds the bench options to the `bench` subcommand.
+void add_bench_options(CLI::App& command, BenchOptions& options);
+
+// Runs the benchmark; prints a table on stdout. Returns 0, or 2 on a set-up error, 1 if any round trip
+// came back wrong (every echo is verified byte for byte).
+int run_bench(const BenchOptions& options);
+
+}  // namespace authrun::runner

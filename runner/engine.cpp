@@ -1,0 +1,498 @@
+// The engine: workers, dispatch, retries, timeouts, signals.
+#include "runner/engine.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <map>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <unistd.h>
+
+#include "protocol/json_codec.hpp"
+#include "protocol/limits.hpp"
+#include "runner/job_log.hpp"
+#include "runner/worker_link.hpp"
+#include "runner/worker_process.hpp"
+
+namespace authrun::runner {
+
+namespace asio = boost::asio;
+using namespace protocol;
+using Millis = std::chrono::milliseconds;
+
+namespace {
+
+Millis to_millis(double seconds) { return Millis(static_cast<long long>(seconds * 1000.0 + 0.5)); }
+
+void log(const std::string& text) { std::fprintf(stderr, "authrun: %s\n", text.c_str()); }
+
+// One task on its way through workers.
+struct Attempt {
+  BatchTask task;
+  int failed_attempts = 0;  // attempts that ended with the worker's death or a timeout
+  Clock::time_point started;
+  std::chrono::system_clock::time_point started_wall;
+
+  void start() {
+    started = Clock::now();
+    started_wall = std::chrono::system_clock::now();
+  }
+};
+
+struct Worker {
+  std::shared_ptr<WorkerLink> link;
+  int pid = 0;
+  int slot = 0;                         // 1-based, reused by the worker's replacement ({%} of exec)
+  std::deque<std::uint64_t> in_flight;  // task seqs, in the order sent (the worker runs them in order)
+  int done = 0;
+  bool trusted = false;   // its handshake verified
+  bool retiring = false;  // shut down once its tasks are done (recycled, or the run ended)
+};
+
+class Engine {
+ public:
+  Engine(const EngineOptions& o, ResultHandler& handler)
+      : m_o(o), m_handler(handler), m_signals(m_io, SIGINT, SIGTERM), m_progress_timer(m_io), m_grace_timer(m_io) {}
+
+  RunSummary run(const std::function<std::unique_ptr<TaskFeed>(std::function<void()>)>& make_feed);
+
+ private:
+  bool open_files();
+  void spawn_worker(int slot);
+  void on_ready(int id);
+  void on_result(int id, TaskResult&& r);
+  void on_gone(int id, const Error& why, int wait_status);
+  void dispatch();
+  std::optional<BatchTask> next_task();
+  void arm_deadline(Worker& w);
+  // Reports the task's end (and writes its joblog line). `attempt` counts the attempts made, 0 if none.
+  void finish(const Attempt& a, int attempt, bool ok, json value_or_error, int pid);
+  void record_attempt(const Attempt& a, int attempt, int pid, const std::string& outcome, const std::string& message);
+  void audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status);
+  void maybe_finish();
+  void on_signal(int sig);
+  void stop(bool now);
+  void give_up(const std::string& why);
+  void print_progress(bool final);
+  bool work_remains() const { return !m_retry.empty() || !m_input_done || !m_in_flight.empty(); }
+
+  const EngineOptions& m_o;
+  ResultHandler& m_handler;
+  asio::io_context m_io;
+  asio::signal_set m_signals;
+  asio::steady_timer m_progress_timer;
+  asio::steady_timer m_grace_timer;
+  std::optional<RunKey> m_shared_key;
+  std::optional<JobLog> m_joblog;
+  std::FILE* m_audit = nullptr;
+  std::unique_ptr<TaskFeed> m_feed;
+  std::map<int, Worker> m_workers;
+  int m_next_worker_id = 0;
+  std::map<std::uint64_t, Attempt> m_in_flight;  // seq -> attempt
+  std::deque<Attempt> m_retry;                   // to run again, before new input
+  bool m_input_done = false;
+  bool m_stopping = false;   // no new tasks (signal, halt or give-up)
+  bool m_finishing = false;  // workers told to shut down
+  int m_failures_since_progress = 0;
+  RunSummary m_summary;
+  Clock::time_point m_t0 = Clock::now();
+  bool m_progress_shown = false;
+};
+
+bool Engine::open_files() {
+  if (!m_o.key_file.empty()) {
+    auto key = RunKey::load_file(m_o.key_file);
+    if (!key) {
+      log(key.error().message);
+      return false;
+    }
+    m_shared_key.emplace(std::move(*key));
+  }
+  if (!m_o.joblog.empty()) {
+    auto joblog = JobLog::open(m_o.joblog, m_o.joblog_append);
+    if (!joblog) {
+      log(joblog.error().message);
+      return false;
+    }
+    m_joblog.emplace(std::move(*joblog));
+  }
+  if (!m_o.audit_log.empty()) {
+    m_audit = std::fopen(m_o.audit_log.c_str(), "ae");
+    if (!m_audit) {
+      log("cannot write audit log " + m_o.audit_log + ": " + std::strerror(errno));
+      return false;
+    }
+  }
+  return true;
+}
+
+RunSummary Engine::run(const std::function<std::unique_ptr<TaskFeed>(std::function<void()>)>& make_feed) {
+  if (!open_files()) {
+    m_summary.setup_failed = true;
+    return m_summary;
+  }
+  m_feed = make_feed([this] { asio::post(m_io, [this] { dispatch(); }); });
+  m_signals.async_wait([this](const boost::system::error_code& ec, int sig) {
+    if (!ec) on_signal(sig);
+  });
+  for (int slot = 1; slot <= m_o.jobs; ++slot) spawn_worker(slot);
+  if (m_o.progress) print_progress(false);
+  m_io.run();
+
+  if (auto err = m_feed->error()) {
+    log(*err);
+    m_summary.setup_failed = true;
+  }
+  m_summary.input_cut = !m_input_done;
+  m_feed.reset();
+  if (m_audit) std::fclose(m_audit);
+  if (m_progress_shown) std::fputc('\n', stderr);
+  m_summary.seconds = std::chrono::duration<double>(Clock::now() - m_t0).count();
+  return m_summary;
+}
+
+void Engine::spawn_worker(int slot) {
+  int id = m_next_worker_id++;
+  HandshakeConfig config{Role::parent, {m_o.mode}, m_o.max_payload ? m_o.max_payload : limits::default_max_payload};
+  WorkerLink::Events ev;
+  ev.on_ready = [this, id] { on_ready(id); };
+  ev.on_result = [this, id](TaskResult&& r) { on_result(id, std::move(r)); };
+  ev.on_gone = [this, id](const Error& why, int status) { on_gone(id, why, status); };
+  auto link = WorkerLink::start(m_io, m_o.worker_argv, m_shared_key ? &*m_shared_key : nullptr, config,
+                                to_millis(m_o.handshake_timeout_s), std::move(ev));
+  if (!link) {
+    give_up(link.error().message);
+    return;
+  }
+  Worker w;
+  w.link = *link;
+  w.pid = w.link->pid();
+  w.slot = slot;
+  m_workers.emplace(id, std::move(w));
+}
+
+void Engine::on_ready(int id) {
+  Worker& w = m_workers.at(id);
+  w.trusted = true;
+  ++m_summary.trusted;
+  audit(w, "handshake", true, nullptr, "");
+  if (m_o.verbose) {
+    log("worker " + std::to_string(w.pid) + ": handshake ok (" + to_string(w.link->mode()) + ", " +
+        std::to_string(w.link->handshake_time().count()) + " us)");
+  }
+  dispatch();
+}
+
+std::optional<BatchTask> Engine::next_task() {
+  if (!m_handler.can_take_more()) return std::nullopt;
+  auto t = m_feed->try_pop();
+  if (!t && m_feed->finished()) m_input_done = true;
+  return t;
+}
+
+void Engine::dispatch() {
+  while (!m_stopping) {
+    // While some worker is still in its handshake, give no worker a second task: the newcomer may be idle
+    // in a moment, and a task queued behind a long one on a busy worker waits for nothing.
+    std::size_t window = std::size_t(m_o.window);
+    for (auto& [id, w] : m_workers) {
+      if (!w.trusted && !w.retiring) window = 1;
+    }
+    // The trusted worker with the fewest tasks in flight, below the window.
+    Worker* best = nullptr;
+    for (auto& [id, w] : m_workers) {
+      if (w.retiring || !w.link->ready() || w.in_flight.size() >= window) continue;
+      if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
+    }
+    Attempt a;
+    if (!m_retry.empty()) {
+      if (!best) break;
+      a = std::move(m_retry.front());
+      m_retry.pop_front();
+    } else {
+      // A line that is not a valid task needs no worker, but is taken in turn to keep memory bounded.
+      auto t = best ? next_task() : std::optional<BatchTask>();
+      if (!t) break;
+      a.task = std::move(*t);
+      if (a.task.error) {
+        a.start();
+        json error{{"type", a.task.error->type}, {"message", a.task.error->message}};
+        if (!a.task.error->details.is_null()) error["details"] = a.task.error->details;
+        finish(a, 0, false, std::move(error), 0);
+        continue;
+      }
+    }
+    a.start();
+    auto sent = best->link->send_task(a.task.seq, a.task.fn, m_handler.args_for(a.task, best->slot));
+    if (!sent) {
+      finish(a, a.failed_attempts + 1, false, json{{"type", "too_large"}, {"message", sent.error().message}}, best->pid);
+      continue;
+    }
+    const std::uint64_t seq = a.task.seq;
+    best->in_flight.push_back(seq);
+    m_in_flight.emplace(seq, std::move(a));
+    if (best->in_flight.size() == 1) arm_deadline(*best);
+  }
+  maybe_finish();
+}
+
+void Engine::arm_deadline(Worker& w) {
+  std::optional<double> limit;
+  if (!w.in_flight.empty()) {
+    const Attempt& head = m_in_flight.at(w.in_flight.front());
+    limit = head.task.timeout_s ? head.task.timeout_s : m_o.timeout_s;
+  }
+  if (!limit) {
+    w.link->set_deadline(std::nullopt, Error{});
+    return;
+  }
+  char why[96];
+  std::snprintf(why, sizeof why, "task timed out after %g s", *limit);
+  w.link->set_deadline(to_millis(*limit), make_error(ErrorCode::timeout, why));
+}
+
+void Engine::record_attempt(const Attempt& a, int attempt, int pid, const std::string& outcome, const std::string& message) {
+  if (!m_joblog) return;
+  m_joblog->record(a.task.number, dump_json(a.task.id), pid, attempt, a.started_wall,
+                   std::chrono::duration<double>(Clock::now() - a.started).count(), outcome, message);
+}
+
+void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error, int pid) {
+  TaskOutcome outcome;
+  outcome.ok = ok;
+  (ok ? outcome.value : outcome.error) = std::move(value_or_error);
+  outcome.worker = pid;
+  outcome.attempts = attempt;
+  outcome.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - a.started).count();
+  record_attempt(a, attempt, pid, m_handler.outcome_word(outcome), ok ? "" : outcome.error.value("message", ""));
+  (ok ? m_summary.ok : m_summary.failed)++;
+  ResultHandler::Next next = m_handler.task_done(a.task, std::move(outcome));
+  if (m_handler.write_failed()) {
+    give_up(std::string("cannot write results: ") + std::strerror(errno));
+  } else if (next != ResultHandler::Next::go_on) {
+    stop(next == ResultHandler::Next::stop_now);
+  }
+}
+
+void Engine::on_result(int id, TaskResult&& r) {
+  Worker& w = m_workers.at(id);
+  if (w.in_flight.empty() || w.in_flight.front() != r.id) {
+    w.link->kill(make_error(ErrorCode::unexpected, "worker answered task " + std::to_string(r.id) + " out of turn"));
+    return;
+  }
+  w.in_flight.pop_front();
+  auto node = m_in_flight.extract(r.id);
+  const Attempt& a = node.mapped();
+  if (r.ok) {
+    finish(a, a.failed_attempts + 1, true, std::move(r.value), w.pid);
+  } else {
+    json err{{"type", r.error.type}, {"message", r.error.message}};
+    if (!r.error.details.is_null()) err["details"] = std::move(r.error.details);
+    finish(a, a.failed_attempts + 1, false, std::move(err), w.pid);
+  }
+  m_failures_since_progress = 0;
+  ++w.done;
+  arm_deadline(w);
+  if (m_o.max_tasks_per_worker > 0 && w.done >= m_o.max_tasks_per_worker && !w.retiring) {
+    w.retiring = true;  // its queued tasks still finish; a replacement starts now
+    if (work_remains() && !m_stopping) spawn_worker(w.slot);
+  }
+  if (w.retiring && w.in_flight.empty()) w.link->shutdown();
+  dispatch();
+}
+
+void Engine::on_gone(int id, const Error& why, int wait_status) {
+  auto node = m_workers.extract(id);
+  Worker& w = node.mapped();
+  const bool clean = why.code == ErrorCode::eof && w.in_flight.empty() && (w.retiring || m_finishing);
+  const bool stopped_by_us = m_stopping && w.retiring;  // killed by a halt or a second signal
+  const std::string status = describe_wait_status(wait_status);
+  audit(w, w.trusted ? "channel_closed" : clean ? "stopped_before_handshake" : "handshake", clean, clean ? nullptr : &why,
+        status);
+  if (!clean && !stopped_by_us) {
+    ++m_failures_since_progress;
+    if (!w.trusted) {
+      ++m_summary.handshake_failures;
+      log("worker " + std::to_string(w.pid) + ": handshake failed, given no task: " + to_string(why.code) + ": " +
+          why.message + " (" + status + ")");
+    } else {
+      ++m_summary.deaths;
+      log("worker " + std::to_string(w.pid) + " lost: " + why.message + " (" + status + ")");
+    }
+  }
+  // The head task was running when the worker went: it is the one at fault. The others were only queued
+  // behind it (a worker runs its tasks in order) and go back without counting an attempt.
+  for (std::size_t i = w.in_flight.size(); i-- > 0;) {
+    auto anode = m_in_flight.extract(w.in_flight[i]);
+    Attempt a = std::move(anode.mapped());
+    if (i == 0) {
+      ++a.failed_attempts;
+      const bool timed_out = why.code == ErrorCode::timeout && !m_summary.signal;
+      const std::string type = timed_out ? "timeout" : m_stopping ? "interrupted" : "worker_died";
+      std::string message = timed_out    ? why.message
+                            : m_stopping ? "stopped before the task finished"
+                                         : "worker " + std::to_string(w.pid) + " died running this task: " + status +
+                                               (why.code == ErrorCode::eof ? "" : " (" + why.message + ")");
+      if (m_stopping || a.failed_attempts > m_o.retries) {
+        finish(a, a.failed_attempts, false, json{{"type", type}, {"message", message}}, w.pid);
+        continue;
+      }
+      record_attempt(a, a.failed_attempts, w.pid, type, message + " (will retry)");
+    }
+    if (m_stopping) {
+      finish(a, a.failed_attempts, false, json{{"type", "interrupted"}, {"message", "stopped before the task started"}}, w.pid);
+      continue;
+    }
+    m_retry.push_front(std::move(a));
+  }
+  const int limit = std::max(3, 2 * m_o.jobs);
+  if (!clean && !m_stopping && !m_finishing) {
+    if (m_failures_since_progress >= limit) {
+      give_up("giving up after " + std::to_string(m_failures_since_progress) +
+              " workers in a row failed their handshake or died (last: " + why.message + ")");
+    } else if (work_remains()) {
+      spawn_worker(w.slot);
+    }
+  }
+  dispatch();
+}
+
+void Engine::audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status) {
+  if (!m_audit) return;
+  json line{{"time", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()},
+            {"event", event}, {"worker", w.pid}, {"ok", ok}};
+  if (ok && std::string(event) == "handshake") {
+    line["mode"] = to_string(w.link->mode());
+    line["handshake_us"] = w.link->handshake_time().count();
+  }
+  if (why) {
+    line["reason"] = to_string(why->code);
+    line["message"] = why->message;
+  }
+  if (!status.empty()) line["exit"] = status;
+  std::fprintf(m_audit, "%s\n", dump_json(line).c_str());
+  std::fflush(m_audit);
+}
+
+void Engine::maybe_finish() {
+  if (!m_finishing) {
+    const bool nothing_left = m_stopping ? m_in_flight.empty() : !work_remains();
+    if (!nothing_left) return;
+    m_finishing = true;
+    for (auto& [id, w] : m_workers) {
+      w.retiring = true;
+      w.link->shutdown();
+    }
+  }
+  if (!m_workers.empty()) return;
+  // Tasks taken but never given to a worker (stopped, or no trusted worker) end without a result.
+  auto not_started = [this](const BatchTask& t) {
+    m_summary.not_started.push_back(dump_json(t.id));
+    m_handler.task_not_started(t);
+  };
+  for (auto& a : m_retry) not_started(a.task);
+  m_retry.clear();
+  m_feed->stop();
+  while (auto t = m_feed->try_pop()) not_started(*t);
+  m_signals.cancel();
+  m_progress_timer.cancel();
+  m_grace_timer.cancel();
+  if (m_o.progress) print_progress(true);
+}
+
+void Engine::stop(bool now) {
+  if (now) {
+    for (auto& [id, w] : m_workers) {
+      w.retiring = true;
+      w.link->kill(make_error(ErrorCode::io, "stopped"));
+    }
+  }
+  if (m_stopping) return;
+  m_stopping = true;
+  m_feed->stop();
+  maybe_finish();
+}
+
+void Engine::give_up(const std::string& why) {
+  log(why);
+  m_summary.setup_failed = true;
+  stop(false);
+}
+
+void Engine::on_signal(int sig) {
+  if (m_summary.signal) {
+    log("second signal: stopping now");
+    stop(true);
+    return;
+  }
+  m_summary.signal = sig;
+  log(std::string("got ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ": no new tasks; waiting up to " +
+      std::to_string(static_cast<int>(m_o.grace_s)) + " s for " + std::to_string(m_in_flight.size()) +
+      " running (signal again to stop now)");
+  m_signals.async_wait([this](const boost::system::error_code& ec, int s) {
+    if (!ec) on_signal(s);
+  });
+  m_grace_timer.expires_after(to_millis(m_o.grace_s));
+  m_grace_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) stop(true);
+  });
+  stop(false);
+}
+
+void Engine::print_progress(bool final) {
+  const double secs = std::chrono::duration<double>(Clock::now() - m_t0).count();
+  const std::uint64_t done = m_summary.ok + m_summary.failed;
+  const double rate = secs > 0 ? double(done) / secs : 0.0;
+  if (m_o.total && *m_o.total > 0) {
+    const double part = std::min(1.0, double(done) / double(*m_o.total));
+    char bar[31];
+    const int filled = static_cast<int>(part * 30);
+    for (int i = 0; i < 30; ++i) bar[i] = i < filled ? '=' : ' ';
+    bar[30] = '\0';
+    const double eta = rate > 0 ? double(*m_o.total - std::min(done, *m_o.total)) / rate : 0;
+    std::fprintf(stderr, "\r[%s] %3.0f%% %llu/%llu, %llu failed, ETA %.0f s   ", bar, part * 100,
+                 static_cast<unsigned long long>(done), static_cast<unsigned long long>(*m_o.total),
+                 static_cast<unsigned long long>(m_summary.failed), eta);
+  } else {
+    std::fprintf(stderr, "\rauthrun: %llu done (%llu ok, %llu failed), %zu running, %zu workers, %.0f tasks/s   ",
+                 static_cast<unsigned long long>(done), static_cast<unsigned long long>(m_summary.ok),
+                 static_cast<unsigned long long>(m_summary.failed), m_in_flight.size(), m_workers.size(), rate);
+  }
+  m_progress_shown = true;
+  if (final) return;
+  m_progress_timer.expires_after(Millis(250));
+  m_progress_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) print_progress(false);
+  });
+}
+
+}  // namespace
+
+RunSummary run_engine(const EngineOptions& options,
+                      const std::function<std::unique_ptr<TaskFeed>(std::function<void()>)>& make_feed,
+                      ResultHandler& handler) {
+  std::signal(SIGPIPE, SIG_IGN);
+  Engine engine(options, handler);
+  return engine.run(make_feed);
+}
+
+std::string describe(const RunSummary& s, std::uint64_t skipped) {
+  char text[512];
+  std::snprintf(text, sizeof text,
+                "%llu tasks: %llu ok, %llu failed, %zu not started%s; %d workers trusted, %d handshake failures, "
+                "%d worker deaths; %.3f s, %.0f tasks/s",
+                static_cast<unsigned long long>(s.ok + s.failed), static_cast<unsigned long long>(s.ok),
+                static_cast<unsigned long long>(s.failed), s.not_started.size(),
+                skipped ? (", " + std::to_string(skipped) + " skipped as already done").c_str() : "", s.trusted,
+                s.handshake_failures, s.deaths, s.seconds, s.seconds > 0 ? double(s.ok + s.failed) / s.seconds : 0.0);
+  return text;
+}
+
+}  // namespace authrun::runner

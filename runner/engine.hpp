@@ -1,0 +1,93 @@
+// The engine under `authrun run` and `authrun exec`: one Asio event loop drives every worker's pipes, exits
+// and timers; tasks come from a TaskFeed; each task that starts ends in exactly one call of the
+// ResultHandler, success or a structured error.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol/message.hpp"
+#include "runner/batch_task.hpp"
+#include "runner/task_feed.hpp"
+
+namespace authrun::runner {
+
+struct EngineOptions {
+  int jobs = 1;                          // workers
+  std::vector<std::string> worker_argv;  // worker command; argv[0] a path
+  std::string key_file;                  // use this key for every worker instead of a fresh one each
+  std::string joblog;                    // write a line per task attempt here
+  bool joblog_append = false;            // append to the joblog instead of starting it anew
+  std::string audit_log;                 // append each handshake outcome and channel end here (JSON lines)
+  int retries = 1;                       // extra attempts for a task whose worker died or timed out
+  std::optional<double> timeout_s;       // per-task limit, unless the task gives its own
+  double handshake_timeout_s = 5;
+  int window = 2;                        // tasks in flight per worker
+  int max_tasks_per_worker = 0;          // recycle a worker after this many tasks; 0 = never
+  double grace_s = 10;                   // after SIGINT/SIGTERM: how long running tasks may take to finish
+  protocol::ChannelMode mode = protocol::ChannelMode::authenticated;
+  std::uint32_t max_payload = 0;         // 0 = protocol default
+  bool progress = false;                 // progress line on stderr
+  std::optional<std::uint64_t> total;    // tasks expected, when known (progress shows a bar and an ETA)
+  bool verbose = false;                  // log every handshake, not just failures
+};
+
+// How one task ended.
+struct TaskOutcome {
+  bool ok = false;
+  json value;          // when ok
+  json error;          // when !ok: {"type", "message", "details"?}
+  int worker = 0;      // pid, 0 when no worker ran it
+  int attempts = 0;
+  double duration_ms = 0;  // from the last dispatch to the end
+};
+
+// What the front end does with finished tasks.
+class ResultHandler {
+ public:
+  enum class Next { go_on, stop_soon, stop_now };
+  virtual ~ResultHandler() = default;
+  // The args to send for `task` to the worker in slot `slot` (1-based); by default its args_json.
+  virtual std::string args_for(const BatchTask& task, int /*slot*/) { return task.args_json; }
+  // A task ended (called once per task that was taken from the feed and started or refused). Returns
+  // whether to go on: stop_soon stops dispatching, stop_now also kills running tasks.
+  virtual Next task_done(const BatchTask& task, TaskOutcome&& outcome) = 0;
+  // The one-word outcome the joblog records for a finished task: "ok" for success (what --resume skips),
+  // else why it failed. By default "ok" or the error's type.
+  virtual std::string outcome_word(const TaskOutcome& outcome) const {
+    return outcome.ok ? "ok" : outcome.error.value("type", "error");
+  }
+  // False while the handler holds too much output back (in-order output waiting for a slow task): the
+  // engine then takes no new task until a result arrives.
+  virtual bool can_take_more() const { return true; }
+  // A task taken from the feed will not run (the run stopped first).
+  virtual void task_not_started(const BatchTask& task) = 0;
+  // True if writing output failed (the run stops and ends with a set-up error).
+  virtual bool write_failed() const { return false; }
+};
+
+// How a run ended.
+struct RunSummary {
+  std::uint64_t ok = 0, failed = 0;
+  std::vector<std::string> not_started;  // ids (JSON text) of tasks taken but never started
+  bool input_cut = false;                // the feed had not ended: later input was not read
+  int signal = 0;                        // SIGINT or SIGTERM if one stopped the run
+  bool setup_failed = false;             // no trusted worker, unreadable input, unwritable output
+  int trusted = 0, handshake_failures = 0, deaths = 0;
+  double seconds = 0;
+};
+
+// Runs tasks from `feed` until it ends (or a signal, or a set-up failure). Diagnostics go to stderr.
+// `make_feed` builds the feed with the notify callback the engine needs.
+RunSummary run_engine(const EngineOptions& options,
+                      const std::function<std::unique_ptr<TaskFeed>(std::function<void()> notify)>& make_feed,
+                      ResultHandler& handler);
+
+// The one-line summary `authrun run` prints.
+std::string describe(const RunSummary& summary, std::uint64_t skipped);
+
+}  // namespace authrun::runner

@@ -1,0 +1,183 @@
+// `authrun exec` argument sources and replacement strings.
+#include "runner/exec_args.hpp"
+
+#include <cctype>
+
+namespace authrun::runner {
+
+protocol::Result<ExecCommand> split_exec_words(const std::vector<std::string>& words) {
+  ExecCommand out;
+  std::size_t i = 0;
+  if (i < words.size() && words[i] == "--") ++i;
+  for (; i < words.size() && words[i] != ":::" && words[i] != "::::"; ++i) out.command.push_back(words[i]);
+  while (i < words.size()) {
+    const bool files = words[i] == "::::";
+    ++i;
+    if (files) {
+      for (; i < words.size() && words[i] != ":::" && words[i] != "::::"; ++i) {
+        ArgSource source;
+        source.file = words[i];
+        out.sources.push_back(std::move(source));
+      }
+    } else {
+      ArgSource source;
+      for (; i < words.size() && words[i] != ":::" && words[i] != "::::"; ++i) source.values.push_back(words[i]);
+      out.sources.push_back(std::move(source));
+    }
+  }
+  if (out.command.empty()) {
+    return protocol::make_error(protocol::ErrorCode::usage, "no command given (authrun exec [options] -- COMMAND [ARGS...] ::: VALUES...)");
+  }
+  if (out.sources.empty()) {
+    ArgSource stdin_lines;
+    stdin_lines.file = "-";
+    out.sources.push_back(std::move(stdin_lines));
+  }
+  return out;
+}
+
+namespace {
+
+std::string strip_extension(const std::string& s) {
+  auto slash = s.rfind('/');
+  auto dot = s.rfind('.');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash) || dot == 0 ||
+      (slash != std::string::npos && dot == slash + 1)) {
+    return s;
+  }
+  return s.substr(0, dot);
+}
+
+std::string basename_of(const std::string& s) {
+  auto slash = s.rfind('/');
+  return slash == std::string::npos ? s : s.substr(slash + 1);
+}
+
+std::string dirname_of(const std::string& s) {
+  auto slash = s.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : s.substr(0, slash);
+}
+
+// Applies a modifier ("", ".", "/", "//", "/.") to a value; false if the modifier is not one.
+bool modify(const std::string& modifier, const std::string& value, std::string& out) {
+  if (modifier.empty()) out = value;
+  else if (modifier == ".") out = strip_extension(value);
+  else if (modifier == "/") out = basename_of(value);
+  else if (modifier == "//") out = dirname_of(value);
+  else if (modifier == "/.") out = strip_extension(basename_of(value));
+  else return false;
+  return true;
+}
+
+// Expands the replacement string `inner` (the text between braces); nullopt if it is not one.
+std::optional<std::string> expand(const std::string& inner, const JobArgs& job, int slot, bool quote) {
+  auto q = [quote](const std::string& s) { return quote ? shell_quote(s) : s; };
+  if (inner == "#") return std::to_string(job.number);
+  if (inner == "%") return std::to_string(slot);
+  std::size_t digits = 0;
+  while (digits < inner.size() && std::isdigit(static_cast<unsigned char>(inner[digits]))) ++digits;
+  std::string result;
+  if (digits > 0) {
+    std::size_t n = std::stoul(inner.substr(0, std::min<std::size_t>(digits, 6)));
+    if (n == 0 || n > job.values.size()) return std::nullopt;
+    if (!modify(inner.substr(digits), job.values[n - 1], result)) return std::nullopt;
+    return q(result);
+  }
+  std::string joined;
+  for (std::size_t i = 0; i < job.values.size(); ++i) {
+    std::string v;
+    if (!modify(inner, job.values[i], v)) return std::nullopt;
+    if (i) joined += ' ';
+    joined += q(v);
+  }
+  return joined;
+}
+
+bool is_replacement(const std::string& inner) {
+  if (inner == "#" || inner == "%") return true;
+  std::size_t digits = 0;
+  while (digits < inner.size() && std::isdigit(static_cast<unsigned char>(inner[digits]))) ++digits;
+  std::string ignored;
+  return modify(inner.substr(digits), "x", ignored);
+}
+
+// Calls `f(inner)` for each {...} in `word` that is a replacement string.
+template <class F>
+std::string substitute(const std::string& word, F&& f) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < word.size()) {
+    auto open = word.find('{', i);
+    if (open == std::string::npos) break;
+    auto close = word.find('}', open + 1);
+    if (close == std::string::npos) break;
+    std::string inner = word.substr(open + 1, close - open - 1);
+    out.append(word, i, open - i);
+    if (is_replacement(inner)) {
+      out += f(inner);
+    } else {
+      out.append(word, open, close - open + 1);
+    }
+    i = close + 1;
+  }
+  out.append(word, i, std::string::npos);
+  return out;
+}
+
+}  // namespace
+
+bool has_replacement(const std::vector<std::string>& command) {
+  bool found = false;
+  for (const auto& w : command) substitute(w, [&](const std::string&) { found = true; return std::string(); });
+  return found;
+}
+
+bool uses_slot(const std::vector<std::string>& command) {
+  bool found = false;
+  for (const auto& w : command) {
+    substitute(w, [&](const std::string& inner) {
+      if (inner == "%") found = true;
+      return std::string();
+    });
+  }
+  return found;
+}
+
+std::string replace_in(const std::string& word, const JobArgs& job, int slot, bool quote) {
+  return substitute(word, [&](const std::string& inner) { return expand(inner, job, slot, quote).value_or("{" + inner + "}"); });
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += "'\\''";
+    else out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+std::vector<std::string> job_argv(const std::vector<std::string>& command, const JobArgs& job, int slot, bool shell) {
+  const bool replace = has_replacement(command);
+  if (shell) {
+    std::string script;
+    for (std::size_t i = 0; i < command.size(); ++i) {
+      if (i) script += ' ';
+      script += replace_in(command[i], job, slot, true);
+    }
+    if (!replace) {
+      for (const auto& v : job.values) {
+        script += ' ';
+        script += shell_quote(v);
+      }
+    }
+    return {"/bin/sh", "-c", script};
+  }
+  std::vector<std::string> argv;
+  for (const auto& w : command) argv.push_back(replace ? replace_in(w, job, slot, false) : w);
+  if (!replace) argv.insert(argv.end(), job.values.begin(), job.values.end());
+  return argv;
+}
+
+}  // namespace authrun::runner

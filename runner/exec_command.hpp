@@ -1,0 +1,29 @@
+// `authrun exec`: a GNU parallel-style front end on the same engine and workers as `authrun run`; each job
+// is an `exec` task, its output printed whole when it ends.
+#pragma once
+
+#include <string>
+
+#include "runner/engine.hpp"
+#include "runner/exec_args.hpp"
+
+namespace authrun::runner {
+
+struct ExecOptions {
+  EngineOptions engine;
+  ExecCommand command;
+  bool shell = false;        // run through /bin/sh -c
+  bool keep_order = false;   // print jobs' output in input order
+  bool tag = false;          // prefix each output line with the job's arguments and a tab
+  bool dry_run = false;      // print the commands, run nothing
+  bool resume = false;       // skip jobs the --joblog shows as done
+  std::string results_dir;   // store each job's stdout, stderr and exit status under DIR/<job number>/
+  std::string halt = "never";  // never | now,fail=N | soon,fail=N
+  std::optional<double> timeout_s;  // per job (the child is killed; the worker stays)
+};
+
+// Runs the jobs; returns GNU parallel's exit status: 0 all succeeded, the number of failed jobs up to 100,
+// 101 for more, 255 for other errors (usage, set-up), 128+signal when interrupted.
+int run_exec(const ExecOptions& options);
+
+}  // namespace authrun::runner

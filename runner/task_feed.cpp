@@ -1,0 +1,85 @@
+// Bounded task queue with a producer thread.
+#include "runner/task_feed.hpp"
+
+#include <unistd.h>
+
+namespace authrun::runner {
+
+bool TaskFeed::Sink::emit(BatchTask task) { return m_feed.push(std::move(task)); }
+
+int TaskFeed::Sink::stop_fd() const { return m_feed.m_stop_read.get(); }
+
+TaskFeed::TaskFeed(std::size_t capacity, Producer producer, std::function<void()> notify)
+    : m_capacity(capacity), m_notify(std::move(notify)) {
+  auto p = protocol::make_pipe();
+  if (p) {
+    m_stop_read = std::move(p->read);
+    m_stop_write = std::move(p->write);
+  }
+  m_thread = std::thread([this, producer = std::move(producer)] {
+    Sink sink(*this);
+    std::optional<std::string> error = producer(sink);
+    {
+      std::lock_guard lock(m_mutex);
+      m_error = std::move(error);
+      m_ended = true;
+    }
+    m_notify();
+  });
+}
+
+TaskFeed::~TaskFeed() {
+  stop();
+  if (m_thread.joinable()) m_thread.join();
+}
+
+void TaskFeed::stop() {
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_stopping) return;
+    m_stopping = true;
+  }
+  m_not_full.notify_all();
+  if (m_stop_write.valid()) {
+    char c = 1;
+    std::ignore = ::write(m_stop_write.get(), &c, 1);
+  }
+}
+
+bool TaskFeed::push(BatchTask task) {
+  bool was_empty = false;
+  {
+    std::unique_lock lock(m_mutex);
+    m_not_full.wait(lock, [&] { return m_queue.size() < m_capacity || m_stopping; });
+    if (m_stopping) return false;
+    task.seq = m_next_seq++;
+    was_empty = m_queue.empty();
+    m_queue.push_back(std::move(task));
+  }
+  if (was_empty) m_notify();
+  return true;
+}
+
+std::optional<BatchTask> TaskFeed::try_pop() {
+  std::optional<BatchTask> t;
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_queue.empty()) return t;
+    t = std::move(m_queue.front());
+    m_queue.pop_front();
+  }
+  m_not_full.notify_one();
+  return t;
+}
+
+bool TaskFeed::finished() {
+  std::lock_guard lock(m_mutex);
+  return m_ended && m_queue.empty();
+}
+
+std::optional<std::string> TaskFeed::error() {
+  std::lock_guard lock(m_mutex);
+  return m_error;
+}
+
+}  // namespace authrun::runner

@@ -1,0 +1,376 @@
+// End-to-end fault tests of `authrun run`: workers that die, tasks that time out, worker recycling and
+// SIGINT, with the real binaries over real pipes.
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <chrono>
+#include <csignal>
+#include <map>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <poll.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "protocol/json_codec.hpp"
+#include "tests/helpers/test_util.hpp"
+
+extern char** environ;
+
+namespace {
+
+using namespace authrun;
+using protocol::Fd;
+using protocol::json;
+using Clock = std::chrono::steady_clock;
+
+// A child process with pipes on its stdin, stdout and stderr; killed and reaped on destruction.
+struct Child {
+  pid_t pid = -1;
+  Fd in, out, err;
+  Child() = default;
+  Child(Child&&) = default;
+  ~Child() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      wait();
+    }
+  }
+  // Reaps the child; returns its wait status.
+  int wait() {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid = -1;
+    return status;
+  }
+};
+
+// Starts argv[0] (a path) with SIGPIPE, SIGINT and SIGTERM at their defaults and an empty signal mask.
+Child spawn_child(const std::vector<std::string>& argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  auto in = protocol::make_pipe();
+  auto out = protocol::make_pipe();
+  auto err = protocol::make_pipe();
+  REQUIRE((in && out && err));
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in->read.get(), 0);
+  posix_spawn_file_actions_adddup2(&fa, out->write.get(), 1);
+  posix_spawn_file_actions_adddup2(&fa, err->write.get(), 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t set;
+  sigemptyset(&set);
+  posix_spawnattr_setsigmask(&attr, &set);
+  sigaddset(&set, SIGPIPE);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  posix_spawnattr_setsigdefault(&attr, &set);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  Child c;
+  int rc = posix_spawn(&c.pid, args[0], &fa, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  REQUIRE(rc == 0);
+  c.in = std::move(in->write);
+  c.out = std::move(out->read);
+  c.err = std::move(err->read);
+  return c;
+}
+
+// Reads from `fd` into `buf` until `done(buf)`, EOF or `deadline`; returns done(buf).
+template <class Done>
+bool read_until(int fd, std::string& buf, Done done, Clock::time_point deadline) {
+  while (!done(buf)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char tmp[65536];
+    ssize_t n = ::read(fd, tmp, sizeof tmp);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return done(buf);
+    buf.append(tmp, static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+void write_text(int fd, const std::string& text) {
+  REQUIRE(protocol::write_all(fd, protocol::as_bytes(text), Clock::now() + std::chrono::seconds(20)));
+}
+
+std::vector<json> parse_results(const std::string& out) {
+  std::vector<json> results;
+  for (const auto& line : test::split_lines(out)) {
+    auto j = protocol::parse_json(line);
+    REQUIRE_MESSAGE(j.has_value(), "result line is not JSON: " << line);
+    results.push_back(std::move(*j));
+  }
+  return results;
+}
+
+// The "authrun: N tasks: ..." line of stderr, or "" if there is none.
+std::string summary_of(const std::string& err) {
+  for (const auto& line : test::split_lines(err)) {
+    if (line.rfind("authrun: ", 0) == 0 && line.find(" tasks: ") != std::string::npos) return line;
+  }
+  return "";
+}
+
+// The number the summary puts before `what` ("not started", "worker deaths"), or -1.
+int summary_count(const std::string& err, const std::string& what) {
+  std::smatch m;
+  const std::string summary = summary_of(err);
+  if (!std::regex_search(summary, m, std::regex("([0-9]+) " + what))) return -1;
+  return std::stoi(m[1].str());
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+std::string task_line(const json& task) { return protocol::dump_json(task) + "\n"; }
+
+test::RunOutput run_batch(const std::vector<std::string>& options, const std::string& input) {
+  std::vector<std::string> argv{test::authrun_bin(), "run", "--no-progress"};
+  argv.insert(argv.end(), options.begin(), options.end());
+  return test::run_program(argv, input, std::chrono::seconds(60));
+}
+
+std::string echo_tasks(int n) {
+  std::string input;
+  for (int i = 0; i < n; ++i) input += task_line(json{{"id", "echo-" + std::to_string(i)}, {"fn", "echo"}, {"args", i}});
+  return input;
+}
+
+// Checks that every result but the one with id `odd_one` is a successful echo.
+void check_echoes_ok(const std::vector<json>& results, const std::string& odd_one) {
+  for (const json& res : results) {
+    if (res["id"] == odd_one) continue;
+    CAPTURE(res.dump());
+    CHECK(res["ok"] == true);
+    CHECK(res["value"] == std::stoi(res["id"].get<std::string>().substr(5)));
+  }
+}
+
+const json* find_id(const std::vector<json>& results, const std::string& id) {
+  const json* found = nullptr;
+  for (const json& res : results) {
+    if (res["id"] == id) {
+      CHECK_MESSAGE(found == nullptr, "two results for " << id);
+      found = &res;
+    }
+  }
+  return found;
+}
+
+// Reads stdout and stderr of `c` to their ends (or the deadline) and reaps it.
+int finish(Child& c, std::string& out, std::string& err, Clock::time_point deadline) {
+  c.in.close();
+  while (c.out.valid() || c.err.valid()) {
+    pollfd fds[2];
+    int n = 0;
+    if (c.out.valid()) fds[n++] = {c.out.get(), POLLIN, 0};
+    if (c.err.valid()) fds[n++] = {c.err.get(), POLLIN, 0};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) break;
+    if (::poll(fds, n, static_cast<int>(left)) <= 0) continue;
+    for (int i = 0; i < n; ++i) {
+      if (fds[i].revents == 0) continue;
+      Fd& fd = fds[i].fd == c.out.get() ? c.out : c.err;
+      std::string& sink = fds[i].fd == c.out.get() ? out : err;
+      char tmp[65536];
+      ssize_t r = ::read(fd.get(), tmp, sizeof tmp);
+      if (r > 0) sink.append(tmp, static_cast<std::size_t>(r));
+      else if (r == 0 || errno != EINTR) fd.close();
+    }
+  }
+  return c.wait();
+}
+
+}  // namespace
+
+TEST_CASE("faults: a task that kills its worker ends as one worker_died result after its retries") {
+  for (int retries : {1, 0}) {
+    CAPTURE(retries);
+    std::string input = echo_tasks(10);
+    input += task_line(json{{"id", "killer"}, {"fn", "exec"}, {"args", {{"argv", {"sh", "-c", "kill -9 $PPID"}}}}});
+    for (int i = 10; i < 20; ++i) input += task_line(json{{"id", "echo-" + std::to_string(i)}, {"fn", "echo"}, {"args", i}});
+    auto r = run_batch({"-j", "2", "--retries", std::to_string(retries), "-"}, input);
+    CHECK(r.exit_code == 1);
+    auto results = parse_results(r.out);
+    CHECK(results.size() == 21);
+    const json* killer = find_id(results, "killer");
+    REQUIRE(killer != nullptr);
+    CHECK((*killer)["ok"] == false);
+    CHECK((*killer)["error"]["type"] == "worker_died");
+    CHECK((*killer)["attempts"] == retries + 1);
+    check_echoes_ok(results, "killer");
+    for (int i = 0; i < 20; ++i) CHECK(find_id(results, "echo-" + std::to_string(i)) != nullptr);
+    CHECK(contains(summary_of(r.err), "21 tasks: 20 ok, 1 failed"));
+    CHECK(summary_count(r.err, "worker deaths") == retries + 1);
+  }
+}
+
+TEST_CASE("faults: a task over its time limit ends as a timeout error and the others succeed") {
+  SUBCASE("--timeout") {
+    std::string input = echo_tasks(6);
+    input += task_line(json{{"id", "slow"}, {"fn", "sleep"}, {"args", {{"seconds", 30}}}});
+    auto t0 = Clock::now();
+    auto r = run_batch({"-j", "2", "--timeout", "0.5", "-"}, input);
+    CHECK(Clock::now() - t0 < std::chrono::seconds(20));
+    CHECK(r.exit_code == 1);
+    auto results = parse_results(r.out);
+    CHECK(results.size() == 7);
+    const json* slow = find_id(results, "slow");
+    REQUIRE(slow != nullptr);
+    CHECK((*slow)["ok"] == false);
+    CHECK((*slow)["error"]["type"] == "timeout");
+    check_echoes_ok(results, "slow");
+  }
+  SUBCASE("a task's own timeout field") {
+    std::string input = echo_tasks(6);
+    input += task_line(json{{"id", "slow"}, {"fn", "sleep"}, {"args", {{"seconds", 30}}}, {"timeout", 0.5}});
+    auto t0 = Clock::now();
+    auto r = run_batch({"-j", "2", "--retries", "0", "-"}, input);
+    CHECK(Clock::now() - t0 < std::chrono::seconds(20));
+    CHECK(r.exit_code == 1);
+    auto results = parse_results(r.out);
+    CHECK(results.size() == 7);
+    const json* slow = find_id(results, "slow");
+    REQUIRE(slow != nullptr);
+    CHECK((*slow)["ok"] == false);
+    CHECK((*slow)["error"]["type"] == "timeout");
+    CHECK((*slow)["attempts"] == 1);
+    check_echoes_ok(results, "slow");
+  }
+}
+
+TEST_CASE("faults: --max-tasks-per-worker replaces workers and loses no task") {
+  auto r = run_batch({"-j", "2", "--max-tasks-per-worker", "3", "-"}, echo_tasks(20));
+  CHECK(r.exit_code == 0);
+  auto results = parse_results(r.out);
+  REQUIRE(results.size() == 20);
+  check_echoes_ok(results, "");
+  std::map<int, int> per_worker;
+  for (const json& res : results) ++per_worker[res["worker"].get<int>()];
+  CHECK(per_worker.size() > 2);
+  // A retiring worker still finishes what was already sent to it: at most window (2) - 1 more.
+  for (const auto& [pid, n] : per_worker) CHECK(n <= 4);
+}
+
+// Starts `authrun run -` with two workers and sends two echo tasks, then two sleeps of `seconds`; returns
+// once both echoes are answered, so the sleeps have been handed to the workers (two tasks in flight each).
+Child start_sleeping_batch(int seconds, std::string& out, std::string& err) {
+  Child c = spawn_child({test::authrun_bin(), "run", "--no-progress", "-v", "-j", "2", "-"});
+  auto count = [](const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (std::size_t at = 0; (at = text.find(what, at)) != std::string::npos; ++at) ++n;
+    return n;
+  };
+  REQUIRE(read_until(c.err.get(), err, [&](const std::string& e) { return count(e, "handshake ok") >= 2; },
+                     Clock::now() + std::chrono::seconds(20)));
+  std::string input = echo_tasks(2);
+  for (int i = 0; i < 2; ++i) {
+    input += task_line(json{{"id", "sleep-" + std::to_string(i)}, {"fn", "sleep"}, {"args", {{"seconds", seconds}}}});
+  }
+  write_text(c.in.get(), input);
+  REQUIRE(read_until(c.out.get(), out, [&](const std::string& o) { return count(o, "\n") >= 2; },
+                     Clock::now() + std::chrono::seconds(20)));
+  ::usleep(200'000);
+  return c;
+}
+
+TEST_CASE("faults: SIGINT lets running tasks finish and exits 130") {
+  std::string out, err;
+  Child c = start_sleeping_batch(1, out, err);
+  REQUIRE(::kill(c.pid, SIGINT) == 0);
+  int status = finish(c, out, err, Clock::now() + std::chrono::seconds(30));
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  CHECK(contains(err, "SIGINT"));
+  auto results = parse_results(out);
+  std::set<std::string> ids;
+  int sleeps = 0;
+  for (const json& res : results) {
+    CAPTURE(res.dump());
+    CHECK(res["ok"] == true);
+    ids.insert(res["id"].get<std::string>());
+    sleeps += res["id"].get<std::string>().rfind("sleep-", 0) == 0;
+  }
+  CHECK(ids.size() == results.size());
+  CHECK(ids.count("echo-0") == 1);
+  CHECK(ids.count("echo-1") == 1);
+  CHECK(sleeps >= 1);  // started before the signal, finished in the grace period
+  CHECK(static_cast<int>(results.size()) + summary_count(err, "not started") == 4);
+}
+
+TEST_CASE("faults: a second SIGINT stops at once with interrupted results") {
+  std::string out, err;
+  Child c = start_sleeping_batch(30, out, err);
+  auto t0 = Clock::now();
+  REQUIRE(::kill(c.pid, SIGINT) == 0);
+  REQUIRE(read_until(c.err.get(), err, [](const std::string& e) { return contains(e, "SIGINT"); },
+                     Clock::now() + std::chrono::seconds(10)));
+  REQUIRE(::kill(c.pid, SIGINT) == 0);
+  int status = finish(c, out, err, Clock::now() + std::chrono::seconds(30));
+  CHECK(Clock::now() - t0 < std::chrono::seconds(10));
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  auto results = parse_results(out);
+  int interrupted = 0;
+  for (const json& res : results) {
+    CAPTURE(res.dump());
+    const std::string id = res["id"].get<std::string>();
+    if (id.rfind("echo-", 0) == 0) {
+      CHECK(res["ok"] == true);
+    } else {
+      CHECK(res["ok"] == false);
+      CHECK(res["error"]["type"] == "interrupted");
+      ++interrupted;
+    }
+  }
+  CHECK(interrupted >= 1);
+  CHECK(static_cast<int>(results.size()) + summary_count(err, "not started") == 4);
+}
+
+namespace {
+
+// How many processes have exactly this command line (arguments joined by spaces).
+int count_processes(const std::string& cmdline) {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string text = test::read_file(entry.path() / "cmdline");
+    for (char& c : text) {
+      if (c == '\0') c = ' ';
+    }
+    if (!text.empty() && text.back() == ' ') text.pop_back();
+    if (text == cmdline) ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("faults: a timed-out exec task takes its child process along") {
+  // The worker is stopped with SIGTERM, and kills its running child's process group before it goes.
+  auto r = test::run_program({test::authrun_bin(), "run", "-j", "1", "--retries", "0", "--no-progress"},
+                             "{\"fn\":\"exec\",\"args\":{\"argv\":[\"sleep\",\"77.25\"]},\"timeout\":0.5}\n");
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.find("\"type\":\"timeout\"") != std::string::npos);
+  int left = 1;
+  for (int i = 0; i < 50 && left > 0; ++i) {
+    left = count_processes("sleep 77.25");
+    if (left) ::usleep(20000);
+  }
+  CHECK(left == 0);
+}

@@ -1,0 +1,290 @@
+// End-to-end tests of authrun-worker with this test as its parent: a protocol::Channel over real pipes to
+// the real binary, with the right key, a wrong key, a short key fd and an unsafe key file.
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "protocol/channel.hpp"
+#include "protocol/frame.hpp"
+#include "protocol/json_codec.hpp"
+#include "protocol/run_key.hpp"
+#include "tests/helpers/test_util.hpp"
+
+extern char** environ;
+
+namespace {
+
+using namespace authrun;
+using protocol::Fd;
+using protocol::json;
+using Clock = std::chrono::steady_clock;
+
+// A child process with pipes on its stdin, stdout and stderr; killed and reaped on destruction.
+struct Child {
+  pid_t pid = -1;
+  Fd in, out, err;
+  Child() = default;
+  Child(Child&&) = default;
+  ~Child() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      wait();
+    }
+  }
+  // Reaps the child; returns its wait status.
+  int wait() {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid = -1;
+    return status;
+  }
+};
+
+// Starts argv[0] (a path) with SIGPIPE, SIGINT and SIGTERM at their defaults and an empty signal mask;
+// `fd3`, if given, becomes the child's fd 3.
+Child spawn_child(const std::vector<std::string>& argv, int fd3 = -1) {
+  std::signal(SIGPIPE, SIG_IGN);
+  auto in = protocol::make_pipe();
+  auto out = protocol::make_pipe();
+  auto err = protocol::make_pipe();
+  REQUIRE((in && out && err));
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in->read.get(), 0);
+  posix_spawn_file_actions_adddup2(&fa, out->write.get(), 1);
+  posix_spawn_file_actions_adddup2(&fa, err->write.get(), 2);
+  Fd key_copy;  // above every fd the dup2s above write to, and never fd 3 itself
+  if (fd3 >= 0) {
+    key_copy = Fd(::fcntl(fd3, F_DUPFD_CLOEXEC, 10));
+    REQUIRE(key_copy.valid());
+    posix_spawn_file_actions_adddup2(&fa, key_copy.get(), 3);
+  }
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t set;
+  sigemptyset(&set);
+  posix_spawnattr_setsigmask(&attr, &set);
+  sigaddset(&set, SIGPIPE);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  posix_spawnattr_setsigdefault(&attr, &set);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  Child c;
+  int rc = posix_spawn(&c.pid, args[0], &fa, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  REQUIRE(rc == 0);
+  c.in = std::move(in->write);
+  c.out = std::move(out->read);
+  c.err = std::move(err->read);
+  return c;
+}
+
+// Reads from `fd` into `buf` until `done(buf)`, EOF or `deadline`; returns done(buf).
+template <class Done>
+bool read_until(int fd, std::string& buf, Done done, Clock::time_point deadline) {
+  while (!done(buf)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char tmp[65536];
+    ssize_t n = ::read(fd, tmp, sizeof tmp);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return done(buf);
+    buf.append(tmp, static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+Clock::time_point in_seconds(int s) { return Clock::now() + std::chrono::seconds(s); }
+
+// Waits for `c` to exit before `deadline`; returns its wait status, or nullopt (it is then killed by ~Child).
+std::optional<int> wait_for_exit(Child& c, Clock::time_point deadline) {
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(c.pid, &status, WNOHANG);
+    if (r == c.pid) {
+      c.pid = -1;
+      return status;
+    }
+    if (Clock::now() >= deadline) return std::nullopt;
+    ::usleep(10'000);
+  }
+}
+
+int exit_code(const std::optional<int>& status) {
+  REQUIRE(status.has_value());
+  REQUIRE(WIFEXITED(*status));
+  return WEXITSTATUS(*status);
+}
+
+std::string read_all(Fd& fd, Clock::time_point deadline) {
+  std::string text;
+  read_until(fd.get(), text, [](const std::string&) { return false; }, deadline);
+  return text;
+}
+
+protocol::HandshakeConfig parent_config() {
+  return protocol::HandshakeConfig{protocol::Role::parent, {protocol::ChannelMode::authenticated},
+                                   protocol::limits::default_max_payload};
+}
+
+// A key file written with RunKey::write_file (mode 0600).
+std::string write_key(const test::TempDir& dir, const protocol::RunKey& key, const std::string& name = "run.key") {
+  const std::string path = dir.path() + "/" + name;
+  REQUIRE(key.write_file(path));
+  return path;
+}
+
+protocol::TaskResult receive_result(protocol::Channel& channel) {
+  auto msg = channel.receive(in_seconds(20));
+  REQUIRE_MESSAGE(msg.has_value(), "no result: " << msg.error().message);
+  auto* result = std::get_if<protocol::TaskResult>(&*msg);
+  REQUIRE(result != nullptr);
+  return std::move(*result);
+}
+
+}  // namespace
+
+TEST_CASE("worker: with the right key file it shakes hands, runs tasks and exits 0 on Shutdown") {
+  test::TempDir dir;
+  const auto key = protocol::RunKey::generate();
+  Child c = spawn_child({test::worker_bin(), "--key-file", write_key(dir, key)});
+  protocol::Channel channel(std::move(c.out), std::move(c.in), key, parent_config());
+  auto hs = channel.handshake(in_seconds(20));
+  REQUIRE_MESSAGE(hs.has_value(), "handshake: " << hs.error().message);
+  REQUIRE(channel.send(protocol::Task{7, "echo", json{{"hello", "worker"}, {"n", 42}}}, in_seconds(20)));
+  auto result = receive_result(channel);
+  CHECK(result.id == 7);
+  CHECK(result.ok);
+  CHECK(result.value == json{{"hello", "worker"}, {"n", 42}});
+  REQUIRE(channel.send(protocol::Task{8, "no_such_function", nullptr}, in_seconds(20)));
+  auto unknown = receive_result(channel);
+  CHECK(unknown.id == 8);
+  CHECK(!unknown.ok);
+  CHECK(unknown.error.type == "unknown_function");
+  REQUIRE(channel.send(protocol::Shutdown{}, in_seconds(20)));
+  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 0);
+}
+
+TEST_CASE("worker: the key on fd 3, the runner's way, works") {
+  protocol::Bytes32 bytes{};
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 7 + 1);
+  const auto key = protocol::RunKey::from_bytes(bytes);
+  auto key_pipe = protocol::make_pipe();
+  REQUIRE(key_pipe);
+  REQUIRE(protocol::write_all(key_pipe->write.get(), std::as_bytes(std::span(bytes)), in_seconds(5)));
+  key_pipe->write.close();
+  Child c = spawn_child({test::worker_bin()}, key_pipe->read.get());
+  key_pipe->read.close();
+  protocol::Channel channel(std::move(c.out), std::move(c.in), key, parent_config());
+  auto hs = channel.handshake(in_seconds(20));
+  REQUIRE_MESSAGE(hs.has_value(), "handshake: " << hs.error().message);
+  REQUIRE(channel.send(protocol::Task{1, "echo", json("via fd 3")}, in_seconds(20)));
+  CHECK(receive_result(channel).value == "via fd 3");
+  REQUIRE(channel.send(protocol::Shutdown{}, in_seconds(20)));
+  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 0);
+}
+
+TEST_CASE("worker: a parent with the wrong key is refused and a task it sends anyway never runs") {
+  test::TempDir dir;
+  const auto worker_key = protocol::RunKey::generate();
+  const auto rogue_key = protocol::RunKey::generate();
+  const std::string marker = dir.path() + "/task-ran";
+  Child c = spawn_child({test::worker_bin(), "--key-file", write_key(dir, worker_key)});
+  Fd worker_err = std::move(c.err);
+  protocol::Channel channel(std::move(c.out), std::move(c.in), rogue_key, parent_config());
+  auto hs = channel.handshake(in_seconds(20));
+  REQUIRE(!hs.has_value());
+  const auto code = hs.error().code;
+  CHECK_MESSAGE((code == protocol::ErrorCode::auth_failed || code == protocol::ErrorCode::peer_refused),
+                "handshake failed with " << protocol::to_string(code) << ": " << hs.error().message);
+
+  // The rogue sends a task frame anyway (it has no session key, so the tag is zeros); errors are expected.
+  const std::string body =
+      protocol::encode_body(protocol::Task{1, "exec", json{{"argv", {"sh", "-c", "touch '" + marker + "'"}}}});
+  const auto header = protocol::encode_header(
+      protocol::FrameHeader{static_cast<std::uint8_t>(protocol::MessageType::task), 0, static_cast<std::uint32_t>(body.size())});
+  std::string frame(reinterpret_cast<const char*>(header.data()), header.size());
+  frame += body;
+  frame.append(protocol::k_tag_size, '\0');
+  std::ignore = protocol::write_all(channel.out_fd(), protocol::as_bytes(frame), in_seconds(5));
+
+  const int code_exit = exit_code(wait_for_exit(c, in_seconds(20)));
+  CHECK(code_exit != 0);
+  CHECK(::access(marker.c_str(), F_OK) != 0);
+  std::string rest;
+  read_until(channel.in_fd(), rest, [](const std::string&) { return false; }, in_seconds(5));
+  CHECK(!contains(rest, "task-ran"));
+  CHECK(contains(read_all(worker_err, in_seconds(5)), "handshake failed"));
+}
+
+TEST_CASE("worker: a key fd holding only 10 bytes makes it exit 3 without speaking") {
+  auto key_pipe = protocol::make_pipe();
+  REQUIRE(key_pipe);
+  REQUIRE(protocol::write_all(key_pipe->write.get(), protocol::as_bytes("0123456789"), in_seconds(5)));
+  key_pipe->write.close();
+  Child c = spawn_child({test::worker_bin(), "--key-fd", "3"}, key_pipe->read.get());
+  key_pipe->read.close();
+  CHECK(read_all(c.out, in_seconds(20)).empty());
+  CHECK(contains(read_all(c.err, in_seconds(20)), "key"));
+  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 3);
+}
+
+TEST_CASE("worker: a key file readable by others is refused") {
+  test::TempDir dir;
+  const auto key = protocol::RunKey::generate();
+  const std::string path = write_key(dir, key);
+  REQUIRE(::chmod(path.c_str(), 0644) == 0);
+  Child c = spawn_child({test::worker_bin(), "--key-file", path});
+  CHECK(read_all(c.out, in_seconds(20)).empty());
+  const std::string err = read_all(c.err, in_seconds(20));
+  CHECK(contains(err, "chmod 600"));
+  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 3);
+}
+
+TEST_CASE("worker: what a task prints comes back only inside its result; EOF after the handshake exits 0") {
+  test::TempDir dir;
+  const auto key = protocol::RunKey::generate();
+  Child c = spawn_child({test::worker_bin(), "--key-file", write_key(dir, key)});
+  // Keep our own copy of the worker's stdout to read what follows the channel's last frame.
+  Fd stdout_copy(::fcntl(c.out.get(), F_DUPFD_CLOEXEC, 3));
+  REQUIRE(stdout_copy.valid());
+  std::optional<protocol::Channel> channel;
+  channel.emplace(std::move(c.out), std::move(c.in), key, parent_config());
+  REQUIRE(channel->handshake(in_seconds(20)));
+  const json args{{"argv", {"sh", "-c", "echo printed-by-task; echo to-stderr >&2"}}};
+  REQUIRE(channel->send(protocol::Task{1, "exec", args}, in_seconds(20)));
+  auto result = receive_result(*channel);
+  REQUIRE(result.ok);
+  CHECK(result.value["stdout"] == "printed-by-task\n");
+  CHECK(result.value["stderr"] == "to-stderr\n");
+  CHECK(result.value["exit_code"] == 0);
+  // Nothing else arrives: anything that was not a frame would fail here instead of timing out.
+  auto more = channel->receive(Clock::now() + std::chrono::milliseconds(300));
+  REQUIRE(!more.has_value());
+  CHECK(more.error().code == protocol::ErrorCode::timeout);
+  channel.reset();  // closes the worker's stdin: EOF between tasks
+  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 0);
+  CHECK(read_all(stdout_copy, in_seconds(5)).empty());
+  CHECK(!contains(read_all(c.err, in_seconds(5)), "printed-by-task"));
+}
