@@ -46,6 +46,11 @@ struct Pipe {
 // Creates a pipe with O_CLOEXEC on both ends.
 Result<Pipe> make_pipe();
 
+// Creates a connected pair of Unix stream sockets, both O_CLOEXEC: `read` and `write` are the two ends.
+// Unlike a pipe, a socket cannot be opened by another process through /proc/PID/fd/N, which is why keys
+// travel this way.
+Result<Pipe> make_socket_pair();
+
 // Sets or clears O_NONBLOCK.
 Result<void> set_nonblocking(int fd, bool on);
 

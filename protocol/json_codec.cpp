@@ -231,6 +231,10 @@ struct BodyEncoder {
 }  // namespace
 
 Result<json> parse_json(std::string_view text, int max_depth) {
+  // The parser takes a NUL byte for the end of input and would ignore whatever follows it.
+  if (auto nul = text.find('\0'); nul != std::string_view::npos) {
+    return make_error(ErrorCode::malformed, "NUL byte at offset " + std::to_string(nul) + " (not JSON text)");
+  }
   if (scan_depth(text, max_depth) > max_depth) {
     return make_error(ErrorCode::json_too_deep, "JSON nested deeper than " + std::to_string(max_depth) + " levels");
   }

@@ -13,7 +13,7 @@
 namespace authrun::protocol {
 
 // Parses JSON text, refusing nesting deeper than `max_depth` before building it. Errors: malformed (with
-// the byte offset), json_too_deep.
+// the byte offset; a NUL byte anywhere is refused), json_too_deep.
 Result<json> parse_json(std::string_view text, int max_depth = limits::json_max_depth);
 
 // Dumps compact JSON. Invalid UTF-8 in strings is replaced (U+FFFD), never a throw.

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -146,6 +147,9 @@ bool finish_engine_options(EngineOptions& e, const EngineFlags& f, bool progress
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // Not dumpable: other processes of the user cannot open our pipes through /proc/PID/fd or read the keys
+  // in our memory (root and CAP_SYS_PTRACE still can; see SECURITY.md).
+  ::prctl(PR_SET_DUMPABLE, 0);
   CLI::App app{"authrun: run batches of tasks on worker processes that prove, by a mutual handshake over a\n"
                "secret key, that the runner started them; every frame after it is authenticated."};
   app.require_subcommand(1);

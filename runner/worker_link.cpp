@@ -149,8 +149,21 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   void on_exit(int status) {
     exited = true;
     wait_status = status;
+    if (!closed && !connection.established()) {
+      // Whoever still holds its pipes is not the process we started: never let it finish the handshake.
+      return close(make_error(ErrorCode::eof, "worker exited before completing its handshake (" +
+                                                  describe_wait_status(status) + ")"));
+    }
     if (!closed) {
-      // Its pipes may still hold a last result: let the reader reach EOF first.
+      // Its pipes may still hold a last result: let the reader reach EOF first, but not for long: if another
+      // process holds the pipes open, no EOF comes.
+      deadline_timer.cancel();
+      deadline_timer.expires_after(std::chrono::seconds(2));
+      deadline_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+        if (!ec && !self->closed) {
+          self->close(make_error(ErrorCode::io, "worker exited but its pipes stayed open (held by another process?)"));
+        }
+      });
       return;
     }
     boost::system::error_code ignored;
@@ -184,7 +197,9 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
   // A fresh key for each worker: a key stolen from one worker opens that one channel at most.
   RunKey key = RunKey::generate();
   if (shared_key) key = RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(shared_key->data(), k_run_key_size));
-  AUTHRUN_TRY_ASSIGN(Pipe key_pipe, make_pipe());
+  // The key goes over a socket, not a pipe: another process of the user could open a pipe through
+  // /proc/PID/fd/3 and read the key before the worker does; a socket cannot be opened that way.
+  AUTHRUN_TRY_ASSIGN(Pipe key_pipe, make_socket_pair());
   AUTHRUN_TRY(write_all(key_pipe.write.get(), std::span<const std::byte>(reinterpret_cast<const std::byte*>(key.data()), key.size()),
                         Clock::now() + std::chrono::seconds(1)));
   key_pipe.write.close();

@@ -2,14 +2,17 @@
 // worked around here: bind_fd is broken, close-all skips fds, a failed exec calls ::exit).
 #include "runner/worker_process.hpp"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/stdio.hpp>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,11 +57,36 @@ struct KeyFdAndCloseRest {
 
 }  // namespace
 
+// The child is reaped here, not by Boost.Process: its own wait ends in a blocking waitpid() whenever its
+// pidfd is reported readable, and a spurious report (seen with asio's reused descriptor states) then hangs
+// the event loop on a live child. Here a wake-up is checked with WNOHANG and re-armed if early.
 struct WorkerProcess::Impl {
-  explicit Impl(bp::process p) : process(std::move(p)) {}
-  bp::process process;
-  int pid = 0;
+  Impl(boost::asio::io_context& io, int pid_) : watch(io), pid(pid_) {}
+  boost::asio::posix::stream_descriptor watch;  // the child's pidfd
+  int pid;
   bool reaped = false;
+
+  void wait(std::function<void(int)> on_exit, const std::shared_ptr<Impl>& self) {
+    watch.async_wait(boost::asio::posix::descriptor_base::wait_read,
+                     [self, on_exit = std::move(on_exit)](const boost::system::error_code& ec) mutable {
+                       int status = 0;
+                       pid_t r = 0;
+                       do {
+                         r = ::waitpid(self->pid, &status, WNOHANG);
+                       } while (r < 0 && errno == EINTR);
+                       if (r == 0 && !ec) return self->wait(std::move(on_exit), self);  // not yet: wait again
+                       if (r == 0) {
+                         // The watch failed (cancelled, or no pidfd): reap by blocking; the child was killed.
+                         ::kill(self->pid, SIGKILL);
+                         while (::waitpid(self->pid, &status, 0) < 0 && errno == EINTR) {
+                         }
+                       }
+                       self->reaped = true;
+                       boost::system::error_code ignored;
+                       self->watch.close(ignored);
+                       on_exit(status);
+                     });
+  }
 };
 
 WorkerProcess::WorkerProcess(std::shared_ptr<Impl> impl) : m_impl(std::move(impl)) {}
@@ -83,8 +111,16 @@ Result<WorkerProcess> WorkerProcess::spawn(boost::asio::io_context& io, const st
                                                     bp::process_stdio{to_worker.read.get(), from_worker.write.get(), {}},
                                                     KeyFdAndCloseRest{key_fd.get()});
   if (ec) return fail(ec.message());
-  auto impl = std::make_shared<Impl>(std::move(proc));
-  impl->pid = impl->process.id();
+  const int pid = proc.id();
+  proc.detach();  // from here on the child is ours to wait for
+  auto impl = std::make_shared<Impl>(io, pid);
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return fail(std::string("pidfd_open: ") + std::strerror(errno));
+  }
+  impl->watch.assign(pidfd);
   pipes.to_worker = std::move(to_worker.write);
   pipes.from_worker = std::move(from_worker.read);
   return WorkerProcess(std::move(impl));
@@ -92,14 +128,7 @@ Result<WorkerProcess> WorkerProcess::spawn(boost::asio::io_context& io, const st
 
 int WorkerProcess::pid() const { return m_impl->pid; }
 
-void WorkerProcess::async_wait(std::function<void(int)> on_exit) {
-  auto impl = m_impl;
-  impl->process.async_wait([impl, on_exit = std::move(on_exit)](bp::error_code ec, int) {
-    impl->reaped = true;
-    int status = ec ? 0 : impl->process.native_exit_code();
-    on_exit(status);
-  });
-}
+void WorkerProcess::async_wait(std::function<void(int)> on_exit) { m_impl->wait(std::move(on_exit), m_impl); }
 
 void WorkerProcess::kill() {
   if (m_impl && !m_impl->reaped) ::kill(m_impl->pid, SIGKILL);

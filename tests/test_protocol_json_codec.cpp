@@ -492,3 +492,14 @@ TEST_CASE("json_codec: CBOR nesting exactly at the limit is accepted") {
   REQUIRE(!refused.has_value());
   CHECK(refused.error().code == ErrorCode::json_too_deep);
 }
+
+TEST_CASE("json_codec: a NUL byte ends nothing: text after it is not ignored") {
+  const std::string text("{\"fn\":\"a\"}\0{\"fn\":", 17);
+  auto parsed = parse_json(text);
+  REQUIRE(!parsed);
+  CHECK(parsed.error().code == ErrorCode::malformed);
+  CHECK(parsed.error().message.find("NUL byte at offset 10") != std::string::npos);
+  auto msg = decode_message(static_cast<std::uint8_t>(MessageType::task), std::string("{\"id\":1,\"fn\":\"f\"}\0junk", 22));
+  REQUIRE(!msg);
+  CHECK(msg.error().code == ErrorCode::malformed);
+}

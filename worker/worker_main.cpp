@@ -64,6 +64,9 @@ Result<std::pair<Fd, Fd>> take_protocol_fds() {
 
 int worker_main(int argc, char** argv) {
   const pid_t parent = ::getppid();
+  // Not dumpable: other processes of the user can no longer open our pipes through /proc/PID/fd (the frame
+  // MACs would catch what they wrote, but they could read the tasks) or read our memory.
+  ::prctl(PR_SET_DUMPABLE, 0);
   install_signal_handlers();
   // Backstop for "workers never outlive the runner": EOF on stdin is the first sign, this the second.
   ::prctl(PR_SET_PDEATHSIG, SIGTERM);
