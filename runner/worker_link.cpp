@@ -20,7 +20,7 @@ using namespace protocol;
 struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   Impl(asio::io_context& io, RunKey k, HandshakeConfig config, Events ev)
       : key(std::move(k)), connection(key, std::move(config)), events(std::move(ev)), in(io), out(io),
-        handshake_timer(io), deadline_timer(io) {}
+        handshake_timer(io), deadline_timer(io), linger_timer(io) {}
 
   RunKey key;  // declared before connection, which refers to it
   Connection connection;
@@ -30,6 +30,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   asio::posix::stream_descriptor out;  // worker's stdin
   asio::steady_timer handshake_timer;
   asio::steady_timer deadline_timer;
+  asio::steady_timer linger_timer;  // bounds the wait for the end once the worker stopped reading or exited
   Clock::time_point spawned_at;
   std::chrono::microseconds handshake_time{0};
   bool writing = false;
@@ -84,7 +85,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   }
 
   void kick_write() {
-    if (closed || writing) return;
+    if (closed || writing || !out.is_open()) return;
     FrameWriter& w = connection.output();
     if (w.empty()) {
       if (closing_output && out.is_open()) {
@@ -102,6 +103,14 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     out.async_write_some(buffers, [self = shared_from_this()](const boost::system::error_code& ec, std::size_t written) {
       self->writing = false;
       if (self->closed) return;
+      if (ec == asio::error::broken_pipe) {
+        // The worker stopped reading: what it says last (an error message, its exit) is still to be read and
+        // tells why better than "broken pipe" does. The reader ends the link; the exit timer bounds the wait.
+        boost::system::error_code ignored;
+        self->out.close(ignored);
+        self->linger(make_error(ErrorCode::io, "worker stopped reading its input and did not close its output"));
+        return;
+      }
       if (ec) return self->close(make_error(ErrorCode::io, "writing to worker: " + ec.message()));
       self->connection.output().consume(written);
       self->kick_write();
@@ -127,6 +136,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     boost::system::error_code ignored;
     handshake_timer.cancel();
     deadline_timer.cancel();
+    linger_timer.cancel();
     in.close(ignored);
     out.close(ignored);
     // A worker that ended the channel itself is expected to exit at once. A trusted worker we stop (timeout,
@@ -157,18 +167,18 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     if (!closed) {
       // Its pipes may still hold a last result: let the reader reach EOF first, but not for long: if another
       // process holds the pipes open, no EOF comes.
-      deadline_timer.cancel();
-      deadline_timer.expires_after(std::chrono::seconds(2));
-      deadline_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-        if (!ec && !self->closed) {
-          self->close(make_error(ErrorCode::io, "worker exited but its pipes stayed open (held by another process?)"));
-        }
-      });
-      return;
+      return linger(make_error(ErrorCode::io, "worker exited but its pipes stayed open (held by another process?)"));
     }
-    boost::system::error_code ignored;
     deadline_timer.cancel();
     report_if_done();
+  }
+
+  // Gives the reader two seconds to reach the end of the worker's output, then closes with `why`.
+  void linger(Error why) {
+    linger_timer.expires_after(std::chrono::seconds(2));
+    linger_timer.async_wait([self = shared_from_this(), why = std::move(why)](const boost::system::error_code& ec) {
+      if (!ec && !self->closed) self->close(why);
+    });
   }
 
   // Reports the end once both the channel and the process are gone. Always from a fresh turn of the event

@@ -123,8 +123,11 @@ int worker_main(int argc, char** argv) {
   Channel channel(std::move(fds->first), std::move(fds->second), *key, config);
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(handshake_timeout));
   if (auto hs = channel.handshake(deadline); !hs) {
-    log_line(std::string("handshake failed (") + to_string(hs.error().code) + "): " + hs.error().message);
-    return 3;
+    // A bad frame right behind the parent's proof fails after the handshake itself succeeded.
+    const bool after = channel.connection().established();
+    log_line(std::string(after ? "channel closed (" : "handshake failed (") + to_string(hs.error().code) +
+             "): " + hs.error().message);
+    return after ? 4 : 3;
   }
   if (auto served = serve_tasks(channel); !served) {
     log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);
