@@ -7,11 +7,8 @@
 #include <chrono>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <iterator>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,14 +27,6 @@ namespace {
 std::string impostor_bin() {
   const std::string runner = authrun_bin();
   return runner.substr(0, runner.rfind('/') + 1) + "authrun-impostor";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-std::size_t count(const std::string& text, const std::string& part) {
-  std::size_t n = 0;
-  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
-  return n;
 }
 
 bool exists(const std::string& path) {
@@ -76,7 +65,7 @@ struct Results {
   int ok = 0;
 };
 
-Results parse_results(const std::string& out) {
+Results tally_results(const std::string& out) {
   Results r;
   for (const std::string& line : split_lines(out)) {
     auto j = authrun::protocol::parse_json(line);
@@ -89,7 +78,7 @@ Results parse_results(const std::string& out) {
 
 // Every one of tasks 1..n ended ok, with exactly one result line each.
 void check_all_ok_once(const std::string& out, int n) {
-  Results r = parse_results(out);
+  Results r = tally_results(out);
   CHECK(r.ok == n);
   CHECK(r.lines.size() == static_cast<std::size_t>(n));
   for (int i = 1; i <= n; ++i) CHECK(r.lines[std::to_string(i)] == 1);
@@ -328,31 +317,6 @@ TEST_CASE("attacks: a result nested 100000 deep from a worker with the key ends 
 }
 
 namespace {
-
-// The parent pid of process `pid` (0 if it is gone).
-int parent_of(const std::string& pid) {
-  std::ifstream in("/proc/" + pid + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto end = stat.rfind(')');
-  if (end == std::string::npos) return 0;
-  std::istringstream rest(stat.substr(end + 2));
-  std::string state;
-  int ppid = 0;
-  rest >> state >> ppid;
-  return ppid;
-}
-
-// The children of `ppid`.
-std::vector<int> children_of(int ppid) {
-  std::vector<int> out;
-  std::error_code ec;
-  // Processes come and go while we look: never the throwing increment.
-  for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.find_first_not_of("0123456789") == std::string::npos && parent_of(name) == ppid) out.push_back(std::stoi(name));
-  }
-  return out;
-}
 
 // Runs 4 sleep tasks on one worker and, once its handshake is done, has the impostor write a forged frame
 // into that worker's `direction` pipe through /proc. Returns the runner's output.

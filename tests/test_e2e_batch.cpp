@@ -2,7 +2,6 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -12,10 +11,6 @@
 #include <string>
 #include <vector>
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -24,121 +19,12 @@
 #include "protocol/json_codec.hpp"
 #include "tests/helpers/test_util.hpp"
 
-extern char** environ;
-
 namespace {
 
 using namespace authrun;
-using protocol::Fd;
+using namespace authrun::test;
 using protocol::json;
 using Clock = std::chrono::steady_clock;
-
-// A child process with pipes on its stdin, stdout and stderr; killed and reaped on destruction.
-struct Child {
-  pid_t pid = -1;
-  Fd in, out, err;
-  Child() = default;
-  Child(Child&&) = default;
-  ~Child() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      wait();
-    }
-  }
-  // Reaps the child; returns its wait status.
-  int wait() {
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid = -1;
-    return status;
-  }
-};
-
-// Starts argv[0] (a path) with SIGPIPE, SIGINT and SIGTERM at their defaults and an empty signal mask.
-Child spawn_child(const std::vector<std::string>& argv) {
-  std::signal(SIGPIPE, SIG_IGN);
-  auto in = protocol::make_pipe();
-  auto out = protocol::make_pipe();
-  auto err = protocol::make_pipe();
-  REQUIRE((in && out && err));
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in->read.get(), 0);
-  posix_spawn_file_actions_adddup2(&fa, out->write.get(), 1);
-  posix_spawn_file_actions_adddup2(&fa, err->write.get(), 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t set;
-  sigemptyset(&set);
-  posix_spawnattr_setsigmask(&attr, &set);
-  sigaddset(&set, SIGPIPE);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  posix_spawnattr_setsigdefault(&attr, &set);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  Child c;
-  int rc = posix_spawn(&c.pid, args[0], &fa, &attr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  REQUIRE(rc == 0);
-  c.in = std::move(in->write);
-  c.out = std::move(out->read);
-  c.err = std::move(err->read);
-  return c;
-}
-
-// Reads from `fd` into `buf` until `done(buf)`, EOF or `deadline`; returns done(buf).
-template <class Done>
-bool read_until(int fd, std::string& buf, Done done, Clock::time_point deadline) {
-  while (!done(buf)) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-    char tmp[65536];
-    ssize_t n = ::read(fd, tmp, sizeof tmp);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return done(buf);
-    buf.append(tmp, static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
-void write_text(int fd, const std::string& text) {
-  REQUIRE(protocol::write_all(fd, protocol::as_bytes(text), Clock::now() + std::chrono::seconds(20)));
-}
-
-std::vector<json> parse_results(const std::string& out) {
-  std::vector<json> results;
-  for (const auto& line : test::split_lines(out)) {
-    auto j = protocol::parse_json(line);
-    REQUIRE_MESSAGE(j.has_value(), "result line is not JSON: " << line);
-    results.push_back(std::move(*j));
-  }
-  return results;
-}
-
-// The "authrun: N tasks: ..." line of stderr, or "" if there is none.
-std::string summary_of(const std::string& err) {
-  for (const auto& line : test::split_lines(err)) {
-    if (line.rfind("authrun: ", 0) == 0 && line.find(" tasks: ") != std::string::npos) return line;
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-std::string task_line(const json& task) { return protocol::dump_json(task) + "\n"; }
-
-test::RunOutput run_batch(const std::vector<std::string>& options, const std::string& input) {
-  std::vector<std::string> argv{test::authrun_bin(), "run", "--no-progress"};
-  argv.insert(argv.end(), options.begin(), options.end());
-  return test::run_program(argv, input, std::chrono::seconds(60));
-}
 
 std::string exec_line(const std::string& id, json args) {
   return task_line(json{{"id", id}, {"fn", "exec"}, {"args", std::move(args)}});
@@ -148,26 +34,6 @@ std::string write_script(const test::TempDir& dir, const std::string& name, cons
   std::string path = dir.write(name, body);
   REQUIRE(::chmod(path.c_str(), 0755) == 0);
   return path;
-}
-
-// Pids of the processes whose parent is `parent` (from /proc/*/stat).
-std::vector<int> children_of(pid_t parent) {
-  std::vector<int> pids;
-  DIR* d = ::opendir("/proc");
-  REQUIRE(d != nullptr);
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::string stat = test::read_file(std::string("/proc/") + e->d_name + "/stat");
-    auto close_paren = stat.rfind(')');
-    if (close_paren == std::string::npos) continue;
-    char state = 0;
-    int ppid = 0;
-    if (std::sscanf(stat.c_str() + close_paren + 1, " %c %d", &state, &ppid) == 2 && ppid == parent) {
-      pids.push_back(std::atoi(e->d_name));
-    }
-  }
-  ::closedir(d);
-  return pids;
 }
 
 }  // namespace

@@ -13,118 +13,19 @@
 #include <vector>
 
 #include <poll.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "protocol/json_codec.hpp"
 #include "tests/helpers/test_util.hpp"
 
-extern char** environ;
-
 namespace {
 
 using namespace authrun;
+using namespace authrun::test;
 using protocol::Fd;
 using protocol::json;
 using Clock = std::chrono::steady_clock;
-
-// A child process with pipes on its stdin, stdout and stderr; killed and reaped on destruction.
-struct Child {
-  pid_t pid = -1;
-  Fd in, out, err;
-  Child() = default;
-  Child(Child&&) = default;
-  ~Child() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      wait();
-    }
-  }
-  // Reaps the child; returns its wait status.
-  int wait() {
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid = -1;
-    return status;
-  }
-};
-
-// Starts argv[0] (a path) with SIGPIPE, SIGINT and SIGTERM at their defaults and an empty signal mask.
-Child spawn_child(const std::vector<std::string>& argv) {
-  std::signal(SIGPIPE, SIG_IGN);
-  auto in = protocol::make_pipe();
-  auto out = protocol::make_pipe();
-  auto err = protocol::make_pipe();
-  REQUIRE((in && out && err));
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in->read.get(), 0);
-  posix_spawn_file_actions_adddup2(&fa, out->write.get(), 1);
-  posix_spawn_file_actions_adddup2(&fa, err->write.get(), 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t set;
-  sigemptyset(&set);
-  posix_spawnattr_setsigmask(&attr, &set);
-  sigaddset(&set, SIGPIPE);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  posix_spawnattr_setsigdefault(&attr, &set);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  Child c;
-  int rc = posix_spawn(&c.pid, args[0], &fa, &attr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  REQUIRE(rc == 0);
-  c.in = std::move(in->write);
-  c.out = std::move(out->read);
-  c.err = std::move(err->read);
-  return c;
-}
-
-// Reads from `fd` into `buf` until `done(buf)`, EOF or `deadline`; returns done(buf).
-template <class Done>
-bool read_until(int fd, std::string& buf, Done done, Clock::time_point deadline) {
-  while (!done(buf)) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-    char tmp[65536];
-    ssize_t n = ::read(fd, tmp, sizeof tmp);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return done(buf);
-    buf.append(tmp, static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
-void write_text(int fd, const std::string& text) {
-  REQUIRE(protocol::write_all(fd, protocol::as_bytes(text), Clock::now() + std::chrono::seconds(20)));
-}
-
-std::vector<json> parse_results(const std::string& out) {
-  std::vector<json> results;
-  for (const auto& line : test::split_lines(out)) {
-    auto j = protocol::parse_json(line);
-    REQUIRE_MESSAGE(j.has_value(), "result line is not JSON: " << line);
-    results.push_back(std::move(*j));
-  }
-  return results;
-}
-
-// The "authrun: N tasks: ..." line of stderr, or "" if there is none.
-std::string summary_of(const std::string& err) {
-  for (const auto& line : test::split_lines(err)) {
-    if (line.rfind("authrun: ", 0) == 0 && line.find(" tasks: ") != std::string::npos) return line;
-  }
-  return "";
-}
 
 // The number the summary puts before `what` ("not started", "worker deaths"), or -1.
 int summary_count(const std::string& err, const std::string& what) {
@@ -132,16 +33,6 @@ int summary_count(const std::string& err, const std::string& what) {
   const std::string summary = summary_of(err);
   if (!std::regex_search(summary, m, std::regex("([0-9]+) " + what))) return -1;
   return std::stoi(m[1].str());
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-std::string task_line(const json& task) { return protocol::dump_json(task) + "\n"; }
-
-test::RunOutput run_batch(const std::vector<std::string>& options, const std::string& input) {
-  std::vector<std::string> argv{test::authrun_bin(), "run", "--no-progress"};
-  argv.insert(argv.end(), options.begin(), options.end());
-  return test::run_program(argv, input, std::chrono::seconds(60));
 }
 
 std::string echo_tasks(int n) {
@@ -270,11 +161,6 @@ TEST_CASE("faults: --max-tasks-per-worker replaces workers and loses no task") {
 // once both echoes are answered, so the sleeps have been handed to the workers (two tasks in flight each).
 Child start_sleeping_batch(int seconds, std::string& out, std::string& err) {
   Child c = spawn_child({test::authrun_bin(), "run", "--no-progress", "-v", "-j", "2", "-"});
-  auto count = [](const std::string& text, const std::string& what) {
-    std::size_t n = 0;
-    for (std::size_t at = 0; (at = text.find(what, at)) != std::string::npos; ++at) ++n;
-    return n;
-  };
   REQUIRE(read_until(c.err.get(), err, [&](const std::string& e) { return count(e, "handshake ok") >= 2; },
                      Clock::now() + std::chrono::seconds(20)));
   std::string input = echo_tasks(2);

@@ -2,16 +2,12 @@
 // the real binary, with the right key, a wrong key, a short key fd and an unsafe key file.
 #include <doctest/doctest.h>
 
-#include <cerrno>
 #include <chrono>
-#include <csignal>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <fcntl.h>
-#include <poll.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,100 +16,16 @@
 #include "protocol/frame.hpp"
 #include "protocol/json_codec.hpp"
 #include "protocol/run_key.hpp"
+#include "tests/helpers/connection_pair.hpp"
 #include "tests/helpers/test_util.hpp"
-
-extern char** environ;
 
 namespace {
 
 using namespace authrun;
+using namespace authrun::test;
 using protocol::Fd;
 using protocol::json;
 using Clock = std::chrono::steady_clock;
-
-// A child process with pipes on its stdin, stdout and stderr; killed and reaped on destruction.
-struct Child {
-  pid_t pid = -1;
-  Fd in, out, err;
-  Child() = default;
-  Child(Child&&) = default;
-  ~Child() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      wait();
-    }
-  }
-  // Reaps the child; returns its wait status.
-  int wait() {
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid = -1;
-    return status;
-  }
-};
-
-// Starts argv[0] (a path) with SIGPIPE, SIGINT and SIGTERM at their defaults and an empty signal mask;
-// `fd3`, if given, becomes the child's fd 3.
-Child spawn_child(const std::vector<std::string>& argv, int fd3 = -1) {
-  std::signal(SIGPIPE, SIG_IGN);
-  auto in = protocol::make_pipe();
-  auto out = protocol::make_pipe();
-  auto err = protocol::make_pipe();
-  REQUIRE((in && out && err));
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in->read.get(), 0);
-  posix_spawn_file_actions_adddup2(&fa, out->write.get(), 1);
-  posix_spawn_file_actions_adddup2(&fa, err->write.get(), 2);
-  Fd key_copy;  // above every fd the dup2s above write to, and never fd 3 itself
-  if (fd3 >= 0) {
-    key_copy = Fd(::fcntl(fd3, F_DUPFD_CLOEXEC, 10));
-    REQUIRE(key_copy.valid());
-    posix_spawn_file_actions_adddup2(&fa, key_copy.get(), 3);
-  }
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t set;
-  sigemptyset(&set);
-  posix_spawnattr_setsigmask(&attr, &set);
-  sigaddset(&set, SIGPIPE);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  posix_spawnattr_setsigdefault(&attr, &set);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  Child c;
-  int rc = posix_spawn(&c.pid, args[0], &fa, &attr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  REQUIRE(rc == 0);
-  c.in = std::move(in->write);
-  c.out = std::move(out->read);
-  c.err = std::move(err->read);
-  return c;
-}
-
-// Reads from `fd` into `buf` until `done(buf)`, EOF or `deadline`; returns done(buf).
-template <class Done>
-bool read_until(int fd, std::string& buf, Done done, Clock::time_point deadline) {
-  while (!done(buf)) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-    char tmp[65536];
-    ssize_t n = ::read(fd, tmp, sizeof tmp);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return done(buf);
-    buf.append(tmp, static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 Clock::time_point in_seconds(int s) { return Clock::now() + std::chrono::seconds(s); }
 
@@ -141,11 +53,6 @@ std::string read_all(Fd& fd, Clock::time_point deadline) {
   std::string text;
   read_until(fd.get(), text, [](const std::string&) { return false; }, deadline);
   return text;
-}
-
-protocol::HandshakeConfig parent_config() {
-  return protocol::HandshakeConfig{protocol::Role::parent, {protocol::ChannelMode::authenticated},
-                                   protocol::limits::default_max_payload};
 }
 
 // A key file written with RunKey::write_file (mode 0600).

@@ -3,7 +3,6 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
-#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -11,18 +10,20 @@
 #include <thread>
 #include <vector>
 
-#include <sys/uio.h>
-
 #include "protocol/channel.hpp"
 #include "protocol/connection.hpp"
 #include "protocol/frame_protector.hpp"
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
 #include "protocol/run_key.hpp"
+#include "tests/helpers/connection_pair.hpp"
 #include "tests/helpers/test_util.hpp"
 
 using namespace authrun::protocol;
+using authrun::test::drain;
 using authrun::test::make_link;
+using authrun::test::Peer;
+using authrun::test::pump;
 
 namespace {
 
@@ -34,54 +35,6 @@ HandshakeConfig config_for(Role role, ChannelMode mode, std::uint32_t max_payloa
   return HandshakeConfig{role, {mode}, max_payload};
 }
 
-// Everything queued in a Connection's output, consumed.
-std::string drain(Connection& c) {
-  std::string out;
-  FrameWriter& w = c.output();
-  while (!w.empty()) {
-    iovec iov[64];
-    std::size_t n = w.gather(iov);
-    std::size_t total = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      out.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
-      total += iov[i].iov_len;
-    }
-    w.consume(total);
-  }
-  return out;
-}
-
-// One side driven by hand: its Connection and what it received.
-struct Peer {
-  Connection conn;
-  std::vector<Message> messages;
-  std::optional<Error> error;
-
-  Peer(const RunKey& key, HandshakeConfig config) : conn(key, std::move(config)) {}
-
-  // Gives `bytes` to the connection, processing input as it goes; stops at the first error.
-  void feed(const std::string& bytes) {
-    std::size_t pos = 0;
-    while (!error) {
-      auto got = conn.receive();
-      if (!got) {
-        error = got.error();
-        return;
-      }
-      if (*got) {
-        messages.push_back(std::move(**got));
-        continue;
-      }
-      if (pos == bytes.size()) return;
-      auto space = conn.read_space();
-      std::size_t n = std::min(space.size(), bytes.size() - pos);
-      std::memcpy(space.data(), bytes.data() + pos, n);
-      conn.commit(n);
-      pos += n;
-    }
-  }
-};
-
 // A parent and a worker with a completed handshake, bytes moved by hand.
 struct Pair {
   RunKey key = RunKey::generate();
@@ -90,13 +43,7 @@ struct Pair {
 
   explicit Pair(ChannelMode mode, std::uint32_t worker_max_payload = limits::default_max_payload)
       : parent(key, config_for(Role::parent, mode)), worker(key, config_for(Role::worker, mode, worker_max_payload)) {
-    for (int round = 0; round < 10; ++round) {
-      std::string a = drain(parent.conn);
-      std::string b = drain(worker.conn);
-      if (a.empty() && b.empty()) break;
-      worker.feed(a);
-      parent.feed(b);
-    }
+    pump(parent, worker);
     REQUIRE(parent.conn.established());
     REQUIRE(worker.conn.established());
     REQUIRE(parent.conn.session().mode == mode);

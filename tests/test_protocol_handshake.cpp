@@ -3,15 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
-#include <cstring>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <sys/uio.h>
 
 #include "protocol/channel.hpp"
 #include "protocol/connection.hpp"
@@ -20,25 +16,23 @@
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
 #include "protocol/run_key.hpp"
+#include "tests/helpers/connection_pair.hpp"
 #include "tests/helpers/test_util.hpp"
 
 using namespace authrun::protocol;
+using authrun::test::drain;
 using authrun::test::make_link;
+using authrun::test::parent_config;
+using authrun::test::Peer;
+using authrun::test::pump;
+using authrun::test::Tamper;
+using authrun::test::worker_config;
 
 namespace {
 
 void ignore_sigpipe() { std::signal(SIGPIPE, SIG_IGN); }
 
 Clock::time_point soon() { return Clock::now() + std::chrono::seconds(10); }
-
-HandshakeConfig parent_config(std::vector<ChannelMode> modes = {ChannelMode::authenticated}) {
-  return HandshakeConfig{Role::parent, std::move(modes), limits::default_max_payload};
-}
-
-HandshakeConfig worker_config(std::vector<ChannelMode> modes = {ChannelMode::encrypted, ChannelMode::authenticated},
-                              std::uint32_t max_payload = limits::default_max_payload) {
-  return HandshakeConfig{Role::worker, std::move(modes), max_payload};
-}
 
 // Two Channels joined by pipes, each side's handshake run to its end (the worker's on a thread).
 struct ChannelRun {
@@ -59,76 +53,6 @@ std::unique_ptr<ChannelRun> run_channels(const RunKey& parent_key, const RunKey&
   run->parent_result = run->parent->handshake(soon());
   worker_thread.join();
   return run;
-}
-
-// Everything queued in a Connection's output, consumed.
-std::string drain(Connection& c) {
-  std::string out;
-  FrameWriter& w = c.output();
-  while (!w.empty()) {
-    iovec iov[64];
-    std::size_t n = w.gather(iov);
-    std::size_t total = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      out.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
-      total += iov[i].iov_len;
-    }
-    w.consume(total);
-  }
-  return out;
-}
-
-// One side driven by hand: its Connection and what it received.
-struct Peer {
-  Connection conn;
-  std::vector<Message> messages;
-  std::optional<Error> error;
-
-  Peer(const RunKey& key, HandshakeConfig config, Ephemeral e = Ephemeral::random()) : conn(key, std::move(config), std::move(e)) {}
-
-  // Gives `bytes` to the connection, processing input as it goes; stops at the first error.
-  void feed(const std::string& bytes) {
-    std::size_t pos = 0;
-    while (!error) {
-      auto got = conn.receive();
-      if (!got) {
-        error = got.error();
-        return;
-      }
-      if (*got) {
-        messages.push_back(std::move(**got));
-        continue;
-      }
-      if (pos == bytes.size()) return;
-      auto space = conn.read_space();
-      std::size_t n = std::min(space.size(), bytes.size() - pos);
-      std::memcpy(space.data(), bytes.data() + pos, n);
-      conn.commit(n);
-      pos += n;
-    }
-  }
-};
-
-// Alters a chunk in flight: `p2w` says the direction, `offset` where the chunk starts in that direction's stream.
-using Tamper = std::function<void(bool p2w, std::size_t offset, std::string& chunk)>;
-
-// Moves bytes both ways until neither side has anything to send. Returns the two streams as delivered.
-std::pair<std::string, std::string> pump(Peer& parent, Peer& worker, const Tamper& tamper = {}) {
-  std::string p2w, w2p;
-  for (int round = 0; round < 100; ++round) {
-    std::string a = drain(parent.conn);
-    std::string b = drain(worker.conn);
-    if (a.empty() && b.empty()) break;
-    if (tamper) {
-      tamper(true, p2w.size(), a);
-      tamper(false, w2p.size(), b);
-    }
-    p2w += a;
-    w2p += b;
-    worker.feed(a);
-    parent.feed(b);
-  }
-  return {p2w, w2p};
 }
 
 // The outcome a side sent after its hello (and its proof, if it got that far), for checking its reason.

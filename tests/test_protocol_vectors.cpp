@@ -16,15 +16,15 @@
 #include <utility>
 #include <vector>
 
-#include <sys/uio.h>
-
 #include "protocol/connection.hpp"
 #include "protocol/handshake.hpp"
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
 #include "protocol/run_key.hpp"
+#include "tests/helpers/connection_pair.hpp"
 
 using namespace authrun::protocol;
+using authrun::test::drain;
 
 namespace {
 
@@ -106,22 +106,6 @@ void check_vector(const char* name, const std::string& computed, const char* exp
   if (printing()) return;
   INFO(name);
   CHECK(computed == std::string(expected));
-}
-
-std::string drain(Connection& c) {
-  std::string out;
-  FrameWriter& w = c.output();
-  while (!w.empty()) {
-    iovec iov[64];
-    std::size_t n = w.gather(iov);
-    std::size_t total = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      out.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
-      total += iov[i].iov_len;
-    }
-    w.consume(total);
-  }
-  return out;
 }
 
 std::vector<Message> feed(Connection& c, const std::string& bytes) {

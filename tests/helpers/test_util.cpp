@@ -1,19 +1,26 @@
 // Helpers shared by the tests.
 #include "tests/helpers/test_util.hpp"
 
+#include <doctest/doctest.h>
+
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "protocol/json_codec.hpp"
 
 extern char** environ;
 
@@ -124,6 +131,143 @@ std::string read_file(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+std::size_t count(const std::string& text, const std::string& part) {
+  std::size_t n = 0;
+  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+  return n;
+}
+
+Child::Child(Child&& other) noexcept
+    : pid(std::exchange(other.pid, -1)), in(std::move(other.in)), out(std::move(other.out)), err(std::move(other.err)) {}
+
+Child::~Child() {
+  if (pid > 0) {
+    ::kill(pid, SIGKILL);
+    wait();
+  }
+}
+
+int Child::wait() {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid = -1;
+  return status;
+}
+
+Child spawn_child(const std::vector<std::string>& argv, int fd3) {
+  std::signal(SIGPIPE, SIG_IGN);
+  auto in = protocol::make_pipe();
+  auto out = protocol::make_pipe();
+  auto err = protocol::make_pipe();
+  REQUIRE((in && out && err));
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in->read.get(), 0);
+  posix_spawn_file_actions_adddup2(&fa, out->write.get(), 1);
+  posix_spawn_file_actions_adddup2(&fa, err->write.get(), 2);
+  protocol::Fd key_copy;  // above every fd the dup2s above write to, and never fd 3 itself
+  if (fd3 >= 0) {
+    key_copy = protocol::Fd(::fcntl(fd3, F_DUPFD_CLOEXEC, 10));
+    REQUIRE(key_copy.valid());
+    posix_spawn_file_actions_adddup2(&fa, key_copy.get(), 3);
+  }
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t set;
+  sigemptyset(&set);
+  posix_spawnattr_setsigmask(&attr, &set);
+  sigaddset(&set, SIGPIPE);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  posix_spawnattr_setsigdefault(&attr, &set);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  Child c;
+  int rc = posix_spawn(&c.pid, args[0], &fa, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  REQUIRE(rc == 0);
+  c.in = std::move(in->write);
+  c.out = std::move(out->read);
+  c.err = std::move(err->read);
+  return c;
+}
+
+bool read_until(int fd, std::string& buf, const std::function<bool(const std::string&)>& done,
+                std::chrono::steady_clock::time_point deadline) {
+  using Clock = std::chrono::steady_clock;
+  while (!done(buf)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char tmp[65536];
+    ssize_t n = ::read(fd, tmp, sizeof tmp);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return done(buf);
+    buf.append(tmp, static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+void write_text(int fd, const std::string& text) {
+  REQUIRE(protocol::write_all(fd, protocol::as_bytes(text), std::chrono::steady_clock::now() + std::chrono::seconds(20)));
+}
+
+std::vector<protocol::json> parse_results(const std::string& out) {
+  std::vector<protocol::json> results;
+  for (const auto& line : split_lines(out)) {
+    auto j = protocol::parse_json(line);
+    REQUIRE_MESSAGE(j.has_value(), "result line is not JSON: " << line);
+    results.push_back(std::move(*j));
+  }
+  return results;
+}
+
+std::string summary_of(const std::string& err) {
+  for (const auto& line : split_lines(err)) {
+    if (line.rfind("authrun: ", 0) == 0 && line.find(" tasks: ") != std::string::npos) return line;
+  }
+  return "";
+}
+
+std::string task_line(const protocol::json& task) { return protocol::dump_json(task) + "\n"; }
+
+RunOutput run_batch(const std::vector<std::string>& options, const std::string& input) {
+  std::vector<std::string> argv{authrun_bin(), "run", "--no-progress"};
+  argv.insert(argv.end(), options.begin(), options.end());
+  return run_program(argv, input, std::chrono::seconds(60));
+}
+
+int parent_of(pid_t pid) {
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close_paren = stat.rfind(')');  // the command name in parentheses may hold spaces and ')'
+  if (close_paren == std::string::npos) return 0;
+  char state = 0;
+  int ppid = 0;
+  if (std::sscanf(stat.c_str() + close_paren + 1, " %c %d", &state, &ppid) != 2) return 0;
+  return ppid;
+}
+
+std::vector<int> children_of(pid_t parent) {
+  std::vector<int> pids;
+  DIR* d = ::opendir("/proc");
+  REQUIRE(d != nullptr);
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const int pid = std::atoi(name.c_str());
+    if (parent_of(pid) == parent) pids.push_back(pid);
+  }
+  ::closedir(d);
+  return pids;
 }
 
 }  // namespace authrun::test

@@ -1,12 +1,17 @@
 // Helpers shared by the tests: pipe pairs, temporary directories, running a real program and collecting
-// its output.
+// its output, talking to a running child, reading `authrun run` output, and looking at processes in /proc.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "protocol/fd.hpp"
+#include "protocol/message.hpp"
 
 namespace authrun::test {
 
@@ -48,6 +53,53 @@ std::vector<std::string> split_lines(const std::string& text);
 
 // Reads a whole file.
 std::string read_file(const std::string& path);
+
+// True if `part` occurs in `text`.
+bool contains(const std::string& text, const std::string& part);
+
+// How many times `part` occurs in `text`, overlapping occurrences included.
+std::size_t count(const std::string& text, const std::string& part);
+
+// A child process with pipes on its stdin, stdout and stderr, which it owns; SIGKILLed and reaped on destruction.
+struct Child {
+  pid_t pid = -1;
+  protocol::Fd in, out, err;
+  Child() = default;
+  // Takes over `other`'s process and pipes; `other` is left owning nothing.
+  Child(Child&& other) noexcept;
+  ~Child();
+  // Reaps the child (waiting as long as it takes) and returns its wait status; pid becomes -1.
+  int wait();
+};
+
+// Starts argv[0] (a path) with SIGPIPE, SIGINT and SIGTERM at their defaults and an empty signal mask; `fd3`,
+// if given, becomes the child's fd 3 (the caller keeps `fd3`). Ignores SIGPIPE here; REQUIREs that it worked.
+Child spawn_child(const std::vector<std::string>& argv, int fd3 = -1);
+
+// Reads from `fd` into `buf` until `done(buf)`, EOF, a read error or `deadline`; returns done(buf).
+bool read_until(int fd, std::string& buf, const std::function<bool(const std::string&)>& done,
+                std::chrono::steady_clock::time_point deadline);
+
+// Writes all of `text` to `fd` within 20 s; REQUIREs that it worked.
+void write_text(int fd, const std::string& text);
+
+// One JSON value per line of `out` (result lines of `authrun run`); REQUIREs every line to be JSON.
+std::vector<protocol::json> parse_results(const std::string& out);
+
+// The "authrun: N tasks: ..." summary line of `authrun run`'s stderr, or "" if there is none.
+std::string summary_of(const std::string& err);
+
+// A task as one JSONL input line, newline included.
+std::string task_line(const protocol::json& task);
+
+// Runs `authrun run --no-progress OPTIONS` with `input` on stdin (60 s at most); see run_program.
+RunOutput run_batch(const std::vector<std::string>& options, const std::string& input);
+
+// The parent pid of process `pid` from /proc/PID/stat, or 0 if it is gone or unreadable.
+int parent_of(pid_t pid);
+
+// Pids of the processes whose parent is `parent` (from /proc/*/stat); REQUIREs /proc to be readable.
+std::vector<int> children_of(pid_t parent);
 
 // Paths of the built binaries.
 inline const char* authrun_bin() { return AUTHRUN_BIN; }
