@@ -1,0 +1,405 @@
+// Rendering a bench report: the table, the JSON object, the CSV lines, and the reported targets.
+#include "runner/bench_report.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <sstream>
+#include <tuple>
+
+namespace authrun::runner::bench {
+
+using protocol::json;
+
+namespace {
+
+std::string format(const char* fmt, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, fmt, v);
+  return buf;
+}
+
+std::string fmt_size(std::size_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB"};
+  double v = double(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 3) {
+    v /= 1024;
+    ++u;
+  }
+  return (v == std::floor(v) ? format("%.0f", v) : format("%.1f", v)) + " " + units[u];
+}
+
+std::string fmt_us(double us) {
+  if (us < 0) return "-";
+  if (us < 1000) return format(us < 10 ? "%.2f us" : us < 100 ? "%.1f us" : "%.0f us", us);
+  if (us < 1e6) return format(us < 1e4 ? "%.2f ms" : us < 1e5 ? "%.1f ms" : "%.0f ms", us / 1e3);
+  return format("%.2f s", us / 1e6);
+}
+
+std::string fmt_kib(long kib) { return kib < 0 ? "-" : fmt_size(static_cast<std::size_t>(kib) * 1024); }
+
+std::string fmt_rate(double v) {
+  if (v >= 100) return format("%.0f", v);
+  if (v >= 10) return format("%.1f", v);
+  return format("%.2f", v);
+}
+
+std::string fmt_ratio(double v) { return v < 0 ? "-" : v >= 10 ? format("%.0fx", v) : format("%.2fx", v); }
+
+json stats_json(const Stats& s) {
+  return json{{"count", s.count}, {"mean_us", s.mean_us}, {"p50_us", s.p50_us}, {"p99_us", s.p99_us},
+              {"min_us", s.min_us}, {"max_us", s.max_us}};
+}
+
+// A number, or null when it is not known (-1).
+json maybe(double v) { return v < 0 ? json(nullptr) : json(v); }
+
+const char* k_csv_header =
+    "kind,codec,mode,size,jobs,window,driver,reps,encode_us,rtt_mean_us,rtt_p50_us,rtt_p99_us,decode_us,mb_s,tasks_per_s,"
+    "wire_per_byte,worker_cpu_us,runner_cpu_us,runner_peak_kib,worker_peak_kib,nlohmann_us,vs_raw,vs_pingpong,"
+    "vs_nlohmann,failure";
+
+// One CSV line; fields given by name, the rest empty.
+class CsvLine {
+ public:
+  CsvLine& set(const std::string& column, const std::string& value) {
+    m_fields[column] = value;
+    return *this;
+  }
+  CsvLine& num(const std::string& column, double value) {
+    if (value >= 0 && std::isfinite(value)) {
+      m_fields[column] = value == std::floor(value) && value < 1e15 ? format("%.0f", value) : format("%.6g", value);
+    }
+    return *this;
+  }
+  CsvLine& stats(const Stats& s) {
+    return num("reps", double(s.count)).num("rtt_mean_us", s.mean_us).num("rtt_p50_us", s.p50_us).num("rtt_p99_us", s.p99_us);
+  }
+  std::string str() const {
+    std::string out;
+    std::istringstream header(k_csv_header);
+    std::string column;
+    bool first = true;
+    while (std::getline(header, column, ',')) {
+      if (!first) out += ',';
+      first = false;
+      auto it = m_fields.find(column);
+      if (it == m_fields.end()) continue;
+      std::string v = it->second;
+      if (v.find_first_of(",\"\n") != std::string::npos) {
+        std::string q = "\"";
+        for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c == '\n' ? ' ' : c);
+        v = q + "\"";
+      }
+      out += v;
+    }
+    return out + "\n";
+  }
+
+ private:
+  std::map<std::string, std::string> m_fields;
+};
+
+}  // namespace
+
+Stats summarize(std::vector<double> samples) {
+  Stats s;
+  if (samples.empty()) return s;
+  std::sort(samples.begin(), samples.end());
+  s.count = samples.size();
+  double sum = 0;
+  for (double v : samples) sum += v;
+  s.mean_us = sum / double(samples.size());
+  // Nearest rank: the smallest sample with at least q of the samples at or below it.
+  auto rank = [&](double q) {
+    auto r = static_cast<std::size_t>(std::ceil(q * double(samples.size())));
+    return samples[std::clamp<std::size_t>(r, 1, samples.size()) - 1];
+  };
+  s.p50_us = rank(0.50);
+  s.p99_us = rank(0.99);
+  s.min_us = samples.front();
+  s.max_us = samples.back();
+  return s;
+}
+
+void evaluate_targets(Report& report) {
+  report.targets.clear();
+  {
+    Target t{"raw attachment (authenticated) >= 60% of raw pipe throughput at 64 MiB and up", "", true};
+    bool any = false;
+    for (const Row& r : report.rows) {
+      if (r.codec != "raw" || r.mode != "authenticated" || r.size < 64u << 20 || !r.failure.empty()) continue;
+      any = true;
+      t.met = t.met && r.vs_raw >= 0.6;
+      t.detail += (t.detail.empty() ? "" : "; ") + fmt_size(r.size) + ": " + fmt_rate(r.mb_s) + " MB/s = " +
+                  format("%.0f%%", 100 * r.vs_raw) + " of " + fmt_rate(r.raw_mb_s);
+    }
+    if (!any) t = Target{t.name, "not measured (no raw authenticated row of 64 MiB or more)", false};
+    report.targets.push_back(t);
+  }
+  {
+    Target t{"JSON paths <= 1.2x nlohmann's own dump+parse of the same payload (round trip vs 2 x (dump+parse)), 512 KiB and up", "", true};
+    const Row* worst = nullptr;
+    std::string at8;
+    for (const Row& r : report.rows) {
+      if ((r.codec != "json-base64" && r.codec != "json-array") || r.size < 512u << 10 || r.vs_nlohmann < 0 || !r.failure.empty()) continue;
+      if (!worst || r.vs_nlohmann > worst->vs_nlohmann) worst = &r;
+      t.met = t.met && r.vs_nlohmann <= 1.2;
+      if (r.size == 8u << 20) at8 += (at8.empty() ? "" : ", ") + r.codec + " " + r.mode + " " + fmt_ratio(r.vs_nlohmann);
+    }
+    if (!worst) {
+      t = Target{t.name, "not measured (no JSON row of 512 KiB or more)", false};
+    } else {
+      t.detail = "worst " + worst->codec + " " + worst->mode + " " + fmt_size(worst->size) + ": " + fmt_ratio(worst->vs_nlohmann);
+      if (!at8.empty()) t.detail += "; at 8 MiB: " + at8;
+    }
+    report.targets.push_back(t);
+  }
+  {
+    Target t{"peak runner RSS on the raw path <= 3x the largest payload", "", true};
+    std::size_t largest = 0;
+    for (const Row& r : report.rows) {
+      if (r.codec == "raw" && r.failure.empty()) largest = std::max(largest, r.size);
+    }
+    for (const Row& r : report.rows) {
+      if (r.codec != "raw" || r.size != largest || r.runner_peak_kib < 0 || !r.failure.empty()) continue;
+      const double ratio = double(r.runner_peak_kib) * 1024 / double(largest);
+      t.met = t.met && ratio <= 3;
+      t.detail += (t.detail.empty() ? "" : "; ") + r.mode + " " + fmt_kib(r.runner_peak_kib) + " = " + fmt_ratio(ratio);
+    }
+    if (t.detail.empty()) t = Target{t.name, "not measured", false};
+    else t.detail = "at " + fmt_size(largest) + ": " + t.detail + " (per-row VmHWM, includes the caller's payload)";
+    report.targets.push_back(t);
+  }
+  {
+    // Judged on the pinned pairs when there are any (like against like), else on the unpinned rounds.
+    Target t{"tiny task round trip <= 3x raw pipe ping-pong (p50)", "", true};
+    for (const TinyLatency& l : report.tiny_latency) {
+      std::string d = l.mode + ": unpinned " + fmt_us(l.rtt.p50_us) + " = " + fmt_ratio(l.vs_pingpong);
+      bool pinned = false;
+      for (const auto& [tiny, pp, where] : {std::tuple{&l.same_cpu, &report.pingpong_same_cpu, "one CPU"},
+                                            std::tuple{&l.cross_cpu, &report.pingpong_cross_cpu, "two CPUs"}}) {
+        if (tiny->count == 0 || pp->count == 0) continue;
+        const double ratio = tiny->p50_us / pp->p50_us;
+        t.met = t.met && ratio <= 3;
+        pinned = true;
+        d += std::string(", ") + where + " " + fmt_us(tiny->p50_us) + " = " + fmt_ratio(ratio);
+      }
+      if (!pinned) t.met = t.met && l.vs_pingpong <= 3;
+      t.detail += (t.detail.empty() ? "" : "; ") + d;
+    }
+    if (t.detail.empty()) t = Target{t.name, "not measured", false};
+    report.targets.push_back(t);
+  }
+}
+
+void print_table(const Report& report, std::FILE* out) {
+  const Machine& m = report.machine;
+  std::fprintf(out, "authrun bench: %d CPUs (%s), Linux %s, %ld MiB RAM\n", m.cpus, m.cpu_model.c_str(), m.kernel.c_str(),
+               m.memory_mib);
+  std::string argv;
+  for (const auto& a : m.worker_argv) argv += (argv.empty() ? "" : " ") + a;
+  std::fprintf(out, "pipes: %s each way (F_SETPIPE_SZ asked %s%s); worker: %s\n", fmt_size(std::size_t(m.pipe_size)).c_str(),
+               fmt_size(std::size_t(m.pipe_size_requested)).c_str(),
+               m.pipe_size == m.pipe_size_requested ? ", granted" : ", refused: kernel default kept", argv.c_str());
+  for (const auto& n : report.notes) std::fprintf(out, "note: %s\n", n.c_str());
+
+  std::fprintf(out, "\nBaselines (this run)\n");
+  std::fprintf(out, "  raw pipe ping-pong 64 B      p50 %s, p99 %s (n=%zu); after the rows: p50 %s\n",
+               fmt_us(report.pingpong.p50_us).c_str(), fmt_us(report.pingpong.p99_us).c_str(), report.pingpong.count,
+               fmt_us(report.pingpong_end.p50_us).c_str());
+  if (report.pingpong_same_cpu.count > 0) {
+    std::fprintf(out, "    pinned: both on one CPU p50 %s; on two CPUs p50 %s (the scheduler picks one or the other)\n",
+                 fmt_us(report.pingpong_same_cpu.p50_us).c_str(),
+                 report.pingpong_cross_cpu.count > 0 ? fmt_us(report.pingpong_cross_cpu.p50_us).c_str() : "-");
+  }
+  std::fprintf(out, "  raw pipe echo (child reads all, writes back):\n    %10s %10s %10s %10s\n", "size", "rtt p50", "rtt mean", "MB/s");
+  for (const RawPipeRow& r : report.raw_pipe) {
+    std::fprintf(out, "    %10s %10s %10s %10s\n", fmt_size(r.size).c_str(), fmt_us(r.rtt.p50_us).c_str(),
+                 fmt_us(r.rtt.mean_us).c_str(), fmt_rate(r.mb_s).c_str());
+  }
+  for (const StartRow& s : report.starts) {
+    std::fprintf(out,
+                 "  start %-14s          spawn until the worker's hello p50 %s (spawn() call %s), then handshake p50 %s "
+                 "(min %s, max %s; n=%zu)\n",
+                 s.mode.c_str(), fmt_us(s.spawn.p50_us + s.first_byte.p50_us).c_str(), fmt_us(s.spawn.p50_us).c_str(),
+                 fmt_us(s.handshake.p50_us).c_str(), fmt_us(s.handshake.min_us).c_str(), fmt_us(s.handshake.max_us).c_str(),
+                 s.handshake.count);
+  }
+  for (const TinyLatency& l : report.tiny_latency) {
+    std::fprintf(out, "  tiny round trip %-14s p50 %s, p99 %s (n=%zu) = %s the raw ping-pong interleaved with it (p50 %s)\n",
+                 l.mode.c_str(), fmt_us(l.rtt.p50_us).c_str(), fmt_us(l.rtt.p99_us).c_str(), l.rtt.count,
+                 fmt_ratio(l.vs_pingpong).c_str(), fmt_us(l.pingpong.p50_us).c_str());
+    if (l.same_cpu.count > 0 && report.pingpong_same_cpu.count > 0) {
+      std::fprintf(out, "    pinned: one CPU p50 %s = %s ping-pong on one CPU", fmt_us(l.same_cpu.p50_us).c_str(),
+                   fmt_ratio(l.same_cpu.p50_us / report.pingpong_same_cpu.p50_us).c_str());
+      if (l.cross_cpu.count > 0 && report.pingpong_cross_cpu.count > 0) {
+        std::fprintf(out, "; two CPUs p50 %s = %s ping-pong on two CPUs", fmt_us(l.cross_cpu.p50_us).c_str(),
+                     fmt_ratio(l.cross_cpu.p50_us / report.pingpong_cross_cpu.p50_us).c_str());
+      }
+      std::fprintf(out, "\n");
+    }
+  }
+  if (!report.tiny_throughput.empty()) {
+    std::fprintf(out, "  tiny tasks: channel = a poll loop over blocking Channels; engine = the runner's WorkerLink event loop\n");
+  }
+  for (const TinyThroughput& t : report.tiny_throughput) {
+    std::fprintf(out, "  tiny tasks %-14s %-7s -j %d window %d: %7.0f tasks/s (%llu tasks in %.2f s)\n", t.mode.c_str(),
+                 t.driver.c_str(), t.jobs, t.window, t.tasks_per_s, static_cast<unsigned long long>(t.tasks), t.seconds);
+  }
+
+  std::fprintf(out, "\nEcho round trips (every echo verified byte for byte)\n");
+  std::fprintf(out, "%-11s %-13s %8s %5s %9s %9s %9s %9s %8s %6s %8s %6s %9s %9s %6s %8s %8s\n", "codec", "mode", "size",
+               "reps", "encode", "rtt p50", "rtt p99", "decode", "MB/s", "x raw", "tasks/s", "wire/B", "wrk cpu",
+               "nlohmann", "x nl", "rss run", "rss wrk");
+  std::vector<const Row*> rows;
+  for (const Row& r : report.rows) rows.push_back(&r);
+  for (const Row* r : rows) {
+    if (!r->failure.empty()) {
+      std::fprintf(out, "%-11s %-13s %8s FAILED: %s\n", r->codec.c_str(), r->mode.c_str(), fmt_size(r->size).c_str(),
+                   r->failure.c_str());
+      continue;
+    }
+    std::fprintf(out, "%-11s %-13s %8s %5d %9s %9s %9s %9s %8s %6s %8s %6s %9s %9s %6s %8s %8s\n", r->codec.c_str(),
+                 r->mode.c_str(), fmt_size(r->size).c_str(), r->reps, fmt_us(r->encode_us).c_str(),
+                 fmt_us(r->rtt.p50_us).c_str(), fmt_us(r->rtt.p99_us).c_str(), fmt_us(r->decode_us).c_str(),
+                 fmt_rate(r->mb_s).c_str(), fmt_ratio(r->vs_raw).c_str(), fmt_rate(r->tasks_per_s).c_str(),
+                 format("%.2f", r->wire_per_byte).c_str(), fmt_us(r->worker_cpu_us).c_str(), fmt_us(r->nlohmann_us).c_str(),
+                 fmt_ratio(r->vs_nlohmann).c_str(), fmt_kib(r->runner_peak_kib).c_str(), fmt_kib(r->worker_peak_kib).c_str());
+  }
+  std::fprintf(out,
+               "columns: encode = payload -> task (runner); rtt = send (serialise, seal, write) .. result read, verified "
+               "and parsed; decode = payload out of the result + freeing it; MB/s = 2 x size / (encode + rtt + decode); "
+               "x raw = MB/s / raw pipe echo MB/s at the same size; wire/B = task frame bytes / payload byte; wrk cpu = "
+               "worker on-CPU time per task (/proc/PID/schedstat); nlohmann = in-process 2 x (dump + parse) of the same "
+               "args; x nl = rtt mean / nlohmann; rss = VmHWM over the row (reset before it).\n");
+
+  std::fprintf(out, "\nTargets (reported, not asserted)\n");
+  for (const Target& t : report.targets) {
+    std::fprintf(out, "  [%s] %s: %s\n", t.met ? "met" : "MISSED", t.name.c_str(), t.detail.c_str());
+  }
+  std::fprintf(out, "runner ru_maxrss (whole process lifetime): %s; total time %.1f s\n", fmt_kib(report.runner_max_rss_kib).c_str(),
+               report.seconds);
+}
+
+json to_json(const Report& report) {
+  const Machine& m = report.machine;
+  json out;
+  out["machine"] = {{"cpus", m.cpus},
+                    {"cpu_model", m.cpu_model},
+                    {"kernel", m.kernel},
+                    {"memory_mib", m.memory_mib},
+                    {"pipe_size", m.pipe_size},
+                    {"pipe_size_requested", m.pipe_size_requested},
+                    {"worker_argv", m.worker_argv}};
+  out["notes"] = report.notes;
+  json raw = json::array();
+  for (const RawPipeRow& r : report.raw_pipe) raw.push_back({{"size", r.size}, {"rtt", stats_json(r.rtt)}, {"mb_s", r.mb_s}});
+  json starts = json::array();
+  for (const StartRow& s : report.starts) {
+    starts.push_back({{"mode", s.mode}, {"spawn", stats_json(s.spawn)}, {"first_byte", stats_json(s.first_byte)},
+                      {"handshake", stats_json(s.handshake)}});
+  }
+  json latency = json::array();
+  for (const TinyLatency& l : report.tiny_latency) {
+    latency.push_back({{"mode", l.mode}, {"rtt", stats_json(l.rtt)}, {"pingpong", stats_json(l.pingpong)},
+                       {"vs_pingpong", l.vs_pingpong}, {"same_cpu", stats_json(l.same_cpu)},
+                       {"cross_cpu", stats_json(l.cross_cpu)}});
+  }
+  json throughput = json::array();
+  for (const TinyThroughput& t : report.tiny_throughput) {
+    throughput.push_back({{"driver", t.driver}, {"mode", t.mode}, {"jobs", t.jobs}, {"window", t.window}, {"tasks", t.tasks},
+                          {"seconds", t.seconds}, {"tasks_per_s", t.tasks_per_s}});
+  }
+  out["baselines"] = {{"pingpong_64", stats_json(report.pingpong)},
+                      {"pingpong_64_end", stats_json(report.pingpong_end)},
+                      {"pingpong_64_same_cpu", stats_json(report.pingpong_same_cpu)},
+                      {"pingpong_64_cross_cpu", stats_json(report.pingpong_cross_cpu)},
+                      {"raw_pipe", raw},
+                      {"start", starts},
+                      {"tiny_latency", latency},
+                      {"tiny_throughput", throughput}};
+  json rows = json::array();
+  for (const Row& r : report.rows) {
+    json j = {{"codec", r.codec},
+              {"mode", r.mode},
+              {"size", r.size},
+              {"reps", r.reps},
+              {"encode_us", r.encode_us},
+              {"rtt", stats_json(r.rtt)},
+              {"decode_us", r.decode_us},
+              {"mb_s", r.mb_s},
+              {"tasks_per_s", r.tasks_per_s},
+              {"wire_per_byte", r.wire_per_byte},
+              {"worker_cpu_us", maybe(r.worker_cpu_us)},
+              {"runner_cpu_us", r.runner_cpu_us},
+              {"runner_peak_kib", maybe(double(r.runner_peak_kib))},
+              {"worker_peak_kib", maybe(double(r.worker_peak_kib))},
+              {"nlohmann_us", maybe(r.nlohmann_us)},
+              {"raw_mb_s", r.raw_mb_s},
+              {"vs_raw", r.vs_raw},
+              {"vs_pingpong", r.vs_pingpong},
+              {"vs_nlohmann", maybe(r.vs_nlohmann)},
+              {"ok", r.failure.empty()}};
+    if (!r.failure.empty()) j["failure"] = r.failure;
+    rows.push_back(std::move(j));
+  }
+  out["rows"] = rows;
+  json targets = json::array();
+  for (const Target& t : report.targets) targets.push_back({{"name", t.name}, {"detail", t.detail}, {"met", t.met}});
+  out["targets"] = targets;
+  out["runner_max_rss_kib"] = report.runner_max_rss_kib;
+  out["seconds"] = report.seconds;
+  return out;
+}
+
+std::string to_csv(const Report& report) {
+  std::string out = std::string(k_csv_header) + "\n";
+  out += CsvLine().set("kind", "pingpong").num("size", 64).stats(report.pingpong).str();
+  out += CsvLine().set("kind", "pingpong_end").num("size", 64).stats(report.pingpong_end).str();
+  if (report.pingpong_same_cpu.count > 0) {
+    out += CsvLine().set("kind", "pingpong_same_cpu").num("size", 64).stats(report.pingpong_same_cpu).str();
+  }
+  if (report.pingpong_cross_cpu.count > 0) {
+    out += CsvLine().set("kind", "pingpong_cross_cpu").num("size", 64).stats(report.pingpong_cross_cpu).str();
+  }
+  for (const RawPipeRow& r : report.raw_pipe) {
+    out += CsvLine().set("kind", "raw_pipe").num("size", double(r.size)).stats(r.rtt).num("mb_s", r.mb_s).str();
+  }
+  for (const StartRow& s : report.starts) {
+    out += CsvLine().set("kind", "spawn").set("mode", s.mode).stats(s.spawn).str();
+    out += CsvLine().set("kind", "worker_startup").set("mode", s.mode).stats(s.first_byte).str();
+    out += CsvLine().set("kind", "handshake").set("mode", s.mode).stats(s.handshake).str();
+  }
+  for (const TinyLatency& l : report.tiny_latency) {
+    out += CsvLine().set("kind", "tiny_rtt").set("mode", l.mode).num("size", 14).stats(l.rtt).num("vs_pingpong", l.vs_pingpong).str();
+    out += CsvLine().set("kind", "tiny_rtt_pingpong").set("mode", l.mode).num("size", 64).stats(l.pingpong).str();
+    if (l.same_cpu.count > 0) out += CsvLine().set("kind", "tiny_rtt_same_cpu").set("mode", l.mode).num("size", 14).stats(l.same_cpu).str();
+    if (l.cross_cpu.count > 0) out += CsvLine().set("kind", "tiny_rtt_cross_cpu").set("mode", l.mode).num("size", 14).stats(l.cross_cpu).str();
+  }
+  for (const TinyThroughput& t : report.tiny_throughput) {
+    out += CsvLine()
+               .set("kind", "tiny_tasks")
+               .set("mode", t.mode)
+               .set("driver", t.driver)
+               .num("jobs", t.jobs)
+               .num("window", t.window)
+               .num("reps", double(t.tasks))
+               .num("tasks_per_s", t.tasks_per_s)
+               .str();
+  }
+  for (const Row& r : report.rows) {
+    CsvLine line;
+    line.set("kind", "echo").set("codec", r.codec).set("mode", r.mode).num("size", double(r.size)).stats(r.rtt);
+    line.num("reps", r.reps).num("encode_us", r.encode_us).num("decode_us", r.decode_us).num("mb_s", r.mb_s);
+    line.num("tasks_per_s", r.tasks_per_s).num("wire_per_byte", r.wire_per_byte).num("worker_cpu_us", r.worker_cpu_us);
+    line.num("runner_cpu_us", r.runner_cpu_us).num("runner_peak_kib", double(r.runner_peak_kib));
+    line.num("worker_peak_kib", double(r.worker_peak_kib)).num("nlohmann_us", r.nlohmann_us).num("vs_raw", r.vs_raw);
+    line.num("vs_pingpong", r.vs_pingpong).num("vs_nlohmann", r.vs_nlohmann).set("failure", r.failure);
+    out += line.str();
+  }
+  return out;
+}
+
+}  // namespace authrun::runner::bench
