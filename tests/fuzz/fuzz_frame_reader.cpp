@@ -13,20 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/fuzz/fuzz_util.hpp"
 #include "protocol/frame.hpp"
 #include "protocol/frame_reader.hpp"
 #include "protocol/limits.hpp"
 
 using namespace authrun::protocol;
 
-// Aborts (a finding for libFuzzer) when a property of the code under test does not hold.
-#define AUTHRUN_FUZZ_CHECK(cond)                                                     \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                  \
-    }                                                                                \
-  } while (false)
 
 namespace {
 
@@ -34,28 +27,7 @@ constexpr std::uint32_t k_limits[] = {0, 1, 16, limits::pre_auth_max_payload, li
                                       limits::read_buffer_size, 1u << 20, 4u << 20};
 constexpr std::uint32_t k_raised_limit = 4u << 20;
 
-// Deterministic chunk sizes (xorshift), so that a crashing input replays exactly.
-class Chunker {
- public:
-  Chunker(std::uint8_t mode, std::uint8_t seed) : m_mode(mode & 3), m_state(0x9E3779B9u ^ (seed * 0x01000193u)) {}
-  std::size_t next(std::size_t space) {
-    m_state ^= m_state << 13;
-    m_state ^= m_state >> 17;
-    m_state ^= m_state << 5;
-    std::size_t n = space;
-    switch (m_mode) {
-      case 0: n = 1; break;
-      case 1: n = 1 + m_state % 16; break;
-      case 2: n = 1 + m_state % 4096; break;
-      default: break;
-    }
-    return n < space ? n : space;
-  }
-
- private:
-  std::uint8_t m_mode;
-  std::uint32_t m_state;
-};
+using authrun::fuzz::Chunker;
 
 struct Config {
   bool tags_at_start;

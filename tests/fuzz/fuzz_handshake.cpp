@@ -22,6 +22,7 @@
 
 #include <sys/uio.h>
 
+#include "tests/fuzz/fuzz_util.hpp"
 #include "protocol/connection.hpp"
 #include "protocol/frame_reader.hpp"
 #include "protocol/handshake.hpp"
@@ -32,42 +33,13 @@
 
 using namespace authrun::protocol;
 
-// Aborts (a finding for libFuzzer) when a property of the code under test does not hold.
-#define AUTHRUN_FUZZ_CHECK(cond)                                                     \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                  \
-    }                                                                                \
-  } while (false)
 
 namespace {
 
 constexpr std::uint32_t k_max_payload = 1u << 20;  // both sides' own limit: bounds what a header can allocate
 constexpr std::size_t k_config_count = 4;
 
-// Deterministic chunk sizes (xorshift), so that a crashing input replays exactly.
-class Chunker {
- public:
-  Chunker(std::uint8_t mode, std::uint8_t seed) : m_mode(mode & 3), m_state(0x9E3779B9u ^ (seed * 0x01000193u)) {}
-  std::size_t next(std::size_t space) {
-    m_state ^= m_state << 13;
-    m_state ^= m_state >> 17;
-    m_state ^= m_state << 5;
-    std::size_t n = space;
-    switch (m_mode) {
-      case 0: n = 1; break;
-      case 1: n = 1 + m_state % 16; break;
-      case 2: n = 1 + m_state % 4096; break;
-      default: break;
-    }
-    return n < space ? n : space;
-  }
-
- private:
-  std::uint8_t m_mode;
-  std::uint32_t m_state;
-};
+using authrun::fuzz::Chunker;
 
 // Channel modes of each side: authenticated, encrypted, insecure_measurement, and no common mode.
 std::vector<ChannelMode> modes_of(Role role, std::size_t config) {

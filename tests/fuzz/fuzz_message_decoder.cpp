@@ -12,6 +12,7 @@
 #include <string_view>
 #include <variant>
 
+#include "tests/fuzz/fuzz_util.hpp"
 #include "protocol/frame.hpp"
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
@@ -20,14 +21,6 @@
 
 using namespace authrun::protocol;
 
-// Aborts (a finding for libFuzzer) when a property of the code under test does not hold.
-#define AUTHRUN_FUZZ_CHECK(cond)                                                     \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                  \
-    }                                                                                \
-  } while (false)
 
 namespace {
 
