@@ -230,7 +230,6 @@ int run_cli(int argc, char** argv) {
     }
     exec.command = std::move(*command);
     if (!finish_engine_options(exec.engine, exec_flags, false)) return 255;
-    exec.engine.total.reset();
     return run_exec(exec);
   }
   if (!finish_engine_options(run.engine, run_flags, true)) return 2;

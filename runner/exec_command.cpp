@@ -332,6 +332,16 @@ int run_exec(const ExecOptions& o) {
   }
   EngineOptions engine = o.engine;
   engine.joblog_append = o.resume;
+  // With only ::: lists the number of jobs is known up front: the progress line shows a bar and an ETA.
+  std::uint64_t total = 1;
+  for (const auto& source : o.command.sources) {
+    if (!source.file.empty()) {
+      total = 0;
+      break;
+    }
+    total *= source.values.size();
+  }
+  if (total > 0) engine.total = total - std::min<std::uint64_t>(total, done.size());
   ExecOutput output(o, *halt);
   RunSummary s = run_engine(
       engine,
