@@ -68,13 +68,14 @@ JobArgs job_of(const BatchTask& t) {
   return job;
 }
 
-// Reads a source's values (all of them: for a cross product with other sources).
-Result<std::vector<std::string>> read_source(const ArgSource& s) {
+// Reads a source's values (all of them: for a cross product with other sources), giving up when `stop_fd`
+// becomes readable.
+Result<std::vector<std::string>> read_source(const ArgSource& s, int stop_fd) {
   if (s.file.empty()) return s.values;
   Fd fd(s.file == "-" ? ::fcntl(0, F_DUPFD_CLOEXEC, 3) : ::open(s.file.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return make_error(ErrorCode::io, "cannot read " + s.file + ": " + std::strerror(errno));
   std::vector<std::string> lines;
-  auto err = read_lines(fd.get(), s.file, -1, limits::default_max_payload, [&](std::string_view text, std::size_t) {
+  auto err = read_lines(fd.get(), s.file, stop_fd, limits::default_max_payload, [&](std::string_view text, std::size_t) {
     lines.emplace_back(text);
     return true;
   });
@@ -112,7 +113,7 @@ std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<st
     }
     std::vector<std::vector<std::string>> lists;
     for (const auto& s : sources) {
-      auto values = read_source(s);
+      auto values = read_source(s, stop_fd);
       if (!values) return values.error().message;
       if (values->empty()) return std::nullopt;  // an empty source: no combination at all
       lists.push_back(std::move(*values));
