@@ -205,8 +205,8 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
                                                       const RunKey* shared_key, HandshakeConfig config,
                                                       std::chrono::milliseconds handshake_timeout, Events events) {
   // A fresh key for each worker: a key stolen from one worker opens that one channel at most.
-  RunKey key = RunKey::generate();
-  if (shared_key) key = RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(shared_key->data(), k_run_key_size));
+  RunKey key = shared_key ? RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(shared_key->data(), k_run_key_size))
+                         : RunKey::generate();
   // The key goes over a socket, not a pipe: another process of the user could open a pipe through
   // /proc/PID/fd/3 and read the key before the worker does; a socket cannot be opened that way.
   AUTHRUN_TRY_ASSIGN(Pipe key_pipe, make_socket_pair());
