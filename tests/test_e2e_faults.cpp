@@ -260,3 +260,28 @@ TEST_CASE("faults: a timed-out exec task takes its child process along") {
   }
   CHECK(left == 0);
 }
+
+TEST_CASE("faults: a worker holds only the fds handed to it on purpose") {
+  // stdin /dev/null, stdout a copy of stderr, stderr, and the two protocol pipes moved above 10; the key
+  // socket (fd 3) is closed once read, and nothing else of the runner's reaches it.
+  Child runner = spawn_child({authrun_bin(), "run", "-j", "1", "--no-progress", "-"});
+  write_text(runner.in.get(), "{\"fn\":\"sleep\",\"args\":1}\n");
+  std::vector<int> workers;
+  for (int i = 0; i < 200 && workers.empty(); ++i) {
+    ::usleep(10000);
+    workers = children_of(runner.pid);
+  }
+  REQUIRE(workers.size() == 1);
+  std::set<std::string> fds;
+  for (int i = 0; i < 200; ++i) {  // until the worker has taken its key and moved its pipes
+    fds.clear();
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(workers[0]) + "/fd")) {
+      fds.insert(entry.path().filename().string());
+    }
+    if (!fds.count("3")) break;
+    ::usleep(5000);
+  }
+  CHECK(fds == std::set<std::string>{"0", "1", "2", "10", "11"});
+  runner.in.close();
+  CHECK(WEXITSTATUS(runner.wait()) == 0);
+}
