@@ -1,65 +1,51 @@
-// Spawning and reaping worker processes with Boost.Process v2 (see ../shared/FACTS.md for the 1.81 bugs
-// worked around here: bind_fd is broken, close-all skips fds, a failed exec calls ::exit).
+// Spawning and reaping worker processes. The child is started with posix_spawn (clone with CLONE_VFORK:
+// nothing runs in the child but the file actions and exec). Boost.Process v2's launchers fork and then run
+// Asio's fork handling in the child, which allocates; in a runner that has a second thread (the task feed)
+// that is not async-signal-safe, and under AddressSanitizer it deadlocked the child — and with it the
+// runner, which waits for the child's exec. Asio still drives everything after the spawn.
 #include "runner/worker_process.hpp"
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/process/v2/process.hpp>
-#include <boost/process/v2/stdio.hpp>
 #include <fcntl.h>
-#include <signal.h>
+#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+extern char** environ;
+
 namespace authrun::runner {
 
-namespace bp = boost::process::v2;
 using protocol::Result;
 
 namespace {
 
-// Puts the key pipe at fd 3 and makes sure nothing else of ours reaches the child.
-struct KeyFdAndCloseRest {
-  int key_fd;
-
-  template <class Launcher>
-  bp::error_code on_setup(Launcher& launcher, const bp::filesystem::path&, const char* const*) {
-    launcher.fd_whitelist.push_back(k_worker_key_fd);
-    return {};
+// posix_spawn's file actions and attributes, released on every path.
+struct SpawnSetup {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  SpawnSetup() {
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
   }
-
-  template <class Launcher>
-  bp::error_code on_exec_setup(Launcher&, const bp::filesystem::path&, const char* const*) {
-    if (key_fd >= 0) {
-      if (key_fd == k_worker_key_fd) {
-        if (::fcntl(k_worker_key_fd, F_SETFD, 0) != 0) return bp::error_code(errno, bp::system_category());
-      } else if (::dup2(key_fd, k_worker_key_fd) < 0) {
-        return bp::error_code(errno, bp::system_category());
-      }
-    }
-    // Everything above fd 3 is closed at exec, whatever the library's own close-all misses.
-    ::close_range(k_worker_key_fd + 1, ~0U, CLOSE_RANGE_CLOEXEC);
-    return {};
+  ~SpawnSetup() {
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
   }
-
-  // The library reports the errno to the parent, then calls ::exit, which would flush our copied stdio
-  // buffers a second time: leave first.
-  template <class Launcher>
-  void on_exec_error(Launcher&, const bp::filesystem::path&, const char* const*, const bp::error_code&) {
-    ::_exit(127);
-  }
+  SpawnSetup(const SpawnSetup&) = delete;
+  SpawnSetup& operator=(const SpawnSetup&) = delete;
 };
 
 }  // namespace
 
-// The child is reaped here, not by Boost.Process: its own wait ends in a blocking waitpid() whenever its
-// pidfd is reported readable, and a spurious report (seen with asio's reused descriptor states) then hangs
-// the event loop on a live child. Here a wake-up is checked with WNOHANG and re-armed if early.
+// The child is reaped through its pidfd, and a wake-up is checked with waitpid(WNOHANG) and re-armed if early
+// (Boost.Process's own wait blocks in waitpid() on any wake-up, and a spurious one hung the event loop).
 struct WorkerProcess::Impl {
   Impl(boost::asio::io_context& io, int pid_) : watch(io), pid(pid_) {}
   boost::asio::posix::stream_descriptor watch;  // the child's pidfd
@@ -104,15 +90,32 @@ Result<WorkerProcess> WorkerProcess::spawn(boost::asio::io_context& io, const st
   };
   AUTHRUN_TRY_ASSIGN(protocol::Pipe to_worker, protocol::make_pipe());
   AUTHRUN_TRY_ASSIGN(protocol::Pipe from_worker, protocol::make_pipe());
-  std::fflush(nullptr);  // a child that fails before exec must not repeat our buffered output
-  std::vector<std::string> args(argv.begin() + 1, argv.end());
-  bp::error_code ec;
-  bp::process proc = bp::default_process_launcher()(io.get_executor(), ec, argv[0], args,
-                                                    bp::process_stdio{to_worker.read.get(), from_worker.write.get(), {}},
-                                                    KeyFdAndCloseRest{key_fd.get()});
-  if (ec) return fail(ec.message());
-  const int pid = proc.id();
-  proc.detach();  // from here on the child is ours to wait for
+  // The key must not sit at fd 3 already (dup2 onto itself would keep FD_CLOEXEC), nor at 0 or 1.
+  protocol::Fd key;
+  if (key_fd.valid()) {
+    key = protocol::Fd(::fcntl(key_fd.get(), F_DUPFD_CLOEXEC, 10));
+    if (!key.valid()) return fail(std::string("fcntl: ") + std::strerror(errno));
+  }
+  SpawnSetup setup;
+  int rc = posix_spawn_file_actions_adddup2(&setup.actions, to_worker.read.get(), 0);
+  if (rc == 0) rc = posix_spawn_file_actions_adddup2(&setup.actions, from_worker.write.get(), 1);
+  if (rc == 0 && key.valid()) rc = posix_spawn_file_actions_adddup2(&setup.actions, key.get(), k_worker_key_fd);
+  // Nothing else of ours reaches the worker, whatever flags it has.
+  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&setup.actions, key.valid() ? k_worker_key_fd + 1 : 3);
+  // Default dispositions and an empty mask: the runner ignores SIGPIPE and blocks nothing the worker needs.
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  if (rc == 0) rc = posix_spawnattr_setsigdefault(&setup.attr, &all);
+  if (rc == 0) rc = posix_spawnattr_setsigmask(&setup.attr, &none);
+  if (rc == 0) rc = posix_spawnattr_setflags(&setup.attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  if (rc != 0) return fail(std::string("posix_spawn set-up: ") + std::strerror(rc));
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  rc = ::posix_spawn(&pid, args[0], &setup.actions, &setup.attr, args.data(), environ);
+  if (rc != 0) return fail(std::strerror(rc));
   auto impl = std::make_shared<Impl>(io, pid);
   const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) {

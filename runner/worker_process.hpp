@@ -1,5 +1,5 @@
-// A worker child process: spawned with Boost.Process v2 on a pair of pipes, with the key pipe as fd 3 and
-// no other fd of ours; killed and reaped by its owner. The only file that includes Boost.Process.
+// A worker child process: spawned (posix_spawn) on a pair of pipes, with the key socket as fd 3 and no other
+// fd of ours; killed and reaped (through its pidfd, on the owner's event loop) by its owner.
 #pragma once
 
 #include <functional>
@@ -28,8 +28,8 @@ class WorkerProcess {
   };
 
   // Starts argv[0] (a path) with argv. The child gets fresh pipes as stdin and stdout, inherits stderr, and
-  // gets `key_fd` (the read end of a pipe holding the key; may be invalid) as fd 3; every other fd is
-  // closed. Errors: spawn_failed, naming the program and errno.
+  // gets `key_fd` (a socket holding the key; may be invalid) as fd 3; every other fd is closed; signal
+  // dispositions and mask are reset. Errors: spawn_failed, naming the program and errno.
   static protocol::Result<WorkerProcess> spawn(boost::asio::io_context& io, const std::vector<std::string>& argv,
                                                protocol::Fd key_fd, Pipes& pipes);
 
