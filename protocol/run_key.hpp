@@ -24,7 +24,7 @@ class RunKey {
   // regular file owned by this user with no permission bits for group or others. Errors: key_invalid
   // (message names the file and why).
   static Result<RunKey> load_file(const std::string& path);
-  // Reads exactly 32 raw bytes from `fd` (the runner's key pipe) and closes it. Fails closed on a short
+  // Reads exactly 32 raw bytes from `fd` (the runner's key socket) and closes it. Fails closed on a short
   // read (someone else read the key first) or a longer stream. Errors: key_invalid.
   static Result<RunKey> read_fd(int fd);
   // Builds a key from raw bytes (tests and test vectors).

@@ -1,4 +1,4 @@
-// Bench workers: spawned as runner/worker_link.cpp spawns them (fresh key on a key pipe), then driven by a
+// Bench workers: spawned as runner/worker_link.cpp spawns them (fresh key on the key socket), then driven by a
 // blocking Channel instead of the event loop, so that a round trip is timed without the loop in the way.
 #include "runner/bench_worker.hpp"
 
@@ -97,17 +97,13 @@ Result<std::unique_ptr<BenchWorker>> WorkerHost::start(ChannelMode mode, int pip
   w->io = &m_impl->io;
   // A fresh key for each worker, as the runner does.
   w->key = std::make_unique<RunKey>(RunKey::generate());
-  AUTHRUN_TRY_ASSIGN(Pipe key_pipe, make_pipe());
-  AUTHRUN_TRY(write_all(key_pipe.write.get(),
-                        std::span<const std::byte>(reinterpret_cast<const std::byte*>(w->key->data()), w->key->size()),
-                        Clock::now() + std::chrono::seconds(1)));
-  key_pipe.write.close();
+  AUTHRUN_TRY_ASSIGN(Fd key_fd, key_socket_for(*w->key));
 
   std::vector<std::string> argv = m_impl->argv;
   if (mode == ChannelMode::insecure_measurement) argv.push_back("--allow-insecure-measurement");
   WorkerProcess::Pipes pipes;
   auto t0 = Clock::now();
-  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(m_impl->io, argv, std::move(key_pipe.read), pipes));
+  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(m_impl->io, argv, std::move(key_fd), pipes));
   w->times.spawn_us = micros_since(t0);
   w->process.emplace(std::move(process));
   // Wrapped at once, so that an error below still reaps the child (the destructor stops it).

@@ -207,17 +207,12 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
   // A fresh key for each worker: a key stolen from one worker opens that one channel at most.
   RunKey key = shared_key ? RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(shared_key->data(), k_run_key_size))
                          : RunKey::generate();
-  // The key goes over a socket, not a pipe: another process of the user could open a pipe through
-  // /proc/PID/fd/3 and read the key before the worker does; a socket cannot be opened that way.
-  AUTHRUN_TRY_ASSIGN(Pipe key_pipe, make_socket_pair());
-  AUTHRUN_TRY(write_all(key_pipe.write.get(), std::span<const std::byte>(reinterpret_cast<const std::byte*>(key.data()), key.size()),
-                        Clock::now() + std::chrono::seconds(1)));
-  key_pipe.write.close();
+  AUTHRUN_TRY_ASSIGN(Fd key_fd, key_socket_for(key));
 
   auto impl = std::make_shared<Impl>(io, std::move(key), std::move(config), std::move(events));
   WorkerProcess::Pipes pipes;
   impl->spawned_at = Clock::now();
-  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(key_pipe.read), pipes));
+  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(key_fd), pipes));
   impl->process.emplace(std::move(process));
   AUTHRUN_TRY(set_nonblocking(pipes.to_worker.get(), true));
   AUTHRUN_TRY(set_nonblocking(pipes.from_worker.get(), true));

@@ -141,6 +141,14 @@ void WorkerProcess::terminate() {
   if (m_impl && !m_impl->reaped) ::kill(m_impl->pid, SIGTERM);
 }
 
+Result<protocol::Fd> key_socket_for(const protocol::RunKey& key) {
+  AUTHRUN_TRY_ASSIGN(protocol::Pipe pair, protocol::make_socket_pair());
+  AUTHRUN_TRY(protocol::write_all(pair.write.get(),
+                                  std::span<const std::byte>(reinterpret_cast<const std::byte*>(key.data()), key.size()),
+                                  protocol::Clock::now() + std::chrono::seconds(1)));
+  return std::move(pair.read);
+}
+
 std::string describe_wait_status(int status) {
   if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {

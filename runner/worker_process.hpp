@@ -9,6 +9,7 @@
 
 #include "protocol/fd.hpp"
 #include "protocol/result.hpp"
+#include "protocol/run_key.hpp"
 
 namespace boost::asio {
 class io_context;
@@ -16,7 +17,7 @@ class io_context;
 
 namespace authrun::runner {
 
-// The fd number at which a spawned worker finds its key pipe (authrun-worker's --key-fd default).
+// The fd number at which a spawned worker finds its key socket (authrun-worker's --key-fd default).
 inline constexpr int k_worker_key_fd = 3;
 
 class WorkerProcess {
@@ -51,6 +52,11 @@ class WorkerProcess {
   explicit WorkerProcess(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> m_impl;
 };
+
+// Puts `key` into one end of a new Unix socket pair, closes that end, and returns the other: the fd to give
+// spawn() as `key_fd`. A socket, not a pipe: another process of the user could open a pipe through
+// /proc/PID/fd/3 and read the key first; a socket cannot be opened that way. Errors: io.
+protocol::Result<protocol::Fd> key_socket_for(const protocol::RunKey& key);
 
 // "exit code 3", "signal 9 (Killed)" for a wait status.
 std::string describe_wait_status(int wait_status);
