@@ -21,8 +21,6 @@ class ResultSink {
   bool skip(std::uint64_t seq);
   // Lines held back waiting for an earlier one.
   std::size_t held() const { return m_held.size(); }
-  // The next sequence number to be written in order (keep_order only).
-  std::uint64_t next_in_order() const { return m_next; }
 
  private:
   bool emit(const std::string& line);

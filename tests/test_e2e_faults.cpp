@@ -111,11 +111,11 @@ TEST_CASE("faults: a task that kills its worker ends as one worker_died result a
 }
 
 TEST_CASE("faults: a task over its time limit ends as a timeout error and the others succeed") {
-  SUBCASE("--timeout") {
-    std::string input = echo_tasks(6);
-    input += task_line(json{{"id", "slow"}, {"fn", "sleep"}, {"args", {{"seconds", 30}}}});
+  // Runs 6 echoes and a 30 s sleep with `args`; returns the sleep's result line after the common checks.
+  auto run_with_slow_task = [](const std::vector<std::string>& args, const json& slow_task) {
+    std::string input = echo_tasks(6) + task_line(slow_task);
     auto t0 = Clock::now();
-    auto r = run_batch({"-j", "2", "--timeout", "0.5", "-"}, input);
+    auto r = run_batch(args, input);
     CHECK(Clock::now() - t0 < std::chrono::seconds(20));
     CHECK(r.exit_code == 1);
     auto results = parse_results(r.out);
@@ -125,22 +125,15 @@ TEST_CASE("faults: a task over its time limit ends as a timeout error and the ot
     CHECK((*slow)["ok"] == false);
     CHECK((*slow)["error"]["type"] == "timeout");
     check_echoes_ok(results, "slow");
-  }
+    return *slow;
+  };
+  const json sleep30 = {{"id", "slow"}, {"fn", "sleep"}, {"args", {{"seconds", 30}}}};
+  SUBCASE("--timeout") { run_with_slow_task({"-j", "2", "--timeout", "0.5", "-"}, sleep30); }
   SUBCASE("a task's own timeout field") {
-    std::string input = echo_tasks(6);
-    input += task_line(json{{"id", "slow"}, {"fn", "sleep"}, {"args", {{"seconds", 30}}}, {"timeout", 0.5}});
-    auto t0 = Clock::now();
-    auto r = run_batch({"-j", "2", "--retries", "0", "-"}, input);
-    CHECK(Clock::now() - t0 < std::chrono::seconds(20));
-    CHECK(r.exit_code == 1);
-    auto results = parse_results(r.out);
-    CHECK(results.size() == 7);
-    const json* slow = find_id(results, "slow");
-    REQUIRE(slow != nullptr);
-    CHECK((*slow)["ok"] == false);
-    CHECK((*slow)["error"]["type"] == "timeout");
-    CHECK((*slow)["attempts"] == 1);
-    check_echoes_ok(results, "slow");
+    json own = sleep30;
+    own["timeout"] = 0.5;
+    json slow = run_with_slow_task({"-j", "2", "--retries", "0", "-"}, own);
+    CHECK(slow["attempts"] == 1);
   }
 }
 

@@ -23,6 +23,7 @@
 #include <sys/uio.h>
 
 #include "tests/fuzz/fuzz_util.hpp"
+#include "tests/helpers/connection_pair.hpp"
 #include "protocol/connection.hpp"
 #include "protocol/frame_reader.hpp"
 #include "protocol/handshake.hpp"
@@ -84,22 +85,7 @@ Connection make_connection(Role role, std::size_t config) {
 
 Role other(Role role) { return role == Role::parent ? Role::worker : Role::parent; }
 
-// Everything queued in a Connection's output, consumed.
-std::string drain(Connection& c) {
-  std::string out;
-  FrameWriter& w = c.output();
-  while (!w.empty()) {
-    iovec iov[16];
-    const std::size_t n = w.gather(iov);
-    std::size_t total = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      out.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
-      total += iov[i].iov_len;
-    }
-    w.consume(total);
-  }
-  return out;
-}
+using authrun::test::drain;
 
 struct Received {
   std::vector<Message> messages;
