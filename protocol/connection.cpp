@@ -12,7 +12,8 @@ namespace authrun::protocol {
 Connection::Connection(const RunKey& key, HandshakeConfig config, Ephemeral ephemeral)
     : m_reader(limits::pre_auth_max_payload),
       m_handshake(key, config, std::move(ephemeral)),
-      m_own_max_payload(config.max_payload) {
+      m_own_max_payload(config.max_payload),
+      m_role(config.role) {
   const OutFrame& hello = m_handshake.hello();
   m_writer.push(hello.header, hello.payload, {});
 }
@@ -63,7 +64,9 @@ Result<std::optional<Message>> Connection::receive_one() {
     if (!next && next.error().code == ErrorCode::bad_magic && !m_session) {
       return make_error(ErrorCode::bad_magic, "peer does not speak the authrun protocol: its output starts with " +
                                                   quote_start(m_reader.buffered()) +
-                                                  " (is it an authrun worker? does something print to its stdout first?)");
+                                                  "; is the channel clean? Something printed to its stdout before the "
+                                                  "protocol began (a shell start-up file such as ~/.bashrc, a login "
+                                                  "banner, the launcher itself), or the program is not an authrun worker");
     }
     AUTHRUN_TRY_ASSIGN(std::optional<Frame> frame, std::move(next));
     if (!frame) return std::optional<Message>{};
@@ -95,6 +98,11 @@ Result<std::optional<Message>> Connection::receive_one() {
     AUTHRUN_TRY_ASSIGN(Message msg, decode_frame(frame->header, std::move(frame->payload)));
     if (auto* e = std::get_if<ProtocolError>(&msg)) {
       return make_error(ErrorCode::peer_refused, "peer closed the channel: " + e->code + ": " + e->message);
+    }
+    if (auto* info = std::get_if<WorkerInfo>(&msg)) {
+      if (m_role != Role::parent || m_peer_info) return make_error(ErrorCode::unexpected, "unexpected worker_info message");
+      m_peer_info = std::move(*info);
+      continue;
     }
     return std::optional<Message>{std::move(msg)};
   }
@@ -147,7 +155,13 @@ Result<void> Connection::send_frame(MessageType type, std::uint16_t flags, std::
 
 Error Connection::end_of_input() const {
   if (m_reader.mid_frame()) return make_error(ErrorCode::truncated, "peer closed the channel inside a frame");
-  if (!m_session) return make_error(ErrorCode::eof, "peer closed the channel during the handshake");
+  if (!m_session) {
+    auto sent = m_reader.buffered();
+    if (!sent.empty()) {
+      return make_error(ErrorCode::eof, "peer closed the channel during the handshake after sending only " + quote_start(sent));
+    }
+    return make_error(ErrorCode::eof, "peer closed the channel during the handshake");
+  }
   return make_error(ErrorCode::eof, "peer closed the channel");
 }
 

@@ -45,7 +45,12 @@ class Connection {
   // The same for a JSON body that is already encoded (the runner keeps a task's body for retries).
   Result<void> send_body(MessageType type, std::string body);
 
-  // Describes the end of input: eof if it fell between frames, truncated if inside one. Call at EOF.
+  // What the worker said about itself (its optional worker_info message; parent side only). receive()
+  // takes that message in and does not return it; a second one, or one sent to a worker, is unexpected.
+  const std::optional<WorkerInfo>& peer_info() const { return m_peer_info; }
+
+  // Describes the end of input: eof if it fell between frames, truncated if inside one; before the
+  // handshake completed, quotes what the peer sent. Call at EOF.
   Error end_of_input() const;
 
  private:
@@ -57,7 +62,9 @@ class Connection {
   FrameWriter m_writer;
   Handshake m_handshake;
   std::uint32_t m_own_max_payload;
+  Role m_role;
   std::optional<Session> m_session;
+  std::optional<WorkerInfo> m_peer_info;
   bool m_failed = false;
 };
 

@@ -56,6 +56,13 @@ Result<std::optional<Frame>> FrameReader::next() {
   std::size_t avail = m_end - m_begin;
   if (avail < k_header_size) {
     if (m_begin == m_end) m_begin = m_end = 0;
+    // Bytes that cannot start a frame fail now, not once a whole header has arrived: a short banner
+    // followed by silence is reported at once instead of at the handshake deadline.
+    for (std::size_t i = 0; i < avail && i < k_frame_magic.size(); ++i) {
+      if (m_buf[m_begin + i] != k_frame_magic[i]) {
+        return make_error(ErrorCode::bad_magic, "not an authrun frame: the first bytes are not \"ARUN\"");
+      }
+    }
     return std::optional<Frame>{};
   }
   const std::uint8_t* start = m_buf.data() + m_begin;

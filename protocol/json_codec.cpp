@@ -4,6 +4,7 @@
 #include <sodium.h>
 
 #include <climits>
+#include <limits>
 
 namespace authrun::protocol {
 
@@ -206,6 +207,16 @@ Result<Message> decode_protocol_error(const json& j) {
   return Message{e};
 }
 
+Result<Message> decode_worker_info(const json& j) {
+  WorkerInfo info;
+  AUTHRUN_TRY_ASSIGN(info.host, string_field(j, "host", "worker_info"));
+  AUTHRUN_TRY_ASSIGN(std::uint64_t pid, uint_field(j, "pid", "worker_info"));
+  if (info.host.size() > 255) return make_error(ErrorCode::malformed, "worker_info field \"host\" is longer than 255 bytes");
+  if (pid > std::uint64_t(std::numeric_limits<std::int64_t>::max())) return make_error(ErrorCode::malformed, "worker_info field \"pid\" is out of range");
+  info.pid = static_cast<std::int64_t>(pid);
+  return Message{std::move(info)};
+}
+
 struct BodyEncoder {
   json operator()(const Hello& h) const {
     json versions = json::array();
@@ -226,6 +237,7 @@ struct BodyEncoder {
   }
   json operator()(const ProtocolError& e) const { return json{{"code", e.code}, {"message", e.message}}; }
   json operator()(const Shutdown&) const { return json::object(); }
+  json operator()(const WorkerInfo& i) const { return json{{"host", i.host}, {"pid", i.pid}}; }
 };
 
 }  // namespace
@@ -287,6 +299,7 @@ Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat
     case MessageType::result:
     case MessageType::error:
     case MessageType::shutdown:
+    case MessageType::worker_info:
       break;
     default:
       return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
@@ -306,6 +319,7 @@ Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat
     case MessageType::result: return decode_result(std::move(j));
     case MessageType::error: return decode_protocol_error(j);
     case MessageType::shutdown: return Message{Shutdown{}};
+    case MessageType::worker_info: return decode_worker_info(j);
   }
   return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
 }

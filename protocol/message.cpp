@@ -12,6 +12,7 @@ const char* to_string(MessageType type) {
     case MessageType::result: return "result";
     case MessageType::error: return "error";
     case MessageType::shutdown: return "shutdown";
+    case MessageType::worker_info: return "worker_info";
   }
   return "unknown";
 }
@@ -30,7 +31,7 @@ const char* to_string(ChannelMode mode) {
 MessageType type_of(const Message& message) {
   static constexpr MessageType types[] = {MessageType::hello,  MessageType::proof, MessageType::outcome,
                                           MessageType::task,   MessageType::result, MessageType::error,
-                                          MessageType::shutdown};
+                                          MessageType::shutdown, MessageType::worker_info};
   return types[message.index()];
 }
 

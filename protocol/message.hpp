@@ -28,6 +28,7 @@ enum class MessageType : std::uint8_t {
   result = 17,
   error = 18,
   shutdown = 19,
+  worker_info = 20,
 };
 
 // True for the types exchanged during the handshake.
@@ -129,7 +130,14 @@ struct ProtocolError {
 // Asks the worker to finish and exit.
 struct Shutdown {};
 
-using Message = std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown>;
+// Where the worker runs, sent once by the worker right after its handshake (optional: a parent must not
+// require it). Lets the parent name the host of a worker it started through a launcher (srun picks the node).
+struct WorkerInfo {
+  std::string host;  // the worker's host name
+  std::int64_t pid = 0;  // the worker's process id on that host
+};
+
+using Message = std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown, WorkerInfo>;
 
 // The frame type that carries a message.
 MessageType type_of(const Message& message);

@@ -109,6 +109,14 @@ Result<RunKey> RunKey::read_fd(int raw_fd) {
   return key;
 }
 
+Result<RunKey> RunKey::read_prefix(int fd, Clock::time_point deadline) {
+  sodium_ready();
+  RunKey key;
+  auto got = read_exact(fd, std::span<std::byte>(reinterpret_cast<std::byte*>(key.m_bytes), k_run_key_size), deadline);
+  if (!got) return make_error(ErrorCode::key_invalid, "key on stdin: " + got.error().message);
+  return key;
+}
+
 Result<void> RunKey::write_file(const std::string& path) const {
   Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd.valid()) return make_error(ErrorCode::key_invalid, "key file " + path + ": " + std::strerror(errno));

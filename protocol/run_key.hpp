@@ -1,4 +1,4 @@
-// The 32-byte run key: generated, loaded from a 0600 key file or an inherited fd, wiped after use.
+// The 32-byte run key: generated, loaded from a 0600 key file, an inherited fd or the head of stdin; wiped after use.
 // It has no operator<< and no accessor that returns a string, so it cannot end up in a log by accident.
 #pragma once
 
@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 
+#include "protocol/fd.hpp"
 #include "protocol/result.hpp"
 
 namespace authrun::protocol {
@@ -27,6 +28,10 @@ class RunKey {
   // Reads exactly 32 raw bytes from `fd` (the runner's key socket) and closes it. Fails closed on a short
   // read (someone else read the key first) or a longer stream. Errors: key_invalid.
   static Result<RunKey> read_fd(int fd);
+  // Reads exactly 32 raw bytes from `fd` before `deadline` and nothing beyond them: the key a runner sends
+  // ahead of the protocol on a worker's stdin through an encrypted launcher (ssh). Does not close `fd`.
+  // Errors: key_invalid (EOF, short read, timeout).
+  static Result<RunKey> read_prefix(int fd, Clock::time_point deadline);
   // Builds a key from raw bytes (tests and test vectors).
   static RunKey from_bytes(std::span<const std::uint8_t, k_run_key_size> bytes);
 

@@ -38,6 +38,7 @@ class JsonlResults : public ResultHandler {
     if (o.ok) line["value"] = std::move(o.value);
     else line["error"] = std::move(o.error);
     line["worker"] = o.worker ? json(o.worker) : json(nullptr);
+    line["host"] = o.host.empty() ? json(nullptr) : json(o.host);
     line["attempts"] = o.attempts;
     line["duration_ms"] = o.duration_ms;
     if (!m_sink.write(task.seq, dump_json(line))) m_failed = true;

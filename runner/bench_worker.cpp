@@ -179,7 +179,7 @@ Result<double> WorkerHost::engine_tiny_throughput(ChannelMode mode, int jobs, in
       ++gone;
       if (!finished && !failure) failure = why;
     };
-    auto link = WorkerLink::start(io, argv, nullptr, HandshakeConfig{Role::parent, {mode}, limits::default_max_payload},
+    auto link = WorkerLink::start(io, argv, nullptr, KeyHandOver::inherited_fd, HandshakeConfig{Role::parent, {mode}, limits::default_max_payload},
                                   std::chrono::seconds(10), std::move(events));
     if (!link) {
       fail(std::move(link).error());

@@ -1,6 +1,7 @@
 // The `authrun` command line.
 #include "runner/cli.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "runner/batch_run.hpp"
 #include "runner/bench.hpp"
 #include "runner/exec_command.hpp"
+#include "runner/launcher.hpp"
 
 namespace authrun::runner {
 
@@ -28,31 +30,7 @@ std::string default_worker_path() {
   return self.substr(0, self.rfind('/') + 1) + "authrun-worker";
 }
 
-Result<std::vector<std::string>> resolve_worker_command(const std::string& command) {
-  std::vector<std::string> words;
-  std::string cur;
-  bool in_word = false;
-  char quote = 0;
-  for (char c : command) {
-    if (quote) {
-      if (c == quote) quote = 0;
-      else cur += c;
-    } else if (c == '\'' || c == '"') {
-      quote = c;
-      in_word = true;
-    } else if (c == ' ' || c == '\t') {
-      if (in_word) words.push_back(std::move(cur));
-      cur.clear();
-      in_word = false;
-    } else {
-      cur += c;
-      in_word = true;
-    }
-  }
-  if (quote) return make_error(ErrorCode::usage, "worker command has an unclosed quote: " + command);
-  if (in_word) words.push_back(std::move(cur));
-  if (words.empty()) return make_error(ErrorCode::usage, "worker command is empty");
-  std::string& prog = words[0];
+Result<void> resolve_program(std::string& prog, const std::string& what) {
   if (prog.find('/') == std::string::npos) {
     const char* path = std::getenv("PATH");
     std::string dirs = path ? path : "/usr/bin:/bin";
@@ -67,14 +45,20 @@ Result<std::vector<std::string>> resolve_worker_command(const std::string& comma
       }
       start = end + 1;
     }
-    if (found.empty()) return make_error(ErrorCode::usage, "worker program '" + prog + "' not found on PATH");
+    if (found.empty()) return make_error(ErrorCode::usage, what + " program '" + prog + "' not found on PATH");
     prog = found;
   }
   struct stat st {};
-  if (::stat(prog.c_str(), &st) != 0) return make_error(ErrorCode::usage, "worker program '" + prog + "' does not exist");
+  if (::stat(prog.c_str(), &st) != 0) return make_error(ErrorCode::usage, what + " program '" + prog + "' does not exist");
   if (!S_ISREG(st.st_mode) || ::access(prog.c_str(), X_OK) != 0) {
-    return make_error(ErrorCode::usage, "worker program '" + prog + "' is not an executable file");
+    return make_error(ErrorCode::usage, what + " program '" + prog + "' is not an executable file");
   }
+  return {};
+}
+
+Result<std::vector<std::string>> resolve_worker_command(const std::string& command) {
+  AUTHRUN_TRY_ASSIGN(std::vector<std::string> words, split_command(command, "worker command"));
+  AUTHRUN_TRY(resolve_program(words[0], "worker"));
   return words;
 }
 
@@ -97,9 +81,32 @@ namespace {
 // Options `run` and `exec` share: the engine's.
 struct EngineFlags {
   std::string worker_command;
-  std::string mode = "authenticated";
+  std::string mode;  // "" = the default for where the worker runs
   bool progress = false, no_progress = false;
+  std::string launcher, remote_worker;
+  bool launcher_encrypted = false, slurm = false;
+  std::vector<std::string> sshlogins;
 };
+
+void add_launch_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f) {
+  auto* launcher = cmd.add_option("--launcher", f.launcher,
+                                  "Start each worker through this command, e.g. 'ssh -T {host}' or 'srun -u -N1 -n1 "
+                                  "--exact'; {host}, {slot} and {worker} are substituted (the worker command goes "
+                                  "last unless placed), words are passed as argv, not through a local shell");
+  cmd.add_flag("--launcher-encrypted", f.launcher_encrypted,
+               "The launcher's channel is encrypted end to end (ssh is taken to be): a fresh key may be sent through it");
+  auto* sshlogin = cmd.add_option("-S,--sshlogin", f.sshlogins,
+                                  "Spread workers over hosts: host[:slots],... (':' is this machine; -j slots each "
+                                  "by default); through --launcher, or 'ssh -T -o BatchMode=yes {host}'");
+  auto* slurm = cmd.add_flag("--slurm", f.slurm,
+                             "Start the workers as steps of the current Slurm allocation (or as one-task jobs "
+                             "outside one) with srun -u; needs --key-file");
+  slurm->excludes(launcher)->excludes(sshlogin);
+  cmd.add_option("--remote-key-file", e.remote_key_file,
+                 "Where launched workers find the --key-file key (default: the same path)")->needs("--key-file");
+  cmd.add_option("--remote-worker", f.remote_worker,
+                 "Worker command where the launcher runs it (default: the --worker command, or this authrun-worker's path)");
+}
 
 void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool timeout_kills_worker) {
   e.jobs = 0;
@@ -114,32 +121,85 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
   if (timeout_kills_worker) {
     cmd.add_option("--timeout", e.timeout_s, "Seconds a task may run (a task's own \"timeout\" wins)")->check(CLI::PositiveNumber);
   }
-  cmd.add_option("--handshake-timeout", e.handshake_timeout_s, "Seconds a worker has to complete the handshake")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd.add_option("--handshake-timeout", e.handshake_timeout_s,
+                 "Seconds a worker has to complete the handshake (default 5; 30 through a launcher)")
+      ->check(CLI::PositiveNumber);
   cmd.add_option("--window", e.window, "Tasks in flight per worker")->capture_default_str()->check(CLI::Range(1, 64));
   cmd.add_option("--max-tasks-per-worker", e.max_tasks_per_worker, "Replace a worker after this many tasks (0: never)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd.add_option("--grace", e.grace_s, "After SIGINT/SIGTERM, seconds running tasks may take to finish")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd.add_option("--mode", f.mode, "Channel mode: authenticated or encrypted")
-      ->capture_default_str()->check(CLI::IsMember({"authenticated", "encrypted"}));
+  cmd.add_option("--mode", f.mode,
+                 "Channel mode: authenticated or encrypted (default: authenticated here, encrypted through a launcher)")
+      ->check(CLI::IsMember({"authenticated", "encrypted"}));
   cmd.add_option("--max-payload", e.max_payload, "Largest frame payload in bytes (default 256 MiB + 64 KiB)")
       ->check(CLI::Range(std::uint32_t{1024}, limits::absolute_max_payload));
   cmd.add_flag("--progress,--bar", f.progress, "Show a progress line on stderr (default when stderr is a terminal)");
   cmd.add_flag("--no-progress", f.no_progress, "Never show the progress line");
   cmd.add_flag("-v,--verbose", e.verbose, "Log every handshake, not only failures");
+  add_launch_options(cmd, e, f);
+}
+
+// Where the workers run: sites, launcher, remote worker command, key delivery. Errors: usage.
+Result<void> finish_launch_options(EngineOptions& e, const EngineFlags& f, int default_slots) {
+  const bool launched = f.slurm || !f.launcher.empty() || !f.sshlogins.empty();
+  if (!launched) {
+    e.sites = {Site{"", true, default_slots}};
+    return {};
+  }
+  if (f.slurm) {
+    e.launcher = slurm_launcher();
+    int slots = default_slots;
+    if (const char* n = std::getenv("SLURM_NTASKS"); n && std::atoi(n) > 0 && e.jobs == 0) slots = std::atoi(n);
+    e.sites = {Site{"", false, slots}};
+  } else {
+    if (!f.launcher.empty()) {
+      AUTHRUN_TRY_ASSIGN(e.launcher, parse_launcher(f.launcher, f.launcher_encrypted));
+    } else {
+      e.launcher = default_ssh_launcher();
+    }
+    const bool has_host = f.launcher.empty() || f.launcher.find("{host}") != std::string::npos;
+    if (f.sshlogins.empty()) {
+      if (has_host) return make_error(ErrorCode::usage, "--launcher has {host} but no -S/--sshlogin gives hosts");
+      e.sites = {Site{"", false, default_slots}};
+    } else {
+      AUTHRUN_TRY_ASSIGN(e.sites, parse_sshlogins(f.sshlogins, default_slots));
+      const bool remote = std::any_of(e.sites.begin(), e.sites.end(), [](const Site& s) { return !s.local; });
+      if (remote && !has_host) return make_error(ErrorCode::usage, "with -S/--sshlogin, --launcher must contain {host}");
+    }
+  }
+  if (std::any_of(e.sites.begin(), e.sites.end(), [](const Site& s) { return !s.local; })) {
+    AUTHRUN_TRY(resolve_program(e.launcher.words[0], "launcher"));
+    AUTHRUN_TRY_ASSIGN(e.key_delivery, choose_key_delivery(e.launcher, !e.key_file.empty()));
+    const std::string& remote = !f.remote_worker.empty() ? f.remote_worker : f.worker_command;
+    if (remote.empty()) {
+      e.remote_worker_argv = {default_worker_path()};
+    } else {
+      AUTHRUN_TRY_ASSIGN(e.remote_worker_argv, split_command(remote, "remote worker command"));
+    }
+  }
+  return {};
 }
 
 // Completes the engine options after parsing. Returns false (message printed) if the worker is unusable.
 bool finish_engine_options(EngineOptions& e, const EngineFlags& f, bool progress_by_default) {
-  auto worker = resolve_worker_command(f.worker_command.empty() ? default_worker_path() : f.worker_command);
-  if (!worker) {
-    std::fprintf(stderr, "authrun: %s\n", worker.error().message.c_str());
+  const int default_slots = e.jobs ? e.jobs : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (auto launch = finish_launch_options(e, f, default_slots); !launch) {
+    std::fprintf(stderr, "authrun: %s\n", launch.error().message.c_str());
     return false;
   }
-  e.worker_argv = std::move(*worker);
-  if (e.jobs == 0) e.jobs = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  e.mode = f.mode == "encrypted" ? ChannelMode::encrypted : ChannelMode::authenticated;
+  e.jobs = 0;
+  for (const Site& site : e.sites) e.jobs += site.slots;
+  // The worker here is resolved (and must exist) only if some worker runs here.
+  if (std::any_of(e.sites.begin(), e.sites.end(), [](const Site& s) { return s.local; })) {
+    auto worker = resolve_worker_command(f.worker_command.empty() ? default_worker_path() : f.worker_command);
+    if (!worker) {
+      std::fprintf(stderr, "authrun: %s\n", worker.error().message.c_str());
+      return false;
+    }
+    e.worker_argv = std::move(*worker);
+  }
+  if (!f.mode.empty()) e.mode = f.mode == "encrypted" ? ChannelMode::encrypted : ChannelMode::authenticated;
   e.progress = !f.no_progress && (f.progress || (progress_by_default && ::isatty(2)));
   return true;
 }

@@ -16,6 +16,10 @@ int run_cli(int argc, char** argv);
 // Errors: usage ("worker program 'x' not found on PATH" / "is not executable").
 protocol::Result<std::vector<std::string>> resolve_worker_command(const std::string& command);
 
+// Resolves `prog` to an executable path: as given if it has a '/', else by PATH. `what` names it in
+// errors. Errors: usage ("launcher program 'srun' not found on PATH" / "is not an executable file").
+protocol::Result<void> resolve_program(std::string& prog, const std::string& what);
+
 // The default worker: authrun-worker in the directory of the running authrun.
 std::string default_worker_path();
 

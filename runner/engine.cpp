@@ -1,6 +1,7 @@
 // The engine: workers, dispatch, retries, timeouts, signals.
 #include "runner/engine.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -37,6 +38,7 @@ void log(const std::string& text) { std::fprintf(stderr, "authrun: %s\n", text.c
 struct Attempt {
   BatchTask task;
   int failed_attempts = 0;  // attempts that ended with the worker's death or a timeout
+  int failed_site = -1;     // where the last failed attempt ran: a retry goes elsewhere if it can
   Clock::time_point started;
   std::chrono::system_clock::time_point started_wall;
 
@@ -50,11 +52,21 @@ struct Worker {
   std::shared_ptr<WorkerLink> link;
   int pid = 0;
   int slot = 0;                         // 1-based, reused by the worker's replacement ({%} of exec)
+  int site = 0;                         // index into EngineOptions::sites
   std::deque<std::uint64_t> in_flight;  // task seqs, in the order sent (the worker runs them in order)
   int done = 0;
   bool trusted = false;   // its handshake verified
   bool retiring = false;  // shut down once its tasks are done (recycled, or the run ended)
 };
+
+// A site's record in this run.
+struct SiteState {
+  int failures_in_row = 0;  // workers that failed their handshake or died since its last result
+  bool set_aside = false;   // its workers kept failing: no more are started there
+};
+
+// Workers in a row that fail on one host before it is set aside (when other hosts remain).
+constexpr int k_set_aside_after = 3;
 
 class Engine {
  public:
@@ -70,11 +82,15 @@ class Engine {
   void on_result(int id, TaskResult&& r);
   void on_gone(int id, const Error& why, int wait_status);
   void dispatch();
+  Worker* pick_worker(std::size_t window, int avoid_site);
   std::optional<BatchTask> next_task();
+  std::string host_of(const Worker& w) const;
+  std::string describe_worker(const Worker& w) const;
   void arm_deadline(Worker& w);
-  // Reports the task's end (and writes its joblog line). `attempt` counts the attempts made, 0 if none.
-  void finish(const Attempt& a, int attempt, bool ok, json value_or_error, int pid);
-  void record_attempt(const Attempt& a, int attempt, int pid, const std::string& outcome, const std::string& message);
+  // Reports the task's end (and writes its joblog line). `attempt` counts the attempts made, 0 if none;
+  // `w` is the worker that ran it last, if any.
+  void finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w);
+  void record_attempt(const Attempt& a, int attempt, const Worker* w, const std::string& outcome, const std::string& message);
   void audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status);
   void maybe_finish();
   void on_signal(int sig);
@@ -94,6 +110,9 @@ class Engine {
   std::FILE* m_audit = nullptr;
   std::unique_ptr<TaskFeed> m_feed;
   std::map<int, Worker> m_workers;
+  std::vector<Site> m_sites;
+  std::vector<SiteState> m_site_state;
+  std::vector<int> m_site_of_slot;  // slot (1-based) -> site
   int m_next_worker_id = 0;
   std::map<std::uint64_t, Attempt> m_in_flight;  // seq -> attempt
   std::deque<Attempt> m_retry;                   // to run again, before new input
@@ -142,7 +161,11 @@ RunSummary Engine::run(const std::function<std::unique_ptr<TaskFeed>(std::functi
   m_signals.async_wait([this](const boost::system::error_code& ec, int sig) {
     if (!ec) on_signal(sig);
   });
-  for (int slot = 1; slot <= m_o.jobs; ++slot) spawn_worker(slot);
+  m_sites = m_o.sites.empty() ? std::vector<Site>{Site{"", true, m_o.jobs}} : m_o.sites;
+  m_site_state.resize(m_sites.size());
+  m_site_of_slot.push_back(-1);
+  for (std::size_t i = 0; i < m_sites.size(); ++i) m_site_of_slot.insert(m_site_of_slot.end(), std::size_t(m_sites[i].slots), int(i));
+  for (int slot = 1; slot < int(m_site_of_slot.size()); ++slot) spawn_worker(slot);
   if (m_o.progress) print_progress(false);
   m_io.run();
 
@@ -159,14 +182,28 @@ RunSummary Engine::run(const std::function<std::unique_ptr<TaskFeed>(std::functi
 }
 
 void Engine::spawn_worker(int slot) {
+  if (m_stopping || m_finishing) return;  // a failed spawn gave up while others were being started
   int id = m_next_worker_id++;
-  HandshakeConfig config{Role::parent, {m_o.mode}, m_o.max_payload ? m_o.max_payload : limits::default_max_payload};
+  const int site_index = m_site_of_slot.at(std::size_t(slot));
+  const Site& site = m_sites[std::size_t(site_index)];
+  // Through a launcher the channel is encrypted unless asked otherwise: srun's stdio crosses the network
+  // in the clear, and a task's arguments are nobody else's business.
+  const ChannelMode mode = m_o.mode.value_or(site.local ? ChannelMode::authenticated : ChannelMode::encrypted);
+  HandshakeConfig config{Role::parent, {mode}, m_o.max_payload ? m_o.max_payload : limits::default_max_payload};
   WorkerLink::Events ev;
   ev.on_ready = [this, id] { on_ready(id); };
   ev.on_result = [this, id](TaskResult&& r) { on_result(id, std::move(r)); };
   ev.on_gone = [this, id](const Error& why, int status) { on_gone(id, why, status); };
-  auto link = WorkerLink::start(m_io, m_o.worker_argv, m_shared_key ? &*m_shared_key : nullptr, config,
-                                to_millis(m_o.handshake_timeout_s), std::move(ev));
+  KeyHandOver hand_over = KeyHandOver::inherited_fd;
+  std::vector<std::string> argv = m_o.worker_argv;
+  if (!site.local) {
+    hand_over = m_o.key_delivery == KeyDelivery::key_file ? KeyHandOver::none : KeyHandOver::stdin_prefix;
+    argv = launch_argv(m_o.launcher, site, slot, m_o.remote_worker_argv, m_o.key_delivery,
+                       m_o.remote_key_file.empty() ? m_o.key_file : m_o.remote_key_file);
+  }
+  const double handshake_s = m_o.handshake_timeout_s.value_or(site.local ? 5.0 : 30.0);
+  auto link = WorkerLink::start(m_io, argv, m_shared_key ? &*m_shared_key : nullptr, hand_over, config,
+                                to_millis(handshake_s), std::move(ev));
   if (!link) {
     give_up(link.error().message);
     return;
@@ -175,7 +212,23 @@ void Engine::spawn_worker(int slot) {
   w.link = *link;
   w.pid = w.link->pid();
   w.slot = slot;
+  w.site = site_index;
   m_workers.emplace(id, std::move(w));
+}
+
+std::string Engine::host_of(const Worker& w) const {
+  const Site& site = m_sites[std::size_t(w.site)];
+  // A launcher that picks the node itself (srun) leaves the name to the worker's own word.
+  if (!site.local && site.host.empty() && w.link->peer_info()) return w.link->peer_info()->host;
+  return site.label(m_o.launcher);
+}
+
+std::string Engine::describe_worker(const Worker& w) const {
+  const Site& site = m_sites[std::size_t(w.site)];
+  std::string text = "worker " + std::to_string(w.pid);
+  if (site.local) return text;
+  if (!site.host.empty() || w.link->peer_info()) text += " on " + host_of(w);
+  return text + " (via " + m_o.launcher.name() + ")";
 }
 
 void Engine::on_ready(int id) {
@@ -184,7 +237,7 @@ void Engine::on_ready(int id) {
   ++m_summary.trusted;
   audit(w, "handshake", true, nullptr, "");
   if (m_o.verbose) {
-    log("worker " + std::to_string(w.pid) + ": handshake ok (" + to_string(w.link->mode()) + ", " +
+    log(describe_worker(w) + ": handshake ok (" + to_string(w.link->mode()) + ", " +
         std::to_string(w.link->handshake_time().count()) + " us)");
   }
   dispatch();
@@ -205,15 +258,12 @@ void Engine::dispatch() {
     for (auto& [id, w] : m_workers) {
       if (!w.trusted && !w.retiring) window = 1;
     }
-    // The trusted worker with the fewest tasks in flight, below the window.
-    Worker* best = nullptr;
-    for (auto& [id, w] : m_workers) {
-      if (w.retiring || !w.link->ready() || w.in_flight.size() >= window) continue;
-      if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
-    }
+    Worker* best = pick_worker(window, -1);
     Attempt a;
     if (!m_retry.empty()) {
       if (!best) break;
+      // A retry goes to another host than the one it failed on, if one is free.
+      if (Worker* elsewhere = pick_worker(window, m_retry.front().failed_site)) best = elsewhere;
       a = std::move(m_retry.front());
       m_retry.pop_front();
     } else {
@@ -225,14 +275,14 @@ void Engine::dispatch() {
         a.start();
         json error{{"type", a.task.error->type}, {"message", a.task.error->message}};
         if (!a.task.error->details.is_null()) error["details"] = a.task.error->details;
-        finish(a, 0, false, std::move(error), 0);
+        finish(a, 0, false, std::move(error), nullptr);
         continue;
       }
     }
     a.start();
     auto sent = best->link->send_task(a.task.seq, a.task.fn, m_handler.args_for(a.task, best->slot));
     if (!sent) {
-      finish(a, a.failed_attempts + 1, false, json{{"type", "too_large"}, {"message", sent.error().message}}, best->pid);
+      finish(a, a.failed_attempts + 1, false, json{{"type", "too_large"}, {"message", sent.error().message}}, best);
       continue;
     }
     const std::uint64_t seq = a.task.seq;
@@ -241,6 +291,16 @@ void Engine::dispatch() {
     if (best->in_flight.size() == 1) arm_deadline(*best);
   }
   maybe_finish();
+}
+
+// The trusted worker with the fewest tasks in flight, below the window, not on `avoid_site`.
+Worker* Engine::pick_worker(std::size_t window, int avoid_site) {
+  Worker* best = nullptr;
+  for (auto& [id, w] : m_workers) {
+    if (w.retiring || !w.link->ready() || w.in_flight.size() >= window || w.site == avoid_site) continue;
+    if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
+  }
+  return best;
 }
 
 void Engine::arm_deadline(Worker& w) {
@@ -258,20 +318,22 @@ void Engine::arm_deadline(Worker& w) {
   w.link->set_deadline(to_millis(*limit), make_error(ErrorCode::timeout, why));
 }
 
-void Engine::record_attempt(const Attempt& a, int attempt, int pid, const std::string& outcome, const std::string& message) {
+void Engine::record_attempt(const Attempt& a, int attempt, const Worker* w, const std::string& outcome,
+                            const std::string& message) {
   if (!m_joblog) return;
-  m_joblog->record(a.task.number, dump_json(a.task.id), pid, attempt, a.started_wall,
+  m_joblog->record(a.task.number, dump_json(a.task.id), w ? w->pid : 0, w ? host_of(*w) : "-", attempt, a.started_wall,
                    std::chrono::duration<double>(Clock::now() - a.started).count(), outcome, message);
 }
 
-void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error, int pid) {
+void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w) {
   TaskOutcome outcome;
   outcome.ok = ok;
   (ok ? outcome.value : outcome.error) = std::move(value_or_error);
-  outcome.worker = pid;
+  outcome.worker = w ? w->pid : 0;
+  if (w) outcome.host = host_of(*w);
   outcome.attempts = attempt;
   outcome.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - a.started).count();
-  record_attempt(a, attempt, pid, m_handler.outcome_word(outcome), ok ? "" : outcome.error.value("message", ""));
+  record_attempt(a, attempt, w, m_handler.outcome_word(outcome), ok ? "" : outcome.error.value("message", ""));
   (ok ? m_summary.ok : m_summary.failed)++;
   ResultHandler::Next next = m_handler.task_done(a.task, std::move(outcome));
   if (m_handler.write_failed()) {
@@ -291,13 +353,14 @@ void Engine::on_result(int id, TaskResult&& r) {
   auto node = m_in_flight.extract(r.id);
   const Attempt& a = node.mapped();
   if (r.ok) {
-    finish(a, a.failed_attempts + 1, true, std::move(r.value), w.pid);
+    finish(a, a.failed_attempts + 1, true, std::move(r.value), &w);
   } else {
     json err{{"type", r.error.type}, {"message", r.error.message}};
     if (!r.error.details.is_null()) err["details"] = std::move(r.error.details);
-    finish(a, a.failed_attempts + 1, false, std::move(err), w.pid);
+    finish(a, a.failed_attempts + 1, false, std::move(err), &w);
   }
   m_failures_since_progress = 0;
+  m_site_state[std::size_t(w.site)].failures_in_row = 0;
   ++w.done;
   arm_deadline(w);
   if (m_o.max_tasks_per_worker > 0 && w.done >= m_o.max_tasks_per_worker && !w.retiring) {
@@ -314,17 +377,23 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
   const bool clean = why.code == ErrorCode::eof && w.in_flight.empty() && (w.retiring || m_finishing);
   const bool stopped_by_us = m_stopping && w.retiring;  // killed by a halt or a second signal
   const std::string status = describe_wait_status(wait_status);
+  const Site& site = m_sites[std::size_t(w.site)];
+  SiteState& site_state = m_site_state[std::size_t(w.site)];
   audit(w, w.trusted ? "channel_closed" : clean ? "stopped_before_handshake" : "handshake", clean, clean ? nullptr : &why,
         status);
   if (!clean && !stopped_by_us) {
     ++m_failures_since_progress;
+    ++site_state.failures_in_row;
+    std::string hint;
+    if (!site.local && !w.trusted && why.code == ErrorCode::eof) hint = launch_failure_hint(m_o.launcher, site, wait_status);
+    if (!hint.empty()) hint = "; likely cause: " + hint;
     if (!w.trusted) {
       ++m_summary.handshake_failures;
-      log("worker " + std::to_string(w.pid) + ": handshake failed, given no task: " + to_string(why.code) + ": " +
-          why.message + " (" + status + ")");
+      log(describe_worker(w) + ": handshake failed, given no task: " + to_string(why.code) + ": " + why.message + " (" +
+          status + ")" + hint);
     } else {
       ++m_summary.deaths;
-      log("worker " + std::to_string(w.pid) + " lost: " + why.message + " (" + status + ")");
+      log(describe_worker(w) + " lost: " + why.message + " (" + status + ")");
     }
   }
   // The head task was running when the worker went: it is the one at fault. The others were only queued
@@ -334,6 +403,7 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
     Attempt a = std::move(anode.mapped());
     if (i == 0) {
       ++a.failed_attempts;
+      a.failed_site = w.site;
       const bool timed_out = why.code == ErrorCode::timeout && !m_summary.signal;
       const std::string type = timed_out ? "timeout" : m_stopping ? "interrupted" : "worker_died";
       std::string message = timed_out    ? why.message
@@ -341,25 +411,35 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
                                          : "worker " + std::to_string(w.pid) + " died running this task: " + status +
                                                (why.code == ErrorCode::eof ? "" : " (" + why.message + ")");
       if (m_stopping || a.failed_attempts > m_o.retries) {
-        finish(a, a.failed_attempts, false, json{{"type", type}, {"message", message}}, w.pid);
+        finish(a, a.failed_attempts, false, json{{"type", type}, {"message", message}}, &w);
         continue;
       }
-      record_attempt(a, a.failed_attempts, w.pid, type, message + " (will retry)");
+      record_attempt(a, a.failed_attempts, &w, type, message + " (will retry)");
     }
     if (m_stopping) {
-      finish(a, a.failed_attempts, false, json{{"type", "interrupted"}, {"message", "stopped before the task started"}}, w.pid);
+      finish(a, a.failed_attempts, false, json{{"type", "interrupted"}, {"message", "stopped before the task started"}}, &w);
       continue;
     }
     m_retry.push_front(std::move(a));
   }
   const int limit = std::max(3, 2 * m_o.jobs);
   if (!clean && !m_stopping && !m_finishing) {
+    const bool other_sites = std::any_of(m_site_state.begin(), m_site_state.end(),
+                                         [&](const SiteState& s) { return &s != &site_state && !s.set_aside; });
     if (m_failures_since_progress >= limit) {
       give_up("giving up after " + std::to_string(m_failures_since_progress) +
               " workers in a row failed their handshake or died (last: " + why.message + ")");
+    } else if (site_state.set_aside) {
+      // The host was set aside while this worker was still starting: its slot stays empty.
+    } else if (site_state.failures_in_row >= k_set_aside_after && other_sites) {
+      site_state.set_aside = true;
+      m_summary.hosts_set_aside.push_back(host_of(w));
+      log("setting " + host_of(w) + " aside: " + std::to_string(site_state.failures_in_row) +
+          " of its workers in a row failed (last: " + why.message + "); going on with the other hosts");
     } else if (work_remains()) {
       spawn_worker(w.slot);
     }
+    if (m_workers.empty() && work_remains() && !m_stopping) give_up("no worker left: every host was set aside");
   }
   dispatch();
 }
@@ -367,7 +447,7 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
 void Engine::audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status) {
   if (!m_audit) return;
   json line{{"time", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()},
-            {"event", event}, {"worker", w.pid}, {"ok", ok}};
+            {"event", event}, {"worker", w.pid}, {"host", host_of(w)}, {"ok", ok}};
   if (ok && std::string(event) == "handshake") {
     line["mode"] = to_string(w.link->mode());
     line["handshake_us"] = w.link->handshake_time().count();
@@ -484,14 +564,16 @@ RunSummary run_engine(const EngineOptions& options,
 }
 
 std::string describe(const RunSummary& s, std::uint64_t skipped) {
-  char text[512];
+  std::string set_aside;
+  for (const std::string& host : s.hosts_set_aside) set_aside += (set_aside.empty() ? "; set aside: " : ", ") + host;
+  char text[1024];
   std::snprintf(text, sizeof text,
                 "%llu tasks: %llu ok, %llu failed, %zu not started%s; %d workers trusted, %d handshake failures, "
-                "%d worker deaths; %.3f s, %.0f tasks/s",
+                "%d worker deaths%s; %.3f s, %.0f tasks/s",
                 static_cast<unsigned long long>(s.ok + s.failed), static_cast<unsigned long long>(s.ok),
                 static_cast<unsigned long long>(s.failed), s.not_started.size(),
                 skipped ? (", " + std::to_string(skipped) + " skipped as already done").c_str() : "", s.trusted,
-                s.handshake_failures, s.deaths, s.seconds, s.seconds > 0 ? double(s.ok + s.failed) / s.seconds : 0.0);
+                s.handshake_failures, s.deaths, set_aside.c_str(), s.seconds, s.seconds > 0 ? double(s.ok + s.failed) / s.seconds : 0.0);
   return text;
 }
 

@@ -12,24 +12,30 @@
 
 #include "protocol/message.hpp"
 #include "runner/batch_task.hpp"
+#include "runner/launcher.hpp"
 #include "runner/task_feed.hpp"
 
 namespace authrun::runner {
 
 struct EngineOptions {
-  int jobs = 1;                          // workers
+  int jobs = 1;                          // workers (the sum of the sites' slots)
   std::vector<std::string> worker_argv;  // worker command; argv[0] a path
+  std::vector<Site> sites;               // where workers run; empty: `jobs` on this machine
+  Launcher launcher;                     // starts the workers of sites that are not local
+  std::vector<std::string> remote_worker_argv;  // the worker command where the launcher runs it
+  KeyDelivery key_delivery = KeyDelivery::stdin_prefix;  // how launched workers get their key
   std::string key_file;                  // use this key for every worker instead of a fresh one each
+  std::string remote_key_file;           // where launched workers find it (default: the same path)
   std::string joblog;                    // write a line per task attempt here
   bool joblog_append = false;            // append to the joblog instead of starting it anew
   std::string audit_log;                 // append each handshake outcome and channel end here (JSON lines)
   int retries = 1;                       // extra attempts for a task whose worker died or timed out
   std::optional<double> timeout_s;       // per-task limit, unless the task gives its own
-  double handshake_timeout_s = 5;
+  std::optional<double> handshake_timeout_s;  // default 5 s here, 30 s through a launcher
   int window = 2;                        // tasks in flight per worker
   int max_tasks_per_worker = 0;          // recycle a worker after this many tasks; 0 = never
   double grace_s = 10;                   // after SIGINT/SIGTERM: how long running tasks may take to finish
-  protocol::ChannelMode mode = protocol::ChannelMode::authenticated;
+  std::optional<protocol::ChannelMode> mode;  // default: authenticated here, encrypted through a launcher
   std::uint32_t max_payload = 0;         // 0 = protocol default
   bool progress = false;                 // progress line on stderr
   std::optional<std::uint64_t> total;    // tasks expected, when known (progress shows a bar and an ETA)
@@ -41,7 +47,8 @@ struct TaskOutcome {
   bool ok = false;
   json value;          // when ok
   json error;          // when !ok: {"type", "message", "details"?}
-  int worker = 0;      // pid, 0 when no worker ran it
+  int worker = 0;      // pid (of the launcher, for a launched worker), 0 when no worker ran it
+  std::string host;    // where it ran ("local", a host name), empty when no worker ran it
   int attempts = 0;
   double duration_ms = 0;  // from the last dispatch to the end
 };
@@ -78,6 +85,7 @@ struct RunSummary {
   int signal = 0;                        // SIGINT or SIGTERM if one stopped the run
   bool setup_failed = false;             // no trusted worker, unreadable input, unwritable output
   int trusted = 0, handshake_failures = 0, deaths = 0;
+  std::vector<std::string> hosts_set_aside;  // hosts whose workers kept failing
   double seconds = 0;
 };
 

@@ -1,6 +1,7 @@
 // `authrun exec`: jobs from argument sources, output printed whole per job.
 #include "runner/exec_command.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -282,20 +283,25 @@ class ExecOutput : public ResultHandler {
 
 // Job numbers the joblog records as done (Outcome "ok").
 std::set<std::uint64_t> done_in_joblog(const std::string& path) {
+  auto split = [](const std::string& line) {
+    std::vector<std::string> fields;
+    std::istringstream in(line);
+    for (std::string f; std::getline(in, f, '\t');) fields.push_back(std::move(f));
+    return fields;
+  };
   std::set<std::uint64_t> done;
   std::ifstream in(path);
   std::string line;
-  std::getline(in, line);  // header
+  std::getline(in, line);  // header: the columns are found by name
+  const std::vector<std::string> header = split(line);
+  const auto outcome_at = std::size_t(std::find(header.begin(), header.end(), "Outcome") - header.begin());
+  if (header.empty() || header[0] != "Seq" || outcome_at == header.size()) return done;
   while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string seq, id, worker, attempt, start, runtime, outcome;
-    if (std::getline(fields, seq, '\t') && std::getline(fields, id, '\t') && std::getline(fields, worker, '\t') &&
-        std::getline(fields, attempt, '\t') && std::getline(fields, start, '\t') && std::getline(fields, runtime, '\t') &&
-        std::getline(fields, outcome, '\t') && outcome == "ok") {
-      try {
-        done.insert(std::stoull(seq));
-      } catch (const std::exception&) {
-      }
+    const std::vector<std::string> fields = split(line);
+    if (fields.size() <= outcome_at || fields[outcome_at] != "ok") continue;
+    try {
+      done.insert(std::stoull(fields[0]));
+    } catch (const std::exception&) {
     }
   }
   return done;

@@ -10,7 +10,7 @@ protocol::Result<JobLog> JobLog::open(const std::string& path, bool append) {
   std::FILE* f = std::fopen(path.c_str(), append ? "ae" : "we");
   if (!f) return protocol::make_error(protocol::ErrorCode::io, "cannot write joblog " + path + ": " + std::strerror(errno));
   std::fseek(f, 0, SEEK_END);
-  if (std::ftell(f) == 0) std::fputs("Seq\tId\tWorker\tAttempt\tStarttime\tJobRuntime\tOutcome\tMessage\n", f);
+  if (std::ftell(f) == 0) std::fputs("Seq\tId\tWorker\tHost\tAttempt\tStarttime\tJobRuntime\tOutcome\tMessage\n", f);
   std::fflush(f);
   return JobLog(f);
 }
@@ -19,7 +19,7 @@ JobLog::~JobLog() {
   if (m_file) std::fclose(m_file);
 }
 
-void JobLog::record(std::uint64_t seq, const std::string& id, int worker, int attempt,
+void JobLog::record(std::uint64_t seq, const std::string& id, int worker, const std::string& host, int attempt,
                     std::chrono::system_clock::time_point start, double runtime_s, const std::string& outcome,
                     const std::string& message) {
   auto clean = [](std::string s) {
@@ -29,8 +29,8 @@ void JobLog::record(std::uint64_t seq, const std::string& id, int worker, int at
     return s;
   };
   double start_s = std::chrono::duration<double>(start.time_since_epoch()).count();
-  std::fprintf(m_file, "%llu\t%s\t%d\t%d\t%.3f\t%.3f\t%s\t%s\n", static_cast<unsigned long long>(seq),
-               clean(id).c_str(), worker, attempt, start_s, runtime_s, outcome.c_str(), clean(message).c_str());
+  std::fprintf(m_file, "%llu\t%s\t%d\t%s\t%d\t%.3f\t%.3f\t%s\t%s\n", static_cast<unsigned long long>(seq),
+               clean(id).c_str(), worker, clean(host).c_str(), attempt, start_s, runtime_s, outcome.c_str(), clean(message).c_str());
   std::fflush(m_file);
 }
 

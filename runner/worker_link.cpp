@@ -202,18 +202,28 @@ WorkerLink::~WorkerLink() {
 }
 
 Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, const std::vector<std::string>& argv,
-                                                      const RunKey* shared_key, HandshakeConfig config,
+                                                      const RunKey* shared_key, KeyHandOver hand_over, HandshakeConfig config,
                                                       std::chrono::milliseconds handshake_timeout, Events events) {
   // A fresh key for each worker: a key stolen from one worker opens that one channel at most.
   RunKey key = shared_key ? RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(shared_key->data(), k_run_key_size))
                          : RunKey::generate();
-  AUTHRUN_TRY_ASSIGN(Fd key_fd, key_socket_for(key));
+  Fd key_fd;
+  if (hand_over == KeyHandOver::inherited_fd) {
+    AUTHRUN_TRY_ASSIGN(key_fd, key_socket_for(key));
+  }
 
   auto impl = std::make_shared<Impl>(io, std::move(key), std::move(config), std::move(events));
   WorkerProcess::Pipes pipes;
   impl->spawned_at = Clock::now();
   AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(key_fd), pipes));
   impl->process.emplace(std::move(process));
+  if (hand_over == KeyHandOver::stdin_prefix) {
+    // 32 bytes into a new, empty pipe: never blocks. The launcher's channel must be encrypted (checked by
+    // choose_key_delivery before any worker starts).
+    AUTHRUN_TRY(write_all(pipes.to_worker.get(),
+                          std::span<const std::byte>(reinterpret_cast<const std::byte*>(impl->key.data()), k_run_key_size),
+                          Clock::now() + std::chrono::seconds(1)));
+  }
   AUTHRUN_TRY(set_nonblocking(pipes.to_worker.get(), true));
   AUTHRUN_TRY(set_nonblocking(pipes.from_worker.get(), true));
   impl->in.assign(pipes.from_worker.release());
@@ -238,6 +248,7 @@ int WorkerLink::pid() const { return m_impl->process ? m_impl->process->pid() : 
 bool WorkerLink::ready() const { return m_impl->connection.established() && !m_impl->closed; }
 std::chrono::microseconds WorkerLink::handshake_time() const { return m_impl->handshake_time; }
 ChannelMode WorkerLink::mode() const { return m_impl->connection.session().mode; }
+const std::optional<WorkerInfo>& WorkerLink::peer_info() const { return m_impl->connection.peer_info(); }
 
 Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args_json) {
   std::string body;

@@ -18,6 +18,13 @@ class io_context;
 
 namespace authrun::runner {
 
+// How a worker gets its run key.
+enum class KeyHandOver {
+  inherited_fd,  // a socket on its fd 3 (a worker spawned here)
+  stdin_prefix,  // the first 32 bytes on its stdin, ahead of the protocol (through an encrypted launcher)
+  none,          // it has the key already (a key file where it runs)
+};
+
 class WorkerLink {
  public:
   struct Events {
@@ -30,10 +37,10 @@ class WorkerLink {
     std::function<void(const protocol::Error& why, int wait_status)> on_gone;
   };
 
-  // Spawns `argv` with a fresh key (or `shared_key` when given) on fd 3 and starts the handshake, which
-  // must complete within `handshake_timeout`. Errors: spawn_failed, io.
+  // Spawns `argv`, hands it a fresh key (or `shared_key` when given) as `hand_over` says, and starts the
+  // handshake, which must complete within `handshake_timeout`. Errors: spawn_failed, io.
   static protocol::Result<std::shared_ptr<WorkerLink>> start(boost::asio::io_context& io, const std::vector<std::string>& argv,
-                                                             const protocol::RunKey* shared_key,
+                                                             const protocol::RunKey* shared_key, KeyHandOver hand_over,
                                                              protocol::HandshakeConfig config,
                                                              std::chrono::milliseconds handshake_timeout, Events events);
   ~WorkerLink();
@@ -47,6 +54,8 @@ class WorkerLink {
   std::chrono::microseconds handshake_time() const;
   // The channel mode agreed (only once ready).
   protocol::ChannelMode mode() const;
+  // What the worker said about itself (host, pid), if it did.
+  const std::optional<protocol::WorkerInfo>& peer_info() const;
 
   // Queues a task (body already encoded). Errors: frame_too_large (the worker's limit); nothing is sent.
   protocol::Result<void> send_task(std::uint64_t id, const std::string& fn, const std::string& args_json);

@@ -271,12 +271,25 @@ TEST_CASE("json_codec: protocol error without code") {
 }
 
 TEST_CASE("json_codec: unknown message type") {
-  for (int type : {0, 4, 15, 20, 255}) {
+  for (int type : {0, 4, 15, 21, 255}) {
     auto decoded = decode_message(static_cast<std::uint8_t>(type), "{}");
     REQUIRE(!decoded.has_value());
     CHECK(decoded.error().code == ErrorCode::unexpected);
     CHECK(decoded.error().message.find("unknown message type " + std::to_string(type)) != std::string::npos);
   }
+}
+
+TEST_CASE("json_codec: worker_info round trip and field errors") {
+  auto decoded = decode_message(static_cast<std::uint8_t>(MessageType::worker_info),
+                                encode_body(WorkerInfo{"node07", 41234}, BodyFormat::json));
+  REQUIRE(decoded.has_value());
+  const auto& info = std::get<WorkerInfo>(*decoded);
+  CHECK(info.host == "node07");
+  CHECK(info.pid == 41234);
+  check_fails(MessageType::worker_info, R"({"pid":1})", ErrorCode::malformed, {"worker_info", "'host'"});
+  check_fails(MessageType::worker_info, R"({"host":"h","pid":-1})", ErrorCode::malformed, {"worker_info", "pid"});
+  check_fails(MessageType::worker_info, "{\"host\":\"" + std::string(256, 'h') + "\",\"pid\":1}", ErrorCode::malformed,
+              {"worker_info", "255"});
 }
 
 TEST_CASE("json_codec: body that is not an object") {

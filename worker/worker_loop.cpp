@@ -2,12 +2,13 @@
 #include "worker/worker_loop.hpp"
 
 #include "worker/functions.hpp"
+#include "worker/orphan_watch.hpp"
 
 namespace authrun::worker {
 
 using namespace protocol;
 
-Result<void> serve_tasks(Channel& channel) {
+Result<void> serve_tasks(Channel& channel, std::optional<WorkerInfo> introduce) {
   for (;;) {
     auto msg = channel.receive();
     if (!msg) {
@@ -24,13 +25,20 @@ Result<void> serve_tasks(Channel& channel) {
     TaskResult result;
     result.id = task->id;
     result.format = task->format;
-    FunctionResult value = call_function(task->fn, std::move(task->args), task->attachment);
+    FunctionResult value = [&] {
+      RunningTask running;
+      return call_function(task->fn, std::move(task->args), task->attachment);
+    }();
     result.attachment = std::move(task->attachment);
     if (value) {
       result.value = std::move(value).value();
     } else {
       result.ok = false;
       result.error = std::move(value).error();
+    }
+    if (introduce) {
+      std::ignore = channel.connection().send(std::move(*introduce));  // queued; flushed with the result
+      introduce.reset();
     }
     const BodyFormat format = result.format;
     auto sent = channel.send(std::move(result), no_deadline(), format);

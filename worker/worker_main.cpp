@@ -15,6 +15,7 @@
 #include "protocol/run_key.hpp"
 #include "worker/exec_function.hpp"
 #include "worker/functions.hpp"
+#include "worker/orphan_watch.hpp"
 #include "worker/worker_loop.hpp"
 
 namespace authrun::worker {
@@ -60,6 +61,12 @@ Result<std::pair<Fd, Fd>> take_protocol_fds() {
   return std::pair<Fd, Fd>{std::move(in), std::move(out)};
 }
 
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "unknown";
+  return name;
+}
+
 }  // namespace
 
 int worker_main(int argc, char** argv) {
@@ -76,6 +83,7 @@ int worker_main(int argc, char** argv) {
                "The key comes from an inherited fd (the runner's way) or a key file (mode 0600)."};
   int key_fd = 3;
   std::string key_file;
+  bool key_stdin = false;
   double handshake_timeout = std::chrono::duration<double>(limits::default_handshake_timeout).count();
   std::uint32_t max_payload = limits::default_max_payload;
   bool allow_encrypted_only = false;
@@ -84,6 +92,9 @@ int worker_main(int argc, char** argv) {
   app.add_option("--key-fd", key_fd, "Read the 32-byte run key from this inherited fd")->capture_default_str();
   app.add_option("--key-file", key_file, "Read the run key from this file (mode 0600, made by 'authrun keygen')")
       ->excludes("--key-fd");
+  app.add_flag("--key-stdin", key_stdin,
+               "Read the run key as the first 32 bytes of stdin, ahead of the protocol (through an encrypted launcher such as ssh)")
+      ->excludes("--key-fd", "--key-file");
   app.add_option("--handshake-timeout", handshake_timeout, "Seconds the handshake may take")->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--max-payload", max_payload, "Largest task payload accepted, in bytes")->capture_default_str()
@@ -102,7 +113,7 @@ int worker_main(int argc, char** argv) {
     return 0;
   }
 
-  if (key_file.empty() && ::fcntl(key_fd, F_GETFD) < 0) {
+  if (key_file.empty() && !key_stdin && ::fcntl(key_fd, F_GETFD) < 0) {
     log_line("no key: fd " + std::to_string(key_fd) +
              " is not open (authrun-worker is started by authrun, which hands it a key there; or give --key-file)");
     return 3;
@@ -112,7 +123,9 @@ int worker_main(int argc, char** argv) {
     log_line(fds.error().message);
     return 2;
   }
-  auto key = key_file.empty() ? RunKey::read_fd(key_fd) : RunKey::load_file(key_file);
+  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(handshake_timeout));
+  auto key = key_stdin ? RunKey::read_prefix(fds->first.get(), deadline)
+             : key_file.empty() ? RunKey::read_fd(key_fd) : RunKey::load_file(key_file);
   if (!key) {
     log_line("no usable key, refusing to run: " + key.error().message);
     return 3;
@@ -120,8 +133,8 @@ int worker_main(int argc, char** argv) {
   HandshakeConfig config{Role::worker, {ChannelMode::encrypted}, max_payload};
   if (!allow_encrypted_only) config.modes.push_back(ChannelMode::authenticated);
   if (allow_insecure) config.modes.push_back(ChannelMode::insecure_measurement);
+  const int in_fd = fds->first.get(), out_fd = fds->second.get();
   Channel channel(std::move(fds->first), std::move(fds->second), *key, config);
-  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(handshake_timeout));
   if (auto hs = channel.handshake(deadline); !hs) {
     // A bad frame right behind the parent's proof fails after the handshake itself succeeded.
     const bool after = channel.connection().established();
@@ -129,7 +142,8 @@ int worker_main(int argc, char** argv) {
              "): " + hs.error().message);
     return after ? 4 : 3;
   }
-  if (auto served = serve_tasks(channel); !served) {
+  start_orphan_watch(in_fd, out_fd);
+  if (auto served = serve_tasks(channel, WorkerInfo{host_name(), ::getpid()}); !served) {
     log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);
     return 4;
   }
