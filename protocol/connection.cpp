@@ -155,13 +155,7 @@ Result<void> Connection::send_frame(MessageType type, std::uint16_t flags, std::
 
 Error Connection::end_of_input() const {
   if (m_reader.mid_frame()) return make_error(ErrorCode::truncated, "peer closed the channel inside a frame");
-  if (!m_session) {
-    auto sent = m_reader.buffered();
-    if (!sent.empty()) {
-      return make_error(ErrorCode::eof, "peer closed the channel during the handshake after sending only " + quote_start(sent));
-    }
-    return make_error(ErrorCode::eof, "peer closed the channel during the handshake");
-  }
+  if (!m_session) return make_error(ErrorCode::eof, "peer closed the channel during the handshake");
   return make_error(ErrorCode::eof, "peer closed the channel");
 }
 

@@ -49,8 +49,7 @@ class Connection {
   // takes that message in and does not return it; a second one, or one sent to a worker, is unexpected.
   const std::optional<WorkerInfo>& peer_info() const { return m_peer_info; }
 
-  // Describes the end of input: eof if it fell between frames, truncated if inside one; before the
-  // handshake completed, quotes what the peer sent. Call at EOF.
+  // Describes the end of input: eof if it fell between frames, truncated if inside one. Call at EOF.
   Error end_of_input() const;
 
  private:

@@ -243,9 +243,15 @@ int run_cli(int argc, char** argv) {
   add_engine_options(*exec_cmd, exec.engine, exec_flags, false);
 
   BenchOptions bench;
+  EngineOptions bench_engine;
   EngineFlags bench_flags;
-  CLI::App* bench_cmd = app.add_subcommand("bench", "Measure IPC overhead: echo round trips per payload size, codec and channel mode");
+  CLI::App* bench_cmd = app.add_subcommand(
+      "bench", "Measure IPC overhead: echo round trips per payload size, codec and channel mode; with a launcher "
+               "(-S HOST, --slurm, --launcher), its cost next to the local pipe");
   bench_cmd->add_option("--worker", bench_flags.worker_command, "Worker command to measure instead of authrun-worker");
+  bench_cmd->add_option("--key-file", bench_engine.key_file,
+                        "Key (from 'authrun keygen') the launched worker reads where it runs (--slurm needs one)");
+  add_launch_options(*bench_cmd, bench_engine, bench_flags);
   add_bench_options(*bench_cmd, bench);
 
   std::string key_path;
@@ -271,9 +277,22 @@ int run_cli(int argc, char** argv) {
   }
   if (keygen_cmd->parsed()) return keygen(key_path);
   if (bench_cmd->parsed()) {
-    EngineOptions e;
-    if (!finish_engine_options(e, bench_flags, false)) return 2;
-    bench.worker_argv = std::move(e.worker_argv);
+    // The local worker always runs (the launcher is measured against it); a launched one too when asked.
+    const bool launched = bench_flags.slurm || !bench_flags.launcher.empty() || !bench_flags.sshlogins.empty();
+    auto prepared = [&]() -> Result<void> {
+      AUTHRUN_TRY_ASSIGN(bench.worker_argv, resolve_worker_command(bench_flags.worker_command.empty() ? default_worker_path()
+                                                                                                      : bench_flags.worker_command));
+      if (!launched && !bench_engine.key_file.empty()) {
+        return make_error(ErrorCode::usage, "bench: --key-file is for a launched worker (give -S, --slurm or --launcher)");
+      }
+      AUTHRUN_TRY(finish_launch_options(bench_engine, bench_flags, 1));
+      AUTHRUN_TRY_ASSIGN(bench.launch, bench_launch_spec(bench_engine, launched));
+      return {};
+    }();
+    if (!prepared) {
+      std::fprintf(stderr, "authrun: %s\n", prepared.error().message.c_str());
+      return 2;
+    }
     return run_bench(bench);
   }
   if (exec_cmd->parsed()) {

@@ -569,3 +569,62 @@ TEST_CASE("handshake: Handshake without I/O refuses frames after it ended") {
   REQUIRE(!again.has_value());
   CHECK(again.error().code == ErrorCode::unexpected);
 }
+
+TEST_CASE("handshake: a short banner is refused as soon as its first byte arrives, quoted") {
+  // "hi\n" is shorter than a frame header: waiting for a whole header would wait for the handshake deadline.
+  RunKey key = RunKey::generate();
+  authrun::test::Peer parent(key, parent_config());
+  parent.feed("hi\n");
+  REQUIRE(parent.error);
+  CHECK(parent.error->code == ErrorCode::bad_magic);
+  CHECK(parent.error->message.find("\"hi\\n\"") != std::string::npos);
+  CHECK(parent.error->message.find("is the channel clean?") != std::string::npos);
+  CHECK(parent.error->message.find("~/.bashrc") != std::string::npos);
+}
+
+TEST_CASE("handshake: the start of a valid header is awaited, and an end inside it is truncated") {
+  RunKey key = RunKey::generate();
+  authrun::test::Peer parent(key, parent_config());
+  parent.feed("AR");
+  CHECK(!parent.error);
+  CHECK(parent.conn.end_of_input().code == ErrorCode::truncated);
+  authrun::test::Peer other(key, parent_config());
+  other.feed("");
+  CHECK(other.conn.end_of_input().code == ErrorCode::eof);
+  CHECK(other.conn.end_of_input().message == "peer closed the channel during the handshake");
+}
+
+TEST_CASE("handshake: the worker's optional worker_info is taken in once by the parent, and refused by a worker") {
+  RunKey key = RunKey::generate();
+  authrun::test::Peer parent(key, parent_config());
+  authrun::test::Peer worker(key, worker_config());
+  authrun::test::pump(parent, worker);
+  REQUIRE(parent.conn.established());
+  REQUIRE(worker.conn.established());
+  CHECK(!parent.conn.peer_info());
+
+  REQUIRE(worker.conn.send(WorkerInfo{"node07", 4242}));
+  REQUIRE(worker.conn.send(TaskResult{1, true, json(1)}));
+  parent.feed(drain(worker.conn));
+  REQUIRE(!parent.error);
+  REQUIRE(parent.messages.size() == 1);  // the result only: the info is not a message for the caller
+  CHECK(std::holds_alternative<TaskResult>(parent.messages[0]));
+  REQUIRE(parent.conn.peer_info());
+  CHECK(parent.conn.peer_info()->host == "node07");
+  CHECK(parent.conn.peer_info()->pid == 4242);
+
+  REQUIRE(worker.conn.send(WorkerInfo{"elsewhere", 1}));
+  parent.feed(drain(worker.conn));
+  REQUIRE(parent.error);
+  CHECK(parent.error->code == ErrorCode::unexpected);
+  CHECK(parent.conn.peer_info()->host == "node07");
+
+  REQUIRE(parent.conn.established());
+  authrun::test::Peer parent2(key, parent_config());
+  authrun::test::Peer worker2(key, worker_config());
+  authrun::test::pump(parent2, worker2);
+  REQUIRE(parent2.conn.send(WorkerInfo{"parent", 1}));
+  worker2.feed(drain(parent2.conn));
+  REQUIRE(worker2.error);
+  CHECK(worker2.error->code == ErrorCode::unexpected);
+}

@@ -256,7 +256,10 @@ int parent_of(pid_t pid) {
   return ppid;
 }
 
-std::vector<int> children_of(pid_t parent) {
+namespace {
+
+// Every pid in /proc for which `keep(pid)` holds.
+std::vector<int> processes_where(const std::function<bool(int)>& keep) {
   std::vector<int> pids;
   DIR* d = ::opendir("/proc");
   REQUIRE(d != nullptr);
@@ -264,10 +267,26 @@ std::vector<int> children_of(pid_t parent) {
     const std::string name = e->d_name;
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
     const int pid = std::atoi(name.c_str());
-    if (parent_of(pid) == parent) pids.push_back(pid);
+    if (keep(pid)) pids.push_back(pid);
   }
   ::closedir(d);
   return pids;
+}
+
+}  // namespace
+
+std::vector<int> children_of(pid_t parent) {
+  return processes_where([parent](int pid) { return parent_of(pid) == parent; });
+}
+
+std::vector<int> processes_running(const std::string& program, const std::string& marker) {
+  return processes_where([&](int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string argv0 = cmdline.substr(0, cmdline.find('\0'));
+    const bool named = argv0.size() >= program.size() && argv0.compare(argv0.size() - program.size(), program.size(), program) == 0;
+    return named && cmdline.find(marker) != std::string::npos && (argv0.size() == program.size() || argv0[argv0.size() - program.size() - 1] == '/');
+  });
 }
 
 }  // namespace authrun::test

@@ -101,6 +101,10 @@ int parent_of(pid_t pid);
 // Pids of the processes whose parent is `parent` (from /proc/*/stat); REQUIREs /proc to be readable.
 std::vector<int> children_of(pid_t parent);
 
+// Pids of the live processes whose argv[0] is `program` (or ends in "/program") and whose command line
+// contains `marker`. A zombie has no command line: it does not count.
+std::vector<int> processes_running(const std::string& program, const std::string& marker);
+
 // Paths of the built binaries.
 inline const char* authrun_bin() { return AUTHRUN_BIN; }
 inline const char* worker_bin() { return AUTHRUN_WORKER_BIN; }

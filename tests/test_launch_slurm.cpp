@@ -1,0 +1,130 @@
+// Workers as Slurm job steps through a real one-node Slurm on 127.0.0.1 (tests/fixtures/slurm-fixture,
+// started by CTest): a batch over --slurm, a cancelled step, the refusal to send a key through srun, and
+// steps inside an allocation.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "protocol/json_codec.hpp"
+#include "tests/helpers/fixture_env.hpp"
+#include "tests/helpers/test_util.hpp"
+
+using namespace authrun;
+using authrun::protocol::json;
+using test::contains;
+using test::parse_results;
+using test::run_batch;
+using test::summary_of;
+using test::task_line;
+
+namespace {
+
+std::string sleep_tasks(int n, double seconds) {
+  std::string input;
+  for (int i = 0; i < n; ++i) input += task_line(json{{"id", i}, {"fn", "sleep"}, {"args", {{"seconds", seconds}}}});
+  return input;
+}
+
+// The fixture's Slurm for srun, squeue and scancel (and for the runner, which inherits the environment).
+void use_slurm(const test::FixtureEnv& env) { ::setenv("SLURM_CONF", env.at("SLURM_CONF").c_str(), 1); }
+
+std::string new_key(const test::TempDir& dir) {
+  const std::string key = dir.path() + "/run.key";
+  REQUIRE(test::run_program({test::authrun_bin(), "keygen", key}).exit_code == 0);
+  return key;
+}
+
+// Job ids of this fixture's running jobs named authrun-worker.
+std::vector<std::string> worker_jobs() {
+  auto q = test::run_program({"/usr/bin/squeue", "-h", "-t", "R", "-n", "authrun-worker", "-o", "%i"});
+  REQUIRE(q.exit_code == 0);
+  return test::split_lines(q.out);
+}
+
+}  // namespace
+
+TEST_CASE("slurm: a batch over --slurm completes with every result exactly once, on the node Slurm chose") {
+  auto env = test::load_fixture("slurm");
+  AUTHRUN_REQUIRE_FIXTURE(env);
+  use_slurm(env);
+  test::TempDir dir;
+  const std::string key = new_key(dir);
+  const std::string audit = dir.path() + "/audit.jsonl";
+  auto r = run_batch({"-j", "3", "--slurm", "--key-file", key, "--audit-log", audit, "-"}, sleep_tasks(15, 0.1));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  auto results = parse_results(r.out);
+  REQUIRE(results.size() == 15);
+  std::set<int> ids;
+  for (const json& res : results) {
+    CHECK(res["ok"] == true);
+    CHECK(res["host"] == env.at("NODE"));  // srun picks the node; the worker says which
+    ids.insert(res["id"].get<int>());
+  }
+  CHECK(ids.size() == 15);
+  // srun's stdio is not encrypted: the channel is.
+  CHECK(contains(test::read_file(audit), R"("mode":"encrypted")"));
+  CHECK(!contains(test::read_file(audit), R"("mode":"authenticated")"));
+}
+
+TEST_CASE("slurm: a fresh key is refused through srun, whose stdio is not encrypted") {
+  auto r = run_batch({"--slurm", "-"}, sleep_tasks(1, 0));
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "refusing to send a fresh key to workers through 'srun'"));
+  CHECK(contains(r.err, "in the clear"));
+}
+
+TEST_CASE("slurm: scancel of a worker's job mid-task retries the task on another worker") {
+  auto env = test::load_fixture("slurm");
+  AUTHRUN_REQUIRE_FIXTURE(env);
+  use_slurm(env);
+  test::TempDir dir;
+  const std::string key = new_key(dir);
+  test::RunOutput r;
+  std::thread run([&] { r = run_batch({"-j", "2", "--window", "1", "--slurm", "--key-file", key, "-"}, sleep_tasks(4, 3)); });
+  std::vector<std::string> jobs;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((jobs = worker_jobs()).size() < 2 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // both workers are running a task now
+  REQUIRE(!jobs.empty());
+  CHECK(test::run_program({"/usr/bin/scancel", jobs[0]}).exit_code == 0);
+  run.join();
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  auto results = parse_results(r.out);
+  REQUIRE(results.size() == 4);
+  std::set<int> ids;
+  int retried = 0;
+  for (const json& res : results) {
+    CHECK(res["ok"] == true);
+    ids.insert(res["id"].get<int>());
+    retried += res["attempts"] == 2;
+  }
+  CHECK(ids.size() == 4);
+  CHECK(retried == 1);
+  CHECK(contains(r.err, "(via srun) lost: "));
+  CHECK(contains(summary_of(r.err), "1 worker deaths"));
+}
+
+TEST_CASE("slurm: inside an allocation the workers are its steps, as many as it has tasks") {
+  auto env = test::load_fixture("slurm");
+  AUTHRUN_REQUIRE_FIXTURE(env);
+  use_slurm(env);
+  test::TempDir dir;
+  const std::string key = new_key(dir);
+  auto r = test::run_program({"/usr/bin/salloc", "--quiet", "-n", "2", "--job-name=authrun-alloc", test::authrun_bin(), "run",
+                              "--no-progress", "--slurm", "--key-file", key, "-v", "-"},
+                             sleep_tasks(6, 0.2));
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  auto results = parse_results(r.out);
+  CHECK(results.size() == 6);
+  for (const json& res : results) CHECK(res["ok"] == true);
+  // -j defaults to the allocation's task count (SLURM_NTASKS).
+  CHECK(test::count(r.err, "handshake ok (encrypted") == 2);
+}

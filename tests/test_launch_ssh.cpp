@@ -1,0 +1,179 @@
+// Workers on "another machine" through a real OpenSSH server on 127.0.0.1 (tests/fixtures/sshd-fixture,
+// started by CTest): batches across ssh and local workers, a cut ssh connection, a dirty remote shell, a
+// wrong key file, the remote worker's end when the runner dies.
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "protocol/json_codec.hpp"
+#include "tests/helpers/fixture_env.hpp"
+#include "tests/helpers/test_util.hpp"
+
+using namespace authrun;
+using authrun::protocol::json;
+using test::contains;
+using test::parse_results;
+using test::run_batch;
+using test::summary_of;
+using test::task_line;
+
+namespace {
+
+std::string sleep_tasks(int n, double seconds) {
+  std::string input;
+  for (int i = 0; i < n; ++i) input += task_line(json{{"id", i}, {"fn", "sleep"}, {"args", {{"seconds", seconds}}}});
+  return input;
+}
+
+std::string launcher(const test::FixtureEnv& env, const char* opts = "SSH_OPTS") {
+  return "ssh " + env.at(opts) + " -T {host}";
+}
+
+// A worker command for the far side with a marker no other test uses, to find its processes by.
+std::string marked_worker(const std::string& marker) {
+  return std::string(test::worker_bin()) + " --handshake-timeout " + marker;
+}
+
+// Waits up to `limit` for `done()`.
+bool eventually(const std::function<bool()>& done, std::chrono::seconds limit = std::chrono::seconds(20)) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+// Every id in 0..n-1 exactly once, every result ok.
+void check_each_once(const std::vector<json>& results, int n) {
+  REQUIRE(results.size() == std::size_t(n));
+  std::set<int> ids;
+  for (const json& r : results) {
+    CHECK(r["ok"] == true);
+    ids.insert(r["id"].get<int>());
+  }
+  CHECK(ids.size() == std::size_t(n));
+}
+
+}  // namespace
+
+TEST_CASE("ssh: a batch across -S 127.0.0.1,: runs on both, every result exactly once") {
+  auto env = test::load_fixture("sshd");
+  AUTHRUN_REQUIRE_FIXTURE(env);
+  test::TempDir dir;
+  const std::string joblog = dir.path() + "/joblog.tsv";
+  const std::string audit = dir.path() + "/audit.jsonl";
+  // Long enough that the ssh workers (about 0.5 s to log in) get their share.
+  auto r = run_batch({"-j", "2", "--window", "1", "-S", env.at("HOST") + ",:", "--launcher", launcher(env), "--joblog", joblog,
+                      "--audit-log", audit, "-"},
+                     sleep_tasks(24, 0.3));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  auto results = parse_results(r.out);
+  check_each_once(results, 24);
+  std::map<std::string, int> per_host;
+  for (const json& res : results) ++per_host[res["host"].get<std::string>()];
+  CHECK(per_host.size() == 2);
+  CHECK(per_host[env.at("HOST")] > 0);
+  CHECK(per_host["local"] > 0);
+  CHECK(contains(test::read_file(joblog), "\t" + env.at("HOST") + "\t"));
+  // Through ssh the channel is encrypted by default; locally it is authenticated.
+  const std::string events = test::read_file(audit);
+  CHECK(contains(events, R"("host":")" + env.at("HOST") + R"(","mode":"encrypted")"));
+  CHECK(contains(events, R"("host":"local","mode":"authenticated")"));
+}
+
+TEST_CASE("ssh: killing the ssh client mid-task retries the task on another worker") {
+  auto env = test::load_fixture("sshd");
+  AUTHRUN_REQUIRE_FIXTURE(env);
+  const std::string marker = "9.1101";
+  test::RunOutput r;
+  std::thread run([&] {
+    r = run_batch({"--window", "1", "-S", env.at("HOST") + ":1,:1", "--launcher", launcher(env), "--remote-worker",
+                   marked_worker(marker), "-v", "-"},
+                  sleep_tasks(4, 3));
+  });
+  // The ssh worker logs in, proves itself and starts its first task; then its connection is cut.
+  std::vector<int> ssh;
+  CHECK(eventually([&] { return !(ssh = test::processes_running("ssh", marker)).empty(); }));
+  CHECK(eventually([&] { return !test::processes_running("authrun-worker", marker).empty(); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  for (int pid : ssh) ::kill(pid, SIGKILL);
+  run.join();
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  auto results = parse_results(r.out);
+  check_each_once(results, 4);
+  int retried = 0;
+  for (const json& res : results) retried += res["attempts"] == 2;
+  CHECK(retried == 1);
+  CHECK(contains(r.err, "(via ssh) lost: "));
+  CHECK(contains(summary_of(r.err), "1 worker deaths"));
+  // The worker whose connection was cut does not run on for nobody.
+  CHECK(eventually([&] { return test::processes_running("authrun-worker", marker).empty(); }, std::chrono::seconds(10)));
+}
+
+TEST_CASE("ssh: a remote shell that prints a banner gives a clean error quoting it") {
+  auto env = test::load_fixture("sshd");
+  AUTHRUN_REQUIRE_FIXTURE(env);
+  auto r = run_batch({"-j", "1", "-S", env.at("HOST"), "--launcher", launcher(env, "BANNER_SSH_OPTS"), "-"}, sleep_tasks(2, 0));
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "on " + env.at("HOST") + " (via ssh): handshake failed, given no task: bad_magic"));
+  CHECK(contains(r.err, "its output starts with \"Welcome to authrun-ci-node"));
+  CHECK(contains(r.err, "is the channel clean?"));
+  CHECK(r.out.empty());
+}
+
+TEST_CASE("ssh: a remote worker with the wrong key file is refused at the handshake") {
+  auto env = test::load_fixture("sshd");
+  AUTHRUN_REQUIRE_FIXTURE(env);
+  test::TempDir dir;
+  const std::string key = dir.path() + "/run.key", other = dir.path() + "/other.key";
+  REQUIRE(test::run_program({test::authrun_bin(), "keygen", key}).exit_code == 0);
+  REQUIRE(test::run_program({test::authrun_bin(), "keygen", other}).exit_code == 0);
+  auto wrong = run_batch({"-j", "1", "-S", env.at("HOST"), "--launcher", launcher(env), "--key-file", key,
+                          "--remote-key-file", other, "-"},
+                         sleep_tasks(2, 0));
+  CHECK(wrong.exit_code == 2);
+  CHECK(contains(wrong.err, "handshake failed, given no task: auth_failed"));
+  CHECK(contains(summary_of(wrong.err), "0 workers trusted"));
+  CHECK(!contains(wrong.out, "\"ok\":true"));
+  // The right key file works (the same path on both sides: a shared filesystem).
+  auto right = run_batch({"-j", "1", "-S", env.at("HOST"), "--launcher", launcher(env), "--key-file", key, "-"}, sleep_tasks(2, 0));
+  INFO(right.err);
+  CHECK(right.exit_code == 0);
+  check_each_once(parse_results(right.out), 2);
+}
+
+TEST_CASE("ssh: a worker missing on the far host is named as the likely cause") {
+  auto env = test::load_fixture("sshd");
+  AUTHRUN_REQUIRE_FIXTURE(env);
+  auto r = run_batch({"-j", "1", "-S", env.at("HOST"), "--launcher", launcher(env), "--remote-worker", "/nonexistent/authrun-worker", "-"},
+                     sleep_tasks(1, 0));
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "likely cause: the worker program was not found on " + env.at("HOST")));
+}
+
+TEST_CASE("ssh: when the runner is killed, the remote worker stops its task and exits") {
+  auto env = test::load_fixture("sshd");
+  AUTHRUN_REQUIRE_FIXTURE(env);
+  const std::string marker = "9.2202";
+  test::Child runner = test::spawn_child({test::authrun_bin(), "run", "--no-progress", "-j", "1", "-S", env.at("HOST"), "--launcher",
+                                          launcher(env), "--remote-worker", marked_worker(marker), "-"});
+  test::write_text(runner.in.get(), sleep_tasks(1, 60));
+  runner.in.close();
+  // Running its task: PDEATHSIG cannot help here (the worker's parent is sshd's session, which lives on).
+  REQUIRE(eventually([&] { return !test::processes_running("authrun-worker", marker).empty(); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  ::kill(runner.pid, SIGKILL);
+  runner.wait();
+  CHECK(eventually([&] { return test::processes_running("authrun-worker", marker).empty(); }, std::chrono::seconds(10)));
+  CHECK(eventually([&] { return test::processes_running("ssh", marker).empty(); }, std::chrono::seconds(10)));
+}
