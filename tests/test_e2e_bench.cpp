@@ -2,6 +2,7 @@
 // never the timings.
 #include <doctest/doctest.h>
 
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -73,6 +74,8 @@ TEST_CASE("bench: --quick writes a table, a JSON object and a CSV file covering 
   for (const json& t : bench["baselines"]["tiny_throughput"]) CHECK(t["tasks_per_s"].get<double>() > 0);
   for (const json& s : bench["baselines"]["start"]) CHECK(s["handshake"]["p50_us"].get<double>() > 0);
   CHECK(bench["targets"].size() == 4);
+  CHECK(!bench.contains("launcher"));  // no launch options, no launcher section
+  CHECK(r.out.find("Launcher:") == std::string::npos);
 
   std::set<std::pair<std::string, std::string>> seen;
   REQUIRE(bench["rows"].is_array());
@@ -116,7 +119,7 @@ TEST_CASE("bench: --quick writes a table, a JSON object and a CSV file covering 
   CHECK(echo_lines == bench["rows"].size());
 }
 
-TEST_CASE("bench: --sizes takes K/M/KiB/MiB suffixes; --codecs and --modes choose the rows") {
+TEST_CASE("bench: --sizes takes K/M/KiB/MiB suffixes, --codecs and --modes choose the rows") {
   TempDir dir;
   const std::string json_path = dir.path() + "/bench.json";
   auto r = run_program({authrun_bin(), "bench", "--quick", "--sizes", "1K,2KiB,1M", "--codecs", "raw,cbor", "--modes",
@@ -138,7 +141,10 @@ TEST_CASE("bench: --sizes takes K/M/KiB/MiB suffixes; --codecs and --modes choos
 
 TEST_CASE("bench: an unknown codec, mode or size is a usage error (exit 2)") {
   for (const auto& args : std::vector<std::vector<std::string>>{
-           {"--codecs", "xml"}, {"--modes", "plaintext"}, {"--sizes", "12Q"}}) {
+           {"--codecs", "xml"}, {"--modes", "plaintext"}, {"--sizes", "12Q"},
+           {"-S", ":"},                     // no remote host to measure the launcher with
+           {"--key-file", "/nonexistent"},  // a key file is for a launched worker
+       }) {
     std::vector<std::string> argv = {authrun_bin(), "bench", "--quick"};
     argv.insert(argv.end(), args.begin(), args.end());
     auto r = run_program(argv);
@@ -146,4 +152,84 @@ TEST_CASE("bench: an unknown codec, mode or size is a usage error (exit 2)") {
     CHECK(r.exit_code == 2);
     CHECK(r.out.empty());
   }
+}
+
+TEST_CASE("bench: a launcher adds a section next to the local pipe (env as the launcher: the key goes over stdin)") {
+  TempDir dir;
+  const std::string json_path = dir.path() + "/bench.json";
+  const std::string csv_path = dir.path() + "/bench.csv";
+  // env execs the worker command that follows it: a launcher with no network, over the key-on-stdin path.
+  auto r = run_program({authrun_bin(), "bench", "--quick", "--sizes", "8", "--codecs", "raw", "--modes", "authenticated",
+                        "--launcher", "/usr/bin/env", "--launcher-encrypted", "--json", json_path, "--csv", csv_path},
+                       "", std::chrono::seconds(120));
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("Launcher: env next to the local pipe") != std::string::npos);
+  CHECK(r.out.find("launched / local encrypted") != std::string::npos);
+  CHECK(r.out.find("FAILED") == std::string::npos);
+
+  auto parsed = authrun::protocol::parse_json(read_file(json_path));
+  REQUIRE(parsed.has_value());
+  const json& launcher = (*parsed)["launcher"];
+  CHECK(launcher["name"] == "env");
+  CHECK(launcher["key_delivery"] == "stdin");
+  CHECK(launcher["argv"].back() == "--key-stdin");
+  REQUIRE(launcher["paths"].size() == 3);
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"local", "authenticated"}, {"local", "encrypted"}, {"env", "encrypted"}};
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const json& path = launcher["paths"][i];
+    INFO(path.dump());
+    CHECK(path["via"] == expected[i].first);
+    CHECK(path["mode"] == expected[i].second);
+    CHECK(path["start"]["count"] == 2);
+    CHECK(path["start"]["p50_us"].get<double>() > 0);
+    CHECK(path["tiny_rtt"]["p50_us"].get<double>() > 0);
+    CHECK(path["tiny_rtt"]["p99_us"].get<double>() > 0);
+    CHECK(path["tiny_tasks"]["window"] == 8);
+    CHECK(path["tiny_tasks"]["tasks_per_s"].get<double>() > 0);
+    REQUIRE(path["echo"].size() == 2);
+    CHECK(path["echo"][0]["size"] == (1u << 20));
+    CHECK(path["echo"][1]["size"] == (16u << 20));
+    for (const json& echo : path["echo"]) {
+      CHECK(echo["ok"] == true);
+      CHECK(echo["reps"] == 2);
+      CHECK(echo["mb_s"].get<double>() > 0);
+    }
+  }
+  // The launcher does not say where its worker runs: the worker does (its host name).
+  CHECK(!launcher["paths"][2]["host"].get<std::string>().empty());
+  REQUIRE(launcher["launched_vs_local"].size() == 2);
+  CHECK(launcher["launched_vs_local"][0]["against"] == "local authenticated");
+  CHECK(launcher["launched_vs_local"][1]["against"] == "local encrypted");
+  for (const json& ratios : launcher["launched_vs_local"]) {
+    for (const char* key : {"start_p50", "tiny_rtt_p50", "tiny_rtt_p99", "tiny_tasks_per_s"}) {
+      INFO(key);
+      CHECK(ratios[key].get<double>() > 0);
+    }
+    for (const json& echo : ratios["echo_mb_s"]) CHECK(echo["ratio"].get<double>() > 0);
+  }
+
+  const auto lines = split_lines(read_file(csv_path));
+  REQUIRE(!lines.empty());
+  const std::size_t columns = csv_fields(lines[0]).size();
+  std::map<std::string, int> kinds;
+  for (std::size_t i = 1; i < lines.size(); ++i) {
+    INFO("csv line " << i + 1 << ": " << lines[i]);
+    const auto fields = csv_fields(lines[i]);
+    CHECK(fields.size() == columns);
+    if (fields[0].rfind("launcher_", 0) == 0) ++kinds[fields[0]];
+  }
+  CHECK(kinds == std::map<std::string, int>{
+                     {"launcher_start", 3}, {"launcher_tiny_rtt", 3}, {"launcher_tiny_tasks", 3}, {"launcher_echo", 6}});
+}
+
+TEST_CASE("bench: a launched worker that fails its handshake is a set-up error naming the launcher and how it ended") {
+  auto r = run_program({authrun_bin(), "bench", "--quick", "--sizes", "8", "--codecs", "raw", "--modes", "authenticated",
+                        "--launcher", "/usr/bin/false", "--launcher-encrypted"},
+                       "", std::chrono::seconds(120));
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "the worker via false failed its handshake"));
+  CHECK(contains(r.err, "false ended with exit code 1"));
 }

@@ -29,12 +29,6 @@ std::string echo_tasks(int n) {
   return input;
 }
 
-std::string sleep_tasks(int n, double seconds) {
-  std::string input;
-  for (int i = 0; i < n; ++i) input += task_line(json{{"id", i}, {"fn", "sleep"}, {"args", {{"seconds", seconds}}}});
-  return input;
-}
-
 std::string this_host() {
   char name[256] = {};
   REQUIRE(::gethostname(name, sizeof name - 1) == 0);
@@ -90,16 +84,14 @@ TEST_CASE("launched: a fresh key is never sent through a launcher not marked enc
   CHECK(refused.out.empty());
 
   test::TempDir dir;
-  const std::string key = dir.path() + "/run.key";
-  REQUIRE(test::run_program({test::authrun_bin(), "keygen", key}).exit_code == 0);
+  const std::string key = test::new_key_file(dir);
   auto with_file = run_batch({"-j", "2", "--launcher", "/usr/bin/env", "--key-file", key, "-"}, echo_tasks(10));
   INFO(with_file.err);
   CHECK(with_file.exit_code == 0);
   CHECK(parse_results(with_file.out).size() == 10);
 
   // The worker reads the key where --remote-key-file says; a different key there fails the handshake.
-  const std::string other = dir.path() + "/other.key";
-  REQUIRE(test::run_program({test::authrun_bin(), "keygen", other}).exit_code == 0);
+  const std::string other = test::new_key_file(dir, "other.key");
   auto wrong = run_batch({"-j", "1", "--launcher", "/usr/bin/env", "--key-file", key, "--remote-key-file", other, "-"},
                          echo_tasks(2));
   CHECK(wrong.exit_code == 2);
@@ -128,7 +120,7 @@ TEST_CASE("launched: a host whose workers keep failing is set aside and the batc
   // {host} lands in $0: on "bad" the launcher fails before the worker starts.
   auto r = run_batch({"-S", "good:1,bad:1", "--launcher", "sh -c '[ \"$0\" = bad ] && exit 9; exec \"$@\"' {host}",
                       "--launcher-encrypted", "--joblog", joblog, "-"},
-                     sleep_tasks(20, 0.05));
+                     test::sleep_tasks(20, 0.05));
   INFO(r.err);
   CHECK(r.exit_code == 0);
   auto results = parse_results(r.out);

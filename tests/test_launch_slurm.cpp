@@ -4,7 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
-#include <set>
 #include <string>
 #include <thread>
 
@@ -18,24 +17,12 @@ using test::contains;
 using test::parse_results;
 using test::run_batch;
 using test::summary_of;
-using test::task_line;
+using test::sleep_tasks;
 
 namespace {
 
-std::string sleep_tasks(int n, double seconds) {
-  std::string input;
-  for (int i = 0; i < n; ++i) input += task_line(json{{"id", i}, {"fn", "sleep"}, {"args", {{"seconds", seconds}}}});
-  return input;
-}
-
 // The fixture's Slurm for srun, squeue and scancel (and for the runner, which inherits the environment).
 void use_slurm(const test::FixtureEnv& env) { ::setenv("SLURM_CONF", env.at("SLURM_CONF").c_str(), 1); }
-
-std::string new_key(const test::TempDir& dir) {
-  const std::string key = dir.path() + "/run.key";
-  REQUIRE(test::run_program({test::authrun_bin(), "keygen", key}).exit_code == 0);
-  return key;
-}
 
 // Job ids of this fixture's running jobs named authrun-worker.
 std::vector<std::string> worker_jobs() {
@@ -51,20 +38,15 @@ TEST_CASE("slurm: a batch over --slurm completes with every result exactly once,
   AUTHRUN_REQUIRE_FIXTURE(env);
   use_slurm(env);
   test::TempDir dir;
-  const std::string key = new_key(dir);
+  const std::string key = test::new_key_file(dir);
   const std::string audit = dir.path() + "/audit.jsonl";
   auto r = run_batch({"-j", "3", "--slurm", "--key-file", key, "--audit-log", audit, "-"}, sleep_tasks(15, 0.1));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   auto results = parse_results(r.out);
-  REQUIRE(results.size() == 15);
-  std::set<int> ids;
-  for (const json& res : results) {
-    CHECK(res["ok"] == true);
-    CHECK(res["host"] == env.at("NODE"));  // srun picks the node; the worker says which
-    ids.insert(res["id"].get<int>());
-  }
-  CHECK(ids.size() == 15);
+  test::check_each_ok_once(results, 15);
+  // srun picks the node; the worker says which.
+  for (const json& res : results) CHECK(res["host"] == env.at("NODE"));
   // srun's stdio is not encrypted: the channel is.
   CHECK(contains(test::read_file(audit), R"("mode":"encrypted")"));
   CHECK(!contains(test::read_file(audit), R"("mode":"authenticated")"));
@@ -82,7 +64,7 @@ TEST_CASE("slurm: scancel of a worker's job mid-task retries the task on another
   AUTHRUN_REQUIRE_FIXTURE(env);
   use_slurm(env);
   test::TempDir dir;
-  const std::string key = new_key(dir);
+  const std::string key = test::new_key_file(dir);
   test::RunOutput r;
   std::thread run([&] { r = run_batch({"-j", "2", "--window", "1", "--slurm", "--key-file", key, "-"}, sleep_tasks(4, 3)); });
   std::vector<std::string> jobs;
@@ -96,17 +78,7 @@ TEST_CASE("slurm: scancel of a worker's job mid-task retries the task on another
   run.join();
   INFO(r.err);
   CHECK(r.exit_code == 0);
-  auto results = parse_results(r.out);
-  REQUIRE(results.size() == 4);
-  std::set<int> ids;
-  int retried = 0;
-  for (const json& res : results) {
-    CHECK(res["ok"] == true);
-    ids.insert(res["id"].get<int>());
-    retried += res["attempts"] == 2;
-  }
-  CHECK(ids.size() == 4);
-  CHECK(retried == 1);
+  CHECK(test::check_each_ok_once(parse_results(r.out), 4) == 1);
   CHECK(contains(r.err, "(via srun) lost: "));
   CHECK(contains(summary_of(r.err), "1 worker deaths"));
 }
@@ -116,15 +88,13 @@ TEST_CASE("slurm: inside an allocation the workers are its steps, as many as it 
   AUTHRUN_REQUIRE_FIXTURE(env);
   use_slurm(env);
   test::TempDir dir;
-  const std::string key = new_key(dir);
+  const std::string key = test::new_key_file(dir);
   auto r = test::run_program({"/usr/bin/salloc", "--quiet", "-n", "2", "--job-name=authrun-alloc", test::authrun_bin(), "run",
                               "--no-progress", "--slurm", "--key-file", key, "-v", "-"},
                              sleep_tasks(6, 0.2));
   INFO(r.err);
   CHECK(r.exit_code == 0);
-  auto results = parse_results(r.out);
-  CHECK(results.size() == 6);
-  for (const json& res : results) CHECK(res["ok"] == true);
+  test::check_each_ok_once(parse_results(r.out), 6);
   // -j defaults to the allocation's task count (SLURM_NTASKS).
   CHECK(test::count(r.err, "handshake ok (encrypted") == 2);
 }

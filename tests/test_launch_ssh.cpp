@@ -5,7 +5,6 @@
 
 #include <csignal>
 #include <map>
-#include <set>
 #include <string>
 #include <thread>
 
@@ -22,15 +21,9 @@ using test::contains;
 using test::parse_results;
 using test::run_batch;
 using test::summary_of;
-using test::task_line;
+using test::sleep_tasks;
 
 namespace {
-
-std::string sleep_tasks(int n, double seconds) {
-  std::string input;
-  for (int i = 0; i < n; ++i) input += task_line(json{{"id", i}, {"fn", "sleep"}, {"args", {{"seconds", seconds}}}});
-  return input;
-}
 
 std::string launcher(const test::FixtureEnv& env, const char* opts = "SSH_OPTS") {
   return "ssh " + env.at(opts) + " -T {host}";
@@ -51,17 +44,6 @@ bool eventually(const std::function<bool()>& done, std::chrono::seconds limit = 
   return true;
 }
 
-// Every id in 0..n-1 exactly once, every result ok.
-void check_each_once(const std::vector<json>& results, int n) {
-  REQUIRE(results.size() == std::size_t(n));
-  std::set<int> ids;
-  for (const json& r : results) {
-    CHECK(r["ok"] == true);
-    ids.insert(r["id"].get<int>());
-  }
-  CHECK(ids.size() == std::size_t(n));
-}
-
 }  // namespace
 
 TEST_CASE("ssh: a batch across -S 127.0.0.1,: runs on both, every result exactly once") {
@@ -77,7 +59,7 @@ TEST_CASE("ssh: a batch across -S 127.0.0.1,: runs on both, every result exactly
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   auto results = parse_results(r.out);
-  check_each_once(results, 24);
+  test::check_each_ok_once(results, 24);
   std::map<std::string, int> per_host;
   for (const json& res : results) ++per_host[res["host"].get<std::string>()];
   CHECK(per_host.size() == 2);
@@ -110,10 +92,7 @@ TEST_CASE("ssh: killing the ssh client mid-task retries the task on another work
   INFO(r.err);
   CHECK(r.exit_code == 0);
   auto results = parse_results(r.out);
-  check_each_once(results, 4);
-  int retried = 0;
-  for (const json& res : results) retried += res["attempts"] == 2;
-  CHECK(retried == 1);
+  CHECK(test::check_each_ok_once(results, 4) == 1);
   CHECK(contains(r.err, "(via ssh) lost: "));
   CHECK(contains(summary_of(r.err), "1 worker deaths"));
   // The worker whose connection was cut does not run on for nobody.
@@ -135,9 +114,7 @@ TEST_CASE("ssh: a remote worker with the wrong key file is refused at the handsh
   auto env = test::load_fixture("sshd");
   AUTHRUN_REQUIRE_FIXTURE(env);
   test::TempDir dir;
-  const std::string key = dir.path() + "/run.key", other = dir.path() + "/other.key";
-  REQUIRE(test::run_program({test::authrun_bin(), "keygen", key}).exit_code == 0);
-  REQUIRE(test::run_program({test::authrun_bin(), "keygen", other}).exit_code == 0);
+  const std::string key = test::new_key_file(dir), other = test::new_key_file(dir, "other.key");
   auto wrong = run_batch({"-j", "1", "-S", env.at("HOST"), "--launcher", launcher(env), "--key-file", key,
                           "--remote-key-file", other, "-"},
                          sleep_tasks(2, 0));
@@ -149,7 +126,7 @@ TEST_CASE("ssh: a remote worker with the wrong key file is refused at the handsh
   auto right = run_batch({"-j", "1", "-S", env.at("HOST"), "--launcher", launcher(env), "--key-file", key, "-"}, sleep_tasks(2, 0));
   INFO(right.err);
   CHECK(right.exit_code == 0);
-  check_each_once(parse_results(right.out), 2);
+  test::check_each_ok_once(parse_results(right.out), 2);
 }
 
 TEST_CASE("ssh: a worker missing on the far host is named as the likely cause") {

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <utility>
@@ -239,6 +240,31 @@ std::string summary_of(const std::string& err) {
 }
 
 std::string task_line(const protocol::json& task) { return protocol::dump_json(task) + "\n"; }
+
+std::string sleep_tasks(int n, double seconds) {
+  std::string input;
+  for (int i = 0; i < n; ++i) input += task_line(protocol::json{{"id", i}, {"fn", "sleep"}, {"args", {{"seconds", seconds}}}});
+  return input;
+}
+
+int check_each_ok_once(const std::vector<protocol::json>& results, int n) {
+  REQUIRE(results.size() == std::size_t(n));
+  std::set<int> ids;
+  int retried = 0;
+  for (const protocol::json& r : results) {
+    CHECK(r["ok"] == true);
+    ids.insert(r["id"].get<int>());
+    retried += r["attempts"].get<int>() > 1;
+  }
+  CHECK(ids.size() == std::size_t(n));
+  return retried;
+}
+
+std::string new_key_file(const TempDir& dir, const std::string& name) {
+  const std::string path = dir.path() + "/" + name;
+  REQUIRE(run_program({authrun_bin(), "keygen", path}).exit_code == 0);
+  return path;
+}
 
 RunOutput run_batch(const std::vector<std::string>& options, const std::string& input) {
   std::vector<std::string> argv{authrun_bin(), "run", "--no-progress"};

@@ -92,6 +92,15 @@ std::string summary_of(const std::string& err);
 // A task as one JSONL input line, newline included.
 std::string task_line(const protocol::json& task);
 
+// `n` sleep tasks of `seconds` each, ids 0..n-1, as JSONL input.
+std::string sleep_tasks(int n, double seconds);
+
+// CHECKs that `results` are `n` ok results with ids 0..n-1, each once; returns how many took more than one attempt.
+int check_each_ok_once(const std::vector<protocol::json>& results, int n);
+
+// A new key file `name` in `dir`, made by `authrun keygen`; returns its path.
+std::string new_key_file(const TempDir& dir, const std::string& name = "run.key");
+
 // Runs `authrun run --no-progress OPTIONS` with `input` on stdin (60 s at most); see run_program.
 RunOutput run_batch(const std::vector<std::string>& options, const std::string& input);
 
