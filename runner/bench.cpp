@@ -1,5 +1,5 @@
 // `authrun bench`: options, and the order of the measurements (baselines first, while the process is
-// small, then the echo rows, then the ping-pong again).
+// small, then the launcher section if a launcher was given, then the echo rows, then the ping-pong again).
 #include "runner/bench.hpp"
 
 #include <algorithm>
@@ -18,9 +18,11 @@
 #include <unistd.h>
 
 #include "protocol/limits.hpp"
+#include "runner/bench_launch.hpp"
 #include "runner/bench_measure.hpp"
 #include "runner/bench_report.hpp"
 #include "runner/bench_worker.hpp"
+#include "runner/engine.hpp"
 
 namespace authrun::runner {
 
@@ -92,12 +94,6 @@ Machine machine_info(const std::vector<std::string>& worker_argv) {
   return m;
 }
 
-std::string size_text(std::size_t bytes) {
-  if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) return std::to_string(bytes >> 20) + " MiB";
-  if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes >> 10) + " KiB";
-  return std::to_string(bytes) + " B";
-}
-
 bool write_text(const std::string& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f << text;
@@ -107,6 +103,22 @@ bool write_text(const std::string& path, const std::string& text) {
 }
 
 }  // namespace
+
+Result<std::optional<LaunchSpec>> bench_launch_spec(const EngineOptions& engine, bool launch_options_given) {
+  if (!launch_options_given) return std::optional<LaunchSpec>();
+  auto remote = std::find_if(engine.sites.begin(), engine.sites.end(), [](const Site& s) { return !s.local; });
+  if (remote == engine.sites.end()) {
+    return make_error(ErrorCode::usage, "bench: -S names no remote host to measure the launcher with (':' is this machine)");
+  }
+  LaunchSpec spec;
+  spec.launcher = engine.launcher;
+  spec.site = *remote;
+  spec.worker_argv = engine.remote_worker_argv;
+  spec.delivery = engine.key_delivery;
+  spec.key_file = engine.key_file;
+  spec.remote_key_file = engine.remote_key_file;
+  return std::optional<LaunchSpec>(std::move(spec));
+}
 
 void add_bench_options(CLI::App& command, BenchOptions& options) {
   command.add_option("--sizes", options.sizes,
@@ -122,7 +134,9 @@ void add_bench_options(CLI::App& command, BenchOptions& options) {
       ->check(CLI::Range(1, 10000000));
   command.add_option("--json", options.json_path, "Also write the results as one JSON object to FILE");
   command.add_option("--csv", options.csv_path, "Also write one CSV line per measurement to FILE");
-  command.add_flag("--quick", options.quick, "A short run for tests: sizes 8, 1K, 64K and 20 round trips a row");
+  command.add_flag("--quick", options.quick,
+                   "A short run for tests: sizes 8, 1K, 64K and 20 round trips a row (with a launcher: 2 starts, "
+                   "2 echoes of each size)");
 }
 
 int run_bench(const BenchOptions& options) {
@@ -355,6 +369,27 @@ int run_bench(const BenchOptions& options) {
         exit_code = 1;
       }
     }
+  }
+
+  // The launcher next to the local pipe, before the rows: a launcher that cannot start a worker is a set-up
+  // error better known before the long part.
+  if (options.launch) {
+    LauncherBench launcher(host, *options.launch, options.quick, k_pipe_size,
+                           [&progress](const std::string& text) { progress.show(text); });
+    bool echo_failed = false;
+    auto section = launcher.run(echo_failed);
+    auto stopped = launcher.stop();
+    if (!section) {
+      progress.clear();
+      std::fprintf(stderr, "authrun bench: launcher: %s\n", section.error().message.c_str());
+      return 2;
+    }
+    if (!stopped) {
+      std::fprintf(stderr, "authrun bench: launcher: %s\n", stopped.error().message.c_str());
+      exit_code = 1;
+    }
+    if (echo_failed) exit_code = 1;
+    report.launcher = std::move(*section);
   }
 
   // The echo rows, sizes ascending; each (codec, mode) predicts its next row's time from its last.

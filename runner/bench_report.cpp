@@ -19,7 +19,9 @@ std::string format(const char* fmt, double v) {
   return buf;
 }
 
-std::string fmt_size(std::size_t bytes) {
+}  // namespace
+
+std::string size_text(std::size_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB"};
   double v = double(bytes);
   int u = 0;
@@ -30,6 +32,8 @@ std::string fmt_size(std::size_t bytes) {
   return (v == std::floor(v) ? format("%.0f", v) : format("%.1f", v)) + " " + units[u];
 }
 
+namespace {
+
 std::string fmt_us(double us) {
   if (us < 0) return "-";
   if (us < 1000) return format(us < 10 ? "%.2f us" : us < 100 ? "%.1f us" : "%.0f us", us);
@@ -37,7 +41,7 @@ std::string fmt_us(double us) {
   return format("%.2f s", us / 1e6);
 }
 
-std::string fmt_kib(long kib) { return kib < 0 ? "-" : fmt_size(static_cast<std::size_t>(kib) * 1024); }
+std::string fmt_kib(long kib) { return kib < 0 ? "-" : size_text(static_cast<std::size_t>(kib) * 1024); }
 
 std::string fmt_rate(double v) {
   if (v >= 100) return format("%.0f", v);
@@ -101,7 +105,169 @@ class CsvLine {
   std::map<std::string, std::string> m_fields;
 };
 
+
+// Launched against one local path, as launched / local: for times above 1 is slower, for rates below 1 is.
+struct LaunchRatios {
+  std::string against;  // "local authenticated"
+  double start = -1, rtt_p50 = -1, rtt_p99 = -1, tasks_per_s = -1;
+  std::vector<std::pair<std::size_t, double>> mb_s;  // per echo size; -1 where either echo failed
+};
+
+double ratio(double a, double b) { return a > 0 && b > 0 ? a / b : -1; }
+
+// The echo sizes any path measured, ascending.
+std::vector<std::size_t> echo_sizes(const LaunchSection& section) {
+  std::vector<std::size_t> sizes;
+  for (const LaunchPath& p : section.paths) {
+    for (const Row& r : p.echoes) sizes.push_back(r.size);
+  }
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  return sizes;
+}
+
+// The path's echo MB/s at `size`, -1 if it failed or was not measured.
+double echo_mb_s(const LaunchPath& path, std::size_t size) {
+  for (const Row& r : path.echoes) {
+    if (r.size == size) return r.failure.empty() ? r.mb_s : -1;
+  }
+  return -1;
+}
+
+// The launched worker (the last path) against each local one.
+std::vector<LaunchRatios> launch_ratios(const LaunchSection& section) {
+  std::vector<LaunchRatios> out;
+  if (section.paths.size() < 2) return out;
+  const LaunchPath& launched = section.paths.back();
+  for (std::size_t i = 0; i + 1 < section.paths.size(); ++i) {
+    const LaunchPath& local = section.paths[i];
+    LaunchRatios r;
+    r.against = local.label() + " " + local.mode;
+    r.start = ratio(launched.start.p50_us, local.start.p50_us);
+    r.rtt_p50 = ratio(launched.tiny_rtt.p50_us, local.tiny_rtt.p50_us);
+    r.rtt_p99 = ratio(launched.tiny_rtt.p99_us, local.tiny_rtt.p99_us);
+    r.tasks_per_s = ratio(launched.tiny_tasks.tasks_per_s, local.tiny_tasks.tasks_per_s);
+    for (std::size_t size : echo_sizes(section)) r.mb_s.emplace_back(size, ratio(echo_mb_s(launched, size), echo_mb_s(local, size)));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& words) {
+  std::string text;
+  for (const auto& w : words) text += (text.empty() ? "" : " ") + w;
+  return text;
+}
+
+void print_launcher(const LaunchSection& section, std::FILE* out) {
+  const std::vector<std::size_t> sizes = echo_sizes(section);
+  const int window = section.paths.empty() ? 0 : section.paths.front().tiny_tasks.window;
+  std::fprintf(out, "\nLauncher: %s next to the local pipe, this run (every echo verified byte for byte)\n", section.launcher.c_str());
+  std::fprintf(out, "  launched with: %s\n  its key: %s\n", joined(section.argv).c_str(),
+               section.key_delivery == "stdin" ? "a fresh one, the first 32 bytes of its stdin" : "the --key-file key, read where it runs");
+  std::fprintf(out, "  %-30s %-13s %9s %9s %9s %11s", "worker", "mode", "start p50", "rtt p50", "rtt p99",
+               ("tasks/s w" + std::to_string(window)).c_str());
+  for (std::size_t size : sizes) std::fprintf(out, " %13s", (size_text(size) + " MB/s").c_str());
+  std::fprintf(out, "\n");
+  for (const LaunchPath& p : section.paths) {
+    std::fprintf(out, "  %-30s %-13s %9s %9s %9s %11s", p.label().c_str(), p.mode.c_str(), fmt_us(p.start.p50_us).c_str(),
+                 fmt_us(p.tiny_rtt.p50_us).c_str(), fmt_us(p.tiny_rtt.p99_us).c_str(), fmt_rate(p.tiny_tasks.tasks_per_s).c_str());
+    for (std::size_t size : sizes) {
+      const double v = echo_mb_s(p, size);
+      std::fprintf(out, " %13s", v < 0 ? "FAILED" : fmt_rate(v).c_str());
+    }
+    std::fprintf(out, "\n");
+  }
+  for (const LaunchRatios& r : launch_ratios(section)) {
+    std::fprintf(out, "  %-44s %9s %9s %9s %11s", ("launched / " + r.against).c_str(), fmt_ratio(r.start).c_str(),
+                 fmt_ratio(r.rtt_p50).c_str(), fmt_ratio(r.rtt_p99).c_str(), fmt_ratio(r.tasks_per_s).c_str());
+    for (const auto& [size, v] : r.mb_s) std::fprintf(out, " %13s", fmt_ratio(v).c_str());
+    std::fprintf(out, "\n");
+  }
+  for (const LaunchPath& p : section.paths) {
+    for (const Row& r : p.echoes) {
+      if (!r.failure.empty()) {
+        std::fprintf(out, "  %s %s echo of %s FAILED: %s\n", p.label().c_str(), p.mode.c_str(), size_text(r.size).c_str(),
+                     r.failure.c_str());
+      }
+    }
+  }
+  std::fprintf(out,
+               "columns: start = spawn until the worker's proof verified (p50 of %zu fresh workers); rtt = a tiny echo, "
+               "one at a time; tasks/s = tiny echoes, %d in flight on one worker; MB/s = 2 x size / round trip of a "
+               "raw-attachment echo; ratios = launched / local (times: above 1 is slower; rates: below 1 is slower).\n",
+               section.paths.empty() ? std::size_t{0} : section.paths.back().start.count, window);
+}
+
+json launcher_json(const LaunchSection& section) {
+  json paths = json::array();
+  for (const LaunchPath& p : section.paths) {
+    json echoes = json::array();
+    for (const Row& r : p.echoes) {
+      json e = {{"size", r.size}, {"reps", r.reps}, {"rtt", stats_json(r.rtt)}, {"mb_s", r.mb_s}, {"ok", r.failure.empty()}};
+      if (!r.failure.empty()) e["failure"] = r.failure;
+      echoes.push_back(std::move(e));
+    }
+    const TinyThroughput& t = p.tiny_tasks;
+    paths.push_back({{"via", p.via},
+                     {"host", p.host},
+                     {"mode", p.mode},
+                     {"start", stats_json(p.start)},
+                     {"tiny_rtt", stats_json(p.tiny_rtt)},
+                     {"tiny_tasks", {{"window", t.window}, {"tasks", t.tasks}, {"seconds", t.seconds}, {"tasks_per_s", t.tasks_per_s}}},
+                     {"echo", echoes}});
+  }
+  json ratios = json::array();
+  for (const LaunchRatios& r : launch_ratios(section)) {
+    json mb_s = json::array();
+    for (const auto& [size, v] : r.mb_s) mb_s.push_back({{"size", size}, {"ratio", maybe(v)}});
+    ratios.push_back({{"against", r.against},
+                      {"start_p50", maybe(r.start)},
+                      {"tiny_rtt_p50", maybe(r.rtt_p50)},
+                      {"tiny_rtt_p99", maybe(r.rtt_p99)},
+                      {"tiny_tasks_per_s", maybe(r.tasks_per_s)},
+                      {"echo_mb_s", mb_s}});
+  }
+  return {{"name", section.launcher}, {"argv", section.argv}, {"key_delivery", section.key_delivery},
+          {"paths", paths}, {"launched_vs_local", ratios}};
+}
+
+// A tiny-task throughput as a CSV line of `kind`, with `driver` in the driver column.
+std::string tiny_tasks_csv(const std::string& kind, const std::string& driver, const TinyThroughput& t) {
+  return CsvLine()
+      .set("kind", kind)
+      .set("mode", t.mode)
+      .set("driver", driver)
+      .num("jobs", t.jobs)
+      .num("window", t.window)
+      .num("reps", double(t.tasks))
+      .num("tasks_per_s", t.tasks_per_s)
+      .str();
+}
+
+std::string launcher_csv(const LaunchSection& section) {
+  std::string out;
+  for (const LaunchPath& p : section.paths) {
+    const std::string who = p.label();
+    out += CsvLine().set("kind", "launcher_start").set("driver", who).set("mode", p.mode).stats(p.start).str();
+    out += CsvLine().set("kind", "launcher_tiny_rtt").set("driver", who).set("mode", p.mode).num("size", 14).stats(p.tiny_rtt).str();
+    out += tiny_tasks_csv("launcher_tiny_tasks", who, p.tiny_tasks);
+    for (const Row& r : p.echoes) {
+      CsvLine line;
+      line.set("kind", "launcher_echo").set("codec", r.codec).set("driver", who).set("mode", p.mode).num("size", double(r.size));
+      line.stats(r.rtt).num("reps", r.reps).num("mb_s", r.mb_s).num("tasks_per_s", r.tasks_per_s).set("failure", r.failure);
+      out += line.str();
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string LaunchPath::label() const {
+  if (via == "local") return via;
+  return (host.empty() ? "" : host + " ") + "via " + via;
+}
 
 Stats summarize(std::vector<double> samples) {
   Stats s;
@@ -132,7 +298,7 @@ void evaluate_targets(Report& report) {
       if (r.codec != "raw" || r.mode != "authenticated" || r.size < 64u << 20 || !r.failure.empty()) continue;
       any = true;
       t.met = t.met && r.vs_raw >= 0.6;
-      t.detail += (t.detail.empty() ? "" : "; ") + fmt_size(r.size) + ": " + fmt_rate(r.mb_s) + " MB/s = " +
+      t.detail += (t.detail.empty() ? "" : "; ") + size_text(r.size) + ": " + fmt_rate(r.mb_s) + " MB/s = " +
                   format("%.0f%%", 100 * r.vs_raw) + " of " + fmt_rate(r.raw_mb_s);
     }
     if (!any) t = Target{t.name, "not measured (no raw authenticated row of 64 MiB or more)", false};
@@ -151,7 +317,7 @@ void evaluate_targets(Report& report) {
     if (!worst) {
       t = Target{t.name, "not measured (no JSON row of 512 KiB or more)", false};
     } else {
-      t.detail = "worst " + worst->codec + " " + worst->mode + " " + fmt_size(worst->size) + ": " + fmt_ratio(worst->vs_nlohmann);
+      t.detail = "worst " + worst->codec + " " + worst->mode + " " + size_text(worst->size) + ": " + fmt_ratio(worst->vs_nlohmann);
       if (!at8.empty()) t.detail += "; at 8 MiB: " + at8;
     }
     report.targets.push_back(t);
@@ -169,7 +335,7 @@ void evaluate_targets(Report& report) {
       t.detail += (t.detail.empty() ? "" : "; ") + r.mode + " " + fmt_kib(r.runner_peak_kib) + " = " + fmt_ratio(ratio);
     }
     if (t.detail.empty()) t = Target{t.name, "not measured", false};
-    else t.detail = "at " + fmt_size(largest) + ": " + t.detail + " (per-row VmHWM, includes the caller's payload)";
+    else t.detail = "at " + size_text(largest) + ": " + t.detail + " (per-row VmHWM, includes the caller's payload)";
     report.targets.push_back(t);
   }
   {
@@ -200,8 +366,8 @@ void print_table(const Report& report, std::FILE* out) {
                m.memory_mib);
   std::string argv;
   for (const auto& a : m.worker_argv) argv += (argv.empty() ? "" : " ") + a;
-  std::fprintf(out, "pipes: %s each way (F_SETPIPE_SZ asked %s%s); worker: %s\n", fmt_size(std::size_t(m.pipe_size)).c_str(),
-               fmt_size(std::size_t(m.pipe_size_requested)).c_str(),
+  std::fprintf(out, "pipes: %s each way (F_SETPIPE_SZ asked %s%s); worker: %s\n", size_text(std::size_t(m.pipe_size)).c_str(),
+               size_text(std::size_t(m.pipe_size_requested)).c_str(),
                m.pipe_size == m.pipe_size_requested ? ", granted" : ", refused: kernel default kept", argv.c_str());
   for (const auto& n : report.notes) std::fprintf(out, "note: %s\n", n.c_str());
 
@@ -216,7 +382,7 @@ void print_table(const Report& report, std::FILE* out) {
   }
   std::fprintf(out, "  raw pipe echo (child reads all, writes back):\n    %10s %10s %10s %10s\n", "size", "rtt p50", "rtt mean", "MB/s");
   for (const RawPipeRow& r : report.raw_pipe) {
-    std::fprintf(out, "    %10s %10s %10s %10s\n", fmt_size(r.size).c_str(), fmt_us(r.rtt.p50_us).c_str(),
+    std::fprintf(out, "    %10s %10s %10s %10s\n", size_text(r.size).c_str(), fmt_us(r.rtt.p50_us).c_str(),
                  fmt_us(r.rtt.mean_us).c_str(), fmt_rate(r.mb_s).c_str());
   }
   for (const StartRow& s : report.starts) {
@@ -257,12 +423,12 @@ void print_table(const Report& report, std::FILE* out) {
   for (const Row& r : report.rows) rows.push_back(&r);
   for (const Row* r : rows) {
     if (!r->failure.empty()) {
-      std::fprintf(out, "%-11s %-13s %8s FAILED: %s\n", r->codec.c_str(), r->mode.c_str(), fmt_size(r->size).c_str(),
+      std::fprintf(out, "%-11s %-13s %8s FAILED: %s\n", r->codec.c_str(), r->mode.c_str(), size_text(r->size).c_str(),
                    r->failure.c_str());
       continue;
     }
     std::fprintf(out, "%-11s %-13s %8s %5d %9s %9s %9s %9s %8s %6s %8s %6s %9s %9s %6s %8s %8s\n", r->codec.c_str(),
-                 r->mode.c_str(), fmt_size(r->size).c_str(), r->reps, fmt_us(r->encode_us).c_str(),
+                 r->mode.c_str(), size_text(r->size).c_str(), r->reps, fmt_us(r->encode_us).c_str(),
                  fmt_us(r->rtt.p50_us).c_str(), fmt_us(r->rtt.p99_us).c_str(), fmt_us(r->decode_us).c_str(),
                  fmt_rate(r->mb_s).c_str(), fmt_ratio(r->vs_raw).c_str(), fmt_rate(r->tasks_per_s).c_str(),
                  format("%.2f", r->wire_per_byte).c_str(), fmt_us(r->worker_cpu_us).c_str(), fmt_us(r->nlohmann_us).c_str(),
@@ -274,6 +440,8 @@ void print_table(const Report& report, std::FILE* out) {
                "x raw = MB/s / raw pipe echo MB/s at the same size; wire/B = task frame bytes / payload byte; wrk cpu = "
                "worker on-CPU time per task (/proc/PID/schedstat); nlohmann = in-process 2 x (dump + parse) of the same "
                "args; x nl = rtt mean / nlohmann; rss = VmHWM over the row (reset before it).\n");
+
+  if (report.launcher) print_launcher(*report.launcher, out);
 
   std::fprintf(out, "\nTargets (reported, not asserted)\n");
   for (const Target& t : report.targets) {
@@ -346,6 +514,7 @@ json to_json(const Report& report) {
     rows.push_back(std::move(j));
   }
   out["rows"] = rows;
+  if (report.launcher) out["launcher"] = launcher_json(*report.launcher);
   json targets = json::array();
   for (const Target& t : report.targets) targets.push_back({{"name", t.name}, {"detail", t.detail}, {"met", t.met}});
   out["targets"] = targets;
@@ -378,17 +547,7 @@ std::string to_csv(const Report& report) {
     if (l.same_cpu.count > 0) out += CsvLine().set("kind", "tiny_rtt_same_cpu").set("mode", l.mode).num("size", 14).stats(l.same_cpu).str();
     if (l.cross_cpu.count > 0) out += CsvLine().set("kind", "tiny_rtt_cross_cpu").set("mode", l.mode).num("size", 14).stats(l.cross_cpu).str();
   }
-  for (const TinyThroughput& t : report.tiny_throughput) {
-    out += CsvLine()
-               .set("kind", "tiny_tasks")
-               .set("mode", t.mode)
-               .set("driver", t.driver)
-               .num("jobs", t.jobs)
-               .num("window", t.window)
-               .num("reps", double(t.tasks))
-               .num("tasks_per_s", t.tasks_per_s)
-               .str();
-  }
+  for (const TinyThroughput& t : report.tiny_throughput) out += tiny_tasks_csv("tiny_tasks", t.driver, t);
   for (const Row& r : report.rows) {
     CsvLine line;
     line.set("kind", "echo").set("codec", r.codec).set("mode", r.mode).num("size", double(r.size)).stats(r.rtt);
@@ -399,6 +558,7 @@ std::string to_csv(const Report& report) {
     line.num("vs_pingpong", r.vs_pingpong).num("vs_nlohmann", r.vs_nlohmann).set("failure", r.failure);
     out += line.str();
   }
+  if (report.launcher) out += launcher_csv(*report.launcher);
   return out;
 }
 

@@ -4,12 +4,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "protocol/message.hpp"
 
 namespace authrun::runner::bench {
+
+// "8 B", "64 KiB", "1.5 MiB": a size for people.
+std::string size_text(std::size_t bytes);
 
 // Summary of a set of timings, in microseconds.
 struct Stats {
@@ -88,6 +92,28 @@ struct TinyLatency {
   Stats cross_cpu;
 };
 
+// One worker of the launcher section: the local pipe or the launcher, in one channel mode.
+struct LaunchPath {
+  std::string via;   // "local", or the launcher's name ("ssh", "srun")
+  std::string host;  // for a launched worker: the -S host, or the one the worker named ("" if neither)
+  std::string mode;
+  Stats start;                // spawn until the worker's proof verified, over fresh workers
+  Stats tiny_rtt;             // tiny echoes one at a time over a blocking channel
+  TinyThroughput tiny_tasks;  // tiny echoes with a window in flight on one worker
+  std::vector<Row> echoes;    // raw-attachment echoes (1 MiB, 16 MiB), each verified byte for byte
+
+  // "local", "127.0.0.1 via ssh", "node1 via srun" (or "via srun").
+  std::string label() const;
+};
+
+// A launcher measured next to the local pipe in the same run (`bench -S HOST`, `--slurm`, `--launcher`).
+struct LaunchSection {
+  std::string launcher;           // its name: "ssh", "srun"
+  std::vector<std::string> argv;  // the command that started the launched worker
+  std::string key_delivery;       // "stdin" (a fresh key ahead of the protocol) or "key file"
+  std::vector<LaunchPath> paths;  // the local pipe (authenticated, encrypted), then the launched worker last
+};
+
 struct Machine {
   int cpus = 0;
   std::string cpu_model;
@@ -117,6 +143,7 @@ struct Report {
   std::vector<TinyLatency> tiny_latency;
   std::vector<TinyThroughput> tiny_throughput;
   std::vector<Row> rows;
+  std::optional<LaunchSection> launcher;  // only when a launcher was given
   std::vector<Target> targets;
   long runner_max_rss_kib = 0;  // getrusage ru_maxrss: the whole process lifetime
   double seconds = 0;           // the whole run

@@ -1,5 +1,6 @@
-// Bench workers: spawned as runner/worker_link.cpp spawns them (fresh key on the key socket), then driven by a
-// blocking Channel instead of the event loop, so that a round trip is timed without the loop in the way.
+// Bench workers: spawned as runner/worker_link.cpp spawns them (here: a fresh key on the key socket; through
+// a launcher: a fresh key ahead of the protocol on stdin, or the key file's), then driven by a blocking
+// Channel instead of the event loop, so that a round trip is timed without the loop in the way.
 #include "runner/bench_worker.hpp"
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <poll.h>
 #include <sys/wait.h>
 
+#include "protocol/limits.hpp"
 #include "protocol/run_key.hpp"
 #include "runner/worker_link.hpp"
 #include "runner/worker_process.hpp"
@@ -33,6 +35,14 @@ int raise_pipe(int fd, int size) {
 
 }  // namespace
 
+std::string LaunchSpec::where() const {
+  return (site.host.empty() ? "" : site.host + " ") + "via " + launcher.name();
+}
+
+std::vector<std::string> LaunchSpec::argv() const {
+  return launch_argv(launcher, site, 1, worker_argv, delivery, remote_key_file.empty() ? key_file : remote_key_file);
+}
+
 struct WorkerHost::Impl {
   std::vector<std::string> argv;
   boost::asio::io_context io;
@@ -43,10 +53,84 @@ struct BenchWorker::Impl {
   std::unique_ptr<RunKey> key;  // on the heap: the Channel keeps a reference to it
   std::optional<WorkerProcess> process;
   std::unique_ptr<Channel> channel;
+  std::string name;  // "worker PID", or where a launched one runs, for messages
   StartTimes times;
   int pipe_size = 0;
   bool stopped = false;
+  bool killed = false;  // reap() had to kill the process
+
+  // Waits up to `grace` for the process to exit, then kills it and waits as long again. Returns its wait
+  // status, or nullopt if it could not be reaped (or was not running). The process is gone afterwards.
+  std::optional<int> reap(std::chrono::seconds grace) {
+    if (!process) return std::nullopt;
+    // Shared with the callback, which may outlive this call if the child is never reaped.
+    auto exit = std::make_shared<std::optional<int>>();
+    process->async_wait([exit](int status) { *exit = status; });
+    for (int attempt = 0; attempt < 2 && !*exit; ++attempt) {
+      if (attempt == 1) {
+        process->kill();
+        killed = true;
+      }
+      io->restart();
+      const auto until = Clock::now() + grace;
+      while (!*exit && Clock::now() < until) io->run_one_for(std::chrono::milliseconds(100));
+    }
+    process.reset();
+    return *exit;
+  }
 };
+
+namespace {
+
+// Sends the key ahead of the protocol if `hand_over` says so, raises the pipes, waits for the worker's first
+// byte (its hello) and completes the handshake for `mode`, each wait within `timeout`; fills in `w`'s start
+// times, pipe size and channel (which takes the pipes).
+Result<void> handshake(BenchWorker::Impl& w, WorkerProcess::Pipes& pipes, KeyHandOver hand_over,
+                       std::chrono::seconds timeout, ChannelMode mode, int pipe_size) {
+  if (hand_over == KeyHandOver::stdin_prefix) {
+    if (auto sent = write_key_prefix(pipes.to_worker.get(), *w.key); !sent) {
+      return make_error(sent.error().code, "its key could not be written to its stdin (" + sent.error().message + ")");
+    }
+  }
+  w.pipe_size = std::min(raise_pipe(pipes.to_worker.get(), pipe_size), raise_pipe(pipes.from_worker.get(), pipe_size));
+
+  // The worker sends its hello as soon as it runs: waiting for it keeps its start-up out of the handshake.
+  auto t0 = Clock::now();
+  pollfd p{pipes.from_worker.get(), POLLIN, 0};
+  const int waited_ms = static_cast<int>(std::chrono::milliseconds(timeout).count());
+  if (::poll(&p, 1, waited_ms) != 1) {
+    return make_error(ErrorCode::timeout, "worker sent nothing within " + std::to_string(timeout.count()) + " s of its start");
+  }
+  if (!(p.revents & POLLIN)) return make_error(ErrorCode::eof, "worker closed its output without sending anything");
+  w.times.first_byte_us = micros_since(t0);
+
+  t0 = Clock::now();
+  w.channel = std::make_unique<Channel>(std::move(pipes.from_worker), std::move(pipes.to_worker), *w.key,
+                                        HandshakeConfig{Role::parent, {mode}, limits::default_max_payload});
+  AUTHRUN_TRY(w.channel->handshake(Clock::now() + timeout));
+  w.times.handshake_us = micros_since(t0);
+  return {};
+}
+
+// `why` as the bench reports a worker that did not start: where it ran, and how its process ended
+// (`wait_status`, when it was reaped) with, for a launcher, the likely cause.
+Error failed_start(Error why, const LaunchSpec* launch, std::optional<int> wait_status) {
+  const bool spawned = why.code != ErrorCode::spawn_failed;
+  std::string text = launch ? "the worker " + launch->where() : std::string("the worker");
+  text += spawned ? " failed its handshake: " : " did not start: ";
+  text += why.message;
+  if (wait_status) {
+    text += std::string("; ") + (launch ? launch->launcher.name() : "it") + " ended with " + describe_wait_status(*wait_status);
+    if (launch) {
+      if (std::string hint = launch_failure_hint(launch->launcher, launch->site, *wait_status); !hint.empty()) {
+        text += ": " + hint;
+      }
+    }
+  }
+  return Error{why.code, std::move(text)};
+}
+
+}  // namespace
 
 BenchWorker::BenchWorker(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
 
@@ -57,7 +141,13 @@ BenchWorker::~BenchWorker() {
 Channel& BenchWorker::channel() { return *m_impl->channel; }
 int BenchWorker::pid() const { return m_impl->process->pid(); }
 const StartTimes& BenchWorker::start_times() const { return m_impl->times; }
+double BenchWorker::start_us() const { return m_impl->times.spawn_us + m_impl->times.first_byte_us + m_impl->times.handshake_us; }
 int BenchWorker::pipe_size() const { return m_impl->pipe_size; }
+
+std::string BenchWorker::peer_host() {
+  const auto& info = m_impl->channel->connection().peer_info();
+  return info ? info->host : std::string();
+}
 
 Result<void> BenchWorker::stop() {
   Impl& w = *m_impl;
@@ -67,21 +157,10 @@ Result<void> BenchWorker::stop() {
     w.channel.reset();  // closes both pipes: the worker sees the shutdown, then EOF
   }
   if (!w.process) return {};
-  // Shared with the callback, which may outlive this call if the child is never reaped.
-  auto exit = std::make_shared<std::optional<int>>();
-  w.process->async_wait([exit](int status) { *exit = status; });
-  for (int attempt = 0; attempt < 2 && !*exit; ++attempt) {
-    if (attempt == 1) w.process->kill();
-    w.io->restart();
-    const auto until = Clock::now() + std::chrono::seconds(5);
-    while (!*exit && Clock::now() < until) w.io->run_one_for(std::chrono::milliseconds(100));
-  }
-  const int pid = w.process->pid();
-  w.process.reset();
-  if (!*exit) return make_error(ErrorCode::io, "worker " + std::to_string(pid) + " could not be reaped");
-  const int status = **exit;
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return make_error(ErrorCode::io, "worker " + std::to_string(pid) + " ended with " + describe_wait_status(status));
+  const std::optional<int> status = w.reap(std::chrono::seconds(5));
+  if (!status) return make_error(ErrorCode::io, w.name + " could not be reaped");
+  if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+    return make_error(ErrorCode::io, w.name + " ended with " + describe_wait_status(*status));
   }
   return {};
 }
@@ -92,37 +171,66 @@ WorkerHost::WorkerHost(std::vector<std::string> worker_argv) : m_impl(std::make_
 
 WorkerHost::~WorkerHost() = default;
 
+// What to spawn and how it gets its key.
+struct WorkerHost::Plan {
+  std::vector<std::string> argv;
+  KeyHandOver hand_over = KeyHandOver::inherited_fd;
+  std::unique_ptr<RunKey> key;         // on the heap: the Channel keeps a reference to it
+  std::chrono::seconds timeout{10};    // for the first byte, then again for the handshake
+  const LaunchSpec* launch = nullptr;  // set for a launched worker
+};
+
 Result<std::unique_ptr<BenchWorker>> WorkerHost::start(ChannelMode mode, int pipe_size) {
+  Plan plan;
+  plan.argv = m_impl->argv;
+  if (mode == ChannelMode::insecure_measurement) plan.argv.push_back("--allow-insecure-measurement");
+  // A fresh key for each worker, as the runner does.
+  plan.key = std::make_unique<RunKey>(RunKey::generate());
+  return spawn(std::move(plan), mode, pipe_size);
+}
+
+Result<std::unique_ptr<BenchWorker>> WorkerHost::start_launched(const LaunchSpec& launch, ChannelMode mode, int pipe_size) {
+  Plan plan;
+  plan.argv = launch.argv();
+  plan.timeout = std::chrono::seconds(30);
+  plan.launch = &launch;
+  if (launch.delivery == KeyDelivery::key_file) {
+    plan.hand_over = KeyHandOver::none;
+    AUTHRUN_TRY_ASSIGN(RunKey key, RunKey::load_file(launch.key_file));
+    plan.key = std::make_unique<RunKey>(std::move(key));
+  } else {
+    plan.hand_over = KeyHandOver::stdin_prefix;
+    plan.key = std::make_unique<RunKey>(RunKey::generate());
+  }
+  return spawn(std::move(plan), mode, pipe_size);
+}
+
+Result<std::unique_ptr<BenchWorker>> WorkerHost::spawn(Plan plan, ChannelMode mode, int pipe_size) {
   auto w = std::make_unique<BenchWorker::Impl>();
   w->io = &m_impl->io;
-  // A fresh key for each worker, as the runner does.
-  w->key = std::make_unique<RunKey>(RunKey::generate());
-  AUTHRUN_TRY_ASSIGN(Fd key_fd, key_socket_for(*w->key));
-
-  std::vector<std::string> argv = m_impl->argv;
-  if (mode == ChannelMode::insecure_measurement) argv.push_back("--allow-insecure-measurement");
+  w->key = std::move(plan.key);
+  Fd key_fd;
+  if (plan.hand_over == KeyHandOver::inherited_fd) {
+    AUTHRUN_TRY_ASSIGN(key_fd, key_socket_for(*w->key));
+  }
   WorkerProcess::Pipes pipes;
   auto t0 = Clock::now();
-  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(m_impl->io, argv, std::move(key_fd), pipes));
+  auto process = WorkerProcess::spawn(m_impl->io, plan.argv, std::move(key_fd), pipes);
+  if (!process) return failed_start(std::move(process).error(), plan.launch, std::nullopt);
   w->times.spawn_us = micros_since(t0);
-  w->process.emplace(std::move(process));
+  w->process.emplace(std::move(*process));
+  w->name = plan.launch ? "the worker " + plan.launch->where() + " (launcher pid " + std::to_string(w->process->pid()) + ")"
+                        : "worker " + std::to_string(w->process->pid());
   // Wrapped at once, so that an error below still reaps the child (the destructor stops it).
   auto worker = std::make_unique<BenchWorker>(std::move(w));
   BenchWorker::Impl& impl = *worker->m_impl;
-
-  impl.pipe_size = std::min(raise_pipe(pipes.to_worker.get(), pipe_size), raise_pipe(pipes.from_worker.get(), pipe_size));
-
-  // The worker sends its hello as soon as it runs: waiting for it keeps its start-up out of the handshake.
-  t0 = Clock::now();
-  pollfd p{pipes.from_worker.get(), POLLIN, 0};
-  if (::poll(&p, 1, 10000) != 1) return make_error(ErrorCode::timeout, "worker sent nothing within 10 s of its start");
-  impl.times.first_byte_us = micros_since(t0);
-
-  t0 = Clock::now();
-  impl.channel = std::make_unique<Channel>(std::move(pipes.from_worker), std::move(pipes.to_worker), *impl.key,
-                                           HandshakeConfig{Role::parent, {mode}, limits::default_max_payload});
-  AUTHRUN_TRY(impl.channel->handshake(Clock::now() + std::chrono::seconds(10)));
-  impl.times.handshake_us = micros_since(t0);
+  if (auto ready = handshake(impl, pipes, plan.hand_over, plan.timeout, mode, pipe_size); !ready) {
+    // Our ends closed, so a worker still reading sees EOF; how it ended tells why (unless it had to be killed).
+    impl.channel.reset();
+    pipes = {};
+    const std::optional<int> status = impl.reap(std::chrono::seconds(2));
+    return failed_start(std::move(ready).error(), plan.launch, impl.killed ? std::nullopt : status);
+  }
   return worker;
 }
 

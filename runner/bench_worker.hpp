@@ -1,5 +1,6 @@
 // `authrun bench`: one real worker driven synchronously (a blocking protocol::Channel over its pipes),
-// spawned as the runner spawns its workers, with its start-up and handshake timed; and reaped.
+// spawned as the runner spawns its workers (here, or through a launcher), with its start-up and handshake
+// timed; and reaped.
 #pragma once
 
 #include <cstdint>
@@ -9,8 +10,24 @@
 
 #include "protocol/channel.hpp"
 #include "protocol/result.hpp"
+#include "runner/launcher.hpp"
 
 namespace authrun::runner::bench {
+
+// A worker started through a launcher (ssh, srun), as the runner starts one on a site that is not local.
+struct LaunchSpec {
+  Launcher launcher;
+  Site site;                             // a site that is not local
+  std::vector<std::string> worker_argv;  // the worker command where the launcher runs it
+  KeyDelivery delivery = KeyDelivery::stdin_prefix;
+  std::string key_file;         // key_file delivery: where this process reads the key
+  std::string remote_key_file;  // ... and where the worker reads it (empty: the same path)
+
+  // "127.0.0.1 via ssh", or "via srun" when the launcher picks the host: for messages and the report.
+  std::string where() const;
+  // The argv that starts the worker (launch_argv for slot 1).
+  std::vector<std::string> argv() const;
+};
 
 // Where one worker's start-up time went, in microseconds.
 struct StartTimes {
@@ -32,8 +49,13 @@ class BenchWorker {
   protocol::Channel& channel();
   int pid() const;
   const StartTimes& start_times() const;
+  // Spawn until the worker's proof verified: the sum of the start times.
+  double start_us() const;
   // The smaller of the two pipes' capacities in bytes, as F_GETPIPE_SZ reports it after our request.
   int pipe_size() const;
+  // The host the worker named itself in its worker_info message (which arrives ahead of its first result);
+  // "" before that, or if it sent none.
+  std::string peer_host();
 
   // Sends a shutdown, closes both pipes and waits up to 5 s for the worker to exit (then SIGKILL).
   // Errors: io when the worker did not exit with status 0 (the message says how it ended). Call once.
@@ -58,8 +80,17 @@ class WorkerHost {
   // Spawns a worker with a fresh run key on its key pipe (fd 3), asks for `pipe_size` byte pipes
   // (F_SETPIPE_SZ; the default size is kept silently if refused), and completes the handshake asking for
   // `mode` only, within 10 s. insecure_measurement adds --allow-insecure-measurement to the worker's argv.
-  // Errors: spawn_failed, io, timeout, and those of the handshake.
+  // Errors: spawn_failed, io, timeout, and those of the handshake; after the spawn, the message also says
+  // how the worker ended (it is reaped first).
   protocol::Result<std::unique_ptr<BenchWorker>> start(protocol::ChannelMode mode, int pipe_size);
+
+  // Starts a worker through `launch` as start() does, with 30 s for its first byte and 30 s for the
+  // handshake. Its key: a fresh one written as the first 32 bytes of its stdin before the handshake
+  // (stdin_prefix), or the key file's, which the worker reads itself (key_file: nothing is sent). Errors:
+  // those of start(), key_invalid for the key file; the message names where the worker ran, and for a
+  // launcher that ended early, how and the likely cause (launch_failure_hint).
+  protocol::Result<std::unique_ptr<BenchWorker>> start_launched(const LaunchSpec& launch, protocol::ChannelMode mode,
+                                                                int pipe_size);
 
   // Tiny echo tasks through the runner's own event loop (WorkerLink on this host's io_context): starts
   // `jobs` workers, and once all are ready sends `tasks` tasks keeping `window` in flight on each, then
@@ -70,6 +101,10 @@ class WorkerHost {
   struct Impl;
 
  private:
+  struct Plan;  // what to spawn and how it gets its key
+  // The one spawn path under start() and start_launched().
+  protocol::Result<std::unique_ptr<BenchWorker>> spawn(Plan plan, protocol::ChannelMode mode, int pipe_size);
+
   std::unique_ptr<Impl> m_impl;
 };
 

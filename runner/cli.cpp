@@ -253,6 +253,8 @@ int run_cli(int argc, char** argv) {
                         "Key (from 'authrun keygen') the launched worker reads where it runs (--slurm needs one)");
   add_launch_options(*bench_cmd, bench_engine, bench_flags);
   add_bench_options(*bench_cmd, bench);
+  bench_cmd->footer("With a launcher, one worker is started through it (on the first -S host that is not ':') and "
+                    "measured next to local workers in the same run: start, tiny round trip, tiny tasks/s, 1 and 16 MiB echoes.");
 
   std::string key_path;
   CLI::App* keygen_cmd = app.add_subcommand("keygen", "Write a new key file (mode 0600) for workers started by other means");

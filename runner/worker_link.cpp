@@ -221,9 +221,7 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
     // 32 bytes into a new, empty pipe: never blocks. The launcher's channel must be encrypted (checked by
     // choose_key_delivery before any worker starts). If the launcher is gone already (EPIPE), its exit
     // ends the link as for any worker that dies before its handshake.
-    std::ignore = write_all(pipes.to_worker.get(),
-                            std::span<const std::byte>(reinterpret_cast<const std::byte*>(impl->key.data()), k_run_key_size),
-                            Clock::now() + std::chrono::seconds(1));
+    std::ignore = write_key_prefix(pipes.to_worker.get(), impl->key);
   }
   AUTHRUN_TRY(set_nonblocking(pipes.to_worker.get(), true));
   AUTHRUN_TRY(set_nonblocking(pipes.from_worker.get(), true));

@@ -149,6 +149,12 @@ Result<protocol::Fd> key_socket_for(const protocol::RunKey& key) {
   return std::move(pair.read);
 }
 
+protocol::Result<void> write_key_prefix(int to_worker, const protocol::RunKey& key) {
+  return protocol::write_all(to_worker,
+                             std::span<const std::byte>(reinterpret_cast<const std::byte*>(key.data()), protocol::k_run_key_size),
+                             protocol::Clock::now() + std::chrono::seconds(1));
+}
+
 std::string describe_wait_status(int status) {
   if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {

@@ -58,6 +58,11 @@ class WorkerProcess {
 // /proc/PID/fd/3 and read the key first; a socket cannot be opened that way. Errors: io.
 protocol::Result<protocol::Fd> key_socket_for(const protocol::RunKey& key);
 
+// Writes `key` as the first 32 bytes of a new worker's stdin (`to_worker`), ahead of the protocol: the
+// hand-over through an encrypted launcher (authrun-worker --key-stdin). Straight from the key's own memory
+// into an empty pipe, so it never blocks and leaves no copy. Errors: io (EPIPE: the launcher is gone).
+protocol::Result<void> write_key_prefix(int to_worker, const protocol::RunKey& key);
+
 // "exit code 3", "signal 9 (Killed)" for a wait status.
 std::string describe_wait_status(int wait_status);
 

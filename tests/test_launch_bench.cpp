@@ -73,10 +73,7 @@ TEST_CASE("bench: through srun (--slurm --key-file K), next to the local pipe, e
   auto env = test::load_fixture("slurm");
   AUTHRUN_REQUIRE_FIXTURE(env);
   test::TempDir dir;
-  const std::string key = dir.path() + "/run.key";
-  auto keygen = test::run_program({test::authrun_bin(), "keygen", key});
-  INFO(keygen.err);
-  REQUIRE(keygen.exit_code == 0);
+  const std::string key = test::new_key_file(dir);
   // srun finds the private cluster through SLURM_CONF in its environment.
   const json section = launcher_section({"/usr/bin/env", "SLURM_CONF=" + env.at("SLURM_CONF")}, {"--slurm", "--key-file", key});
   check_paths(section, "srun");
