@@ -71,6 +71,14 @@ Expected reference(std::span<const std::uint8_t> s, const Config& c) {
       if (c.raise_after_first) max = k_raised_limit;
     }
   }
+  // A partial header whose first bytes cannot start a frame fails at once (FrameReader does not wait for
+  // the rest of the header).
+  for (std::size_t i = 0; pos + i < s.size() && i < k_frame_magic.size(); ++i) {
+    if (s[pos + i] != k_frame_magic[i]) {
+      e.error = ErrorCode::bad_magic;
+      return e;
+    }
+  }
   e.mid_frame = pos < s.size();
   return e;
 }
