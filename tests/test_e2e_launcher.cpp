@@ -145,3 +145,17 @@ TEST_CASE("launched: {host} without hosts, or hosts without {host}, are usage er
   CHECK(missing.exit_code == 2);
   CHECK(contains(missing.err, "launcher program 'no-such-launcher-program' not found on PATH"));
 }
+
+TEST_CASE("launched: authrun exec runs its jobs on launched workers, and its joblog says where") {
+  test::TempDir dir;
+  const std::string joblog = dir.path() + "/joblog.tsv";
+  auto r = test::run_program({test::authrun_bin(), "exec", "-k", "-j", "2", "--launcher", "/usr/bin/env", "--launcher-encrypted",
+                              "--joblog", joblog, "--", "echo", "job", "{}", ":::", "a", "b", "c"});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "job a\njob b\njob c\n");
+  auto lines = test::split_lines(test::read_file(joblog));
+  REQUIRE(lines.size() == 4);
+  const std::string host_field = '\t' + this_host() + '\t';
+  for (std::size_t i = 1; i < lines.size(); ++i) CHECK(contains(lines[i], host_field));
+}

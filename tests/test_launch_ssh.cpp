@@ -154,3 +154,22 @@ TEST_CASE("ssh: when the runner is killed, the remote worker stops its task and 
   CHECK(eventually([&] { return test::processes_running("authrun-worker", marker).empty(); }, std::chrono::seconds(10)));
   CHECK(eventually([&] { return test::processes_running("ssh", marker).empty(); }, std::chrono::seconds(10)));
 }
+
+TEST_CASE("ssh: authrun exec -S runs commands on the far host as GNU parallel --sshlogin does, logging in once per worker") {
+  auto env = test::load_fixture("sshd");
+  AUTHRUN_REQUIRE_FIXTURE(env);
+  std::vector<std::string> argv{test::authrun_bin(), "exec", "-k", "--tag", "-S", env.at("HOST") + ":2", "--launcher", launcher(env),
+                                "-v", "--", "sh", "-c", "echo $(id -un) {}", ":::"};
+  auto value = [](int i) { return std::string(1, 'v').append(std::to_string(i)); };  // not "v" + ...: GCC 12's -Wrestrict
+  for (int i = 0; i < 20; ++i) argv.push_back(value(i));
+  auto r = test::run_program(argv);
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  auto lines = test::split_lines(r.out);
+  REQUIRE(lines.size() == 20);
+  for (int i = 0; i < 20; ++i) CHECK(lines[std::size_t(i)] == value(i) + "\t" + env.at("USER") + " " + value(i));
+  // One login per worker, not per job (the second worker may still be logging in when the jobs are done).
+  const auto logins = test::count(r.err, "(via ssh): handshake ok");
+  CHECK(logins >= 1);
+  CHECK(logins <= 2);
+}
