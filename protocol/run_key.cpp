@@ -1,6 +1,7 @@
 // Run key generation, loading and wiping.
 #include "protocol/run_key.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -109,12 +110,23 @@ Result<RunKey> RunKey::read_fd(int raw_fd) {
   return key;
 }
 
-Result<RunKey> RunKey::read_prefix(int fd, Clock::time_point deadline) {
+Result<RunKey> RunKey::request(int in_fd, int out_fd, Clock::time_point deadline) {
   sodium_ready();
+  auto asked = write_all(out_fd, std::as_bytes(std::span(k_key_request.data(), k_key_request.size())), deadline);
+  if (!asked) return make_error(ErrorCode::key_invalid, "asking for the key on stdout: " + asked.error().message);
   RunKey key;
-  auto got = read_exact(fd, std::span<std::byte>(reinterpret_cast<std::byte*>(key.m_bytes), k_run_key_size), deadline);
+  auto got = read_exact(in_fd, std::span<std::byte>(reinterpret_cast<std::byte*>(key.m_bytes), k_run_key_size), deadline);
   if (!got) return make_error(ErrorCode::key_invalid, "key on stdin: " + got.error().message);
   return key;
+}
+
+KeyRequestState key_request_state(std::span<const std::uint8_t> received) {
+  const std::size_t n = std::min(received.size(), k_key_request.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    if (received[i] != static_cast<std::uint8_t>(k_key_request[i])) return KeyRequestState::wrong;
+  }
+  if (received.size() < k_key_request.size()) return KeyRequestState::partial;
+  return received.size() == k_key_request.size() ? KeyRequestState::complete : KeyRequestState::wrong;
 }
 
 Result<void> RunKey::write_file(const std::string& path) const {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "protocol/fd.hpp"
 #include "protocol/result.hpp"
@@ -13,6 +14,16 @@
 namespace authrun::protocol {
 
 inline constexpr std::size_t k_run_key_size = 32;
+
+// What a worker started with --key-stdin writes first: the runner sends the key only once it has seen this,
+// so the key never waits in a pipe for a worker that is not running yet (and that has not yet made itself
+// undumpable), and never reaches whatever else answers (a shell printing a banner, `cat`).
+inline constexpr std::string_view k_key_request = "ARUNKEY?";
+
+// Whether `received` (the first bytes from a worker that is to ask for its key) is the whole request
+// (complete), a prefix of it (partial), or anything else (wrong).
+enum class KeyRequestState { partial, complete, wrong };
+KeyRequestState key_request_state(std::span<const std::uint8_t> received);
 
 // Initialises libsodium once (thread-safe); returns false if it cannot be used.
 bool sodium_ready();
@@ -28,10 +39,11 @@ class RunKey {
   // Reads exactly 32 raw bytes from `fd` (the runner's key socket) and closes it. Fails closed on a short
   // read (someone else read the key first) or a longer stream. Errors: key_invalid.
   static Result<RunKey> read_fd(int fd);
-  // Reads exactly 32 raw bytes from `fd` before `deadline` and nothing beyond them: the key a runner sends
-  // ahead of the protocol on a worker's stdin through an encrypted launcher (ssh). Does not close `fd`.
-  // Errors: key_invalid (EOF, short read, timeout).
-  static Result<RunKey> read_prefix(int fd, Clock::time_point deadline);
+  // Asks for the key on a worker's own channel (through an encrypted launcher such as ssh): writes
+  // k_key_request to `out_fd`, then reads exactly 32 raw bytes from `in_fd` before `deadline`, and nothing
+  // beyond them (the protocol follows). Closes neither fd. Errors: key_invalid (EOF, short read, timeout,
+  // the request could not be written).
+  static Result<RunKey> request(int in_fd, int out_fd, Clock::time_point deadline);
   // Builds a key from raw bytes (tests and test vectors).
   static RunKey from_bytes(std::span<const std::uint8_t, k_run_key_size> bytes);
 

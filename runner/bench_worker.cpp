@@ -4,6 +4,7 @@
 #include "runner/bench_worker.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -88,6 +89,16 @@ namespace {
 Result<void> handshake(BenchWorker::Impl& w, WorkerProcess::Pipes& pipes, KeyHandOver hand_over,
                        std::chrono::seconds timeout, ChannelMode mode, int pipe_size) {
   if (hand_over == KeyHandOver::stdin_prefix) {
+    // The key goes out only once the worker asks for it (as WorkerLink does it).
+    std::array<std::uint8_t, k_key_request.size()> asked{};
+    if (auto got = read_exact(pipes.from_worker.get(), std::as_writable_bytes(std::span(asked)), Clock::now() + timeout); !got) {
+      return make_error(got.error().code, "it did not ask for its key (" + got.error().message + ")");
+    }
+    if (key_request_state(asked) != KeyRequestState::complete) {
+      std::string shown(asked.begin(), asked.end());
+      for (char& c : shown) c = (c >= 0x20 && c < 0x7f) ? c : '.';
+      return make_error(ErrorCode::bad_magic, "it sent \"" + shown + "\"... instead of asking for its key (is the channel clean?)");
+    }
     if (auto sent = write_key_prefix(pipes.to_worker.get(), *w.key); !sent) {
       return make_error(sent.error().code, "its key could not be written to its stdin (" + sent.error().message + ")");
     }
@@ -215,7 +226,7 @@ Result<std::unique_ptr<BenchWorker>> WorkerHost::spawn(Plan plan, ChannelMode mo
   }
   WorkerProcess::Pipes pipes;
   auto t0 = Clock::now();
-  auto process = WorkerProcess::spawn(m_impl->io, plan.argv, std::move(key_fd), pipes);
+  auto process = WorkerProcess::spawn(m_impl->io, plan.argv, std::move(key_fd), pipes, plan.launch != nullptr);
   if (!process) return failed_start(std::move(process).error(), plan.launch, std::nullopt);
   w->times.spawn_us = micros_since(t0);
   w->process.emplace(std::move(*process));

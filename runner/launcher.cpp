@@ -138,6 +138,7 @@ std::vector<std::string> launch_argv(const Launcher& launcher, const Site& site,
                                      const std::vector<std::string>& worker_argv, KeyDelivery delivery,
                                      const std::string& key_file) {
   std::vector<std::string> worker = worker_argv;
+  worker.push_back("--orphan-watch");  // its parent process is the launcher's daemon: PDEATHSIG cannot help
   if (delivery == KeyDelivery::key_file) {
     worker.push_back("--key-file");
     worker.push_back(key_file);

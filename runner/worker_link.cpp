@@ -1,6 +1,9 @@
 // Asynchronous driving of one worker's pipes and its protocol Connection.
 #include "runner/worker_link.hpp"
 
+#include <algorithm>
+#include <array>
+
 #include <sys/uio.h>
 
 #include <boost/asio/buffer.hpp>
@@ -33,6 +36,9 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   asio::steady_timer linger_timer;  // bounds the wait for the end once the worker stopped reading or exited
   Clock::time_point spawned_at;
   std::chrono::microseconds handshake_time{0};
+  bool awaiting_key_request = false;          // key on stdin: nothing is sent before the worker asks
+  std::array<std::uint8_t, 64> early{};       // what the worker sent while we waited for its request
+  std::size_t early_got = 0;
   bool writing = false;
   bool closing_output = false;  // shutdown(): close the worker's stdin once output is flushed
   bool closed = false;          // channel over: no more reads or writes
@@ -43,6 +49,13 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
 
   void start_read() {
     if (closed) return;
+    if (awaiting_key_request) {
+      in.async_read_some(asio::buffer(early.data() + early_got, early.size() - early_got),
+                         [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+                           self->on_early_read(ec, n);
+                         });
+      return;
+    }
     auto space = connection.read_space();
     in.async_read_some(asio::buffer(space.data(), space.size()),
                        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
@@ -50,11 +63,41 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
                        });
   }
 
+  // Bytes before the worker's key request: the request (then the key goes out, and the hello after it), or
+  // anything else, which goes to the Connection to be refused as a dirty channel, quoted.
+  void on_early_read(const boost::system::error_code& ec, std::size_t n) {
+    if (closed) return;
+    if (!ec) early_got += n;
+    const auto state = key_request_state(std::span<const std::uint8_t>(early.data(), early_got));
+    const bool ended = ec || n == 0;
+    if (state == KeyRequestState::partial && !ended) return start_read();
+    awaiting_key_request = false;
+    if (state == KeyRequestState::complete) {
+      if (auto sent = write_key_prefix(out.native_handle(), key); !sent) return close(std::move(sent).error());
+      kick_write();  // our hello
+      return start_read();
+    }
+    auto space = connection.read_space();
+    const std::size_t fed = std::min(space.size(), early_got);
+    std::copy_n(early.begin(), fed, space.begin());
+    connection.commit(fed);
+    if (!ended) return process_input();
+    // The end before a complete request: say what came, if it was anything to say (a banner, an error).
+    auto msg = connection.receive();
+    if (!msg) return close(std::move(msg).error());
+    close(connection.end_of_input());
+  }
+
   void on_read(const boost::system::error_code& ec, std::size_t n) {
     if (closed) return;
     if (ec == asio::error::eof || (!ec && n == 0)) return close(connection.end_of_input());
     if (ec) return close(make_error(ErrorCode::io, "reading from worker: " + ec.message()));
     connection.commit(n);
+    process_input();
+  }
+
+  // Takes in what the Connection has buffered: handshake, results; then reads on.
+  void process_input() {
     for (;;) {
       const bool was_ready = connection.established();
       auto msg = connection.receive();
@@ -85,7 +128,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   }
 
   void kick_write() {
-    if (closed || writing || !out.is_open()) return;
+    if (closed || writing || awaiting_key_request || !out.is_open()) return;
     FrameWriter& w = connection.output();
     if (w.empty()) {
       if (closing_output && out.is_open()) {
@@ -204,6 +247,7 @@ WorkerLink::~WorkerLink() {
 Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, const std::vector<std::string>& argv,
                                                       const RunKey* shared_key, KeyHandOver hand_over, HandshakeConfig config,
                                                       std::chrono::milliseconds handshake_timeout, Events events) {
+  const bool launched = hand_over != KeyHandOver::inherited_fd;
   // A fresh key for each worker: a key stolen from one worker opens that one channel at most.
   RunKey key = shared_key ? RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(shared_key->data(), k_run_key_size))
                          : RunKey::generate();
@@ -215,14 +259,11 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
   auto impl = std::make_shared<Impl>(io, std::move(key), std::move(config), std::move(events));
   WorkerProcess::Pipes pipes;
   impl->spawned_at = Clock::now();
-  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(key_fd), pipes));
+  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(key_fd), pipes, launched));
   impl->process.emplace(std::move(process));
-  if (hand_over == KeyHandOver::stdin_prefix) {
-    // 32 bytes into a new, empty pipe: never blocks. The launcher's channel must be encrypted (checked by
-    // choose_key_delivery before any worker starts). If the launcher is gone already (EPIPE), its exit
-    // ends the link as for any worker that dies before its handshake.
-    std::ignore = write_key_prefix(pipes.to_worker.get(), impl->key);
-  }
+  // The key goes out once the worker asks for it (on_early_read). The launcher's channel must be encrypted
+  // (checked by choose_key_delivery before any worker starts).
+  impl->awaiting_key_request = hand_over == KeyHandOver::stdin_prefix;
   AUTHRUN_TRY(set_nonblocking(pipes.to_worker.get(), true));
   AUTHRUN_TRY(set_nonblocking(pipes.from_worker.get(), true));
   impl->in.assign(pipes.from_worker.release());
@@ -235,8 +276,11 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
   impl->handshake_timer.async_wait([weak = std::weak_ptr<Impl>(impl), handshake_timeout](const boost::system::error_code& ec) {
     auto self = weak.lock();
     if (ec || !self || self->connection.established()) return;
-    self->close(make_error(ErrorCode::timeout, "handshake did not complete within " +
-                                                   std::to_string(handshake_timeout.count()) + " ms"));
+    self->close(make_error(ErrorCode::timeout,
+                           self->awaiting_key_request
+                               ? "the worker did not ask for its key within " + std::to_string(handshake_timeout.count()) +
+                                     " ms (is the launcher running authrun-worker --key-stdin?)"
+                               : "handshake did not complete within " + std::to_string(handshake_timeout.count()) + " ms"));
   });
   impl->kick_write();  // our hello
   impl->start_read();

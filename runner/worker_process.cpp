@@ -50,6 +50,7 @@ struct WorkerProcess::Impl {
   Impl(boost::asio::io_context& io, int pid_) : watch(io), pid(pid_) {}
   boost::asio::posix::stream_descriptor watch;  // the child's pidfd
   int pid;
+  bool own_group = false;  // signals go to its process group (a launcher and what it started)
   bool reaped = false;
 
   void wait(std::function<void(int)> on_exit, const std::shared_ptr<Impl>& self) {
@@ -84,11 +85,13 @@ WorkerProcess::~WorkerProcess() {
 }
 
 Result<WorkerProcess> WorkerProcess::spawn(boost::asio::io_context& io, const std::vector<std::string>& argv,
-                                           protocol::Fd key_fd, Pipes& pipes) {
+                                           protocol::Fd key_fd, Pipes& pipes, bool launcher) {
   auto fail = [&](const std::string& why) {
     return protocol::make_error(protocol::ErrorCode::spawn_failed, "cannot start worker " + argv.at(0) + ": " + why);
   };
-  AUTHRUN_TRY_ASSIGN(protocol::Pipe to_worker, protocol::make_pipe());
+  // A launcher holds its stdin for as long as it takes to log in, and may be dumpable (ssh): a socket, which
+  // no other process can open through /proc/PID/fd/0, keeps what goes in there (its key) ours.
+  AUTHRUN_TRY_ASSIGN(protocol::Pipe to_worker, launcher ? protocol::make_socket_pair() : protocol::make_pipe());
   AUTHRUN_TRY_ASSIGN(protocol::Pipe from_worker, protocol::make_pipe());
   // The key must not sit at fd 3 already (dup2 onto itself would keep FD_CLOEXEC), nor at 0 or 1.
   protocol::Fd key;
@@ -108,7 +111,13 @@ Result<WorkerProcess> WorkerProcess::spawn(boost::asio::io_context& io, const st
   sigemptyset(&none);
   if (rc == 0) rc = posix_spawnattr_setsigdefault(&setup.attr, &all);
   if (rc == 0) rc = posix_spawnattr_setsigmask(&setup.attr, &none);
-  if (rc == 0) rc = posix_spawnattr_setflags(&setup.attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  // A launcher gets a process group of its own: Ctrl-C at the terminal is the runner's to handle (a grace
+  // period for running tasks), and stopping it stops whatever it started too.
+  if (rc == 0 && launcher) rc = posix_spawnattr_setpgroup(&setup.attr, 0);
+  if (rc == 0) {
+    rc = posix_spawnattr_setflags(&setup.attr, static_cast<short>(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK |
+                                                                  (launcher ? POSIX_SPAWN_SETPGROUP : 0)));
+  }
   if (rc != 0) return fail(std::string("posix_spawn set-up: ") + std::strerror(rc));
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -117,6 +126,7 @@ Result<WorkerProcess> WorkerProcess::spawn(boost::asio::io_context& io, const st
   rc = ::posix_spawn(&pid, args[0], &setup.actions, &setup.attr, args.data(), environ);
   if (rc != 0) return fail(std::strerror(rc));
   auto impl = std::make_shared<Impl>(io, pid);
+  impl->own_group = launcher;
   const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) {
     ::kill(pid, SIGKILL);
@@ -134,11 +144,11 @@ int WorkerProcess::pid() const { return m_impl->pid; }
 void WorkerProcess::async_wait(std::function<void(int)> on_exit) { m_impl->wait(std::move(on_exit), m_impl); }
 
 void WorkerProcess::kill() {
-  if (m_impl && !m_impl->reaped) ::kill(m_impl->pid, SIGKILL);
+  if (m_impl && !m_impl->reaped) ::kill(m_impl->own_group ? -m_impl->pid : m_impl->pid, SIGKILL);
 }
 
 void WorkerProcess::terminate() {
-  if (m_impl && !m_impl->reaped) ::kill(m_impl->pid, SIGTERM);
+  if (m_impl && !m_impl->reaped) ::kill(m_impl->own_group ? -m_impl->pid : m_impl->pid, SIGTERM);
 }
 
 Result<protocol::Fd> key_socket_for(const protocol::RunKey& key) {

@@ -30,9 +30,11 @@ class WorkerProcess {
 
   // Starts argv[0] (a path) with argv. The child gets fresh pipes as stdin and stdout, inherits stderr, and
   // gets `key_fd` (a socket holding the key; may be invalid) as fd 3; every other fd is closed; signal
-  // dispositions and mask are reset. Errors: spawn_failed, naming the program and errno.
+  // dispositions and mask are reset. A `launcher` (ssh, srun) gets a socket as stdin instead of a pipe and a
+  // process group of its own, which kill() and terminate() signal as a whole. Errors: spawn_failed, naming
+  // the program and errno.
   static protocol::Result<WorkerProcess> spawn(boost::asio::io_context& io, const std::vector<std::string>& argv,
-                                               protocol::Fd key_fd, Pipes& pipes);
+                                               protocol::Fd key_fd, Pipes& pipes, bool launcher = false);
 
   WorkerProcess(WorkerProcess&&) noexcept;
   WorkerProcess& operator=(WorkerProcess&&) noexcept;
@@ -42,9 +44,9 @@ class WorkerProcess {
   int pid() const;
   // Calls `on_exit(wait_status)` (as from waitpid) once the child has been reaped. Call once.
   void async_wait(std::function<void(int wait_status)> on_exit);
-  // Sends SIGKILL (no-op once reaped).
+  // Sends SIGKILL (no-op once reaped); to its process group if it has its own.
   void kill();
-  // Sends SIGTERM (no-op once reaped).
+  // Sends SIGTERM (no-op once reaped); to its process group if it has its own.
   void terminate();
 
  private:

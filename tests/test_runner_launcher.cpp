@@ -78,11 +78,11 @@ TEST_CASE("launcher: argv substitutes {host} and {slot}, quotes the worker for s
   Site site{"alice@node2", false, 2};
   Words argv = launch_argv(ssh, site, 7, {"/opt/my dir/authrun-worker", "--max-payload", "2048"}, KeyDelivery::stdin_prefix, "");
   CHECK(argv == Words{"ssh", "-p", "2222", "-T", "alice@node2", "'/opt/my dir/authrun-worker'", "'--max-payload'", "'2048'",
-                      "'--key-stdin'"});
+                      "'--orphan-watch'", "'--key-stdin'"});
   Launcher srun = parse_launcher("srun -u --job-name=w{slot} {worker} --extra", false).value();
   argv = launch_argv(srun, Site{"", false, 1}, 3, {"/w", "-x"}, KeyDelivery::key_file, "/shared/it's.key");
   // argv, not a shell: nothing quoted; {worker} placed where the template says.
-  CHECK(argv == Words{"srun", "-u", "--job-name=w3", "/w", "-x", "--key-file", "/shared/it's.key", "--extra"});
+  CHECK(argv == Words{"srun", "-u", "--job-name=w3", "/w", "-x", "--orphan-watch", "--key-file", "/shared/it's.key", "--extra"});
 }
 
 TEST_CASE("launcher: exit statuses before the handshake name a likely cause") {

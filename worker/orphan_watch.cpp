@@ -29,6 +29,9 @@ void watch(int in_fd, int out_fd) {
   // The channel is gone. An idle worker reads the end of input and exits by itself; a task in progress
   // would run to its end for nobody.
   while (!g_task_running.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Twice: an exec child spawned a moment ago may not have its process group recorded yet.
+  kill_running_exec_child();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
   kill_running_exec_child();
   ::_exit(k_orphaned_exit);
 }

@@ -3,6 +3,8 @@
 // the worker watches its channel instead: once the far end of its stdin hangs up or its stdout has no
 // reader any more (the runner died, the ssh connection was cut, the srun step was cancelled) while a task
 // runs, it kills the task's child process group and exits. An idle worker sees the end of input itself.
+// Only on request (--orphan-watch, which authrun passes through launchers): a parent that half-closes the
+// worker's stdin with tasks still queued (PROTOCOL.md section 6 allows it) must not use it.
 #pragma once
 
 namespace authrun::worker {

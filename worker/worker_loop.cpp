@@ -8,7 +8,7 @@ namespace authrun::worker {
 
 using namespace protocol;
 
-Result<void> serve_tasks(Channel& channel, std::optional<WorkerInfo> introduce) {
+Result<void> serve_tasks(Channel& channel) {
   for (;;) {
     auto msg = channel.receive();
     if (!msg) {
@@ -35,10 +35,6 @@ Result<void> serve_tasks(Channel& channel, std::optional<WorkerInfo> introduce) 
     } else {
       result.ok = false;
       result.error = std::move(value).error();
-    }
-    if (introduce) {
-      std::ignore = channel.connection().send(std::move(*introduce));  // queued; flushed with the result
-      introduce.reset();
     }
     const BodyFormat format = result.format;
     auto sent = channel.send(std::move(result), no_deadline(), format);

@@ -84,6 +84,7 @@ int worker_main(int argc, char** argv) {
   int key_fd = 3;
   std::string key_file;
   bool key_stdin = false;
+  bool orphan_watch = false;
   double handshake_timeout = std::chrono::duration<double>(limits::default_handshake_timeout).count();
   std::uint32_t max_payload = limits::default_max_payload;
   bool allow_encrypted_only = false;
@@ -95,6 +96,9 @@ int worker_main(int argc, char** argv) {
   app.add_flag("--key-stdin", key_stdin,
                "Read the run key as the first 32 bytes of stdin, ahead of the protocol (through an encrypted launcher such as ssh)")
       ->excludes("--key-fd", "--key-file");
+  app.add_flag("--orphan-watch", orphan_watch,
+               "Stop a running task and exit once the channel's far end is gone (authrun passes this to workers it "
+               "starts through a launcher, whose parent process outlives the runner)");
   app.add_option("--handshake-timeout", handshake_timeout, "Seconds the handshake may take")->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--max-payload", max_payload, "Largest task payload accepted, in bytes")->capture_default_str()
@@ -124,7 +128,7 @@ int worker_main(int argc, char** argv) {
     return 2;
   }
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(handshake_timeout));
-  auto key = key_stdin ? RunKey::read_prefix(fds->first.get(), deadline)
+  auto key = key_stdin ? RunKey::request(fds->first.get(), fds->second.get(), deadline)
              : key_file.empty() ? RunKey::read_fd(key_fd) : RunKey::load_file(key_file);
   if (!key) {
     log_line("no usable key, refusing to run: " + key.error().message);
@@ -142,8 +146,11 @@ int worker_main(int argc, char** argv) {
              "): " + hs.error().message);
     return after ? 4 : 3;
   }
-  start_orphan_watch(in_fd, out_fd);
-  if (auto served = serve_tasks(channel, WorkerInfo{host_name(), ::getpid()}); !served) {
+  if (orphan_watch) start_orphan_watch(in_fd, out_fd);
+  // Where it runs, right away: a task that dies before its first result is still placed. A small write on
+  // a fresh channel fails only when the parent is gone already (it needed no task): a clean end.
+  if (!channel.send(WorkerInfo{host_name(), ::getpid()}, deadline)) return 0;
+  if (auto served = serve_tasks(channel); !served) {
     log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);
     return 4;
   }
