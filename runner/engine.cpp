@@ -2,6 +2,7 @@
 #include "runner/engine.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -219,7 +220,14 @@ void Engine::spawn_worker(int slot) {
 std::string Engine::host_of(const Worker& w) const {
   const Site& site = m_sites[std::size_t(w.site)];
   // A launcher that picks the node itself (srun) leaves the name to the worker's own word.
-  if (!site.local && site.host.empty() && w.link->peer_info()) return w.link->peer_info()->host;
+  if (!site.local && site.host.empty() && w.link->peer_info()) {
+    // The worker's own word, shown in logs and results: only characters a host name has.
+    std::string host = w.link->peer_info()->host;
+    for (char& c : host) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') c = '?';
+    }
+    return host;
+  }
   return site.label(m_o.launcher);
 }
 
@@ -365,7 +373,7 @@ void Engine::on_result(int id, TaskResult&& r) {
   arm_deadline(w);
   if (m_o.max_tasks_per_worker > 0 && w.done >= m_o.max_tasks_per_worker && !w.retiring) {
     w.retiring = true;  // its queued tasks still finish; a replacement starts now
-    if (work_remains() && !m_stopping) spawn_worker(w.slot);
+    if (work_remains() && !m_stopping && !m_site_state[std::size_t(w.site)].set_aside) spawn_worker(w.slot);
   }
   if (w.retiring && w.in_flight.empty()) w.link->shutdown();
   dispatch();
@@ -381,7 +389,9 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
   SiteState& site_state = m_site_state[std::size_t(w.site)];
   audit(w, w.trusted ? "channel_closed" : clean ? "stopped_before_handshake" : "handshake", clean, clean ? nullptr : &why,
         status);
-  if (!clean && !stopped_by_us) {
+  // A task that overran its time limit says nothing about the worker or its host.
+  const bool timed_out = why.code == ErrorCode::timeout && w.trusted;
+  if (!clean && !stopped_by_us && !timed_out) {
     ++m_failures_since_progress;
     ++site_state.failures_in_row;
     std::string hint;
@@ -426,13 +436,20 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
   if (!clean && !m_stopping && !m_finishing) {
     const bool other_sites = std::any_of(m_site_state.begin(), m_site_state.end(),
                                          [&](const SiteState& s) { return &s != &site_state && !s.set_aside; });
+    // A host where some worker still works is not at fault as a whole (sshd's MaxStartups refuses some of
+    // many simultaneous logins, for one): only a host with no trusted worker left is set aside.
+    const bool site_has_trusted = std::any_of(m_workers.begin(), m_workers.end(), [&](const auto& entry) {
+      return entry.second.site == w.site && entry.second.trusted && !entry.second.retiring;
+    });
     if (m_failures_since_progress >= limit) {
       give_up("giving up after " + std::to_string(m_failures_since_progress) +
               " workers in a row failed their handshake or died (last: " + why.message + ")");
     } else if (site_state.set_aside) {
       // The host was set aside while this worker was still starting: its slot stays empty.
-    } else if (site_state.failures_in_row >= k_set_aside_after && other_sites) {
+    } else if (site_state.failures_in_row >= k_set_aside_after && other_sites && !site_has_trusted) {
       site_state.set_aside = true;
+      // Its run of failures no longer speaks against the run as a whole.
+      m_failures_since_progress = std::max(0, m_failures_since_progress - site_state.failures_in_row);
       m_summary.hosts_set_aside.push_back(host_of(w));
       log("setting " + host_of(w) + " aside: " + std::to_string(site_state.failures_in_row) +
           " of its workers in a row failed (last: " + why.message + "); going on with the other hosts");
@@ -564,17 +581,18 @@ RunSummary run_engine(const EngineOptions& options,
 }
 
 std::string describe(const RunSummary& s, std::uint64_t skipped) {
-  std::string set_aside;
-  for (const std::string& host : s.hosts_set_aside) set_aside += (set_aside.empty() ? "; set aside: " : ", ") + host;
-  char text[1024];
+  char text[512];
   std::snprintf(text, sizeof text,
                 "%llu tasks: %llu ok, %llu failed, %zu not started%s; %d workers trusted, %d handshake failures, "
-                "%d worker deaths%s; %.3f s, %.0f tasks/s",
+                "%d worker deaths",
                 static_cast<unsigned long long>(s.ok + s.failed), static_cast<unsigned long long>(s.ok),
                 static_cast<unsigned long long>(s.failed), s.not_started.size(),
                 skipped ? (", " + std::to_string(skipped) + " skipped as already done").c_str() : "", s.trusted,
-                s.handshake_failures, s.deaths, set_aside.c_str(), s.seconds, s.seconds > 0 ? double(s.ok + s.failed) / s.seconds : 0.0);
-  return text;
+                s.handshake_failures, s.deaths);
+  std::string line = text;
+  for (std::size_t i = 0; i < s.hosts_set_aside.size(); ++i) line += (i ? ", " : "; set aside: ") + s.hosts_set_aside[i];
+  std::snprintf(text, sizeof text, "; %.3f s, %.0f tasks/s", s.seconds, s.seconds > 0 ? double(s.ok + s.failed) / s.seconds : 0.0);
+  return line + text;
 }
 
 }  // namespace authrun::runner

@@ -7,10 +7,25 @@
 namespace authrun::runner {
 
 protocol::Result<JobLog> JobLog::open(const std::string& path, bool append) {
-  std::FILE* f = std::fopen(path.c_str(), append ? "ae" : "we");
+  static constexpr char k_header[] = "Seq\tId\tWorker\tHost\tAttempt\tStarttime\tJobRuntime\tOutcome\tMessage\n";
+  std::FILE* f = std::fopen(path.c_str(), append ? "a+e" : "we");
   if (!f) return protocol::make_error(protocol::ErrorCode::io, "cannot write joblog " + path + ": " + std::strerror(errno));
   std::fseek(f, 0, SEEK_END);
-  if (std::ftell(f) == 0) std::fputs("Seq\tId\tWorker\tHost\tAttempt\tStarttime\tJobRuntime\tOutcome\tMessage\n", f);
+  if (std::ftell(f) == 0) {
+    std::fputs(k_header, f);
+  } else {
+    // Appending: the columns must be these, or the lines would not line up (and --resume would misread them).
+    char first[sizeof k_header + 1] = {};
+    std::rewind(f);
+    const bool same = std::fgets(first, sizeof first, f) && std::strcmp(first, k_header) == 0;
+    std::fseek(f, 0, SEEK_END);
+    if (!same) {
+      std::fclose(f);
+      return protocol::make_error(protocol::ErrorCode::usage, "joblog " + path +
+                                                                  " has other columns (written by an older authrun?): "
+                                                                  "give a new --joblog file");
+    }
+  }
   std::fflush(f);
   return JobLog(f);
 }

@@ -65,6 +65,11 @@ std::string Site::label(const Launcher& launcher) const {
 Result<Launcher> parse_launcher(const std::string& template_text, bool encrypted) {
   Launcher l;
   AUTHRUN_TRY_ASSIGN(l.words, split_command(template_text, "launcher"));
+  for (const std::string& word : l.words) {
+    if (word != "{worker}" && word.find("{worker}") != std::string::npos) {
+      return make_error(ErrorCode::usage, "launcher: {worker} must be a word of its own (it stands for several), not part of '" + word + "'");
+    }
+  }
   const bool ssh = l.name() == "ssh";
   l.encrypted = encrypted || ssh;
   l.remote_shell = ssh;
@@ -85,6 +90,23 @@ Launcher default_ssh_launcher() {
   return l;
 }
 
+namespace {
+
+// A host as ssh takes it: [user@]name, where name is letters, digits, '.', '-', '_', '%' (a scope), or an
+// IPv6 address in brackets. Nothing a shell, ssh's option parser or a template placeholder would act on.
+bool plausible_host(const std::string& host) {
+  const std::size_t at = host.find('@');
+  if (at != host.rfind('@') || at == 0 || at + 1 == host.size()) return false;
+  const std::string user = at == std::string::npos ? "" : host.substr(0, at);
+  const std::string name = at == std::string::npos ? host : host.substr(at + 1);
+  auto all_in = [](const std::string& s, const char* allowed) { return s.find_first_not_of(allowed) == std::string::npos; };
+  if (!all_in(user, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")) return false;
+  if (name.size() > 2 && name.front() == '[' && name.back() == ']') return all_in(name.substr(1, name.size() - 2), "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789:.%");
+  return !name.empty() && name[0] != '-' && all_in(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-%");
+}
+
+}  // namespace
+
 Result<std::vector<Site>> parse_sshlogins(const std::vector<std::string>& entries, int default_slots) {
   std::vector<Site> sites;
   for (const std::string& arg : entries) {
@@ -94,25 +116,28 @@ Result<std::vector<Site>> parse_sshlogins(const std::vector<std::string>& entrie
       std::string entry = arg.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
       Site site;
       site.slots = default_slots;
+      // The slot count follows the last ':' outside an IPv6 address's brackets.
+      const std::size_t bracket = entry.rfind(']');
+      const std::size_t colon = entry.rfind(':');
       std::string host = entry;
-      if (std::size_t colon = entry.rfind(':'); colon != std::string::npos) {
+      if (colon != std::string::npos && (bracket == std::string::npos || colon > bracket)) {
         std::string count = entry.substr(colon + 1);
         host.resize(colon);
-        if (!count.empty()) {
-          if (!all_digits(count) || count.size() > 4 || std::stoi(count) < 1) {
-            return make_error(ErrorCode::usage, "-S entry '" + entry + "': slots after ':' must be a number from 1 to 9999");
-          }
-          site.slots = std::stoi(count);
+        if (!(count.empty() && host.empty()) && (!all_digits(count) || count.size() > 4 || std::stoi(count) < 1)) {
+          return make_error(ErrorCode::usage, "-S entry '" + entry + "': slots after ':' must be a number from 1 to 9999");
         }
-        site.local = host.empty();  // ":" or ":N"
-      } else {
-        site.local = false;
+        if (!count.empty()) site.slots = std::stoi(count);
       }
+      site.local = host.empty() && colon != std::string::npos;  // ":" or ":N"
       if (!site.local) {
         if (host.empty()) return make_error(ErrorCode::usage, "-S: empty entry in '" + arg + "'");
-        if (host.find_first_of(" \t'\"\\;&|<>$`") != std::string::npos || host[0] == '-') {
-          return make_error(ErrorCode::usage, "-S entry '" + entry + "': not a host name");
+        if (!plausible_host(host)) {
+          return make_error(ErrorCode::usage, "-S entry '" + entry +
+                                                  "': not a host name ([user@]host, letters, digits, '.', '-', '_'; "
+                                                  "IPv6 in brackets: [::1]:2)");
         }
+        // ssh takes an IPv6 address without the brackets (they only set it apart from the slot count here).
+        std::erase_if(host, [](char c) { return c == '[' || c == ']'; });
         site.host = std::move(host);
       }
       sites.push_back(std::move(site));

@@ -153,4 +153,10 @@ TEST_CASE("exec: --joblog and --resume skip the jobs already done") {
   CHECK(third.exit_code == 0);
   CHECK(third.out.empty());
   CHECK(split_lines(read_file(log)).size() == 1 + 2 + 2);
+
+  // A joblog with other columns (an older authrun's) is not appended to: its lines would not line up.
+  const std::string old_log = dir.write("old-joblog", "Seq\tId\tWorker\tAttempt\tStarttime\tJobRuntime\tOutcome\tMessage\n");
+  auto mixed = exec({"--joblog", old_log, "--resume", "--", "echo", ":::", "1"});
+  CHECK(mixed.exit_code == 255);
+  CHECK(contains(mixed.err, "has other columns"));
 }

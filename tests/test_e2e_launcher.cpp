@@ -159,3 +159,40 @@ TEST_CASE("launched: authrun exec runs its jobs on launched workers, and its job
   const std::string host_field = '\t' + this_host() + '\t';
   for (std::size_t i = 1; i < lines.size(); ++i) CHECK(contains(lines[i], host_field));
 }
+
+TEST_CASE("launched: a timeout on the good host does not count against it, nor give up the run, after a host was set aside") {
+  // The first task overruns its limit on "good" while "bad" is being set aside; the rest still run there.
+  std::string input = task_line(json{{"id", 0}, {"fn", "sleep"}, {"args", {{"seconds", 5}}}, {"timeout", 1}});
+  for (int i = 1; i <= 6; ++i) input += task_line(json{{"id", i}, {"fn", "sleep"}, {"args", {{"seconds", 0.05}}}});
+  auto r = run_batch({"-S", "good:1,bad:1", "--window", "1", "--retries", "0", "--launcher",
+                      "sh -c '[ \"$0\" = bad ] && exit 9; exec \"$@\"' {host}", "--launcher-encrypted", "-"},
+                     input);
+  INFO(r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(!contains(r.err, "giving up"));
+  CHECK(contains(summary_of(r.err), "7 tasks: 6 ok, 1 failed, 0 not started"));
+  CHECK(contains(summary_of(r.err), "set aside: bad"));
+}
+
+TEST_CASE("launched: the key goes out only when the worker asks for it, never to whatever else answers") {
+  // `cat` would echo a key sent ahead of time into the error message and the audit log.
+  test::TempDir dir;
+  const std::string audit = dir.path() + "/audit.jsonl";
+  auto r = run_batch({"-j", "1", "--handshake-timeout", "1", "--launcher", "sh -c 'exec cat' sh", "--launcher-encrypted",
+                      "--audit-log", audit, "-"},
+                     echo_tasks(1));
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "the worker did not ask for its key within 1000 ms"));
+  CHECK(!contains(r.err, "its output starts with"));  // cat had nothing to echo
+  CHECK(!contains(test::read_file(audit), "output starts with"));
+}
+
+TEST_CASE("launched: a launcher leads a process group of its own (Ctrl-C at the terminal is the runner's to handle)") {
+  // The launcher refuses to start the worker unless it is its own process group's leader.
+  auto r = run_batch({"-j", "1", "--launcher", "sh -c '[ \"$(cut -d\" \" -f5 /proc/$$/stat)\" = \"$$\" ] || exit 9; exec \"$@\"' sh",
+                      "--launcher-encrypted", "-"},
+                     echo_tasks(2));
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(parse_results(r.out).size() == 2);
+}

@@ -65,14 +65,15 @@ TEST_CASE("slurm: scancel of a worker's job mid-task retries the task on another
   use_slurm(env);
   test::TempDir dir;
   const std::string key = test::new_key_file(dir);
+  const std::string marker = "9.3303";
   test::RunOutput r;
-  std::thread run([&] { r = run_batch({"-j", "2", "--window", "1", "--slurm", "--key-file", key, "-"}, sleep_tasks(4, 3)); });
-  std::vector<std::string> jobs;
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while ((jobs = worker_jobs()).size() < 2 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // both workers are running a task now
+  std::thread run([&] {
+    r = run_batch({"-j", "2", "--window", "1", "--slurm", "--key-file", key, "--remote-worker", test::marked_worker(marker), "-"},
+                  sleep_tasks(4, 3, true));
+  });
+  // Both workers are running a task (their sleep children run); then one's job is cancelled.
+  CHECK(test::eventually([&] { return test::busy_workers(marker).size() == 2; }));
+  const std::vector<std::string> jobs = worker_jobs();
   REQUIRE(!jobs.empty());
   CHECK(test::run_program({"/usr/bin/scancel", jobs[0]}).exit_code == 0);
   run.join();

@@ -29,21 +29,6 @@ std::string launcher(const test::FixtureEnv& env, const char* opts = "SSH_OPTS")
   return "ssh " + env.at(opts) + " -T {host}";
 }
 
-// A worker command for the far side with a marker no other test uses, to find its processes by.
-std::string marked_worker(const std::string& marker) {
-  return std::string(test::worker_bin()) + " --handshake-timeout " + marker;
-}
-
-// Waits up to `limit` for `done()`.
-bool eventually(const std::function<bool()>& done, std::chrono::seconds limit = std::chrono::seconds(20)) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return true;
-}
-
 }  // namespace
 
 TEST_CASE("ssh: a batch across -S 127.0.0.1,: runs on both, every result exactly once") {
@@ -79,15 +64,12 @@ TEST_CASE("ssh: killing the ssh client mid-task retries the task on another work
   test::RunOutput r;
   std::thread run([&] {
     r = run_batch({"--window", "1", "-S", env.at("HOST") + ":1,:1", "--launcher", launcher(env), "--remote-worker",
-                   marked_worker(marker), "-v", "-"},
-                  sleep_tasks(4, 3));
+                   test::marked_worker(marker), "-v", "-"},
+                  sleep_tasks(4, 3, true));
   });
-  // The ssh worker logs in, proves itself and starts its first task; then its connection is cut.
-  std::vector<int> ssh;
-  CHECK(eventually([&] { return !(ssh = test::processes_running("ssh", marker)).empty(); }));
-  CHECK(eventually([&] { return !test::processes_running("authrun-worker", marker).empty(); }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  for (int pid : ssh) ::kill(pid, SIGKILL);
+  // The ssh worker logs in, proves itself and starts a task (its sleep child runs); then its connection is cut.
+  CHECK(test::eventually([&] { return !test::busy_workers(marker).empty(); }));
+  for (int pid : test::processes_running("ssh", marker)) ::kill(pid, SIGKILL);
   run.join();
   INFO(r.err);
   CHECK(r.exit_code == 0);
@@ -96,7 +78,7 @@ TEST_CASE("ssh: killing the ssh client mid-task retries the task on another work
   CHECK(contains(r.err, "(via ssh) lost: "));
   CHECK(contains(summary_of(r.err), "1 worker deaths"));
   // The worker whose connection was cut does not run on for nobody.
-  CHECK(eventually([&] { return test::processes_running("authrun-worker", marker).empty(); }, std::chrono::seconds(10)));
+  CHECK(test::eventually([&] { return test::processes_running("authrun-worker", marker).empty(); }, std::chrono::seconds(10)));
 }
 
 TEST_CASE("ssh: a remote shell that prints a banner gives a clean error quoting it") {
@@ -143,16 +125,16 @@ TEST_CASE("ssh: when the runner is killed, the remote worker stops its task and 
   AUTHRUN_REQUIRE_FIXTURE(env);
   const std::string marker = "9.2202";
   test::Child runner = test::spawn_child({test::authrun_bin(), "run", "--no-progress", "-j", "1", "-S", env.at("HOST"), "--launcher",
-                                          launcher(env), "--remote-worker", marked_worker(marker), "-"});
-  test::write_text(runner.in.get(), sleep_tasks(1, 60));
+                                          launcher(env), "--remote-worker", test::marked_worker(marker), "-"});
+  test::write_text(runner.in.get(), sleep_tasks(1, 61.25, true));
   runner.in.close();
   // Running its task: PDEATHSIG cannot help here (the worker's parent is sshd's session, which lives on).
-  REQUIRE(eventually([&] { return !test::processes_running("authrun-worker", marker).empty(); }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  REQUIRE(test::eventually([&] { return !test::busy_workers(marker).empty(); }));
   ::kill(runner.pid, SIGKILL);
   runner.wait();
-  CHECK(eventually([&] { return test::processes_running("authrun-worker", marker).empty(); }, std::chrono::seconds(10)));
-  CHECK(eventually([&] { return test::processes_running("ssh", marker).empty(); }, std::chrono::seconds(10)));
+  CHECK(test::eventually([&] { return test::processes_running("authrun-worker", marker).empty(); }, std::chrono::seconds(10)));
+  CHECK(test::eventually([&] { return test::processes_running("sleep", "61.25").empty(); }, std::chrono::seconds(10)));
+  CHECK(test::eventually([&] { return test::processes_running("ssh", marker).empty(); }, std::chrono::seconds(10)));
 }
 
 TEST_CASE("ssh: authrun exec -S runs commands on the far host as GNU parallel --sshlogin does, logging in once per worker") {

@@ -16,6 +16,16 @@ int exited(int code) { return code << 8; }  // a wait status for "exited with `c
 
 }  // namespace
 
+TEST_CASE("launcher: -S takes IPv6 addresses in brackets") {
+  auto sites = parse_sshlogins({"[::1]:2,alice@[fe80::1%eth0]"}, 3);
+  REQUIRE(sites);
+  REQUIRE(sites->size() == 2);
+  CHECK((*sites)[0].host == "::1");
+  CHECK((*sites)[0].slots == 2);
+  CHECK((*sites)[1].host == "alice@fe80::1%eth0");
+  CHECK((*sites)[1].slots == 3);
+}
+
 TEST_CASE("launcher: -S entries give hosts, slots and this machine") {
   auto sites = parse_sshlogins({"node1,alice@node2:3", ":", ":2"}, 4);
   REQUIRE(sites);
@@ -35,7 +45,8 @@ TEST_CASE("launcher: -S entries give hosts, slots and this machine") {
 }
 
 TEST_CASE("launcher: bad -S entries are usage errors naming the entry") {
-  for (const char* bad : {"node1:x", "node1:0", "node1:99999", "a,,b", "-oProxyCommand=x", "host;rm"}) {
+  for (const char* bad : {"node1:x", "node1:0", "node1:99999", "node1:", "a,,b", "-oProxyCommand=x", "host;rm", "::1", "h{slot}",
+                          "u@", "@h", "a@b@c", "ho st", "host\nx", "h(1)"}) {
     CAPTURE(bad);
     auto sites = parse_sshlogins({bad}, 1);
     REQUIRE(!sites);
@@ -58,6 +69,7 @@ TEST_CASE("launcher: ssh is encrypted and a remote shell, srun and others are ne
   REQUIRE(marked);
   CHECK(marked->encrypted);
   CHECK(!parse_launcher("ssh 'unclosed", false));
+  CHECK(!parse_launcher("sh -c {worker}-x", false));
   CHECK(!parse_launcher("   ", false));
 }
 

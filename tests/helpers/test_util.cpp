@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 #include <dirent.h>
@@ -241,10 +242,33 @@ std::string summary_of(const std::string& err) {
 
 std::string task_line(const protocol::json& task) { return protocol::dump_json(task) + "\n"; }
 
-std::string sleep_tasks(int n, double seconds) {
+std::string sleep_tasks(int n, double seconds, bool exec) {
   std::string input;
-  for (int i = 0; i < n; ++i) input += task_line(protocol::json{{"id", i}, {"fn", "sleep"}, {"args", {{"seconds", seconds}}}});
+  for (int i = 0; i < n; ++i) {
+    protocol::json task = exec ? protocol::json{{"id", i}, {"fn", "exec"}, {"args", {{"argv", {"sleep", std::to_string(seconds)}}}}}
+                               : protocol::json{{"id", i}, {"fn", "sleep"}, {"args", {{"seconds", seconds}}}};
+    input += task_line(task);
+  }
   return input;
+}
+
+bool eventually(const std::function<bool()>& done, std::chrono::seconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+std::string marked_worker(const std::string& marker) { return std::string(worker_bin()) + " --handshake-timeout " + marker; }
+
+std::vector<int> busy_workers(const std::string& marker) {
+  std::vector<int> busy;
+  for (int pid : processes_running("authrun-worker", marker)) {
+    if (!children_of(pid).empty()) busy.push_back(pid);
+  }
+  return busy;
 }
 
 int check_each_ok_once(const std::vector<protocol::json>& results, int n) {
@@ -257,6 +281,10 @@ int check_each_ok_once(const std::vector<protocol::json>& results, int n) {
     retried += r["attempts"].get<int>() > 1;
   }
   CHECK(ids.size() == std::size_t(n));
+  if (!ids.empty()) {
+    CHECK(*ids.begin() == 0);
+    CHECK(*ids.rbegin() == n - 1);
+  }
   return retried;
 }
 

@@ -92,8 +92,18 @@ std::string summary_of(const std::string& err);
 // A task as one JSONL input line, newline included.
 std::string task_line(const protocol::json& task);
 
-// `n` sleep tasks of `seconds` each, ids 0..n-1, as JSONL input.
-std::string sleep_tasks(int n, double seconds);
+// `n` sleep tasks of `seconds` each, ids 0..n-1, as JSONL input: the built-in sleep, or with `exec` a
+// `sleep` child process (which a busy worker then has).
+std::string sleep_tasks(int n, double seconds, bool exec = false);
+
+// Waits up to `limit` for `done()`, checking every 50 ms; returns whether it came true.
+bool eventually(const std::function<bool()>& done, std::chrono::seconds limit = std::chrono::seconds(20));
+
+// A worker command (this build's authrun-worker) with `marker` in its argv, to find its processes by.
+std::string marked_worker(const std::string& marker);
+
+// Pids of the authrun-worker processes with `marker` in their argv that have a child (a running exec task).
+std::vector<int> busy_workers(const std::string& marker);
 
 // CHECKs that `results` are `n` ok results with ids 0..n-1, each once; returns how many took more than one attempt.
 int check_each_ok_once(const std::vector<protocol::json>& results, int n);
