@@ -19,6 +19,7 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
+#include "runner/host_health.hpp"
 #include "runner/job_log.hpp"
 #include "runner/worker_link.hpp"
 #include "runner/worker_process.hpp"
@@ -59,15 +60,6 @@ struct Worker {
   bool trusted = false;   // its handshake verified
   bool retiring = false;  // shut down once its tasks are done (recycled, or the run ended)
 };
-
-// A site's record in this run.
-struct SiteState {
-  int failures_in_row = 0;  // workers that failed their handshake or died since its last result
-  bool set_aside = false;   // its workers kept failing: no more are started there
-};
-
-// Workers in a row that fail on one host before it is set aside (when other hosts remain).
-constexpr int k_set_aside_after = 3;
 
 class Engine {
  public:
@@ -112,7 +104,7 @@ class Engine {
   std::unique_ptr<TaskFeed> m_feed;
   std::map<int, Worker> m_workers;
   std::vector<Site> m_sites;
-  std::vector<SiteState> m_site_state;
+  std::optional<HostHealth> m_health;
   std::vector<int> m_site_of_slot;  // slot (1-based) -> site
   int m_next_worker_id = 0;
   std::map<std::uint64_t, Attempt> m_in_flight;  // seq -> attempt
@@ -120,7 +112,6 @@ class Engine {
   bool m_input_done = false;
   bool m_stopping = false;   // no new tasks (signal, halt or give-up)
   bool m_finishing = false;  // workers told to shut down
-  int m_failures_since_progress = 0;
   RunSummary m_summary;
   Clock::time_point m_t0 = Clock::now();
   bool m_progress_shown = false;
@@ -163,7 +154,7 @@ RunSummary Engine::run(const std::function<std::unique_ptr<TaskFeed>(std::functi
     if (!ec) on_signal(sig);
   });
   m_sites = m_o.sites.empty() ? std::vector<Site>{Site{"", true, m_o.jobs}} : m_o.sites;
-  m_site_state.resize(m_sites.size());
+  m_health.emplace(m_sites.size(), std::max(3, 2 * m_o.jobs));
   m_site_of_slot.push_back(-1);
   for (std::size_t i = 0; i < m_sites.size(); ++i) m_site_of_slot.insert(m_site_of_slot.end(), std::size_t(m_sites[i].slots), int(i));
   for (int slot = 1; slot < int(m_site_of_slot.size()); ++slot) spawn_worker(slot);
@@ -367,13 +358,12 @@ void Engine::on_result(int id, TaskResult&& r) {
     if (!r.error.details.is_null()) err["details"] = std::move(r.error.details);
     finish(a, a.failed_attempts + 1, false, std::move(err), &w);
   }
-  m_failures_since_progress = 0;
-  m_site_state[std::size_t(w.site)].failures_in_row = 0;
+  m_health->succeeded(std::size_t(w.site));
   ++w.done;
   arm_deadline(w);
   if (m_o.max_tasks_per_worker > 0 && w.done >= m_o.max_tasks_per_worker && !w.retiring) {
     w.retiring = true;  // its queued tasks still finish; a replacement starts now
-    if (work_remains() && !m_stopping && !m_site_state[std::size_t(w.site)].set_aside) spawn_worker(w.slot);
+    if (work_remains() && !m_stopping && !m_health->set_aside(std::size_t(w.site))) spawn_worker(w.slot);
   }
   if (w.retiring && w.in_flight.empty()) w.link->shutdown();
   dispatch();
@@ -386,14 +376,11 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
   const bool stopped_by_us = m_stopping && w.retiring;  // killed by a halt or a second signal
   const std::string status = describe_wait_status(wait_status);
   const Site& site = m_sites[std::size_t(w.site)];
-  SiteState& site_state = m_site_state[std::size_t(w.site)];
   audit(w, w.trusted ? "channel_closed" : clean ? "stopped_before_handshake" : "handshake", clean, clean ? nullptr : &why,
         status);
   // A task that overran its time limit says nothing about the worker or its host.
   const bool timed_out = why.code == ErrorCode::timeout && w.trusted;
   if (!clean && !stopped_by_us && !timed_out) {
-    ++m_failures_since_progress;
-    ++site_state.failures_in_row;
     std::string hint;
     if (!site.local && !w.trusted && why.code == ErrorCode::eof) hint = launch_failure_hint(m_o.launcher, site, wait_status);
     if (!hint.empty()) hint = "; likely cause: " + hint;
@@ -432,29 +419,28 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
     }
     m_retry.push_front(std::move(a));
   }
-  const int limit = std::max(3, 2 * m_o.jobs);
   if (!clean && !m_stopping && !m_finishing) {
-    const bool other_sites = std::any_of(m_site_state.begin(), m_site_state.end(),
-                                         [&](const SiteState& s) { return &s != &site_state && !s.set_aside; });
-    // A host where some worker still works is not at fault as a whole (sshd's MaxStartups refuses some of
-    // many simultaneous logins, for one): only a host with no trusted worker left is set aside.
-    const bool site_has_trusted = std::any_of(m_workers.begin(), m_workers.end(), [&](const auto& entry) {
+    const bool host_has_trusted = std::any_of(m_workers.begin(), m_workers.end(), [&](const auto& entry) {
       return entry.second.site == w.site && entry.second.trusted && !entry.second.retiring;
     });
-    if (m_failures_since_progress >= limit) {
-      give_up("giving up after " + std::to_string(m_failures_since_progress) +
-              " workers in a row failed their handshake or died (last: " + why.message + ")");
-    } else if (site_state.set_aside) {
-      // The host was set aside while this worker was still starting: its slot stays empty.
-    } else if (site_state.failures_in_row >= k_set_aside_after && other_sites && !site_has_trusted) {
-      site_state.set_aside = true;
-      // Its run of failures no longer speaks against the run as a whole.
-      m_failures_since_progress = std::max(0, m_failures_since_progress - site_state.failures_in_row);
-      m_summary.hosts_set_aside.push_back(host_of(w));
-      log("setting " + host_of(w) + " aside: " + std::to_string(site_state.failures_in_row) +
-          " of its workers in a row failed (last: " + why.message + "); going on with the other hosts");
-    } else if (work_remains()) {
-      spawn_worker(w.slot);
+    const auto site = std::size_t(w.site);
+    const auto verdict = timed_out ? (m_health->set_aside(site) ? HostHealth::Verdict::stays_empty : HostHealth::Verdict::replace)
+                                   : m_health->failed(site, host_has_trusted);
+    switch (verdict) {
+      case HostHealth::Verdict::give_up:
+        give_up("giving up after " + std::to_string(m_health->failures_since_progress()) +
+                " workers in a row failed their handshake or died (last: " + why.message + ")");
+        break;
+      case HostHealth::Verdict::set_aside:
+        m_summary.hosts_set_aside.push_back(host_of(w));
+        log("setting " + host_of(w) + " aside: " + std::to_string(m_health->failures_in_row(site)) +
+            " of its workers in a row failed (last: " + why.message + "); going on with the other hosts");
+        break;
+      case HostHealth::Verdict::stays_empty:
+        break;
+      case HostHealth::Verdict::replace:
+        if (work_remains()) spawn_worker(w.slot);
+        break;
     }
     if (m_workers.empty() && work_remains() && !m_stopping) give_up("no worker left: every host was set aside");
   }
