@@ -61,6 +61,10 @@ struct Worker {
   bool retiring = false;  // shut down once its tasks are done (recycled, or the run ended)
 };
 
+// Launched workers one host may have starting (logging in) at once: sshd refuses some of more than 10
+// simultaneous logins by default (MaxStartups 10:30:100), and those failures are not the host's fault.
+constexpr int k_max_starting_per_host = 8;
+
 class Engine {
  public:
   Engine(const EngineOptions& o, ResultHandler& handler)
@@ -71,6 +75,10 @@ class Engine {
  private:
   bool open_files();
   void spawn_worker(int slot);
+  // Workers of `site` not yet through their handshake.
+  int starting_on(int site) const;
+  // Starts the slots spawn_worker deferred, as far as their hosts take them now.
+  void start_deferred();
   void on_ready(int id);
   void on_result(int id, TaskResult&& r);
   void on_gone(int id, const Error& why, int wait_status);
@@ -106,6 +114,7 @@ class Engine {
   std::vector<Site> m_sites;
   std::optional<HostHealth> m_health;
   std::vector<int> m_site_of_slot;  // slot (1-based) -> site
+  std::deque<int> m_deferred;       // slots waiting for their host to finish some logins
   int m_next_worker_id = 0;
   std::map<std::uint64_t, Attempt> m_in_flight;  // seq -> attempt
   std::deque<Attempt> m_retry;                   // to run again, before new input
@@ -178,6 +187,10 @@ void Engine::spawn_worker(int slot) {
   int id = m_next_worker_id++;
   const int site_index = m_site_of_slot.at(std::size_t(slot));
   const Site& site = m_sites[std::size_t(site_index)];
+  if (!site.local && starting_on(site_index) >= k_max_starting_per_host) {
+    m_deferred.push_back(slot);
+    return;
+  }
   // Through a launcher the channel is encrypted unless asked otherwise: srun's stdio crosses the network
   // in the clear, and a task's arguments are nobody else's business.
   const ChannelMode mode = m_o.mode.value_or(site.local ? ChannelMode::authenticated : ChannelMode::encrypted);
@@ -208,6 +221,27 @@ void Engine::spawn_worker(int slot) {
   m_workers.emplace(id, std::move(w));
 }
 
+int Engine::starting_on(int site) const {
+  return static_cast<int>(std::count_if(m_workers.begin(), m_workers.end(), [site](const auto& entry) {
+    return entry.second.site == site && !entry.second.trusted && !entry.second.retiring;
+  }));
+}
+
+void Engine::start_deferred() {
+  for (std::size_t i = 0; i < m_deferred.size();) {
+    const int slot = m_deferred[i];
+    const int site = m_site_of_slot.at(std::size_t(slot));
+    if (m_stopping || m_finishing || m_health->set_aside(std::size_t(site)) || !work_remains()) {
+      m_deferred.erase(m_deferred.begin() + std::ptrdiff_t(i));
+    } else if (starting_on(site) < k_max_starting_per_host) {
+      m_deferred.erase(m_deferred.begin() + std::ptrdiff_t(i));
+      spawn_worker(slot);
+    } else {
+      ++i;
+    }
+  }
+}
+
 std::string Engine::host_of(const Worker& w) const {
   const Site& site = m_sites[std::size_t(w.site)];
   // A launcher that picks the node itself (srun) leaves the name to the worker's own word.
@@ -234,6 +268,7 @@ void Engine::on_ready(int id) {
   Worker& w = m_workers.at(id);
   w.trusted = true;
   ++m_summary.trusted;
+  start_deferred();
   audit(w, "handshake", true, nullptr, "");
   if (m_o.verbose) {
     log(describe_worker(w) + ": handshake ok (" + to_string(w.link->mode()) + ", " +
@@ -442,6 +477,7 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
         if (work_remains()) spawn_worker(w.slot);
         break;
     }
+    start_deferred();
     if (m_workers.empty() && work_remains() && !m_stopping) give_up("no worker left: every host was set aside");
   }
   dispatch();

@@ -196,3 +196,19 @@ TEST_CASE("launched: a launcher leads a process group of its own (Ctrl-C at the 
   CHECK(r.exit_code == 0);
   CHECK(parse_results(r.out).size() == 2);
 }
+
+TEST_CASE("launched: at most 8 workers of one host start at once (sshd refuses many simultaneous logins)") {
+  test::TempDir dir;
+  const std::string inside = dir.path() + "/starting";
+  REQUIRE(std::system(("mkdir " + inside).c_str()) == 0);
+  // Each launcher notes itself in `inside` while it "logs in", and complains if 8 others are in there too.
+  const std::string script = "n=$(ls " + inside + " | wc -l); [ $n -ge 8 ] && echo $n >> " + dir.path() +
+                             "/over; touch " + inside + "/$$; sleep 0.3; rm " + inside + "/$$; exec \"$@\"";
+  auto r = run_batch({"-S", "node:12", "--launcher", "sh -c '" + script + "' {host}", "--launcher-encrypted", "-v", "-"},
+                     test::sleep_tasks(24, 0.4));
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  test::check_each_ok_once(parse_results(r.out), 24);
+  CHECK(test::count(r.err, "handshake ok") >= 9);  // the later ones started too
+  CHECK(test::read_file(dir.path() + "/over").empty());
+}
