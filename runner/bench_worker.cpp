@@ -88,6 +88,8 @@ namespace {
 // times, pipe size and channel (which takes the pipes).
 Result<void> handshake(BenchWorker::Impl& w, WorkerProcess::Pipes& pipes, KeyHandOver hand_over,
                        std::chrono::seconds timeout, ChannelMode mode, int pipe_size) {
+  // The worker's own start-up (a launcher's login included) runs from here to its hello.
+  auto t0 = Clock::now();
   if (hand_over == KeyHandOver::stdin_prefix) {
     // The key goes out only once the worker asks for it (as WorkerLink does it).
     std::array<std::uint8_t, k_key_request.size()> asked{};
@@ -105,8 +107,8 @@ Result<void> handshake(BenchWorker::Impl& w, WorkerProcess::Pipes& pipes, KeyHan
   }
   w.pipe_size = std::min(raise_pipe(pipes.to_worker.get(), pipe_size), raise_pipe(pipes.from_worker.get(), pipe_size));
 
-  // The worker sends its hello as soon as it runs: waiting for it keeps its start-up out of the handshake.
-  auto t0 = Clock::now();
+  // The worker sends its hello as soon as it runs (has its key): waiting for it keeps its start-up out of
+  // the handshake.
   pollfd p{pipes.from_worker.get(), POLLIN, 0};
   const int waited_ms = static_cast<int>(std::chrono::milliseconds(timeout).count());
   if (::poll(&p, 1, waited_ms) != 1) {

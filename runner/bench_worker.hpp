@@ -32,7 +32,8 @@ struct LaunchSpec {
 // Where one worker's start-up time went, in microseconds.
 struct StartTimes {
   double spawn_us = 0;       // WorkerProcess::spawn: fork and exec, until the exec is known to have succeeded
-  double first_byte_us = 0;  // from spawn returning to the worker's hello being readable (its own start-up)
+  double first_byte_us = 0;  // from spawn returning to the worker's hello being readable (its own start-up, a
+                             // launcher's login and the key request included)
   double handshake_us = 0;   // from our hello queued (key pair made) to the worker's proof verified
 };
 
