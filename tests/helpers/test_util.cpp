@@ -335,8 +335,12 @@ std::vector<int> children_of(pid_t parent) {
 
 std::vector<int> processes_running(const std::string& program, const std::string& marker) {
   return processes_where([&](int pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // read(2), not a stream: a process that exits meanwhile makes the read fail (ESRCH), which
+    // std::filebuf turns into an exception.
+    std::string cmdline;
+    protocol::Fd fd(::open(("/proc/" + std::to_string(pid) + "/cmdline").c_str(), O_RDONLY | O_CLOEXEC));
+    char buf[4096];
+    for (ssize_t n; fd.valid() && (n = ::read(fd.get(), buf, sizeof buf)) > 0;) cmdline.append(buf, std::size_t(n));
     const std::string argv0 = cmdline.substr(0, cmdline.find('\0'));
     const bool named = argv0.size() >= program.size() && argv0.compare(argv0.size() - program.size(), program.size(), program) == 0;
     return named && cmdline.find(marker) != std::string::npos && (argv0.size() == program.size() || argv0[argv0.size() - program.size() - 1] == '/');
