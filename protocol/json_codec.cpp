@@ -3,6 +3,7 @@
 
 #include <sodium.h>
 
+#include <cctype>
 #include <climits>
 #include <limits>
 
@@ -212,6 +213,10 @@ Result<Message> decode_worker_info(const json& j) {
   AUTHRUN_TRY_ASSIGN(info.host, string_field(j, "host", "worker_info"));
   AUTHRUN_TRY_ASSIGN(std::uint64_t pid, uint_field(j, "pid", "worker_info"));
   if (info.host.size() > 255) return make_error(ErrorCode::malformed, "worker_info field \"host\" is longer than 255 bytes");
+  // Shown in logs and results: only the characters of a host name (others become '?').
+  for (char& c : info.host) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') c = '?';
+  }
   if (pid > std::uint64_t(std::numeric_limits<std::int64_t>::max())) return make_error(ErrorCode::malformed, "worker_info field \"pid\" is out of range");
   info.pid = static_cast<std::int64_t>(pid);
   return Message{std::move(info)};

@@ -41,7 +41,7 @@ std::string LaunchSpec::where() const {
 }
 
 std::vector<std::string> LaunchSpec::argv() const {
-  return launch_argv(launcher, site, 1, worker_argv, delivery, remote_key_file.empty() ? key_file : remote_key_file);
+  return launch_argv(launcher, site, 1, worker_argv, delivery, remote_key_file);
 }
 
 struct WorkerHost::Impl {
@@ -83,14 +83,14 @@ struct BenchWorker::Impl {
 
 namespace {
 
-// Sends the key ahead of the protocol if `hand_over` says so, raises the pipes, waits for the worker's first
+// Sends the key ahead of the protocol if `delivery` says so, raises the pipes, waits for the worker's first
 // byte (its hello) and completes the handshake for `mode`, each wait within `timeout`; fills in `w`'s start
 // times, pipe size and channel (which takes the pipes).
-Result<void> handshake(BenchWorker::Impl& w, WorkerProcess::Pipes& pipes, KeyHandOver hand_over,
+Result<void> handshake(BenchWorker::Impl& w, WorkerProcess::Pipes& pipes, KeyDelivery delivery,
                        std::chrono::seconds timeout, ChannelMode mode, int pipe_size) {
   // The worker's own start-up (a launcher's login included) runs from here to its hello.
   auto t0 = Clock::now();
-  if (hand_over == KeyHandOver::stdin_prefix) {
+  if (delivery == KeyDelivery::stdin_prefix) {
     // The key goes out only once the worker asks for it (as WorkerLink does it).
     std::array<std::uint8_t, k_key_request.size()> asked{};
     if (auto got = read_exact(pipes.from_worker.get(), std::as_writable_bytes(std::span(asked)), Clock::now() + timeout); !got) {
@@ -187,7 +187,7 @@ WorkerHost::~WorkerHost() = default;
 // What to spawn and how it gets its key.
 struct WorkerHost::Plan {
   std::vector<std::string> argv;
-  KeyHandOver hand_over = KeyHandOver::inherited_fd;
+  KeyDelivery delivery = KeyDelivery::inherited_fd;
   std::unique_ptr<RunKey> key;         // on the heap: the Channel keeps a reference to it
   std::chrono::seconds timeout{10};    // for the first byte, then again for the handshake
   const LaunchSpec* launch = nullptr;  // set for a launched worker
@@ -207,12 +207,11 @@ Result<std::unique_ptr<BenchWorker>> WorkerHost::start_launched(const LaunchSpec
   plan.argv = launch.argv();
   plan.timeout = std::chrono::seconds(30);
   plan.launch = &launch;
+  plan.delivery = launch.delivery;
   if (launch.delivery == KeyDelivery::key_file) {
-    plan.hand_over = KeyHandOver::none;
     AUTHRUN_TRY_ASSIGN(RunKey key, RunKey::load_file(launch.key_file));
     plan.key = std::make_unique<RunKey>(std::move(key));
   } else {
-    plan.hand_over = KeyHandOver::stdin_prefix;
     plan.key = std::make_unique<RunKey>(RunKey::generate());
   }
   return spawn(std::move(plan), mode, pipe_size);
@@ -223,7 +222,7 @@ Result<std::unique_ptr<BenchWorker>> WorkerHost::spawn(Plan plan, ChannelMode mo
   w->io = &m_impl->io;
   w->key = std::move(plan.key);
   Fd key_fd;
-  if (plan.hand_over == KeyHandOver::inherited_fd) {
+  if (plan.delivery == KeyDelivery::inherited_fd) {
     AUTHRUN_TRY_ASSIGN(key_fd, key_socket_for(*w->key));
   }
   WorkerProcess::Pipes pipes;
@@ -237,7 +236,7 @@ Result<std::unique_ptr<BenchWorker>> WorkerHost::spawn(Plan plan, ChannelMode mo
   // Wrapped at once, so that an error below still reaps the child (the destructor stops it).
   auto worker = std::make_unique<BenchWorker>(std::move(w));
   BenchWorker::Impl& impl = *worker->m_impl;
-  if (auto ready = handshake(impl, pipes, plan.hand_over, plan.timeout, mode, pipe_size); !ready) {
+  if (auto ready = handshake(impl, pipes, plan.delivery, plan.timeout, mode, pipe_size); !ready) {
     // Our ends closed, so a worker still reading sees EOF; how it ended tells why (unless it had to be killed).
     impl.channel.reset();
     pipes = {};
@@ -300,7 +299,7 @@ Result<double> WorkerHost::engine_tiny_throughput(ChannelMode mode, int jobs, in
       ++gone;
       if (!finished && !failure) failure = why;
     };
-    auto link = WorkerLink::start(io, argv, nullptr, KeyHandOver::inherited_fd, HandshakeConfig{Role::parent, {mode}, limits::default_max_payload},
+    auto link = WorkerLink::start(io, argv, nullptr, KeyDelivery::inherited_fd, HandshakeConfig{Role::parent, {mode}, limits::default_max_payload},
                                   std::chrono::seconds(10), std::move(events));
     if (!link) {
       fail(std::move(link).error());

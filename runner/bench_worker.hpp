@@ -21,7 +21,7 @@ struct LaunchSpec {
   std::vector<std::string> worker_argv;  // the worker command where the launcher runs it
   KeyDelivery delivery = KeyDelivery::stdin_prefix;
   std::string key_file;         // key_file delivery: where this process reads the key
-  std::string remote_key_file;  // ... and where the worker reads it (empty: the same path)
+  std::string remote_key_file;  // ... and where the worker reads it
 
   // "127.0.0.1 via ssh", or "via srun" when the launcher picks the host: for messages and the report.
   std::string where() const;

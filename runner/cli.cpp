@@ -86,6 +86,13 @@ struct EngineFlags {
   std::string launcher, remote_worker;
   bool launcher_encrypted = false, slurm = false;
   std::vector<std::string> sshlogins;
+
+  // Whether any option asks for workers through a launcher.
+  bool launching() const { return slurm || !launcher.empty() || !sshlogins.empty(); }
+  // The worker command here: --worker, or authrun-worker next to this program; resolved to a path.
+  Result<std::vector<std::string>> local_worker() const {
+    return resolve_worker_command(worker_command.empty() ? default_worker_path() : worker_command);
+  }
 };
 
 void add_launch_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f) {
@@ -142,8 +149,7 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
 
 // Where the workers run: sites, launcher, remote worker command, key delivery. Errors: usage.
 Result<void> finish_launch_options(EngineOptions& e, const EngineFlags& f, int default_slots) {
-  const bool launched = f.slurm || !f.launcher.empty() || !f.sshlogins.empty();
-  if (!launched) {
+  if (!f.launching()) {
     e.sites = {Site{"", true, default_slots}};
     return {};
   }
@@ -171,6 +177,7 @@ Result<void> finish_launch_options(EngineOptions& e, const EngineFlags& f, int d
   if (std::any_of(e.sites.begin(), e.sites.end(), [](const Site& s) { return !s.local; })) {
     AUTHRUN_TRY(resolve_program(e.launcher.words[0], "launcher"));
     AUTHRUN_TRY_ASSIGN(e.key_delivery, choose_key_delivery(e.launcher, !e.key_file.empty()));
+    if (e.remote_key_file.empty()) e.remote_key_file = e.key_file;  // a shared filesystem: the same path
     const std::string& remote = !f.remote_worker.empty() ? f.remote_worker : f.worker_command;
     if (remote.empty()) {
       e.remote_worker_argv = {default_worker_path()};
@@ -192,7 +199,7 @@ bool finish_engine_options(EngineOptions& e, const EngineFlags& f, bool progress
   for (const Site& site : e.sites) e.jobs += site.slots;
   // The worker here is resolved (and must exist) only if some worker runs here.
   if (std::any_of(e.sites.begin(), e.sites.end(), [](const Site& s) { return s.local; })) {
-    auto worker = resolve_worker_command(f.worker_command.empty() ? default_worker_path() : f.worker_command);
+    auto worker = f.local_worker();
     if (!worker) {
       std::fprintf(stderr, "authrun: %s\n", worker.error().message.c_str());
       return false;
@@ -280,10 +287,9 @@ int run_cli(int argc, char** argv) {
   if (keygen_cmd->parsed()) return keygen(key_path);
   if (bench_cmd->parsed()) {
     // The local worker always runs (the launcher is measured against it); a launched one too when asked.
-    const bool launched = bench_flags.slurm || !bench_flags.launcher.empty() || !bench_flags.sshlogins.empty();
+    const bool launched = bench_flags.launching();
     auto prepared = [&]() -> Result<void> {
-      AUTHRUN_TRY_ASSIGN(bench.worker_argv, resolve_worker_command(bench_flags.worker_command.empty() ? default_worker_path()
-                                                                                                      : bench_flags.worker_command));
+      AUTHRUN_TRY_ASSIGN(bench.worker_argv, bench_flags.local_worker());
       if (!launched && !bench_engine.key_file.empty()) {
         return make_error(ErrorCode::usage, "bench: --key-file is for a launched worker (give -S, --slurm or --launcher)");
       }

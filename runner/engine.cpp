@@ -2,7 +2,6 @@
 #include "runner/engine.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -91,7 +90,8 @@ class Engine {
   // Reports the task's end (and writes its joblog line). `attempt` counts the attempts made, 0 if none;
   // `w` is the worker that ran it last, if any.
   void finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w);
-  void record_attempt(const Attempt& a, int attempt, const Worker* w, const std::string& outcome, const std::string& message);
+  void record_attempt(const Attempt& a, int attempt, int pid, const std::string& host, const std::string& outcome,
+                      const std::string& message);
   void audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status);
   void maybe_finish();
   void on_signal(int sig);
@@ -184,13 +184,13 @@ RunSummary Engine::run(const std::function<std::unique_ptr<TaskFeed>(std::functi
 
 void Engine::spawn_worker(int slot) {
   if (m_stopping || m_finishing) return;  // a failed spawn gave up while others were being started
-  int id = m_next_worker_id++;
   const int site_index = m_site_of_slot.at(std::size_t(slot));
   const Site& site = m_sites[std::size_t(site_index)];
   if (!site.local && starting_on(site_index) >= k_max_starting_per_host) {
     m_deferred.push_back(slot);
     return;
   }
+  const int id = m_next_worker_id++;
   // Through a launcher the channel is encrypted unless asked otherwise: srun's stdio crosses the network
   // in the clear, and a task's arguments are nobody else's business.
   const ChannelMode mode = m_o.mode.value_or(site.local ? ChannelMode::authenticated : ChannelMode::encrypted);
@@ -199,15 +199,11 @@ void Engine::spawn_worker(int slot) {
   ev.on_ready = [this, id] { on_ready(id); };
   ev.on_result = [this, id](TaskResult&& r) { on_result(id, std::move(r)); };
   ev.on_gone = [this, id](const Error& why, int status) { on_gone(id, why, status); };
-  KeyHandOver hand_over = KeyHandOver::inherited_fd;
-  std::vector<std::string> argv = m_o.worker_argv;
-  if (!site.local) {
-    hand_over = m_o.key_delivery == KeyDelivery::key_file ? KeyHandOver::none : KeyHandOver::stdin_prefix;
-    argv = launch_argv(m_o.launcher, site, slot, m_o.remote_worker_argv, m_o.key_delivery,
-                       m_o.remote_key_file.empty() ? m_o.key_file : m_o.remote_key_file);
-  }
+  const KeyDelivery delivery = site.local ? KeyDelivery::inherited_fd : m_o.key_delivery;
+  const std::vector<std::string> argv =
+      site.local ? m_o.worker_argv : launch_argv(m_o.launcher, site, slot, m_o.remote_worker_argv, delivery, m_o.remote_key_file);
   const double handshake_s = m_o.handshake_timeout_s.value_or(site.local ? 5.0 : 30.0);
-  auto link = WorkerLink::start(m_io, argv, m_shared_key ? &*m_shared_key : nullptr, hand_over, config,
+  auto link = WorkerLink::start(m_io, argv, m_shared_key ? &*m_shared_key : nullptr, delivery, config,
                                 to_millis(handshake_s), std::move(ev));
   if (!link) {
     give_up(link.error().message);
@@ -245,14 +241,7 @@ void Engine::start_deferred() {
 std::string Engine::host_of(const Worker& w) const {
   const Site& site = m_sites[std::size_t(w.site)];
   // A launcher that picks the node itself (srun) leaves the name to the worker's own word.
-  if (!site.local && site.host.empty() && w.link->peer_info()) {
-    // The worker's own word, shown in logs and results: only characters a host name has.
-    std::string host = w.link->peer_info()->host;
-    for (char& c : host) {
-      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') c = '?';
-    }
-    return host;
-  }
+  if (!site.local && site.host.empty() && w.link->peer_info()) return w.link->peer_info()->host;
   return site.label(m_o.launcher);
 }
 
@@ -352,10 +341,10 @@ void Engine::arm_deadline(Worker& w) {
   w.link->set_deadline(to_millis(*limit), make_error(ErrorCode::timeout, why));
 }
 
-void Engine::record_attempt(const Attempt& a, int attempt, const Worker* w, const std::string& outcome,
+void Engine::record_attempt(const Attempt& a, int attempt, int pid, const std::string& host, const std::string& outcome,
                             const std::string& message) {
   if (!m_joblog) return;
-  m_joblog->record(a.task.number, dump_json(a.task.id), w ? w->pid : 0, w ? host_of(*w) : "-", attempt, a.started_wall,
+  m_joblog->record(a.task.number, dump_json(a.task.id), pid, host.empty() ? "-" : host, attempt, a.started_wall,
                    std::chrono::duration<double>(Clock::now() - a.started).count(), outcome, message);
 }
 
@@ -367,7 +356,8 @@ void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error,
   if (w) outcome.host = host_of(*w);
   outcome.attempts = attempt;
   outcome.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - a.started).count();
-  record_attempt(a, attempt, w, m_handler.outcome_word(outcome), ok ? "" : outcome.error.value("message", ""));
+  record_attempt(a, attempt, outcome.worker, outcome.host, m_handler.outcome_word(outcome),
+                 ok ? "" : outcome.error.value("message", ""));
   (ok ? m_summary.ok : m_summary.failed)++;
   ResultHandler::Next next = m_handler.task_done(a.task, std::move(outcome));
   if (m_handler.write_failed()) {
@@ -414,8 +404,8 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
   audit(w, w.trusted ? "channel_closed" : clean ? "stopped_before_handshake" : "handshake", clean, clean ? nullptr : &why,
         status);
   // A task that overran its time limit says nothing about the worker or its host.
-  const bool timed_out = why.code == ErrorCode::timeout && w.trusted;
-  if (!clean && !stopped_by_us && !timed_out) {
+  const bool task_overran = why.code == ErrorCode::timeout && w.trusted;
+  if (!clean && !stopped_by_us && !task_overran) {
     std::string hint;
     if (!site.local && !w.trusted && why.code == ErrorCode::eof) hint = launch_failure_hint(m_o.launcher, site, wait_status);
     if (!hint.empty()) hint = "; likely cause: " + hint;
@@ -446,7 +436,7 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
         finish(a, a.failed_attempts, false, json{{"type", type}, {"message", message}}, &w);
         continue;
       }
-      record_attempt(a, a.failed_attempts, &w, type, message + " (will retry)");
+      record_attempt(a, a.failed_attempts, w.pid, host_of(w), type, message + " (will retry)");
     }
     if (m_stopping) {
       finish(a, a.failed_attempts, false, json{{"type", "interrupted"}, {"message", "stopped before the task started"}}, &w);
@@ -459,8 +449,7 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
       return entry.second.site == w.site && entry.second.trusted && !entry.second.retiring;
     });
     const auto site = std::size_t(w.site);
-    const auto verdict = timed_out ? (m_health->set_aside(site) ? HostHealth::Verdict::stays_empty : HostHealth::Verdict::replace)
-                                   : m_health->failed(site, host_has_trusted);
+    const auto verdict = task_overran ? m_health->not_its_fault(site) : m_health->failed(site, host_has_trusted);
     switch (verdict) {
       case HostHealth::Verdict::give_up:
         give_up("giving up after " + std::to_string(m_health->failures_since_progress()) +

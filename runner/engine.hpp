@@ -25,7 +25,7 @@ struct EngineOptions {
   std::vector<std::string> remote_worker_argv;  // the worker command where the launcher runs it
   KeyDelivery key_delivery = KeyDelivery::stdin_prefix;  // how launched workers get their key
   std::string key_file;                  // use this key for every worker instead of a fresh one each
-  std::string remote_key_file;           // where launched workers find it (default: the same path)
+  std::string remote_key_file;           // where launched workers find it (the command line defaults it to key_file)
   std::string joblog;                    // write a line per task attempt here
   bool joblog_append = false;            // append to the joblog instead of starting it anew
   std::string audit_log;                 // append each handshake outcome and channel end here (JSON lines)

@@ -28,6 +28,9 @@ class HostHealth {
   // not at fault as a whole (sshd refuses some of many simultaneous logins, for one), so it is not set aside.
   // A host set aside no longer counts against the run.
   Verdict failed(std::size_t host, bool host_has_trusted);
+  // A worker on `host` ended through no fault of its own (its task overran its time limit): its slot is
+  // replaced unless the host was set aside.
+  Verdict not_its_fault(std::size_t host) const { return set_aside(host) ? Verdict::stays_empty : Verdict::replace; }
   // A worker on `host` returned a result: progress.
   void succeeded(std::size_t host);
 

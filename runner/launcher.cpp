@@ -167,7 +167,7 @@ std::vector<std::string> launch_argv(const Launcher& launcher, const Site& site,
   if (delivery == KeyDelivery::key_file) {
     worker.push_back("--key-file");
     worker.push_back(key_file);
-  } else {
+  } else if (delivery == KeyDelivery::stdin_prefix) {
     worker.push_back("--key-stdin");
   }
   if (launcher.remote_shell) {

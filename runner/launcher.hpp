@@ -32,10 +32,11 @@ struct Site {
   std::string label(const Launcher& launcher) const;
 };
 
-// How a launched worker gets its key.
+// How a worker gets its run key.
 enum class KeyDelivery {
-  key_file,  // it reads the same key file the runner uses (a shared filesystem, or copied in advance)
-  stdin_prefix,  // a fresh key as the first 32 bytes of its stdin (only through an encrypted launcher)
+  inherited_fd,  // a socket on its fd 3: a worker spawned here
+  stdin_prefix,  // the first 32 bytes of its stdin, once it asks (only through an encrypted launcher)
+  key_file,      // it reads the key file where it runs (a shared filesystem, or copied in advance)
 };
 
 // The launcher for `template_text` (words split as a shell would, without expansions): ssh is taken to be

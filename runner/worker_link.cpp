@@ -245,14 +245,14 @@ WorkerLink::~WorkerLink() {
 }
 
 Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, const std::vector<std::string>& argv,
-                                                      const RunKey* shared_key, KeyHandOver hand_over, HandshakeConfig config,
+                                                      const RunKey* shared_key, KeyDelivery delivery, HandshakeConfig config,
                                                       std::chrono::milliseconds handshake_timeout, Events events) {
-  const bool launched = hand_over != KeyHandOver::inherited_fd;
+  const bool launched = delivery != KeyDelivery::inherited_fd;
   // A fresh key for each worker: a key stolen from one worker opens that one channel at most.
   RunKey key = shared_key ? RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(shared_key->data(), k_run_key_size))
                          : RunKey::generate();
   Fd key_fd;
-  if (hand_over == KeyHandOver::inherited_fd) {
+  if (delivery == KeyDelivery::inherited_fd) {
     AUTHRUN_TRY_ASSIGN(key_fd, key_socket_for(key));
   }
 
@@ -263,7 +263,7 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
   impl->process.emplace(std::move(process));
   // The key goes out once the worker asks for it (on_early_read). The launcher's channel must be encrypted
   // (checked by choose_key_delivery before any worker starts).
-  impl->awaiting_key_request = hand_over == KeyHandOver::stdin_prefix;
+  impl->awaiting_key_request = delivery == KeyDelivery::stdin_prefix;
   AUTHRUN_TRY(set_nonblocking(pipes.to_worker.get(), true));
   AUTHRUN_TRY(set_nonblocking(pipes.from_worker.get(), true));
   impl->in.assign(pipes.from_worker.release());

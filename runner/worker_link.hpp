@@ -11,19 +11,13 @@
 
 #include "protocol/connection.hpp"
 #include "protocol/run_key.hpp"
+#include "runner/launcher.hpp"
 
 namespace boost::asio {
 class io_context;
 }
 
 namespace authrun::runner {
-
-// How a worker gets its run key.
-enum class KeyHandOver {
-  inherited_fd,  // a socket on its fd 3 (a worker spawned here)
-  stdin_prefix,  // the first 32 bytes on its stdin, ahead of the protocol (through an encrypted launcher)
-  none,          // it has the key already (a key file where it runs)
-};
 
 class WorkerLink {
  public:
@@ -37,10 +31,10 @@ class WorkerLink {
     std::function<void(const protocol::Error& why, int wait_status)> on_gone;
   };
 
-  // Spawns `argv`, hands it a fresh key (or `shared_key` when given) as `hand_over` says, and starts the
+  // Spawns `argv`, hands it a fresh key (or `shared_key` when given) as `delivery` says, and starts the
   // handshake, which must complete within `handshake_timeout`. Errors: spawn_failed, io.
   static protocol::Result<std::shared_ptr<WorkerLink>> start(boost::asio::io_context& io, const std::vector<std::string>& argv,
-                                                             const protocol::RunKey* shared_key, KeyHandOver hand_over,
+                                                             const protocol::RunKey* shared_key, KeyDelivery delivery,
                                                              protocol::HandshakeConfig config,
                                                              std::chrono::milliseconds handshake_timeout, Events events);
   ~WorkerLink();

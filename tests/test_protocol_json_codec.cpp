@@ -286,6 +286,10 @@ TEST_CASE("json_codec: worker_info round trip and field errors") {
   const auto& info = std::get<WorkerInfo>(*decoded);
   CHECK(info.host == "node07");
   CHECK(info.pid == 41234);
+  // Only host name characters reach logs and results: a terminal escape does not.
+  auto escaped = decode_message(static_cast<std::uint8_t>(MessageType::worker_info), "{\"host\":\"n\\u001b[2Jx\",\"pid\":1}");
+  REQUIRE(escaped.has_value());
+  CHECK(std::get<WorkerInfo>(*escaped).host == "n??2Jx");
   check_fails(MessageType::worker_info, R"({"pid":1})", ErrorCode::malformed, {"worker_info", "'host'"});
   check_fails(MessageType::worker_info, R"({"host":"h","pid":-1})", ErrorCode::malformed, {"worker_info", "pid"});
   check_fails(MessageType::worker_info, "{\"host\":\"" + std::string(256, 'h') + "\",\"pid\":1}", ErrorCode::malformed,

@@ -94,7 +94,8 @@ int worker_main(int argc, char** argv) {
   app.add_option("--key-file", key_file, "Read the run key from this file (mode 0600, made by 'authrun keygen')")
       ->excludes("--key-fd");
   app.add_flag("--key-stdin", key_stdin,
-               "Read the run key as the first 32 bytes of stdin, ahead of the protocol (through an encrypted launcher such as ssh)")
+               "Ask for the run key on stdout (ARUNKEY?) and read it as the first 32 bytes of stdin, ahead of the "
+               "protocol (through an encrypted launcher such as ssh)")
       ->excludes("--key-fd", "--key-file");
   app.add_flag("--orphan-watch", orphan_watch,
                "Stop a running task and exit once the channel's far end is gone (authrun passes this to workers it "
