@@ -19,7 +19,7 @@ Connection::Connection(const RunKey& key, HandshakeConfig config, Ephemeral ephe
 }
 
 Error Connection::fail(Error error) {
-  if (!m_failed && error.code != ErrorCode::peer_refused) {
+  if (!m_failed && error.code != ErrorCode::peer_refused && error.code != ErrorCode::program_failed) {
     if (m_session) {
       std::ignore = send(ProtocolError{to_string(error.code), error.message.substr(0, 1000)});
     } else {
@@ -97,6 +97,8 @@ Result<std::optional<Message>> Connection::receive_one() {
     AUTHRUN_TRY(m_session->rx.open(frame->header_bytes, frame->payload, frame->tag));
     AUTHRUN_TRY_ASSIGN(Message msg, decode_frame(frame->header, std::move(frame->payload)));
     if (auto* e = std::get_if<ProtocolError>(&msg)) {
+      // A Python worker whose modules failed to import: the run stops (retrying cannot help).
+      if (e->code == to_string(ErrorCode::program_failed)) return make_error(ErrorCode::program_failed, e->message);
       return make_error(ErrorCode::peer_refused, "peer closed the channel: " + e->code + ": " + e->message);
     }
     if (auto* info = std::get_if<WorkerInfo>(&msg)) {

@@ -30,7 +30,8 @@ class Connection {
   // next message received after the handshake, or nullopt when more input is needed. Every error is final:
   // the frame that tells the peer why (an outcome during the handshake, an error message after it) has
   // been queued, and the caller should flush output() and close. Errors: those of FrameReader::next,
-  // Handshake::on_frame and decode_message, bad_mac, unexpected, peer_refused (the peer sent an error).
+  // Handshake::on_frame and decode_message, bad_mac, unexpected, peer_refused (the peer sent an error),
+  // program_failed (the peer is a Python worker whose modules failed to load; the message says where).
   Result<std::optional<Message>> receive();
 
   // True once the peer's proof verified: data messages may be sent and will be accepted.

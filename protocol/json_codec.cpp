@@ -222,6 +222,40 @@ Result<Message> decode_worker_info(const json& j) {
   return Message{std::move(info)};
 }
 
+Result<std::vector<std::string>> string_array(const json& j, const char* name, const std::string& what) {
+  std::vector<std::string> out;
+  auto it = j.find(name);
+  if (it == j.end()) return out;
+  if (!it->is_array()) return field_error(what, name, "must be an array of strings");
+  for (const json& s : *it) {
+    if (!s.is_string()) return field_error(what, name, "must be an array of strings");
+    out.push_back(s.get<std::string>());
+  }
+  return out;
+}
+
+Result<Message> decode_program(const json& j) {
+  const std::string what = "program";
+  Program p;
+  AUTHRUN_TRY_ASSIGN(const json* modules, find_field(j, "modules", what));
+  if (!modules->is_array() || modules->empty()) return field_error(what, "modules", "must be a non-empty array");
+  for (std::size_t i = 0; i < modules->size(); ++i) {
+    const json& m = (*modules)[i];
+    const std::string where = what + " modules[" + std::to_string(i) + "]";
+    ProgramModule module;
+    AUTHRUN_TRY_ASSIGN(module.name, string_field(m, "name", where));
+    if (m.contains("file")) {
+      AUTHRUN_TRY_ASSIGN(module.file, string_field(m, "file", where));
+    }
+    p.modules.push_back(std::move(module));
+  }
+  AUTHRUN_TRY_ASSIGN(p.sys_path, string_array(j, "sys_path", what));
+  if (j.contains("cwd")) {
+    AUTHRUN_TRY_ASSIGN(p.cwd, string_field(j, "cwd", what));
+  }
+  return Message{std::move(p)};
+}
+
 struct BodyEncoder {
   json operator()(const Hello& h) const {
     json versions = json::array();
@@ -243,6 +277,17 @@ struct BodyEncoder {
   json operator()(const ProtocolError& e) const { return json{{"code", e.code}, {"message", e.message}}; }
   json operator()(const Shutdown&) const { return json::object(); }
   json operator()(const WorkerInfo& i) const { return json{{"host", i.host}, {"pid", i.pid}}; }
+  json operator()(const Program& p) const {
+    json modules = json::array();
+    for (const ProgramModule& m : p.modules) {
+      json module{{"name", m.name}};
+      if (!m.file.empty()) module["file"] = m.file;
+      modules.push_back(std::move(module));
+    }
+    json body{{"modules", std::move(modules)}, {"sys_path", p.sys_path}};
+    if (!p.cwd.empty()) body["cwd"] = p.cwd;
+    return body;
+  }
 };
 
 }  // namespace
@@ -305,6 +350,7 @@ Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat
     case MessageType::error:
     case MessageType::shutdown:
     case MessageType::worker_info:
+    case MessageType::program:
       break;
     default:
       return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
@@ -325,6 +371,7 @@ Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat
     case MessageType::error: return decode_protocol_error(j);
     case MessageType::shutdown: return Message{Shutdown{}};
     case MessageType::worker_info: return decode_worker_info(j);
+    case MessageType::program: return decode_program(j);
   }
   return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
 }

@@ -29,6 +29,7 @@ enum class MessageType : std::uint8_t {
   error = 18,
   shutdown = 19,
   worker_info = 20,
+  program = 21,
 };
 
 // True for the types exchanged during the handshake.
@@ -137,7 +138,22 @@ struct WorkerInfo {
   std::int64_t pid = 0;  // the worker's process id on that host
 };
 
-using Message = std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown, WorkerInfo>;
+// One module of a Python worker's program: its dotted name, and the file it is loaded from ("" when it is to
+// be found on sys.path).
+struct ProgramModule {
+  std::string name;
+  std::string file;
+};
+
+// What a Python worker imports once the handshake is done (`authrun run --python`): the parent sends it once,
+// before any task, over the authenticated channel (multiprocessing's "preparation data").
+struct Program {
+  std::vector<ProgramModule> modules;  // imported in this order
+  std::vector<std::string> sys_path;   // put in front of sys.path, in this order
+  std::string cwd;                     // the directory to work in ("" = stay)
+};
+
+using Message = std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown, WorkerInfo, Program>;
 
 // The frame type that carries a message.
 MessageType type_of(const Message& message);

@@ -23,6 +23,7 @@ const char* to_string(ErrorCode code) {
     case ErrorCode::key_invalid: return "key_invalid";
     case ErrorCode::spawn_failed: return "spawn_failed";
     case ErrorCode::usage: return "usage";
+    case ErrorCode::program_failed: return "program_failed";
   }
   return "unknown";
 }

@@ -30,6 +30,7 @@ enum class ErrorCode {
   key_invalid,      // a key file or key fd is unusable (message says why)
   spawn_failed,     // a worker process could not be started
   usage,            // a command-line or input error
+  program_failed,   // a Python worker's program (its modules) failed to load; retrying cannot help
 };
 
 // Stable lower-case name of a code, as used in outcome messages and error results.

@@ -17,6 +17,7 @@
 #include "runner/bench.hpp"
 #include "runner/exec_command.hpp"
 #include "runner/launcher.hpp"
+#include "runner/python_worker.hpp"
 
 namespace authrun::runner {
 
@@ -231,6 +232,13 @@ int run_cli(int argc, char** argv) {
                       "Skip tasks that have an ok result in this results file, and append the new results to it")
       ->excludes("--output");
   add_engine_options(*run_cmd, run.engine, run_flags, true);
+  std::vector<std::string> python_modules;
+  std::string python_exe = "python3";
+  run_cmd->add_option("--python", python_modules,
+                      "Run Python functions: workers are Python interpreters that import this module (a file "
+                      "dir/name.py, or package.module; repeatable) after their handshake; a task's fn is module.function")
+      ->excludes("--worker");
+  run_cmd->add_option("--python-exe", python_exe, "The Python interpreter for --python")->capture_default_str()->needs("--python");
 
   ExecOptions exec;
   EngineFlags exec_flags;
@@ -320,6 +328,12 @@ int run_cli(int argc, char** argv) {
     return run_exec(exec);
   }
   if (!finish_engine_options(run.engine, run_flags, true)) return 2;
+  if (!python_modules.empty()) {
+    if (auto py = use_python_workers(run.engine, python_modules, python_exe, !run_flags.remote_worker.empty()); !py) {
+      std::fprintf(stderr, "authrun: %s\n", py.error().message.c_str());
+      return 2;
+    }
+  }
   return run_batch(run);
 }
 

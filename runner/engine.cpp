@@ -14,6 +14,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <sodium.h>
 #include <unistd.h>
 
 #include "protocol/json_codec.hpp"
@@ -30,6 +31,18 @@ using namespace protocol;
 using Millis = std::chrono::milliseconds;
 
 namespace {
+
+// A result's raw bytes (its attachment) in JSON output: {"$bytes": base64}, next to the value if there is one.
+json with_bytes(json value, const Attachment& bytes) {
+  if (bytes.empty()) return value;
+  std::string b64(sodium_base64_encoded_len(bytes.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+  ::sodium_bin2base64(b64.data(), b64.size(), reinterpret_cast<const unsigned char*>(bytes.view().data()), bytes.size(),
+                      sodium_base64_VARIANT_ORIGINAL);
+  b64.pop_back();  // the terminating NUL
+  json out{{"$bytes", std::move(b64)}};
+  if (!value.is_null()) out["value"] = std::move(value);
+  return out;
+}
 
 Millis to_millis(double seconds) { return Millis(static_cast<long long>(seconds * 1000.0 + 0.5)); }
 
@@ -121,6 +134,7 @@ class Engine {
   bool m_input_done = false;
   bool m_stopping = false;   // no new tasks (signal, halt or give-up)
   bool m_finishing = false;  // workers told to shut down
+  bool m_program_failed = false;  // a Python worker's program failed to load (said once)
   RunSummary m_summary;
   Clock::time_point m_t0 = Clock::now();
   bool m_progress_shown = false;
@@ -209,6 +223,7 @@ void Engine::spawn_worker(int slot) {
     give_up(link.error().message);
     return;
   }
+  if (!m_o.program.empty()) (*link)->send_after_handshake(MessageType::program, m_o.program);
   Worker w;
   w.link = *link;
   w.pid = w.link->pid();
@@ -377,7 +392,7 @@ void Engine::on_result(int id, TaskResult&& r) {
   auto node = m_in_flight.extract(r.id);
   const Attempt& a = node.mapped();
   if (r.ok) {
-    finish(a, a.failed_attempts + 1, true, std::move(r.value), &w);
+    finish(a, a.failed_attempts + 1, true, with_bytes(std::move(r.value), r.attachment), &w);
   } else {
     json err{{"type", r.error.type}, {"message", r.error.message}};
     if (!r.error.details.is_null()) err["details"] = std::move(r.error.details);
@@ -397,6 +412,21 @@ void Engine::on_result(int id, TaskResult&& r) {
 void Engine::on_gone(int id, const Error& why, int wait_status) {
   auto node = m_workers.extract(id);
   Worker& w = node.mapped();
+  if (why.code == ErrorCode::program_failed) {
+    // A Python worker could not import the program: every worker would fail the same way. The run stops
+    // without retries; what this worker was given never started (no result line; listed as not started).
+    audit(w, "channel_closed", false, &why, describe_wait_status(wait_status));
+    for (std::size_t i = w.in_flight.size(); i-- > 0;) {
+      m_retry.push_front(std::move(m_in_flight.extract(w.in_flight[i]).mapped()));
+    }
+    if (!m_program_failed) {
+      m_program_failed = true;
+      give_up("the Python program failed to load in " + describe_worker(w) + ": " + why.message +
+              "; stopping the run (not retried)");
+    }
+    dispatch();
+    return;
+  }
   const bool clean = why.code == ErrorCode::eof && w.in_flight.empty() && (w.retiring || m_finishing);
   const bool stopped_by_us = m_stopping && w.retiring;  // killed by a halt or a second signal
   const std::string status = describe_wait_status(wait_status);

@@ -40,6 +40,8 @@ struct EngineOptions {
   bool progress = false;                 // progress line on stderr
   std::optional<std::uint64_t> total;    // tasks expected, when known (progress shows a bar and an ETA)
   bool verbose = false;                  // log every handshake, not just failures
+  std::string program;                   // Python workers: the program message body each worker gets right
+                                         // after its handshake ("" = none: not Python workers)
 };
 
 // How one task ended.

@@ -46,6 +46,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   int wait_status = 0;
   std::optional<Error> failure;  // the first thing that went wrong
   bool gone_reported = false;
+  std::optional<std::pair<MessageType, std::string>> first_message;  // sent once established, before any task
 
   void start_read() {
     if (closed) return;
@@ -108,6 +109,12 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
       if (!was_ready && connection.established()) {
         handshake_timer.cancel();
         handshake_time = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - spawned_at);
+        if (first_message) {
+          if (auto sent = connection.send_body(first_message->first, std::move(first_message->second)); !sent) {
+            return close(std::move(sent).error());
+          }
+          first_message.reset();
+        }
         kick_write();
         if (events.on_ready) events.on_ready();
         if (closed) return;
@@ -306,6 +313,10 @@ Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, cons
   AUTHRUN_TRY(m_impl->connection.send_body(MessageType::task, std::move(body)));
   m_impl->kick_write();
   return {};
+}
+
+void WorkerLink::send_after_handshake(MessageType type, std::string body) {
+  m_impl->first_message.emplace(type, std::move(body));
 }
 
 void WorkerLink::shutdown() {

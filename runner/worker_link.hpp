@@ -51,6 +51,9 @@ class WorkerLink {
   // What the worker said about itself (host, pid), if it did.
   const std::optional<protocol::WorkerInfo>& peer_info() const;
 
+  // Queues a data message (body already encoded) to go out as soon as the handshake completes, ahead of any
+  // task: the program of a Python worker. Call right after start(), before the event loop runs again.
+  void send_after_handshake(protocol::MessageType type, std::string body);
   // Queues a task (body already encoded). Errors: frame_too_large (the worker's limit); nothing is sent.
   protocol::Result<void> send_task(std::uint64_t id, const std::string& fn, const std::string& args_json);
   // Asks the worker to exit once its queued tasks are done (shutdown message, then end of its stdin).

@@ -77,6 +77,16 @@ const char k_task_frame_enc[] =
     "4152554e0110000023000000b8d1ab5d8d773fec82313572b4a178760db91cd2"
     "07e39728f8471fe52c1f80194e492d4da8614425b70c89ecdbe39783945cbb";
 
+// Frames after the first (PROTOCOL.md, "Later frames").
+const char k_task2_frame_auth[] = "";
+const char k_result2_frame_auth[] = "";
+const char k_error_frame_auth[] = "";
+const char k_result_frame_enc[] = "";
+const char k_task2_frame_enc[] = "";
+const char k_result2_frame_enc[] = "";
+const char k_error_frame_enc[] = "";
+const char k_outcome_frame[] = "";
+
 // ---- Helpers. ----
 
 std::string hex(const void* data, std::size_t n) {
@@ -128,6 +138,8 @@ std::vector<Message> feed(Connection& c, const std::string& bytes) {
 }
 
 // ---- The fixed inputs. ----
+
+const std::string k_attachment("\x00\x01\x02\xff", 4);
 
 RunKey vector_key() { return RunKey::from_bytes(counting(0x00)); }
 const Bytes32 k_parent_nonce = counting(0x40);
@@ -245,6 +257,8 @@ std::string seal_encrypted(const Bytes32& key, std::uint64_t seq, const std::str
 
 struct LibraryRun {
   std::string parent_hello, worker_hello, parent_proof, worker_proof, task_frame, result_frame;
+  // Later frames: a task and its result with an attachment (seq 1 each way), then the worker's error (seq 2).
+  std::string task2_frame, result2_frame, error_frame;
   Bytes32 th{};
   ChannelMode mode{};
 };
@@ -286,6 +300,21 @@ LibraryRun run_library(ChannelMode parent_mode) {
   auto results = feed(parent, r.result_frame);
   REQUIRE(results.size() == 1);
   CHECK(std::get<TaskResult>(results[0]).value == json::array({1, 2, 3}));
+
+  REQUIRE(parent.send(Task{2, "echo", "abc", BodyFormat::json, Attachment{k_attachment, 0}}));
+  r.task2_frame = drain(parent);
+  tasks = feed(worker, r.task2_frame);
+  REQUIRE(tasks.size() == 1);
+  CHECK(std::get<Task>(tasks[0]).attachment.view() == k_attachment);
+  REQUIRE(worker.send(TaskResult{2, true, "abc", {}, BodyFormat::json, Attachment{k_attachment, 0}}));
+  r.result2_frame = drain(worker);
+  results = feed(parent, r.result2_frame);
+  REQUIRE(results.size() == 1);
+  CHECK(std::get<TaskResult>(results[0]).attachment.view() == k_attachment);
+  REQUIRE(worker.send(ProtocolError{"unexpected", "worker got a result message"}));
+  r.error_frame = drain(worker);
+  auto refused = parent.receive();
+  (void)refused;
   return r;
 }
 
@@ -321,6 +350,33 @@ TEST_CASE("vectors: fixed inputs give the documented handshake and frames") {
   CHECK(e.parent_proof == proof_frame(de.parent_proof));
   CHECK(e.worker_proof == proof_frame(de.worker_proof));
   CHECK(e.task_frame == seal_encrypted(de.p2w, 0, header(16, 0, static_cast<std::uint32_t>(task_body.size())), task_body));
+
+  // Later frames: seq 1 and 2, an attachment (flags 0x0004), an error message; the same in both modes.
+  const std::string task2_body = R"({"args":"abc","fn":"echo","id":2})";
+  const std::string result2_body = R"({"id":2,"ok":true,"value":"abc"})";
+  const std::string error_body = R"({"code":"unexpected","message":"worker got a result message"})";
+  auto attached = [&](const std::string& body) { return le32(static_cast<std::uint32_t>(body.size())) + body + k_attachment; };
+  auto size = [](const std::string& s) { return static_cast<std::uint32_t>(s.size()); };
+  CHECK(a.task2_frame == seal_authenticated(da.p2w, 1, header(16, 4, size(attached(task2_body))), attached(task2_body)));
+  CHECK(a.result2_frame == seal_authenticated(da.w2p, 1, header(17, 4, size(attached(result2_body))), attached(result2_body)));
+  CHECK(a.error_frame == seal_authenticated(da.w2p, 2, header(18, 0, size(error_body)), error_body));
+  CHECK(e.result_frame == seal_encrypted(de.w2p, 0, header(17, 0, size(result_body)), result_body));
+  CHECK(e.task2_frame == seal_encrypted(de.p2w, 1, header(16, 4, size(attached(task2_body))), attached(task2_body)));
+  CHECK(e.result2_frame == seal_encrypted(de.w2p, 1, header(17, 4, size(attached(result2_body))), attached(result2_body)));
+  CHECK(e.error_frame == seal_encrypted(de.w2p, 2, header(18, 0, size(error_body)), error_body));
+  const OutFrame outcome = outcome_for(make_error(ErrorCode::auth_failed, "peer's proof does not verify"));
+  const std::string outcome_bytes =
+      std::string(reinterpret_cast<const char*>(outcome.header.data()), outcome.header.size()) + outcome.payload;
+  const std::string outcome_body = R"({"message":"peer's proof does not verify","ok":false,"reason":"auth_failed"})";
+  CHECK(outcome_bytes == header(3, 0, size(outcome_body)) + outcome_body);
+  check_vector("k_task2_frame_auth", hex(a.task2_frame), k_task2_frame_auth);
+  check_vector("k_result2_frame_auth", hex(a.result2_frame), k_result2_frame_auth);
+  check_vector("k_error_frame_auth", hex(a.error_frame), k_error_frame_auth);
+  check_vector("k_result_frame_enc", hex(e.result_frame), k_result_frame_enc);
+  check_vector("k_task2_frame_enc", hex(e.task2_frame), k_task2_frame_enc);
+  check_vector("k_result2_frame_enc", hex(e.result2_frame), k_result2_frame_enc);
+  check_vector("k_error_frame_enc", hex(e.error_frame), k_error_frame_enc);
+  check_vector("k_outcome_frame", hex(outcome_bytes), k_outcome_frame);
 
   // The hellos' public keys are crypto_kx_seed_keypair's.
   CHECK(a.parent_hello.find(hex(seed_keypair(k_parent_seed).pk)) != std::string::npos);
@@ -368,6 +424,10 @@ TEST_CASE("vectors: PROTOCOL.md shows the same vectors as this test") {
       {"k_w2p_auth", k_w2p_auth},                   {"k_p2w_enc", k_p2w_enc},
       {"k_w2p_enc", k_w2p_enc},                     {"k_task_frame_auth", k_task_frame_auth},
       {"k_result_frame_auth", k_result_frame_auth}, {"k_task_frame_enc", k_task_frame_enc},
+      {"k_task2_frame_auth", k_task2_frame_auth},   {"k_result2_frame_auth", k_result2_frame_auth},
+      {"k_error_frame_auth", k_error_frame_auth},   {"k_result_frame_enc", k_result_frame_enc},
+      {"k_task2_frame_enc", k_task2_frame_enc},     {"k_result2_frame_enc", k_result2_frame_enc},
+      {"k_error_frame_enc", k_error_frame_enc},     {"k_outcome_frame", k_outcome_frame},
   };
   for (const auto& [name, value] : vectors) {
     INFO(name);

@@ -1,0 +1,1076 @@
+"""authrun's Python worker: the one file an interpreter runs before its parent has proven the run key.
+
+Run as `python3 -I -S _bootstrap.py [options]` (authrun run --python does). Order of events, and the point of
+it: make the process undumpable, get the key, complete the mutual handshake of protocol/PROTOCOL.md, and
+only then receive the program (the modules to import, sys.path additions, the directory) over the
+authenticated channel, import it and serve tasks. Nothing of the user's code is imported, and no file of
+it is named on the command line, before the parent has proven the key. Standard library only; the crypto
+is libsodium through ctypes, the library the C++ side uses.
+
+Exit status: 0 clean end, 2 usage (or this file is not the one the runner expects), 3 key or handshake
+failure, 4 protocol error after the handshake, 5 the program failed to load.
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+
+# ---- Constants (protocol/PROTOCOL.md) ----
+
+MAGIC = b"ARUN"
+VERSION = 1
+HEADER = struct.Struct("<4sBBHI")
+TAG_SIZE = 16
+PRE_AUTH_MAX_PAYLOAD = 512
+DEFAULT_MAX_PAYLOAD = 256 * 1024 * 1024 + 64 * 1024
+ABSOLUTE_MAX_PAYLOAD = 0xFFFFFFF0
+JSON_MAX_DEPTH = 64
+FLAG_FORMAT_MASK = 0x0003
+FLAG_ATTACHMENT = 0x0004
+T_HELLO, T_PROOF, T_OUTCOME = 1, 2, 3
+T_TASK, T_RESULT, T_ERROR, T_SHUTDOWN, T_WORKER_INFO, T_PROGRAM = 16, 17, 18, 19, 20, 21
+TYPE_NAMES = {1: "hello", 2: "proof", 3: "outcome", 16: "task", 17: "result", 18: "error", 19: "shutdown",
+              20: "worker_info", 21: "program"}
+MODES = ("authenticated", "encrypted", "insecure-measurement-only")
+KEY_REQUEST = b"ARUNKEY?"
+EXIT_USAGE, EXIT_KEY, EXIT_PROTOCOL, EXIT_PROGRAM = 2, 3, 4, 5
+
+# How the runner hands the key over on fd 3 (PROTOCOL.md section 9): "request" (v2: ask on fd 3 with
+# SCM_CREDENTIALS, receive the key on a fresh socket) or "socket" (v1: the key is already in fd 3).
+KEY_FD_HANDOVER = "socket"
+
+
+class ProtocolError(Exception):
+    """A failure with an error code name (PROTOCOL.md section 7) and a message naming what and where."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ---- libsodium through ctypes ----
+
+def _load_sodium():
+    names = ["libsodium.so.23", "libsodium.so.26", "libsodium.so"]
+    found = ctypes.util.find_library("sodium") if sys.platform != "linux" else None
+    if found:
+        names.append(found)
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        if lib.sodium_init() >= 0:
+            return lib
+    raise ProtocolError("key_invalid", "libsodium not found (tried " + ", ".join(names) +
+                        "; install libsodium23)")
+
+
+class Sodium:
+    """The few libsodium functions the protocol needs, with argument types set once."""
+
+    def __init__(self):
+        lib = self.lib = _load_sodium()
+        P, S, U64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_ulonglong
+
+        def fn(name, *args):
+            f = getattr(lib, name)
+            f.argtypes = list(args)
+            f.restype = ctypes.c_int
+            return f
+
+        self.randombytes_buf = fn("randombytes_buf", ctypes.c_void_p, S)
+        self.crypto_kx_keypair = fn("crypto_kx_keypair", ctypes.c_void_p, ctypes.c_void_p)
+        self.crypto_kx_seed_keypair = fn("crypto_kx_seed_keypair", ctypes.c_void_p, ctypes.c_void_p, P)
+        self.crypto_scalarmult = fn("crypto_scalarmult", ctypes.c_void_p, ctypes.c_void_p, P)
+        self.crypto_generichash = fn("crypto_generichash", ctypes.c_void_p, S, P, U64, P, S)
+        self.crypto_auth = fn("crypto_auth", ctypes.c_void_p, P, U64, ctypes.c_void_p)
+        self.crypto_auth_verify = fn("crypto_auth_verify", P, P, U64, ctypes.c_void_p)
+        self.stream = fn("crypto_stream_chacha20_ietf", ctypes.c_void_p, U64, P, ctypes.c_void_p)
+        self.onetimeauth = fn("crypto_onetimeauth", ctypes.c_void_p, P, U64, ctypes.c_void_p)
+        self.onetimeauth_verify = fn("crypto_onetimeauth_verify", P, P, U64, ctypes.c_void_p)
+        self.aead_encrypt = fn("crypto_aead_chacha20poly1305_ietf_encrypt_detached", ctypes.c_void_p,
+                               ctypes.c_void_p, ctypes.c_void_p, P, U64, P, U64, ctypes.c_void_p, P,
+                               ctypes.c_void_p)
+        self.aead_decrypt = fn("crypto_aead_chacha20poly1305_ietf_decrypt_detached", ctypes.c_void_p,
+                               ctypes.c_void_p, P, U64, P, P, U64, P, ctypes.c_void_p)
+        self.memzero = fn("sodium_memzero", ctypes.c_void_p, S)
+        self.mlock = fn("sodium_mlock", ctypes.c_void_p, S)
+
+    def random(self, n):
+        buf = ctypes.create_string_buffer(n)
+        self.randombytes_buf(buf, n)
+        return buf.raw
+
+    def blake2b(self, data, size=32, key=None):
+        out = ctypes.create_string_buffer(size)
+        self.crypto_generichash(out, size, data, len(data), key, len(key) if key else 0)
+        return out.raw
+
+
+_sodium = None
+
+
+def sodium():
+    global _sodium
+    if _sodium is None:
+        _sodium = Sodium()
+    return _sodium
+
+
+class SecretKey:
+    """32 secret bytes in locked ctypes memory, wiped by wipe() (the protocol's run key)."""
+
+    def __init__(self, data=None):
+        self.buf = ctypes.create_string_buffer(32)
+        sodium().mlock(self.buf, 32)
+        if data is not None:
+            ctypes.memmove(self.buf, data, 32)
+
+    def wipe(self):
+        sodium().memzero(self.buf, 32)
+
+
+# ---- Frames ----
+
+def encode_header(ftype, flags, length):
+    return HEADER.pack(MAGIC, VERSION, ftype, flags, length)
+
+
+def decode_header(data, offset, limit):
+    """Checks a 12-byte header in PROTOCOL.md section 2's order; returns (type, flags, length)."""
+    magic, version, ftype, flags, length = HEADER.unpack_from(data, offset)
+    if magic != MAGIC:
+        raise ProtocolError("bad_magic", "frame header does not start with ARUN")
+    if version != VERSION:
+        raise ProtocolError("bad_version", "frame version %d (this worker speaks 1)" % version)
+    if flags & ~0x0007 or (flags & FLAG_FORMAT_MASK) == 3 or (ftype < 16 and flags):
+        raise ProtocolError("bad_flags", "frame flags 0x%04x are not valid for type %d" % (flags, ftype))
+    if length > limit:
+        raise ProtocolError("frame_too_large", "frame of %d bytes exceeds the limit of %d" % (length, limit))
+    return ftype, flags, length
+
+
+def dump(obj):
+    """Compact JSON with sorted keys, as the reference encoder writes it (PROTOCOL.md section 3)."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False,
+                      allow_nan=False).encode("utf-8", "replace")
+
+
+_TOKENS = re.compile(rb'["\\\[\]{}]')
+
+
+def check_depth(text, limit=JSON_MAX_DEPTH):
+    """Raises json_too_deep if arrays and objects in JSON text nest deeper than `limit` (strings skipped)."""
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return
+    depth, in_string, skip = 0, False, -1
+    for m in _TOKENS.finditer(text):
+        i, c = m.start(), text[m.start()]
+        if i == skip:
+            continue
+        if in_string:
+            if c == 0x5C:
+                skip = i + 1
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                raise ProtocolError("json_too_deep", "JSON nested deeper than %d levels" % limit)
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+
+
+def parse_body(ftype, body):
+    name = TYPE_NAMES.get(ftype, str(ftype))
+    check_depth(body)
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise ProtocolError("malformed", "%s body: not valid JSON: %s" % (name, e))
+    if not isinstance(obj, dict):
+        raise ProtocolError("malformed", "%s body must be a JSON object" % name)
+    return obj
+
+
+def field(obj, name, kind, what):
+    if name not in obj:
+        raise ProtocolError("malformed", "%s: field '%s' is missing" % (what, name))
+    value = obj[name]
+    ok = {"string": lambda v: isinstance(v, str),
+          "uint": lambda v: type(v) is int and 0 <= v < 1 << 64,
+          "bool": lambda v: type(v) is bool,
+          "array": lambda v: isinstance(v, list),
+          "object": lambda v: isinstance(v, dict)}[kind](value)
+    if not ok:
+        raise ProtocolError("malformed", "%s: field '%s' must be a%s %s" % (what, name, "n" if kind[0] in "aou" else "",
+                                                                           kind))
+    return value
+
+
+def hex32(obj, name, what):
+    text = field(obj, name, "string", what)
+    try:
+        raw = bytes.fromhex(text) if len(text) == 64 else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ProtocolError("malformed", "%s: field '%s' must be 64 hex digits" % (what, name))
+    return raw
+
+
+class Stream:
+    """Frames from a blocking fd: whole frames out of one buffer, reading in large chunks."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = bytearray()
+        self.pos = 0
+        self.limit = PRE_AUTH_MAX_PAYLOAD
+        self.tags = False
+        self.eof = False
+
+    def fill(self, deadline=None):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise ProtocolError("timeout", "the handshake did not complete in time")
+        if self.pos and self.pos == len(self.buf):
+            self.buf.clear()
+            self.pos = 0
+        elif self.pos > 1 << 20:
+            del self.buf[:self.pos]
+            self.pos = 0
+        chunk = os.read(self.fd, 1 << 18)
+        if not chunk:
+            self.eof = True
+        self.buf += chunk
+
+    def next_frame(self, deadline=None):
+        """(type, flags, header bytes, payload bytes, tag bytes), or None at a clean end of input."""
+        while True:
+            have = len(self.buf) - self.pos
+            if have >= 12:
+                ftype, flags, length = decode_header(self.buf, self.pos, self.limit)
+                size = 12 + length + (TAG_SIZE if self.tags and ftype >= 16 else 0)
+                if have >= size:
+                    p = self.pos
+                    self.pos += size
+                    b = self.buf
+                    return (ftype, flags, bytes(b[p:p + 12]), bytes(b[p + 12:p + 12 + length]),
+                            bytes(b[p + 12 + length:p + size]))
+            if self.eof:
+                if have:
+                    raise ProtocolError("truncated", "peer closed the channel inside a frame")
+                return None
+            self.fill(deadline)
+
+    def buffered(self):
+        return len(self.buf) - self.pos > 0
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+# ---- Frame protection (PROTOCOL.md section 5) ----
+
+class Protector:
+    """One direction's sealing or opening: its key, mode and the implicit sequence number."""
+
+    def __init__(self, key, mode):
+        self.s = sodium()
+        self.key = ctypes.create_string_buffer(key, 32)
+        self.mode = mode
+        self.seq = 0
+        self.otk = ctypes.create_string_buffer(32)
+        self.tag = ctypes.create_string_buffer(16)
+
+    def _nonce(self):
+        n = struct.pack("<QI", self.seq, 0)
+        self.seq += 1
+        return n
+
+    def seal(self, header, payload):
+        """Returns (payload as sent, tag)."""
+        if self.mode == "insecure-measurement-only":
+            return payload, b""
+        nonce = self._nonce()
+        if self.mode == "authenticated":
+            self.s.stream(self.otk, 32, nonce, self.key)
+            msg = header + payload
+            self.s.onetimeauth(self.tag, msg, len(msg), self.otk)
+            return payload, self.tag.raw
+        out = ctypes.create_string_buffer(len(payload) or 1)
+        self.s.aead_encrypt(out, self.tag, None, payload, len(payload), header, 12, None, nonce, self.key)
+        return out.raw[:len(payload)], self.tag.raw
+
+    def open(self, header, payload, tag):
+        """Returns the plaintext payload; raises bad_mac."""
+        if self.mode == "insecure-measurement-only":
+            return payload
+        seq = self.seq
+        nonce = self._nonce()
+        if self.mode == "authenticated":
+            self.s.stream(self.otk, 32, nonce, self.key)
+            msg = header + payload
+            if self.s.onetimeauth_verify(tag, msg, len(msg), self.otk) == 0:
+                return payload
+        else:
+            out = ctypes.create_string_buffer(len(payload) or 1)
+            if self.s.aead_decrypt(out, None, payload, len(payload), tag, header, 12, nonce, self.key) == 0:
+                return out.raw[:len(payload)]
+        raise ProtocolError("bad_mac", "frame %d failed authentication (altered, injected, dropped, reordered or "
+                                       "replayed)" % seq)
+
+    def wipe(self):
+        self.s.memzero(self.key, 32)
+        self.s.memzero(self.otk, 32)
+
+
+# ---- Handshake (PROTOCOL.md section 4), worker side ----
+
+LABEL_PARENT_PROOF = b"authrun v1 parent proof"
+LABEL_WORKER_PROOF = b"authrun v1 worker proof"
+LABEL_P2W = b"authrun v1 parent->worker"
+LABEL_W2P = b"authrun v1 worker->parent"
+
+
+def proof_mac(key, label, th):
+    out = ctypes.create_string_buffer(32)
+    msg = label + th
+    sodium().crypto_auth(out, msg, len(msg), key.buf)
+    return out.raw
+
+
+def session_keys(key, q, epk_parent, epk_worker, th):
+    """(K_p2w, K_w2p) from the X25519 result, both public keys and the transcript hash."""
+    s = sodium()
+    h = s.blake2b(q + epk_parent + epk_worker, 64)
+    kx_w2p, kx_p2w = h[:32], h[32:]
+    k_p2w = s.blake2b(LABEL_P2W + kx_p2w + th, 32, key.buf)
+    k_w2p = s.blake2b(LABEL_W2P + kx_w2p + th, 32, key.buf)
+    return k_p2w, k_w2p
+
+
+def keypair(seed=None):
+    s = sodium()
+    pk, sk = ctypes.create_string_buffer(32), ctypes.create_string_buffer(32)
+    if seed is None:
+        s.crypto_kx_keypair(pk, sk)
+    else:
+        s.crypto_kx_seed_keypair(pk, sk, seed)
+    return pk.raw, sk
+
+
+def make_hello(role, nonce, epk, modes, max_payload):
+    body = dump({"epk": epk.hex(), "max_payload": max_payload, "modes": list(modes), "nonce": nonce.hex(),
+                 "role": role, "versions": [VERSION]})
+    return encode_header(T_HELLO, 0, len(body)) + body
+
+
+def outcome_frame(code, message):
+    """An outcome (type 3) that fits the peer's 512-byte pre-auth limit however the message escapes."""
+    message = message[:200]
+    while True:
+        body = dump({"message": message, "ok": False, "reason": code})
+        if len(body) <= PRE_AUTH_MAX_PAYLOAD:
+            return encode_header(T_OUTCOME, 0, len(body)) + body
+        message = message[:len(message) // 2]
+
+
+class Channel:
+    """The worker's end of a channel: handshake, then protected messages over two fds."""
+
+    def __init__(self, in_fd, out_fd, key, modes, max_payload=DEFAULT_MAX_PAYLOAD):
+        self.stream = Stream(in_fd)
+        self.out_fd = out_fd
+        self.key = key
+        self.modes = modes
+        self.max_payload = max_payload
+        self.tx = self.rx = None
+        self.peer_max_payload = 0
+        self.mode = None
+
+    def handshake(self, deadline, nonce=None, seed=None):
+        """Runs the worker's side of the handshake (PROTOCOL.md 4.2). `nonce` and `seed` only for test vectors."""
+        s = sodium()
+        nonce = nonce or s.random(32)
+        epk, esk = keypair(seed)
+        hello_w = make_hello("worker", nonce, epk, self.modes, self.max_payload)
+        try:
+            write_all(self.out_fd, hello_w)
+            frame = self.stream.next_frame(deadline)
+            if frame is None:
+                raise ProtocolError("eof", "peer closed the channel during the handshake")
+            ftype, _, header, payload, _ = frame
+            hello_p = header + payload
+            self._expect(ftype, payload, T_HELLO)
+            h = parse_body(ftype, payload)
+            role = field(h, "role", "string", "hello")
+            versions = field(h, "versions", "array", "hello")
+            peer_nonce = hex32(h, "nonce", "hello")
+            peer_epk = hex32(h, "epk", "hello")
+            modes = field(h, "modes", "array", "hello")
+            max_payload = field(h, "max_payload", "uint", "hello")
+            if role not in ("parent", "worker"):
+                raise ProtocolError("malformed", "hello: field 'role' must be \"parent\" or \"worker\"")
+            if not versions or len(versions) > 16 or any(type(v) is not int or not 0 <= v <= 2**31 - 1 for v in versions):
+                raise ProtocolError("malformed", "hello: field 'versions' must hold 1 to 16 integers from 0 to 2147483647")
+            if not modes or len(modes) > 8 or any(m not in MODES for m in modes):
+                raise ProtocolError("malformed", "hello: field 'modes' must hold 1 to 8 known channel modes")
+            if max_payload > ABSOLUTE_MAX_PAYLOAD:
+                raise ProtocolError("malformed", "hello: field 'max_payload' is too large")
+            if role != "parent":
+                raise ProtocolError("auth_failed", "peer's hello claims role worker, the same as this side (a "
+                                                   "reflected hello?)")
+            if peer_nonce == nonce or peer_epk == epk:
+                raise ProtocolError("auth_failed", "peer's hello repeats this side's nonce or key (a reflected hello)")
+            if VERSION not in versions:
+                raise ProtocolError("bad_version", "no common protocol version: this side speaks 1")
+            agreed = next((m for m in modes if m in self.modes), None)
+            if agreed is None:
+                raise ProtocolError("mode_refused", "no channel mode both sides accept (parent asked for %s)" %
+                                    ", ".join(modes))
+            q = ctypes.create_string_buffer(32)
+            bad = s.crypto_scalarmult(q, esk, peer_epk)
+            s.memzero(esk, 32)
+            if bad != 0 or q.raw == bytes(32):
+                raise ProtocolError("auth_failed", "peer's ephemeral public key is invalid")
+            th = s.blake2b(hello_p + hello_w, 32)
+            k_p2w, k_w2p = session_keys(self.key, q.raw, peer_epk, epk, th)
+            s.memzero(q, 32)
+            mine = dump({"mac": proof_mac(self.key, LABEL_WORKER_PROOF, th).hex()})
+            write_all(self.out_fd, encode_header(T_PROOF, 0, len(mine)) + mine)
+            frame = self.stream.next_frame(deadline)
+            if frame is None:
+                raise ProtocolError("eof", "peer closed the channel during the handshake")
+            ftype, _, header, payload, _ = frame
+            self._expect(ftype, payload, T_PROOF)
+            mac = hex32(parse_body(ftype, payload), "mac", "proof")
+            if s.crypto_auth_verify(mac, LABEL_PARENT_PROOF + th, len(LABEL_PARENT_PROOF) + 32, self.key.buf) != 0:
+                raise ProtocolError("auth_failed", "peer's proof does not verify: it does not hold this run key, "
+                                                   "or a hello was altered")
+        except ProtocolError as e:
+            if e.code not in ("io", "eof", "truncated", "timeout", "peer_refused"):
+                try:
+                    write_all(self.out_fd, outcome_frame(e.code, e.message))
+                except OSError:
+                    pass
+            raise
+        except OSError as e:
+            raise ProtocolError("io", "handshake: %s" % e.strerror)
+        self.mode = agreed
+        self.peer_max_payload = max_payload
+        self.tx = Protector(k_w2p, agreed)
+        self.rx = Protector(k_p2w, agreed)
+        self.stream.limit = self.max_payload
+        self.stream.tags = agreed != "insecure-measurement-only"
+
+    def _expect(self, ftype, payload, wanted):
+        if ftype == T_OUTCOME:
+            o = parse_body(ftype, payload)
+            raise ProtocolError("peer_refused", "peer refused the handshake: %s: %s" % (o.get("reason"), o.get("message")))
+        if ftype not in TYPE_NAMES:
+            raise ProtocolError("unexpected", "unknown message type %d" % ftype)
+        if ftype != wanted:
+            raise ProtocolError("unexpected", "expected %s, got %s" % (TYPE_NAMES[wanted], TYPE_NAMES[ftype]))
+
+    def frame(self, ftype, body, attachment=None):
+        """The bytes of a sealed data frame (nothing is written)."""
+        flags = 0
+        payload = body
+        if attachment is not None:
+            flags = FLAG_ATTACHMENT
+            payload = struct.pack("<I", len(body)) + body + attachment
+        if len(payload) > self.peer_max_payload:
+            raise ProtocolError("frame_too_large", "%s of %d bytes exceeds the peer's limit of %d" %
+                                (TYPE_NAMES[ftype], len(payload), self.peer_max_payload))
+        header = encode_header(ftype, flags, len(payload))
+        sent, tag = self.tx.seal(header, payload)
+        return header + sent + tag
+
+    def receive(self):
+        """The next data message as (type, flags, payload), None at a clean end of input."""
+        got = self.stream.next_frame()
+        if got is None:
+            return None
+        ftype, flags, header, payload, tag = got
+        if ftype < 16:
+            raise ProtocolError("unexpected", "unexpected %s after the handshake" % TYPE_NAMES.get(ftype, ftype))
+        payload = self.rx.open(header, payload, tag)
+        if ftype not in TYPE_NAMES:
+            raise ProtocolError("unexpected", "unknown message type %d" % ftype)
+        if ftype == T_ERROR:
+            e = parse_body(ftype, payload)
+            raise ProtocolError("peer_refused", "peer closed the channel: %s: %s" % (e.get("code"), e.get("message")))
+        return ftype, flags, payload
+
+    def fail(self, error, pending=b""):
+        """Sends what is queued and then an error message (PROTOCOL.md section 7), best effort."""
+        if error.code in ("io", "eof", "truncated", "timeout", "peer_refused"):
+            return
+        try:
+            body = dump({"code": error.code, "message": error.message[:1000]})
+            write_all(self.out_fd, pending + self.frame(T_ERROR, body))
+        except (OSError, ProtocolError):
+            pass
+
+
+# ---- The key (PROTOCOL.md section 9) ----
+
+def _read_exact(fd, n, deadline, what):
+    got = b""
+    while len(got) < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise ProtocolError("key_invalid", "%s: timed out after %d of %d bytes" % (what, len(got), n))
+        chunk = os.read(fd, n - len(got))
+        if not chunk:
+            raise ProtocolError("key_invalid", "%s: end of input after %d of %d bytes (was the key read by another "
+                                               "process?)" % (what, len(got), n))
+        got += chunk
+    return got
+
+
+def _no_more(fd, what):
+    if select.select([fd], [], [], 0)[0] and os.read(fd, 1):
+        raise ProtocolError("key_invalid", "%s: more than 32 bytes" % what)
+
+
+def key_from_socket(fd, deadline):
+    """v1: the runner wrote the 32 key bytes into the socket on `fd` before starting us."""
+    what = "key fd %d" % fd
+    try:
+        key = SecretKey(_read_exact(fd, 32, deadline, what))
+        _no_more(fd, what)
+        return key
+    finally:
+        os.close(fd)
+
+
+def key_by_request(fd, deadline, allow_ptrace):
+    """v2: ask on the rendezvous socket `fd` with our credentials and a fresh socket; the key comes back on
+    that socket once the runner has checked who asks (and that nothing traces us)."""
+    check_not_traced(allow_ptrace)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        rendezvous = socket.socket(fileno=fd)
+        try:
+            creds = struct.pack("iII", os.getpid(), os.geteuid(), os.getegid())
+            rendezvous.sendmsg([KEY_REQUEST], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds),
+                                               (socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", theirs.fileno()))])
+        except OSError as e:
+            raise ProtocolError("key_invalid", "key request on fd %d: %s" % (fd, e.strerror))
+        finally:
+            rendezvous.close()
+        theirs.close()
+        key = SecretKey(_read_exact(mine.fileno(), 32, deadline, "key socket"))
+        left = max(0.0, deadline - time.monotonic())
+        if select.select([mine], [], [], left)[0] and mine.recv(1):
+            raise ProtocolError("key_invalid", "key socket: more than 32 bytes")
+        return key
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def check_not_traced(allow_ptrace):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                tracer = int(line.split()[1])
+                if tracer and not allow_ptrace:
+                    raise ProtocolError("key_invalid", "refusing to run: traced by pid %d (--allow-ptrace to permit)" %
+                                        tracer)
+
+
+def key_from_file(path):
+    def fail(why):
+        return ProtocolError("key_invalid", "key file %s: %s" % (path, why))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as e:
+        raise fail(e.strerror)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise fail("not a regular file")
+        if st.st_uid != os.geteuid():
+            raise fail("owned by uid %d, not by this user (uid %d)" % (st.st_uid, os.geteuid()))
+        if st.st_mode & 0o077:
+            raise fail("mode is %04o; it must not be readable by group or others (chmod 600 %s)" %
+                       (st.st_mode & 0o7777, path))
+        text = b""
+        while len(text) < 66:
+            chunk = os.read(fd, 66 - len(text))
+            if not chunk:
+                break
+            text += chunk
+    finally:
+        os.close(fd)
+    if text.endswith(b"\n"):
+        text = text[:-1]
+    raw = b""
+    if len(text) == 64:
+        try:
+            raw = bytes.fromhex(text.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            raw = b""
+    if len(raw) != 32:
+        raise fail("expected 64 hex digits and an optional newline (make one with 'authrun keygen')")
+    return SecretKey(raw)
+
+
+def key_from_stdin(in_fd, out_fd, deadline):
+    try:
+        write_all(out_fd, KEY_REQUEST)
+    except OSError as e:
+        raise ProtocolError("key_invalid", "asking for the key on stdout: %s" % e.strerror)
+    return SecretKey(_read_exact(in_fd, 32, deadline, "key on stdin"))
+
+
+def acquire_key(opts, in_fd, out_fd, deadline):
+    """The run key as the options say: a key file, the head of stdin, or fd 3 as the runner hands it over."""
+    if opts.key_file:
+        return key_from_file(opts.key_file)
+    if opts.key_stdin:
+        return key_from_stdin(in_fd, out_fd, deadline)
+    if KEY_FD_HANDOVER == "request":
+        return key_by_request(opts.key_fd, deadline, opts.allow_ptrace)
+    return key_from_socket(opts.key_fd, deadline)
+
+
+# ---- The program and the tasks ----
+
+def _module_line(exc, file):
+    """The line of `file` where an import failed, from a SyntaxError or the traceback."""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return exc.filename or file, exc.lineno
+    tb, where = exc.__traceback__, None
+    while tb is not None:
+        if file is None or os.path.abspath(tb.tb_frame.f_code.co_filename) == file:
+            where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return where or (file, None)
+
+
+def load_program(program):
+    """Imports the program's modules; returns {name: module}. Raises program_failed naming module, file, line."""
+    import importlib
+    import importlib.util
+    what = "program"
+    modules = field(program, "modules", "array", what)
+    extra = program.get("sys_path", [])
+    cwd = program.get("cwd")
+    if not isinstance(extra, list) or not all(isinstance(p, str) for p in extra):
+        raise ProtocolError("malformed", "program: field 'sys_path' must be an array of strings")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ProtocolError("malformed", "program: field 'cwd' must be a string")
+    for i, m in enumerate(modules):
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or ("file" in m and not isinstance(m["file"], str)):
+            raise ProtocolError("malformed", "program: modules[%d] must be an object with a string 'name' (and 'file')" % i)
+    if cwd:
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            raise ProtocolError("program_failed", "cannot enter the directory %s: %s" % (cwd, e.strerror))
+    # The user's environment, now that the parent is proven: site-packages (the venv's too) and .pth files.
+    import site
+    site.main()
+    user_site = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
+    if user_site and os.path.isdir(user_site):
+        site.addsitedir(user_site)
+    for p in reversed(extra):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    loaded = {}
+    for m in modules:
+        name, file = m["name"], m.get("file")
+        try:
+            if file:
+                spec = importlib.util.spec_from_file_location(name, file)
+                if spec is None or spec.loader is None:
+                    raise ImportError("not a Python source file")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(name)
+        except BaseException as e:  # noqa: B902 - SystemExit at import is a failed program too
+            sys.modules.pop(name, None)
+            where_file, line = _module_line(e, os.path.abspath(file) if file else None)
+            if where_file is None and not file:
+                spec = getattr(e, "name", None)
+                where_file = "not found on sys.path" if isinstance(e, ModuleNotFoundError) and spec == name else None
+            place = ", ".join(str(x) for x in (where_file, "line %d" % line if line else None) if x)
+            detail = "%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__
+            raise ProtocolError("program_failed", "module '%s'%s: %s" % (name, " (%s)" % place if place else "", detail))
+        loaded[name] = module
+    return loaded
+
+
+class Functions:
+    """Finds a task's `fn` among the program's modules: "module.function", or "function" with one module."""
+
+    def __init__(self, modules):
+        self.modules = modules
+        self.cache = {}
+
+    def find(self, fn):
+        f = self.cache.get(fn)
+        if f is not None:
+            return f
+        module_name, _, attr = fn.rpartition(".")
+        if not module_name:
+            if len(self.modules) != 1:
+                raise LookupError("unknown function '%s': name its module (one of %s), as module.%s" %
+                                  (fn, ", ".join(sorted(self.modules)), fn))
+            module = next(iter(self.modules.values()))
+        else:
+            module = self.modules.get(module_name)
+            if module is None:
+                raise LookupError("unknown function '%s': no module '%s' in the program (%s)" %
+                                  (fn, module_name, ", ".join(sorted(self.modules))))
+        f = getattr(module, attr, None)
+        if f is None or not callable(f):
+            raise LookupError("unknown function '%s': module '%s' has no function '%s'" % (fn, module.__name__, attr))
+        self.cache[fn] = f
+        return f
+
+
+def _from_json(value):
+    """{"$bytes": base64} anywhere in a task's args becomes bytes."""
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get("$bytes"), str):
+            import base64
+            return base64.b64decode(value["$bytes"], validate=True)
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def _to_json(obj):
+    """bytes nested in a result become {"$bytes": base64}; anything else JSON cannot hold is refused."""
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        import base64
+        return {"$bytes": base64.b64encode(bytes(obj)).decode("ascii")}
+    raise TypeError("a %s" % type(obj).__name__)
+
+
+_RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_to_json)
+
+
+def _error(task_id, etype, message, details=None):
+    err = {"message": message, "type": etype}
+    if details is not None:
+        err["details"] = details
+    return dump({"error": err, "id": task_id, "ok": False})
+
+
+def _call(f, args, attachment):
+    """JSON array -> positional arguments, object -> keywords, null -> none, anything else -> one argument.
+    A task's raw attachment (bytes) comes last among the positional arguments."""
+    extra = () if attachment is None else (attachment,)
+    if isinstance(args, list):
+        return f(*args, *extra)
+    if isinstance(args, dict):
+        return f(*extra, **args)
+    if args is None:
+        return f(*extra)
+    return f(args, *extra)
+
+
+def run_task(functions, payload, flags):
+    """The result body (and attachment, or None) for one task frame's payload."""
+    attachment = None
+    body = payload
+    if flags & FLAG_ATTACHMENT:
+        size = struct.unpack_from("<I", payload)[0] if len(payload) >= 4 else -1
+        if size < 0 or size > len(payload) - 4:
+            raise ProtocolError("malformed", "attachment frame's body length exceeds its payload")
+        body, attachment = payload[4:4 + size], payload[4 + size:]
+    if flags & FLAG_FORMAT_MASK:
+        raise ProtocolError("malformed", "this worker reads JSON task bodies only (CBOR and MessagePack are not in "
+                                         "Python's standard library)")
+    task = parse_body(T_TASK, body)
+    task_id = task.get("id")
+    if type(task_id) is not int or not 0 <= task_id < 1 << 64:
+        field(task, "id", "uint", "task")
+    fn = task.get("fn")
+    if not isinstance(fn, str):
+        field(task, "fn", "string", "task %d" % task_id)
+    args = task.get("args")
+    try:
+        f = functions.find(fn)
+    except LookupError as e:
+        return _error(task_id, "unknown_function", str(e)), None
+    if b"$bytes" in body:
+        try:
+            args = _from_json(args)
+        except ValueError as e:
+            return _error(task_id, "bad_args", "a {\"$bytes\": ...} in args is not valid base64: %s" % e), None
+    try:
+        value = _call(f, args, attachment)
+    except Exception as e:
+        import traceback
+        frames = traceback.extract_tb(e.__traceback__)[1:]  # from the user's function down, not this file
+        text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + \
+            "".join(traceback.format_exception_only(type(e), e))
+        return _error(task_id, type(e).__name__, str(e), {"traceback": text}), None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # The protocol's binary path: the bytes travel raw after the body, not as text.
+        return dump({"id": task_id, "ok": True, "value": None}), bytes(value)
+    try:
+        text = _RESULT_ENCODER.encode(value)
+    except (TypeError, ValueError) as e:
+        what = str(e)
+        what = what if what.startswith("a ") else "%s (%s)" % (what, type(value).__name__)
+        return _error(task_id, "bad_result", "%s returned %s, which JSON cannot hold" % (fn, what),
+                      {"type": type(value).__name__}), None
+    except RecursionError:
+        return _error(task_id, "bad_result", "%s returned a value nested too deep for JSON" % fn), None
+    out = b'{"id":%d,"ok":true,"value":%s}' % (task_id, text.encode("utf-8", "replace"))
+    try:
+        check_depth(out)
+    except ProtocolError:
+        return _error(task_id, "bad_result", "%s returned a value nested deeper than %d levels" %
+                      (fn, JSON_MAX_DEPTH - 1)), None
+    return out, None
+
+
+def serve(channel, log):
+    """Receives the program, loads it, answers tasks until shutdown or end of input. Returns the exit status.
+    print() in a task goes to the runner's stderr (fd 1 is a copy of fd 2 here)."""
+    out = []
+    try:
+        first = channel.receive()
+        if first is None or first[0] == T_SHUTDOWN:
+            return 0
+        ftype, flags, payload = first
+        if ftype != T_PROGRAM:
+            raise ProtocolError("unexpected", "expected the program before any %s (is the parent authrun run "
+                                              "--python?)" % TYPE_NAMES[ftype])
+        if flags:
+            raise ProtocolError("malformed", "program frames carry JSON bodies and no attachment")
+        try:
+            functions = Functions(load_program(parse_body(T_PROGRAM, payload)))
+        except ProtocolError as e:
+            if e.code != "program_failed":
+                raise
+            log("the program failed to load: " + e.message)
+            channel.fail(e)
+            return EXIT_PROGRAM
+        stdout_flush = sys.stdout.flush
+        while True:
+            got = channel.receive()
+            if got is None or got[0] == T_SHUTDOWN:
+                if out:
+                    write_all(channel.out_fd, b"".join(out))
+                return 0
+            ftype, flags, payload = got
+            if ftype != T_TASK:
+                raise ProtocolError("unexpected", "worker got a %s message" % TYPE_NAMES[ftype])
+            body, attachment = run_task(functions, payload, flags)
+            try:
+                stdout_flush()
+            except (OSError, ValueError):
+                pass
+            try:
+                frame = channel.frame(T_RESULT, body, attachment)
+            except ProtocolError as e:
+                frame = channel.frame(T_RESULT, _error(json.loads(body)["id"], "result_too_large", e.message))
+            out.append(frame)
+            # Answers go out together once no further task waits in what was read.
+            if len(out) >= 64 or not channel.stream.buffered():
+                write_all(channel.out_fd, b"".join(out))
+                out.clear()
+    except ProtocolError as e:
+        # Answers already sealed go out first: dropping them would desynchronise the sequence numbers.
+        channel.fail(e, b"".join(out))
+        log("channel closed (%s): %s" % (e.code, e.message))
+        return EXIT_PROTOCOL
+    except OSError as e:
+        why = "the parent is gone (broken pipe)" if e.errno == errno.EPIPE else str(e)
+        log("channel closed (io): %s" % why)
+        return EXIT_PROTOCOL
+
+
+# ---- Start-up ----
+
+class Options:
+    key_fd = 3
+    key_file = None
+    key_stdin = False
+    handshake_timeout = 5.0
+    max_payload = DEFAULT_MAX_PAYLOAD
+    encrypted_only = False
+    allow_ptrace = False
+    orphan_watch = False
+    expect_sha256 = None
+
+
+USAGE = """usage: python3 -I -S _bootstrap.py [--key-fd N | --key-file FILE | --key-stdin] [--handshake-timeout S]
+       [--max-payload N] [--encrypted-only] [--allow-ptrace] [--orphan-watch] [--expect-sha256 HEX]
+authrun's Python worker: started by `authrun run --python MODULE`, which sends the program after the handshake."""
+
+
+def parse_args(argv):
+    o = Options()
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        value_opts = ("--key-fd", "--key-file", "--handshake-timeout", "--max-payload", "--expect-sha256")
+        if a in value_opts:
+            if i + 1 >= len(argv):
+                raise SystemExit("%s needs a value\n%s" % (a, USAGE))
+            v = argv[i + 1]
+            i += 2
+            try:
+                if a == "--key-fd":
+                    o.key_fd = int(v)
+                elif a == "--key-file":
+                    o.key_file = v
+                elif a == "--handshake-timeout":
+                    o.handshake_timeout = float(v)
+                    if not o.handshake_timeout > 0:
+                        raise ValueError(v)
+                elif a == "--max-payload":
+                    o.max_payload = int(v)
+                    if not 1024 <= o.max_payload <= ABSOLUTE_MAX_PAYLOAD:
+                        raise ValueError(v)
+                else:
+                    o.expect_sha256 = v.lower()
+            except ValueError:
+                raise SystemExit("%s: invalid value %r\n%s" % (a, v, USAGE))
+            continue
+        flags = {"--key-stdin": "key_stdin", "--encrypted-only": "encrypted_only", "--allow-ptrace": "allow_ptrace",
+                 "--orphan-watch": "orphan_watch"}
+        if a in flags:
+            setattr(o, flags[a], True)
+        elif a in ("-h", "--help"):
+            print(USAGE)
+            raise SystemExit(0)
+        else:
+            raise SystemExit("unknown option %r\n%s" % (a, USAGE))
+        i += 1
+    if sum(bool(x) for x in (o.key_file, o.key_stdin)) > 1:
+        raise SystemExit("--key-file and --key-stdin exclude each other")
+    return o
+
+
+def _log(text):
+    try:
+        os.write(2, ("authrun-python[%d]: %s\n" % (os.getpid(), text)).encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _take_protocol_fds():
+    """Moves the protocol off fds 0 and 1 (copies above 10, close-on-exec): fd 0 becomes /dev/null and fd 1 a
+    copy of stderr, so print() in a task goes to the runner's stderr and can never corrupt the channel."""
+    in_fd = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 10)
+    out_fd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 10)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    return in_fd, out_fd
+
+
+def _start_orphan_watch(in_fd, out_fd):
+    """Exits once the channel's far end is gone, even in the middle of a task (for launched workers)."""
+    import threading
+
+    def watch():
+        p = select.poll()
+        p.register(in_fd, getattr(select, "POLLRDHUP", 0x2000))
+        p.register(out_fd, 0)
+        while not p.poll():
+            pass
+        time.sleep(0.1)
+        os._exit(EXIT_PROTOCOL)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv=None):
+    parent = os.getppid()
+    libc = _libc()
+    # Not dumpable: other processes of the user can neither read our memory (the key) nor open our pipes.
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: never outlive the runner
+    if os.getppid() != parent:
+        return 0
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    if opts.expect_sha256:
+        with open(os.path.abspath(__file__), "rb") as f:
+            have = hashlib.sha256(f.read()).hexdigest()
+        if have != opts.expect_sha256:
+            _log("refusing to run: %s is not the bootstrap the runner expects (sha256 %s, expected %s)" %
+                 (__file__, have, opts.expect_sha256))
+            return EXIT_USAGE
+    if not opts.key_file and not opts.key_stdin:
+        try:
+            fcntl.fcntl(opts.key_fd, fcntl.F_GETFD)
+        except OSError:
+            _log("no key: fd %d is not open (this worker is started by authrun run --python, which hands it a key "
+                 "there; or give --key-file)" % opts.key_fd)
+            return EXIT_KEY
+    in_fd, out_fd = _take_protocol_fds()
+    deadline = time.monotonic() + opts.handshake_timeout
+    try:
+        key = acquire_key(opts, in_fd, out_fd, deadline)
+    except ProtocolError as e:
+        _log("no usable key, refusing to run: " + e.message)
+        return EXIT_KEY
+    modes = ["encrypted"] if opts.encrypted_only else ["encrypted", "authenticated"]
+    channel = Channel(in_fd, out_fd, key, modes, opts.max_payload)
+    try:
+        channel.handshake(deadline)
+    except ProtocolError as e:
+        _log("handshake failed (%s): %s" % (e.code, e.message))
+        return EXIT_KEY
+    finally:
+        key.wipe()
+    if opts.orphan_watch:
+        _start_orphan_watch(in_fd, out_fd)
+    try:
+        # Where it runs, right away. A write that fails here means the parent is gone: a clean end.
+        info = dump({"host": socket.gethostname()[:255], "pid": os.getpid()})
+        write_all(out_fd, channel.frame(T_WORKER_INFO, info))
+    except OSError:
+        return 0
+    try:
+        return serve(channel, _log)
+    finally:
+        channel.tx.wipe()
+        channel.rx.wipe()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

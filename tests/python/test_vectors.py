@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""The test vectors of protocol/PROTOCOL.md section 10, checked with the Python worker's own code
+(python/authrun/_bootstrap.py): hellos, transcript hash, proofs, session keys and data frames of both modes,
+including frames after the first (seq >= 1), an attachment and an error message. Also drives the worker's
+handshake over real pipes against a scripted parent whose frames are the documented ones.
+
+Run: python3 tests/python/test_vectors.py (the suite runs it with /usr/bin/python3). Exit 0 when all pass."""
+
+import os
+import struct
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+from authrun import _bootstrap as b  # noqa: E402
+
+RUN_KEY = bytes(range(0x00, 0x20))
+PARENT_NONCE = bytes(range(0x40, 0x60))
+PARENT_SEED = bytes(range(0x60, 0x80))
+WORKER_NONCE = bytes(range(0x80, 0xa0))
+WORKER_SEED = bytes(range(0xa0, 0xc0))
+
+V = {
+    "parent_epk": "a7e09d2129568e8aa5cf96ea7fd9e0f881a5d78bf592269562963f7b6f689050",
+    "worker_epk": "f8328726fcd5706241688baac26481b52f0aece6fc6bd52619c46a6390d2ba72",
+    "worker_hello": "4152554e01010000f20000007b2265706b223a226638333238373236666364353730363234313638386261616332363438316235326630616563653666633662"
+                    "6435323631396334366136333930643262613732222c226d61785f7061796c6f6164223a3236383530303939322c226d6f646573223a5b22656e637279707465"
+                    "64222c2261757468656e74696361746564225d2c226e6f6e6365223a223830383138323833383438353836383738383839386138623863386438653866393039"
+                    "3139323933393439353936393739383939396139623963396439653966222c22726f6c65223a22776f726b6572222c2276657273696f6e73223a5b315d7d",
+    "A": {
+        "parent_hello": "4152554e01010000e60000007b2265706b223a2261376530396432313239353638653861613563663936656137666439653066383831613564373862663539"
+                        "323236393536323936336637623666363839303530222c226d61785f7061796c6f6164223a3236383530303939322c226d6f646573223a5b2261757468656e7469"
+                        "6361746564225d2c226e6f6e6365223a223430343134323433343434353436343734383439346134623463346434653466353035313532353335343535353635"
+                        "3735383539356135623563356435653566222c22726f6c65223a22706172656e74222c2276657273696f6e73223a5b315d7d",
+        "th": "d93efc17f774b1d44c5ba38ad5e18d1f3085291ecd737cb5ff8fd548b5d75a81",
+        "proof_P": "f848f865798479406a25dd0531116929704e79ae80cbfbdd85eddcc5887c809f",
+        "proof_W": "67a8b4947de673f9a8de6b68ae20d580b2e7cb1b7d7baa15520f986be90bd615",
+        "K_p2w": "78930927337548a0b2484e73cc4cc6fba9dbcb95ed6096702345a3424c9d898e",
+        "K_w2p": "bdabc60f14fa8a3a98207576485d23329279ed135285642808bd5b31a258f6de",
+        "task": "4152554e01100000230000007b2261726773223a5b312c322c335d2c22666e223a226563686f222c226964223a317da083679260086c447e538ba3b2651a0a",
+        "result": "4152554e01110000220000007b226964223a312c226f6b223a747275652c2276616c7565223a5b312c322c335d7dc8b9fd335c8979c9f8b5addfa39c5eb2",
+    },
+    "B": {
+        "parent_hello": "4152554e01010000e20000007b2265706b223a2261376530396432313239353638653861613563663936656137666439653066383831613564373862663539"
+                        "323236393536323936336637623666363839303530222c226d61785f7061796c6f6164223a3236383530303939322c226d6f646573223a5b22656e637279707465"
+                        "64225d2c226e6f6e6365223a2234303431343234333434343534363437343834393461346234633464346534663530353135323533353435353536353735383539"
+                        "356135623563356435653566222c22726f6c65223a22706172656e74222c2276657273696f6e73223a5b315d7d",
+        "th": "14f2eb0a952caacba374e025cbbe31368cadc27d40fc440fa26f806a6c791adc",
+        "proof_P": "5721b5fd42e5110ef4068c92be2a339b27deba7f884c163c626bbb157e77a8df",
+        "proof_W": "7a040e67551693a03f7be680423f86c2330978e7d326ee10a1ccb87153c03005",
+        "K_p2w": "0171fb650587667b568fa27b2e349cbae5da35603cc26e03948d195b54f87b38",
+        "K_w2p": "ddc48f5d2d80d6a60ac3215b114c720cb8cb25bed2055c6e074ff6dd6aa8bf85",
+        "task": "4152554e0110000023000000b8d1ab5d8d773fec82313572b4a178760db91cd207e39728f8471fe52c1f80194e492d4da8614425b70c89ecdbe39783945cbb",
+    },
+}
+
+TASK_BODY = b'{"args":[1,2,3],"fn":"echo","id":1}'
+RESULT_BODY = b'{"id":1,"ok":true,"value":[1,2,3]}'
+failures = []
+
+
+def check(name, got, want):
+    if isinstance(got, bytes):
+        got = got.hex()
+    if got != want:
+        failures.append(name)
+        print("FAIL %s\n  got  %s\n  want %s" % (name, got, want))
+    else:
+        print("ok   %s" % name)
+
+
+def run(mode_name, parent_modes):
+    v = V[mode_name]
+    key = b.SecretKey(RUN_KEY)
+    parent_epk, _ = b.keypair(PARENT_SEED)
+    worker_epk, worker_sk = b.keypair(WORKER_SEED)
+    check("parent epk", parent_epk, V["parent_epk"])
+    check("worker epk", worker_epk, V["worker_epk"])
+    hello_p = b.make_hello("parent", PARENT_NONCE, parent_epk, parent_modes, b.DEFAULT_MAX_PAYLOAD)
+    hello_w = b.make_hello("worker", WORKER_NONCE, worker_epk, ["encrypted", "authenticated"], b.DEFAULT_MAX_PAYLOAD)
+    check(mode_name + " parent hello", hello_p, v["parent_hello"])
+    check("worker hello", hello_w, V["worker_hello"])
+    th = b.sodium().blake2b(hello_p + hello_w, 32)
+    check(mode_name + " th", th, v["th"])
+    check(mode_name + " proof_P", b.proof_mac(key, b.LABEL_PARENT_PROOF, th), v["proof_P"])
+    check(mode_name + " proof_W", b.proof_mac(key, b.LABEL_WORKER_PROOF, th), v["proof_W"])
+    import ctypes
+    q = ctypes.create_string_buffer(32)
+    b.sodium().crypto_scalarmult(q, worker_sk, parent_epk)
+    k_p2w, k_w2p = b.session_keys(key, q.raw, parent_epk, worker_epk, th)
+    check(mode_name + " K_p2w", k_p2w, v["K_p2w"])
+    check(mode_name + " K_w2p", k_w2p, v["K_w2p"])
+    return hello_p, k_p2w, k_w2p
+
+
+def seal(key, mode, seq, ftype, body, attachment=None, flags=0):
+    p = b.Protector(key, mode)
+    p.seq = seq
+    payload = body if attachment is None else struct.pack("<I", len(body)) + body + attachment
+    header = b.encode_header(ftype, flags, len(payload))
+    sent, tag = p.seal(header, payload)
+    return header + sent + tag
+
+
+def worker_over_pipes(hello_p, proof_p_mac, mode, frames_after):
+    """Drives Channel.handshake (worker side) over real pipes; returns what the worker wrote, the channel."""
+    p2w_r, p2w_w = os.pipe()
+    w2p_r, w2p_w = os.pipe()
+    proof_body = b.dump({"mac": proof_p_mac.hex()})
+    os.write(p2w_w, hello_p + b.encode_header(b.T_PROOF, 0, len(proof_body)) + proof_body + frames_after)
+    os.close(p2w_w)
+    ch = b.Channel(p2w_r, w2p_w, b.SecretKey(RUN_KEY), ["encrypted", "authenticated"])
+    ch.handshake(time.monotonic() + 5, nonce=WORKER_NONCE, seed=WORKER_SEED)
+    os.close(w2p_w)
+    written = b""
+    while True:
+        chunk = os.read(w2p_r, 65536)
+        if not chunk:
+            break
+        written += chunk
+    os.close(w2p_r)
+    check("%s agreed mode" % mode, ch.mode, mode)
+    return written, ch
+
+
+def main():
+    hello_a, p2w_a, w2p_a = run("A", ["authenticated"])
+    hello_b, p2w_b, w2p_b = run("B", ["encrypted"])
+    check("A task seq 0", seal(p2w_a, "authenticated", 0, b.T_TASK, TASK_BODY), V["A"]["task"])
+    check("A result seq 0", seal(w2p_a, "authenticated", 0, b.T_RESULT, RESULT_BODY), V["A"]["result"])
+    check("B task seq 0", seal(p2w_b, "encrypted", 0, b.T_TASK, TASK_BODY), V["B"]["task"])
+
+    # The worker's side of both handshakes over real pipes: its bytes are the documented hello and proof, and
+    # it opens the documented task frame with the keys it derived.
+    for name, hello_p, mode in (("A", hello_a, "authenticated"), ("B", hello_b, "encrypted")):
+        proof_p = bytes.fromhex(V[name]["proof_P"])
+        written, ch = worker_over_pipes(hello_p, proof_p, mode, bytes.fromhex(V[name]["task"]))
+        proof_w = b.dump({"mac": V[name]["proof_W"]})
+        check(name + " worker's bytes", written, V["worker_hello"] + (b.encode_header(b.T_PROOF, 0, len(proof_w)) + proof_w).hex())
+        got = ch.receive()
+        check(name + " task opened", got[2], TASK_BODY.hex())
+
+    # A parent proof that does not verify is refused with an outcome.
+    try:
+        worker_over_pipes(hello_a, bytes(32), "authenticated", b"")
+        failures.append("wrong proof accepted")
+    except b.ProtocolError as e:
+        check("wrong proof refused", e.code, "auth_failed")
+
+    check("depth 64 accepted", str(b.check_depth(b"[" * 64 + b"]" * 64)), "None")
+    try:
+        b.check_depth(b'{"a":"[[[["}' + b"[" * 65 + b"]" * 65)
+        failures.append("depth 65 accepted")
+    except b.ProtocolError as e:
+        check("depth 65 refused", e.code, "json_too_deep")
+    check("brackets in strings do not count", str(b.check_depth(b'["' + b"[" * 100 + b'\\"]"]')), "None")
+
+    extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "later_vectors.txt")
+    later = {}
+    with open(extra) as f:
+        for line in f:
+            if "=" in line:
+                k, val = line.split("=", 1)
+                later[k.strip()] = val.strip()
+    att = bytes([0, 1, 2, 255])
+    task2 = b'{"args":"abc","fn":"echo","id":2}'
+    result2 = b'{"id":2,"ok":true,"value":"abc"}'
+    error = b'{"code":"unexpected","message":"worker got a result message"}'
+    for name, p2w, w2p, mode in (("auth", p2w_a, w2p_a, "authenticated"), ("enc", p2w_b, w2p_b, "encrypted")):
+        check("task2 " + name, seal(p2w, mode, 1, b.T_TASK, task2, att, 4), later["k_task2_frame_" + name])
+        check("result2 " + name, seal(w2p, mode, 1, b.T_RESULT, result2, att, 4), later["k_result2_frame_" + name])
+        check("error " + name, seal(w2p, mode, 2, b.T_ERROR, error), later["k_error_frame_" + name])
+    check("result enc seq 0", seal(w2p_b, "encrypted", 0, b.T_RESULT, RESULT_BODY), later["k_result_frame_enc"])
+    check("outcome", b.outcome_frame("auth_failed", "peer's proof does not verify"), later["k_outcome_frame"])
+    # And the receiving side opens them, in order (seq 0 then 1).
+    rx = b.Protector(p2w_b, "encrypted")
+    f0 = bytes.fromhex(V["B"]["task"])
+    rx.open(f0[:12], f0[12:-16], f0[-16:])
+    f1 = bytes.fromhex(later["k_task2_frame_enc"])
+    check("task2 enc opened", rx.open(f1[:12], f1[12:-16], f1[-16:]), (struct.pack("<I", len(task2)) + task2 + att).hex())
+
+    if failures:
+        print("%d FAILED: %s" % (len(failures), ", ".join(failures)))
+        return 1
+    print("all vectors match")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
