@@ -78,14 +78,37 @@ const char k_task_frame_enc[] =
     "07e39728f8471fe52c1f80194e492d4da8614425b70c89ecdbe39783945cbb";
 
 // Frames after the first (PROTOCOL.md, "Later frames").
-const char k_task2_frame_auth[] = "";
-const char k_result2_frame_auth[] = "";
-const char k_error_frame_auth[] = "";
-const char k_result_frame_enc[] = "";
-const char k_task2_frame_enc[] = "";
-const char k_result2_frame_enc[] = "";
-const char k_error_frame_enc[] = "";
-const char k_outcome_frame[] = "";
+const char k_task2_frame_auth[] =
+    "4152554e0110040029000000210000007b2261726773223a22616263222c2266"
+    "6e223a226563686f222c226964223a327d000102ff16ade4372e3aa1c7daff0a"
+    "7b9d107420";
+const char k_result2_frame_auth[] =
+    "4152554e0111040028000000200000007b226964223a322c226f6b223a747275"
+    "652c2276616c7565223a22616263227d000102ff9f27aa542a7259997b941b18"
+    "dd6d27bf";
+const char k_error_frame_auth[] =
+    "4152554e011200003d0000007b22636f6465223a22756e657870656374656422"
+    "2c226d657373616765223a22776f726b657220676f74206120726573756c7420"
+    "6d657373616765227d13a4e61a9312b7ccd5e9b0ae5331c046";
+const char k_result_frame_enc[] =
+    "4152554e0111000022000000223eb16e560818dcf9212a19dcad9189bbcfe1fe"
+    "48c7e105db7a10f3dc6073f344d11db795527511cb74c4cc6cfc9771e37f";
+const char k_task2_frame_enc[] =
+    "4152554e0110040029000000013bf422447a4ad97393891a15850cd6144b9127"
+    "f5225cceb3db4c3fcf3443a6f3f9438735a2d5dd632c8a98d196e58645521c54"
+    "a572a40574";
+const char k_result2_frame_enc[] =
+    "4152554e0111040028000000f657032408ab14ae712b0769220b0d4b5c5e585f"
+    "566edb12beca3c30d4a2fc9b7dc4a73087236d19deb197e5fc2da1db99a907ad"
+    "1a9b075b";
+const char k_error_frame_enc[] =
+    "4152554e011200003d0000008ad6ca4ee5d1285e2ecd2066a941e86b58ddbe80"
+    "0d46a0fdbfb4da641632403b5012636f23a1c20b387e15f7e5c59a9fe25d7443"
+    "33340a0560ecc3648e6316972c7bdb9a340df7f6b388bbd9e4";
+const char k_outcome_frame[] =
+    "4152554e010300004c0000007b226d657373616765223a227065657227732070"
+    "726f6f6620646f6573206e6f7420766572696679222c226f6b223a66616c7365"
+    "2c22726561736f6e223a22617574685f6661696c6564227d";
 
 // ---- Helpers. ----
 

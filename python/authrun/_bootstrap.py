@@ -666,10 +666,13 @@ def _module_line(exc, file):
     """The line of `file` where an import failed, from a SyntaxError or the traceback."""
     if isinstance(exc, SyntaxError) and exc.lineno:
         return exc.filename or file, exc.lineno
-    tb, where = exc.__traceback__, None
+    tb, where, here = exc.__traceback__, None, os.path.abspath(__file__)
     while tb is not None:
-        if file is None or os.path.abspath(tb.tb_frame.f_code.co_filename) == file:
-            where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        name = tb.tb_frame.f_code.co_filename
+        # Not this file, not importlib's frozen frames: the user's code (the module's own file if given).
+        internal = name.startswith("<") or tb.tb_frame.f_globals.get("__name__", "").startswith("importlib")
+        if not internal and os.path.abspath(name) != here and (file is None or os.path.abspath(name) == file):
+            where = (name, tb.tb_lineno)
         tb = tb.tb_next
     return where or (file, None)
 
@@ -719,9 +722,8 @@ def load_program(program):
         except BaseException as e:  # noqa: B902 - SystemExit at import is a failed program too
             sys.modules.pop(name, None)
             where_file, line = _module_line(e, os.path.abspath(file) if file else None)
-            if where_file is None and not file:
-                spec = getattr(e, "name", None)
-                where_file = "not found on sys.path" if isinstance(e, ModuleNotFoundError) and spec == name else None
+            if where_file is None and isinstance(e, ModuleNotFoundError):
+                where_file = "not found on sys.path"
             place = ", ".join(str(x) for x in (where_file, "line %d" % line if line else None) if x)
             detail = "%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__
             raise ProtocolError("program_failed", "module '%s'%s: %s" % (name, " (%s)" % place if place else "", detail))
@@ -775,7 +777,8 @@ def _to_json(obj):
     if isinstance(obj, (bytes, bytearray, memoryview)):
         import base64
         return {"$bytes": base64.b64encode(bytes(obj)).decode("ascii")}
-    raise TypeError("a %s" % type(obj).__name__)
+    name = type(obj).__name__
+    raise TypeError(("an " if name[:1].lower() in "aeiou" else "a ") + name)
 
 
 _RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_to_json)
@@ -834,18 +837,23 @@ def run_task(functions, payload, flags):
         value = _call(f, args, attachment)
     except Exception as e:
         import traceback
-        frames = traceback.extract_tb(e.__traceback__)[1:]  # from the user's function down, not this file
+        here = os.path.abspath(__file__)
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename) != here]
         text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + \
             "".join(traceback.format_exception_only(type(e), e))
         return _error(task_id, type(e).__name__, str(e), {"traceback": text}), None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        # The protocol's binary path: the bytes travel raw after the body, not as text.
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value):
+        # The protocol's binary path: the bytes travel raw after the body, not as text. (No bytes at all go
+        # as {"$bytes": ""}: an empty attachment cannot be told from none.)
         return dump({"id": task_id, "ok": True, "value": None}), bytes(value)
     try:
         text = _RESULT_ENCODER.encode(value)
     except (TypeError, ValueError) as e:
         what = str(e)
-        what = what if what.startswith("a ") else "%s (%s)" % (what, type(value).__name__)
+        if "float values" in what:
+            what = "a float that is NaN or infinite"
+        elif not what.startswith(("a ", "an ")):
+            what = "a %s holding what JSON cannot (%s)" % (type(value).__name__, what)
         return _error(task_id, "bad_result", "%s returned %s, which JSON cannot hold" % (fn, what),
                       {"type": type(value).__name__}), None
     except RecursionError:

@@ -68,6 +68,9 @@ Playing the parent, against the real worker W (started with a random key on fd 3
   rogue-parent-nohandshake -- W...  send a task at once, without a handshake
   rogue-parent-wrongkey -- W...     do the handshake with another key, then send a task anyway
   parent-deep-json -- W...          with the right key, send a task whose body is 100000 nested arrays
+Playing the parent, against a Python worker W (python3 -I -S _bootstrap.py) that waits for its program:
+  rogue-parent-program-nohandshake FILE -- W...  send a program (import FILE) and a task (fn f) at once
+  rogue-parent-program-wrongkey FILE -- W...     the handshake with another key, then the program and task
 Key theft and impersonation by a process of the same user, through /proc:
   hijack-proc PID      steal worker PID's key from its fd 3 before it reads it, then answer the runner
   hijack-race RUNNER   the same against each new authrun-worker child of RUNNER until the race is won
@@ -834,6 +837,39 @@ int mode_parent_deep_json(const std::vector<std::string>& worker, std::size_t de
   return finish_rogue_parent(*child, "");
 }
 
+// The program message a Python worker would import FILE from (module name: the file's base name).
+std::string program_body(const std::string& file) {
+  const std::size_t slash = file.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : file.substr(0, slash);
+  std::string name = file.substr(slash == std::string::npos ? 0 : slash + 1);
+  if (name.size() > 3 && name.compare(name.size() - 3, 3, ".py") == 0) name.resize(name.size() - 3);
+  return dump_json(json{{"modules", json::array({json{{"name", name}, {"file", file}}})},
+                        {"sys_path", json::array({dir})}, {"cwd", dir}});
+}
+
+int mode_rogue_program(const std::vector<std::string>& worker, const std::string& file, bool handshake) {
+  say(std::string(handshake ? "does the handshake with a key of its own, then sends" : "sends at once, without a handshake,") +
+      " a program (import " + file + ") and a task calling its f()");
+  RunKey worker_key = RunKey::generate();
+  auto kp = key_pipe(worker_key);
+  auto child = kp ? spawn(worker, kp->get()) : Result<Child>(kp.error());
+  if (!child) {
+    say(child.error().message);
+    return 2;
+  }
+  kp->close();
+  if (handshake) {
+    RunKey wrong = RunKey::generate();
+    Connection c(wrong, HandshakeConfig{Role::parent});
+    auto hs = drive(c, child->from.get(), child->to.get(), nullptr, true, Clock::now() + 5s);
+    say(hs ? "the handshake completed: the worker accepted a wrong key!" : "its handshake failed: " + describe(hs.error()));
+  }
+  const std::string frames = frame_bytes(MessageType::program, program_body(file), random_bytes(k_tag_size)) +
+                             frame_bytes(MessageType::task, R"({"args":null,"fn":"f","id":1})", random_bytes(k_tag_size));
+  say(send_raw(child->to.get(), frames) ? "sent the program and the task" : "could not even send them (pipe closed)");
+  return finish_rogue_parent(*child, "");
+}
+
 // ---- Same-user pipe injection ----
 
 std::string link_of(const std::string& path) {
@@ -1035,6 +1071,10 @@ int run(std::vector<std::string> args) {
       {"rogue-parent-nohandshake", [&] { return mode_rogue_nohandshake(worker); }},
       {"rogue-parent-wrongkey", [&] { return mode_rogue_wrongkey(worker); }},
       {"parent-deep-json", [&] { return mode_parent_deep_json(worker, depth_arg(params, 100000)); }},
+      {"rogue-parent-program-nohandshake",
+       [&] { return params.empty() ? usage_error(g_mode + " needs FILE") : mode_rogue_program(worker, params[0], false); }},
+      {"rogue-parent-program-wrongkey",
+       [&] { return params.empty() ? usage_error(g_mode + " needs FILE") : mode_rogue_program(worker, params[0], true); }},
       {"hijack-proc", [&] { return params.empty() ? usage_error("hijack-proc needs PID") : mode_hijack_proc(params[0]); }},
       {"hijack-race", [&] { return params.empty() ? usage_error("hijack-race needs PID") : mode_hijack_race(params[0]); }},
       {"inject-proc",

@@ -56,6 +56,18 @@ V = {
     },
 }
 
+# PROTOCOL.md section 10, "Later frames" (the C++ test checks the same constants).
+LATER = {
+    "k_task2_frame_auth": "4152554e0110040029000000210000007b2261726773223a22616263222c22666e223a226563686f222c226964223a327d000102ff16ade4372e3aa1c7daff0a7b9d107420",
+    "k_result2_frame_auth": "4152554e0111040028000000200000007b226964223a322c226f6b223a747275652c2276616c7565223a22616263227d000102ff9f27aa542a7259997b941b18dd6d27bf",
+    "k_error_frame_auth": "4152554e011200003d0000007b22636f6465223a22756e6578706563746564222c226d657373616765223a22776f726b657220676f74206120726573756c74206d657373616765227d13a4e61a9312b7ccd5e9b0ae5331c046",
+    "k_task2_frame_enc": "4152554e0110040029000000013bf422447a4ad97393891a15850cd6144b9127f5225cceb3db4c3fcf3443a6f3f9438735a2d5dd632c8a98d196e58645521c54a572a40574",
+    "k_result2_frame_enc": "4152554e0111040028000000f657032408ab14ae712b0769220b0d4b5c5e585f566edb12beca3c30d4a2fc9b7dc4a73087236d19deb197e5fc2da1db99a907ad1a9b075b",
+    "k_error_frame_enc": "4152554e011200003d0000008ad6ca4ee5d1285e2ecd2066a941e86b58ddbe800d46a0fdbfb4da641632403b5012636f23a1c20b387e15f7e5c59a9fe25d744333340a0560ecc3648e6316972c7bdb9a340df7f6b388bbd9e4",
+    "k_result_frame_enc": "4152554e0111000022000000223eb16e560818dcf9212a19dcad9189bbcfe1fe48c7e105db7a10f3dc6073f344d11db795527511cb74c4cc6cfc9771e37f",
+    "k_outcome_frame": "4152554e010300004c0000007b226d657373616765223a227065657227732070726f6f6620646f6573206e6f7420766572696679222c226f6b223a66616c73652c22726561736f6e223a22617574685f6661696c6564227d",
+}
+
 TASK_BODY = b'{"args":[1,2,3],"fn":"echo","id":1}'
 RESULT_BODY = b'{"id":1,"ok":true,"value":[1,2,3]}'
 failures = []
@@ -157,13 +169,7 @@ def main():
         check("depth 65 refused", e.code, "json_too_deep")
     check("brackets in strings do not count", str(b.check_depth(b'["' + b"[" * 100 + b'\\"]"]')), "None")
 
-    extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "later_vectors.txt")
-    later = {}
-    with open(extra) as f:
-        for line in f:
-            if "=" in line:
-                k, val = line.split("=", 1)
-                later[k.strip()] = val.strip()
+    later = LATER
     att = bytes([0, 1, 2, 255])
     task2 = b'{"args":"abc","fn":"echo","id":2}'
     result2 = b'{"id":2,"ok":true,"value":"abc"}'
