@@ -655,7 +655,7 @@ def acquire_key(opts, in_fd, out_fd, deadline):
         return key_from_file(opts.key_file)
     if opts.key_stdin:
         return key_from_stdin(in_fd, out_fd, deadline)
-    if KEY_FD_HANDOVER == "request":
+    if opts.key_handover == "request":
         return key_by_request(opts.key_fd, deadline, opts.allow_ptrace)
     return key_from_socket(opts.key_fd, deadline)
 
@@ -936,10 +936,12 @@ class Options:
     allow_ptrace = False
     orphan_watch = False
     expect_sha256 = None
+    key_handover = KEY_FD_HANDOVER
 
 
 USAGE = """usage: python3 -I -S _bootstrap.py [--key-fd N | --key-file FILE | --key-stdin] [--handshake-timeout S]
        [--max-payload N] [--encrypted-only] [--allow-ptrace] [--orphan-watch] [--expect-sha256 HEX]
+       [--key-handover request|socket]
 authrun's Python worker: started by `authrun run --python MODULE`, which sends the program after the handshake."""
 
 
@@ -948,7 +950,7 @@ def parse_args(argv):
     i = 0
     while i < len(argv):
         a = argv[i]
-        value_opts = ("--key-fd", "--key-file", "--handshake-timeout", "--max-payload", "--expect-sha256")
+        value_opts = ("--key-fd", "--key-file", "--handshake-timeout", "--max-payload", "--expect-sha256", "--key-handover")
         if a in value_opts:
             if i + 1 >= len(argv):
                 raise SystemExit("%s needs a value\n%s" % (a, USAGE))
@@ -963,6 +965,10 @@ def parse_args(argv):
                     o.handshake_timeout = float(v)
                     if not o.handshake_timeout > 0:
                         raise ValueError(v)
+                elif a == "--key-handover":
+                    if v not in ("request", "socket"):
+                        raise ValueError(v)
+                    o.key_handover = v
                 elif a == "--max-payload":
                     o.max_payload = int(v)
                     if not 1024 <= o.max_payload <= ABSOLUTE_MAX_PAYLOAD:
