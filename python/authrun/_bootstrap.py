@@ -886,8 +886,7 @@ def serve(channel, log):
         except ProtocolError as e:
             if e.code != "program_failed":
                 raise
-            log("the program failed to load: " + e.message)
-            channel.fail(e)
+            channel.fail(e)  # the runner says it, once for the run
             return EXIT_PROGRAM
         stdout_flush = sys.stdout.flush
         while True:
