@@ -109,7 +109,7 @@ TEST_CASE("python: 10,000 tasks on 2 interpreters: positional, keyword, single a
     switch (i % 4) {
       case 0: input += task_line(json{{"id", i}, {"fn", "mytasks.add"}, {"args", {i, 1}}}); break;
       case 1: input += task_line(json{{"id", i}, {"fn", "kw"}, {"args", {{"x", i}}}}); break;
-      case 2: input += task_line(json{{"id", i}, {"fn", "single"}, {"args", "s" + std::to_string(i)}}); break;
+      case 2: input += task_line(json{{"id", i}, {"fn", "single"}, {"args", std::string("s").append(std::to_string(i))}}); break;
       case 3: input += task_line(json{{"id", i}, {"fn", "same"}, {"args", {{{"$bytes", b64(bytes_for(i))}}}}}); break;
     }
   }
@@ -127,7 +127,7 @@ TEST_CASE("python: 10,000 tasks on 2 interpreters: positional, keyword, single a
     switch (i % 4) {
       case 0: CHECK(res["value"] == i + 1); break;
       case 1: CHECK(res["value"] == json{{"x", i}, {"y", 10}}); break;
-      case 2: CHECK(res["value"] == json::array({"s" + std::to_string(i), "str"})); break;
+      case 2: CHECK(res["value"] == json::array({std::string("s").append(std::to_string(i)), "str"})); break;
       case 3: CHECK(res["value"] == json{{"$bytes", b64(bytes_for(i))}}); break;
     }
   }
@@ -153,7 +153,7 @@ TEST_CASE("python: bytes of every value come back byte-exact, also large ones (t
   for (std::size_t i = 0; i < cases.size(); ++i) CHECK(results[i]["value"] == json{{"$bytes", b64(cases[i])}});
 }
 
-TEST_CASE("python: an exception is an error result with its class, message and traceback; the interpreter goes on") {
+TEST_CASE("python: an exception is an error result with its class, message and traceback, and the interpreter goes on") {
   test::TempDir dir;
   const std::string module = dir.write("mytasks.py", k_tasks_module);
   std::string input = task_line(json{{"id", "a"}, {"fn", "pid"}}) + task_line(json{{"id", "b"}, {"fn", "boom"}, {"args", {7}}}) +
@@ -252,7 +252,7 @@ TEST_CASE("python: --max-tasks-per-worker recycles interpreters") {
   const std::string module = dir.write("mytasks.py", k_tasks_module);
   std::string input;
   for (int i = 0; i < 12; ++i) input += task_line(json{{"id", i}, {"fn", "pid"}});
-  auto r = run_batch(python_options(module, {"-j", "1", "--max-tasks-per-worker", "3", "-"}), input);
+  auto r = run_batch(python_options(module, {"-j", "1", "--window", "1", "--max-tasks-per-worker", "3", "-"}), input);
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   std::map<int, int> per_interpreter;

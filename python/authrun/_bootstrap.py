@@ -12,10 +12,8 @@ failure, 4 protocol error after the handshake, 5 the program failed to load.
 """
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -65,9 +63,11 @@ class ProtocolError(Exception):
 
 def _load_sodium():
     names = ["libsodium.so.23", "libsodium.so.26", "libsodium.so"]
-    found = ctypes.util.find_library("sodium") if sys.platform != "linux" else None
-    if found:
-        names.append(found)
+    if sys.platform != "linux":
+        from ctypes import util  # slow to import (shutil, re): only where the names above do not apply
+        found = util.find_library("sodium")
+        if found:
+            names.append(found)
     for name in names:
         try:
             lib = ctypes.CDLL(name)
@@ -1041,6 +1041,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     if opts.expect_sha256:
+        import hashlib
         with open(os.path.abspath(__file__), "rb") as f:
             have = hashlib.sha256(f.read()).hexdigest()
         if have != opts.expect_sha256:
