@@ -246,7 +246,9 @@ class Stream:
         self.tags = False
         self.eof = False
 
-    def fill(self, deadline=None):
+    def fill(self, deadline=None, need=0):
+        """Reads what is there (at least one byte, blocking): 64 KiB at a time, more when a frame needs more.
+        (A read of a fixed large size would allocate and free that much per call: a mmap/munmap per task.)"""
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.fd], [], [], left)[0]:
@@ -257,7 +259,7 @@ class Stream:
         elif self.pos > 1 << 20:
             del self.buf[:self.pos]
             self.pos = 0
-        chunk = os.read(self.fd, 1 << 18)
+        chunk = os.read(self.fd, min(max(65536, need), 16 << 20))
         if not chunk:
             self.eof = True
         self.buf += chunk
@@ -266,6 +268,7 @@ class Stream:
         """(type, flags, header bytes, payload bytes, tag bytes), or None at a clean end of input."""
         while True:
             have = len(self.buf) - self.pos
+            size = 12
             if have >= 12:
                 ftype, flags, length = decode_header(self.buf, self.pos, self.limit)
                 size = 12 + length + (TAG_SIZE if self.tags and ftype >= 16 else 0)
@@ -279,7 +282,7 @@ class Stream:
                 if have:
                     raise ProtocolError("truncated", "peer closed the channel inside a frame")
                 return None
-            self.fill(deadline)
+            self.fill(deadline, size - have)
 
     def buffered(self):
         return len(self.buf) - self.pos > 0
