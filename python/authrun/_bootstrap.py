@@ -873,7 +873,6 @@ def run_task(functions, payload, flags):
 def serve(channel, log):
     """Receives the program, loads it, answers tasks until shutdown or end of input. Returns the exit status.
     print() in a task goes to the runner's stderr (fd 1 is a copy of fd 2 here)."""
-    out = []
     try:
         first = channel.receive()
         if first is None or first[0] == T_SHUTDOWN:
@@ -895,8 +894,6 @@ def serve(channel, log):
         while True:
             got = channel.receive()
             if got is None or got[0] == T_SHUTDOWN:
-                if out:
-                    write_all(channel.out_fd, b"".join(out))
                 return 0
             ftype, flags, payload = got
             if ftype != T_TASK:
@@ -910,14 +907,12 @@ def serve(channel, log):
                 frame = channel.frame(T_RESULT, body, attachment)
             except ProtocolError as e:
                 frame = channel.frame(T_RESULT, _error(json.loads(body)["id"], "result_too_large", e.message))
-            out.append(frame)
-            # Answers go out together once no further task waits in what was read.
-            if len(out) >= 64 or not channel.stream.buffered():
-                write_all(channel.out_fd, b"".join(out))
-                out.clear()
+            # Each answer goes out at once, as authrun-worker does: the runner refills the window while the next
+            # task runs (holding answers back until the input is drained made runner and worker take turns).
+            write_all(channel.out_fd, frame)
     except ProtocolError as e:
-        # Answers already sealed go out first: dropping them would desynchronise the sequence numbers.
-        channel.fail(e, b"".join(out))
+        # (Answers are written as soon as they are sealed: none is pending here to go out before the error.)
+        channel.fail(e)
         log("channel closed (%s): %s" % (e.code, e.message))
         return EXIT_PROTOCOL
     except OSError as e:
