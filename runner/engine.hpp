@@ -40,6 +40,7 @@ struct EngineOptions {
   bool progress = false;                 // progress line on stderr
   std::optional<std::uint64_t> total;    // tasks expected, when known (progress shows a bar and an ETA)
   bool verbose = false;                  // log every handshake, not just failures
+  bool allow_ptrace = false;             // accept traced workers (and a traced runner): debugging only
 };
 
 // How one task ended.
