@@ -8,7 +8,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "protocol/tracing.hpp"
@@ -57,14 +56,6 @@ Result<void> send_request(int rendezvous_fd, int theirs, Clock::time_point deadl
     pollfd p{rendezvous_fd, POLLOUT, 0};
     ::poll(&p, 1, left > 1000 ? 1000 : static_cast<int>(left));
   }
-}
-
-// Owner of /proc/PID: root while the process is non-dumpable.
-Result<unsigned> proc_owner(int pid) {
-  struct stat st {};
-  const std::string path = "/proc/" + std::to_string(pid);
-  if (::stat(path.c_str(), &st) != 0) return errno_error(path);
-  return static_cast<unsigned>(st.st_uid);
 }
 
 }  // namespace
@@ -155,16 +146,14 @@ Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const R
   if (peer.pid != worker_pid) {
     return handover_error("key request for " + worker + " passed a socket made by pid " + std::to_string(peer.pid));
   }
-  AUTHRUN_TRY_ASSIGN(int tracer, tracer_pid(worker_pid));
-  if (tracer != 0 && !allow_ptrace) {
-    return handover_error(worker + " is traced by pid " + std::to_string(tracer) + " (--allow-ptrace to permit)");
+  // One read of /proc/PID/status gives both: who traces it, and (its owner) whether it is non-dumpable.
+  AUTHRUN_TRY_ASSIGN(ProcStatus status, proc_status(worker_pid));
+  if (status.tracer_pid != 0 && !allow_ptrace) {
+    return handover_error(worker + " is traced by pid " + std::to_string(status.tracer_pid) + " (--allow-ptrace to permit)");
   }
-  if (::geteuid() != 0) {
-    AUTHRUN_TRY_ASSIGN(unsigned owner, proc_owner(worker_pid));
-    if (owner != 0) {
-      return handover_error(worker + " is still dumpable when it asks for its key (/proc/" + std::to_string(worker_pid) +
-                            " is owned by uid " + std::to_string(owner) + ", not root)");
-    }
+  if (::geteuid() != 0 && status.owner != 0) {
+    return handover_error(worker + " is still dumpable when it asks for its key (/proc/" + std::to_string(worker_pid) +
+                          "/status is owned by uid " + std::to_string(status.owner) + ", not root)");
   }
   // An empty socket takes 32 bytes at once; a full one means someone else wrote to it: refuse.
   ssize_t w = 0;

@@ -44,7 +44,7 @@ enum class KeyRequestSeen {
 // Without blocking: receives one request on `runner_fd` and checks it came from `worker_pid` (our child):
 // exactly "ARUNKEY?"; SCM_CREDENTIALS with that pid and our euid; exactly one passed fd, a Unix stream
 // socket whose SO_PEERCRED pid is that pid; TracerPid 0 in /proc/PID/status (unless `allow_ptrace`); and,
-// unless we are root, /proc/PID owned by root (the process is non-dumpable). Then writes the 32 key bytes
+// unless we are root, /proc/PID/status owned by root (the process is non-dumpable). Then writes the 32 key bytes
 // into the passed socket and closes it. Errors: key_invalid, naming the failing check ("key request from
 // pid 1234, not worker 1230", "worker 1230 is traced by pid 99"); no key byte has left then.
 Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, bool allow_ptrace);

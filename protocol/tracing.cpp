@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "protocol/fd.hpp"
@@ -14,10 +15,15 @@ namespace authrun::protocol {
 
 namespace {
 
-// Reads a small /proc file whole (up to 8 KiB). Errors: io.
-Result<std::string> read_small_file(const std::string& path) {
+// Reads a small /proc file whole (up to 8 KiB); its owner goes to `owner` when given. Errors: io.
+Result<std::string> read_small_file(const std::string& path, unsigned* owner = nullptr) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW));
   if (!fd.valid()) return make_error(ErrorCode::io, path + ": " + std::strerror(errno));
+  if (owner) {
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return make_error(ErrorCode::io, path + ": " + std::strerror(errno));
+    *owner = static_cast<unsigned>(st.st_uid);
+  }
   std::string text;
   char buf[4096];
   while (text.size() < 8192) {
@@ -32,9 +38,10 @@ Result<std::string> read_small_file(const std::string& path) {
 
 }  // namespace
 
-Result<int> tracer_pid(int pid) {
+Result<ProcStatus> proc_status(int pid) {
   const std::string path = pid == 0 ? std::string("/proc/self/status") : "/proc/" + std::to_string(pid) + "/status";
-  AUTHRUN_TRY_ASSIGN(std::string status, read_small_file(path));
+  ProcStatus result;
+  AUTHRUN_TRY_ASSIGN(std::string status, read_small_file(path, &result.owner));
   const std::string field = "\nTracerPid:";
   const auto at = status.find(field);
   if (at == std::string::npos) return make_error(ErrorCode::io, path + ": no TracerPid line");
@@ -47,7 +54,13 @@ Result<int> tracer_pid(int pid) {
     ++digits;
   }
   if (digits == 0) return make_error(ErrorCode::io, path + ": TracerPid is not a number");
-  return static_cast<int>(value);
+  result.tracer_pid = static_cast<int>(value);
+  return result;
+}
+
+Result<int> tracer_pid(int pid) {
+  AUTHRUN_TRY_ASSIGN(ProcStatus status, proc_status(pid));
+  return status.tracer_pid;
 }
 
 Result<void> protect_self(bool allow_ptrace) {

@@ -7,8 +7,17 @@
 
 namespace authrun::protocol {
 
-// The TracerPid of process `pid` (this process when 0) from /proc/PID/status: 0 when nothing traces it.
-// Errors: io (the file cannot be read or has no TracerPid line).
+// What /proc/PID/status says about who may trace process PID.
+struct ProcStatus {
+  int tracer_pid = 0;   // TracerPid: 0 when nothing traces it
+  unsigned owner = 0;   // owner of the file: root (0) while the process is non-dumpable (for a non-root process)
+};
+
+// Reads /proc/PID/status (this process's when `pid` is 0) through one fd. Errors: io (cannot be read, or
+// has no TracerPid line).
+Result<ProcStatus> proc_status(int pid = 0);
+
+// The TracerPid of process `pid` (this process when 0). Errors: as proc_status.
 Result<int> tracer_pid(int pid = 0);
 
 // Makes this process non-dumpable (prctl PR_SET_DUMPABLE 0: from here on no other process of the user may
