@@ -110,6 +110,19 @@ Result<RunKey> RunKey::read_fd(int raw_fd) {
   return key;
 }
 
+Result<RunKey> RunKey::read_to_end(int raw_fd, Clock::time_point deadline) {
+  sodium_ready();
+  Fd fd(raw_fd);
+  RunKey key;
+  auto got = read_exact(fd.get(), std::span<std::byte>(reinterpret_cast<std::byte*>(key.m_bytes), k_run_key_size), deadline);
+  if (!got) return make_error(ErrorCode::key_invalid, "key socket: " + got.error().message);
+  std::uint8_t extra = 0;
+  auto more = read_some(fd.get(), std::span<std::byte>(reinterpret_cast<std::byte*>(&extra), 1), deadline);
+  if (!more) return make_error(ErrorCode::key_invalid, "key socket: no end after the key: " + more.error().message);
+  if (*more != 0) return make_error(ErrorCode::key_invalid, "key socket: more than 32 bytes");
+  return key;
+}
+
 Result<RunKey> RunKey::request(int in_fd, int out_fd, Clock::time_point deadline) {
   sodium_ready();
   auto asked = write_all(out_fd, std::as_bytes(std::span(k_key_request.data(), k_key_request.size())), deadline);

@@ -39,6 +39,9 @@ class RunKey {
   // Reads exactly 32 raw bytes from `fd` (the runner's key socket) and closes it. Fails closed on a short
   // read (someone else read the key first) or a longer stream. Errors: key_invalid.
   static Result<RunKey> read_fd(int fd);
+  // Reads exactly 32 raw bytes from `fd` (the fresh socket of a v2 hand-over) and then its end (the runner
+  // closes it after the key), before `deadline`; closes it. Errors: key_invalid (short, longer, no end in time).
+  static Result<RunKey> read_to_end(int fd, Clock::time_point deadline);
   // Asks for the key on a worker's own channel (through an encrypted launcher such as ssh): writes
   // k_key_request to `out_fd`, then reads exactly 32 raw bytes from `in_fd` before `deadline`, and nothing
   // beyond them (the protocol follows). Closes neither fd. Errors: key_invalid (EOF, short read, timeout,

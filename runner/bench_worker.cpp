@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <sys/wait.h>
 
+#include "protocol/key_handover.hpp"
 #include "protocol/limits.hpp"
 #include "protocol/run_key.hpp"
 #include "runner/worker_link.hpp"
@@ -86,10 +87,14 @@ namespace {
 // Sends the key ahead of the protocol if `delivery` says so, raises the pipes, waits for the worker's first
 // byte (its hello) and completes the handshake for `mode`, each wait within `timeout`; fills in `w`'s start
 // times, pipe size and channel (which takes the pipes).
-Result<void> handshake(BenchWorker::Impl& w, WorkerProcess::Pipes& pipes, KeyDelivery delivery,
+Result<void> handshake(BenchWorker::Impl& w, WorkerProcess::Pipes& pipes, KeyDelivery delivery, const Fd& rendezvous,
                        std::chrono::seconds timeout, ChannelMode mode, int pipe_size) {
   // The worker's own start-up (a launcher's login included) runs from here to its hello.
   auto t0 = Clock::now();
+  if (delivery == KeyDelivery::inherited_fd) {
+    // The v2 hand-over, as WorkerLink does it: the worker asks on its rendezvous, we check who asks.
+    AUTHRUN_TRY(serve_key_request(rendezvous.get(), w.process->pid(), *w.key, Clock::now() + timeout, false));
+  }
   if (delivery == KeyDelivery::stdin_prefix) {
     // The key goes out only once the worker asks for it (as WorkerLink does it).
     std::array<std::uint8_t, k_key_request.size()> asked{};
@@ -221,13 +226,13 @@ Result<std::unique_ptr<BenchWorker>> WorkerHost::spawn(Plan plan, ChannelMode mo
   auto w = std::make_unique<BenchWorker::Impl>();
   w->io = &m_impl->io;
   w->key = std::move(plan.key);
-  Fd key_fd;
+  Rendezvous meeting;
   if (plan.delivery == KeyDelivery::inherited_fd) {
-    AUTHRUN_TRY_ASSIGN(key_fd, key_socket_for(*w->key));
+    AUTHRUN_TRY_ASSIGN(meeting, make_rendezvous());
   }
   WorkerProcess::Pipes pipes;
   auto t0 = Clock::now();
-  auto process = WorkerProcess::spawn(m_impl->io, plan.argv, std::move(key_fd), pipes, plan.launch != nullptr);
+  auto process = WorkerProcess::spawn(m_impl->io, plan.argv, std::move(meeting.worker), pipes, plan.launch != nullptr);
   if (!process) return failed_start(std::move(process).error(), plan.launch, std::nullopt);
   w->times.spawn_us = micros_since(t0);
   w->process.emplace(std::move(*process));
@@ -236,7 +241,7 @@ Result<std::unique_ptr<BenchWorker>> WorkerHost::spawn(Plan plan, ChannelMode mo
   // Wrapped at once, so that an error below still reaps the child (the destructor stops it).
   auto worker = std::make_unique<BenchWorker>(std::move(w));
   BenchWorker::Impl& impl = *worker->m_impl;
-  if (auto ready = handshake(impl, pipes, plan.delivery, plan.timeout, mode, pipe_size); !ready) {
+  if (auto ready = handshake(impl, pipes, plan.delivery, meeting.runner, plan.timeout, mode, pipe_size); !ready) {
     // Our ends closed, so a worker still reading sees EOF; how it ended tells why (unless it had to be killed).
     impl.channel.reset();
     pipes = {};
@@ -299,7 +304,7 @@ Result<double> WorkerHost::engine_tiny_throughput(ChannelMode mode, int jobs, in
       ++gone;
       if (!finished && !failure) failure = why;
     };
-    auto link = WorkerLink::start(io, argv, nullptr, KeyDelivery::inherited_fd, HandshakeConfig{Role::parent, {mode}, limits::default_max_payload},
+    auto link = WorkerLink::start(io, argv, nullptr, KeyDelivery::inherited_fd, false, HandshakeConfig{Role::parent, {mode}, limits::default_max_payload},
                                   std::chrono::seconds(10), std::move(events));
     if (!link) {
       fail(std::move(link).error());

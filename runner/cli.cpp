@@ -13,6 +13,7 @@
 
 #include "protocol/limits.hpp"
 #include "protocol/run_key.hpp"
+#include "protocol/tracing.hpp"
 #include "runner/batch_run.hpp"
 #include "runner/bench.hpp"
 #include "runner/exec_command.hpp"
@@ -145,6 +146,8 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
   cmd.add_flag("--progress,--bar", f.progress, "Show a progress line on stderr (default when stderr is a terminal)");
   cmd.add_flag("--no-progress", f.no_progress, "Never show the progress line");
   cmd.add_flag("-v,--verbose", e.verbose, "Log every handshake, not only failures");
+  cmd.add_flag("--allow-ptrace", e.allow_ptrace,
+               "Run even while this runner or a worker is traced (debugging); otherwise a tracer is refused");
   add_launch_options(cmd, e, f);
 }
 
@@ -191,6 +194,11 @@ Result<void> finish_launch_options(EngineOptions& e, const EngineFlags& f, int d
 
 // Completes the engine options after parsing. Returns false (message printed) if the worker is unusable.
 bool finish_engine_options(EngineOptions& e, const EngineFlags& f, bool progress_by_default) {
+  // A tracer that attached before our prctl could read every key we make: refuse, as workers do.
+  if (auto tracer = tracer_pid(); tracer && *tracer != 0 && !e.allow_ptrace) {
+    std::fprintf(stderr, "authrun: refusing to run: traced by pid %d (--allow-ptrace to permit)\n", *tracer);
+    return false;
+  }
   const int default_slots = e.jobs ? e.jobs : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (auto launch = finish_launch_options(e, f, default_slots); !launch) {
     std::fprintf(stderr, "authrun: %s\n", launch.error().message.c_str());

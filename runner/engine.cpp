@@ -19,6 +19,7 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
+#include "protocol/tracing.hpp"
 #include "runner/host_health.hpp"
 #include "runner/job_log.hpp"
 #include "runner/worker_link.hpp"
@@ -163,7 +164,12 @@ bool Engine::open_files() {
       log("cannot write audit log " + m_o.audit_log + ": " + std::strerror(errno));
       return false;
     }
+    json line{{"time", std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()},
+              {"event", "start"}, {"runner", ::getpid()}, {"ptrace_policy", ptrace_policy()}, {"allow_ptrace", m_o.allow_ptrace}};
+    std::fprintf(m_audit, "%s\n", dump_json(line).c_str());
+    std::fflush(m_audit);
   }
+  if (m_o.verbose) log("ptrace policy: " + ptrace_policy() + (m_o.allow_ptrace ? "; --allow-ptrace: traced workers accepted" : ""));
   return true;
 }
 
@@ -217,7 +223,7 @@ void Engine::spawn_worker(int slot) {
   const std::vector<std::string> argv =
       site.local ? m_o.worker_argv : launch_argv(m_o.launcher, site, slot, m_o.remote_worker_argv, delivery, m_o.remote_key_file);
   const double handshake_s = m_o.handshake_timeout_s.value_or(site.local ? 5.0 : 30.0);
-  auto link = WorkerLink::start(m_io, argv, m_shared_key ? &*m_shared_key : nullptr, delivery, config,
+  auto link = WorkerLink::start(m_io, argv, m_shared_key ? &*m_shared_key : nullptr, delivery, m_o.allow_ptrace, config,
                                 to_millis(handshake_s), std::move(ev));
   if (!link) {
     give_up(link.error().message);

@@ -42,6 +42,7 @@ struct EngineOptions {
   bool verbose = false;                  // log every handshake, not just failures
   std::string program;                   // Python workers: the program message body each worker gets right
                                          // after its handshake ("" = none: not Python workers)
+  bool allow_ptrace = false;             // accept traced workers (and a traced runner): debugging only
 };
 
 // How one task ended.

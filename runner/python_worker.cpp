@@ -163,6 +163,7 @@ Result<void> use_python_workers(EngineOptions& e, const std::vector<std::string>
     std::string exe = python_exe;
     AUTHRUN_TRY(resolve_program(exe, "Python interpreter (--python-exe)"));
     e.worker_argv = python_worker_argv(exe, bootstrap);
+    if (e.allow_ptrace) e.worker_argv.push_back("--allow-ptrace");
   }
   if (!e.remote_worker_argv.empty() && !keep_remote_worker) e.remote_worker_argv = python_worker_argv(python_exe, bootstrap);
   return {};

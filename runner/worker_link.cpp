@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "protocol/json_codec.hpp"
+#include "protocol/key_handover.hpp"
 #include "runner/worker_process.hpp"
 
 namespace authrun::runner {
@@ -22,7 +23,7 @@ using namespace protocol;
 
 struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   Impl(asio::io_context& io, RunKey k, HandshakeConfig config, Events ev)
-      : key(std::move(k)), connection(key, std::move(config)), events(std::move(ev)), in(io), out(io),
+      : key(std::move(k)), connection(key, std::move(config)), events(std::move(ev)), in(io), out(io), rendezvous(io),
         handshake_timer(io), deadline_timer(io), linger_timer(io) {}
 
   RunKey key;  // declared before connection, which refers to it
@@ -31,6 +32,8 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   std::optional<WorkerProcess> process;
   asio::posix::stream_descriptor in;   // worker's stdout
   asio::posix::stream_descriptor out;  // worker's stdin
+  asio::posix::stream_descriptor rendezvous;  // our end of the key rendezvous (v2 hand-over), until answered
+  bool allow_ptrace = false;
   asio::steady_timer handshake_timer;
   asio::steady_timer deadline_timer;
   asio::steady_timer linger_timer;  // bounds the wait for the end once the worker stopped reading or exited
@@ -62,6 +65,19 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
                        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
                          self->on_read(ec, n);
                        });
+  }
+
+  // Waits for the worker's key request on the rendezvous and answers it (answer_key_request checks who asks).
+  void await_key_request() {
+    rendezvous.async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec || self->closed || !self->rendezvous.is_open()) return;
+      auto seen = answer_key_request(self->rendezvous.native_handle(), self->process->pid(), self->key, self->allow_ptrace);
+      if (!seen) return self->close(std::move(seen).error());
+      if (*seen == KeyRequestSeen::nothing_yet) return self->await_key_request();
+      // Answered, or the worker closed its end without asking (its exit or its handshake will tell).
+      boost::system::error_code ignored;
+      self->rendezvous.close(ignored);
+    });
   }
 
   // Bytes before the worker's key request: the request (then the key goes out, and the hello after it), or
@@ -189,6 +205,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     linger_timer.cancel();
     in.close(ignored);
     out.close(ignored);
+    rendezvous.close(ignored);
     // A worker that ended the channel itself is expected to exit at once. A trusted worker we stop (timeout,
     // signal, halt) gets SIGTERM, so that it takes its task's child process along. Either way SIGKILL
     // follows if it has not exited. One that never proved itself gets SIGKILL at once.
@@ -252,22 +269,29 @@ WorkerLink::~WorkerLink() {
 }
 
 Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, const std::vector<std::string>& argv,
-                                                      const RunKey* shared_key, KeyDelivery delivery, HandshakeConfig config,
+                                                      const RunKey* shared_key, KeyDelivery delivery, bool allow_ptrace,
+                                                      HandshakeConfig config,
                                                       std::chrono::milliseconds handshake_timeout, Events events) {
   const bool launched = delivery != KeyDelivery::inherited_fd;
   // A fresh key for each worker: a key stolen from one worker opens that one channel at most.
   RunKey key = shared_key ? RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(shared_key->data(), k_run_key_size))
                          : RunKey::generate();
-  Fd key_fd;
+  // v2 hand-over: the worker gets one end of the rendezvous as fd 3; nothing is ever written into it.
+  Rendezvous meeting;
   if (delivery == KeyDelivery::inherited_fd) {
-    AUTHRUN_TRY_ASSIGN(key_fd, key_socket_for(key));
+    AUTHRUN_TRY_ASSIGN(meeting, make_rendezvous());
   }
 
   auto impl = std::make_shared<Impl>(io, std::move(key), std::move(config), std::move(events));
   WorkerProcess::Pipes pipes;
   impl->spawned_at = Clock::now();
-  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(key_fd), pipes, launched));
+  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(meeting.worker), pipes, launched));
   impl->process.emplace(std::move(process));
+  impl->allow_ptrace = allow_ptrace;
+  if (meeting.runner.valid()) {
+    impl->rendezvous.assign(meeting.runner.release());
+    impl->await_key_request();
+  }
   // The key goes out once the worker asks for it (on_early_read). The launcher's channel must be encrypted
   // (checked by choose_key_delivery before any worker starts).
   impl->awaiting_key_request = delivery == KeyDelivery::stdin_prefix;

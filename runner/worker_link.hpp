@@ -31,10 +31,12 @@ class WorkerLink {
     std::function<void(const protocol::Error& why, int wait_status)> on_gone;
   };
 
-  // Spawns `argv`, hands it a fresh key (or `shared_key` when given) as `delivery` says, and starts the
-  // handshake, which must complete within `handshake_timeout`. Errors: spawn_failed, io.
+  // Spawns `argv`, hands it a fresh key (or `shared_key` when given) as `delivery` says (inherited_fd: the
+  // v2 hand-over on fd 3, which refuses a traced worker unless `allow_ptrace`), and starts the handshake,
+  // which must complete within `handshake_timeout`. Errors: spawn_failed, io.
   static protocol::Result<std::shared_ptr<WorkerLink>> start(boost::asio::io_context& io, const std::vector<std::string>& argv,
                                                              const protocol::RunKey* shared_key, KeyDelivery delivery,
+                                                             bool allow_ptrace,
                                                              protocol::HandshakeConfig config,
                                                              std::chrono::milliseconds handshake_timeout, Events events);
   ~WorkerLink();

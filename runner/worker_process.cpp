@@ -93,7 +93,7 @@ Result<WorkerProcess> WorkerProcess::spawn(boost::asio::io_context& io, const st
   // no other process can open through /proc/PID/fd/0, keeps what goes in there (its key) ours.
   AUTHRUN_TRY_ASSIGN(protocol::Pipe to_worker, launcher ? protocol::make_socket_pair() : protocol::make_pipe());
   AUTHRUN_TRY_ASSIGN(protocol::Pipe from_worker, protocol::make_pipe());
-  // The key must not sit at fd 3 already (dup2 onto itself would keep FD_CLOEXEC), nor at 0 or 1.
+  // The rendezvous must not sit at fd 3 already (dup2 onto itself would keep FD_CLOEXEC), nor at 0 or 1.
   protocol::Fd key;
   if (key_fd.valid()) {
     key = protocol::Fd(::fcntl(key_fd.get(), F_DUPFD_CLOEXEC, 10));
@@ -149,14 +149,6 @@ void WorkerProcess::kill() {
 
 void WorkerProcess::terminate() {
   if (m_impl && !m_impl->reaped) ::kill(m_impl->own_group ? -m_impl->pid : m_impl->pid, SIGTERM);
-}
-
-Result<protocol::Fd> key_socket_for(const protocol::RunKey& key) {
-  AUTHRUN_TRY_ASSIGN(protocol::Pipe pair, protocol::make_socket_pair());
-  AUTHRUN_TRY(protocol::write_all(pair.write.get(),
-                                  std::span<const std::byte>(reinterpret_cast<const std::byte*>(key.data()), key.size()),
-                                  protocol::Clock::now() + std::chrono::seconds(1)));
-  return std::move(pair.read);
 }
 
 protocol::Result<void> write_key_prefix(int to_worker, const protocol::RunKey& key) {

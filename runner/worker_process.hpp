@@ -1,4 +1,4 @@
-// A worker child process: spawned (posix_spawn) on a pair of pipes, with the key socket as fd 3 and no other
+// A worker child process: spawned (posix_spawn) on a pair of pipes, with the key rendezvous as fd 3 and no other
 // fd of ours; killed and reaped (through its pidfd, on the owner's event loop) by its owner.
 #pragma once
 
@@ -17,7 +17,7 @@ class io_context;
 
 namespace authrun::runner {
 
-// The fd number at which a spawned worker finds its key socket (authrun-worker's --key-fd default).
+// The fd number at which a spawned worker finds its key rendezvous (authrun-worker's --key-fd default).
 inline constexpr int k_worker_key_fd = 3;
 
 class WorkerProcess {
@@ -29,7 +29,7 @@ class WorkerProcess {
   };
 
   // Starts argv[0] (a path) with argv. The child gets fresh pipes as stdin and stdout, inherits stderr, and
-  // gets `key_fd` (a socket holding the key; may be invalid) as fd 3; every other fd is closed; signal
+  // gets `key_fd` (the worker's end of the key rendezvous, which holds nothing secret; may be invalid) as fd 3; every other fd is closed; signal
   // dispositions and mask are reset. A `launcher` (ssh, srun) gets a socket as stdin instead of a pipe and a
   // process group of its own, which kill() and terminate() signal as a whole. Errors: spawn_failed, naming
   // the program and errno.
@@ -54,11 +54,6 @@ class WorkerProcess {
   explicit WorkerProcess(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> m_impl;
 };
-
-// Puts `key` into one end of a new Unix socket pair, closes that end, and returns the other: the fd to give
-// spawn() as `key_fd`. A socket, not a pipe: another process of the user could open a pipe through
-// /proc/PID/fd/3 and read the key first; a socket cannot be opened that way. Errors: io.
-protocol::Result<protocol::Fd> key_socket_for(const protocol::RunKey& key);
 
 // Writes `key` as the first 32 bytes of a new worker's stdin (`to_worker`), ahead of the protocol: the
 // hand-over through an encrypted launcher (authrun-worker --key-stdin). Straight from the key's own memory

@@ -193,10 +193,16 @@ TEST_CASE("attacks: a deeply nested hello is refused by size, or by depth when i
   check_refused("deep-json 255", "json_too_deep: .*hello body: JSON nested deeper than 64 levels");
 }
 
-TEST_CASE("attacks: a worker whose key was read first fails closed and gets no task") {
-  RunOutput r = check_refused("steal-key -- " + std::string(worker_bin()), k_peer_gone + " \\(exit code 3\\)");
-  CHECK(count(r.err, "no usable key, refusing to run") == 3);
-  CHECK(result_field(r.err, "key_bytes_stolen") == 32);
+TEST_CASE("attacks: a wrapper reading fd 3 before exec'ing the worker finds nothing there (hand-over v2)") {
+  // Under the old hand-over the key waited in fd 3 and this wrapper took all 32 bytes. Now fd 3 is only the
+  // rendezvous: the wrapper reads nothing, and the worker it execs (same pid) asks for and gets its key.
+  TempDir dir;
+  RunOutput r = run_batch(first_only(dir, impostor_bin() + " steal-key -- " + std::string(worker_bin())), echo_tasks(4));
+  INFO("stderr:\n" << r.err);
+  CHECK(r.exit_code == 0);
+  check_all_ok_once(r.out, 4);
+  CHECK(result_field(r.err, "key_bytes_stolen") == 0);
+  CHECK(contains(r.err, "0 handshake failures"));
 }
 
 TEST_CASE("attacks: an impostor among honest workers does not stop the batch") {

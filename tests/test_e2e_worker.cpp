@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include "protocol/channel.hpp"
 #include "protocol/frame.hpp"
 #include "protocol/json_codec.hpp"
+#include "protocol/key_handover.hpp"
 #include "protocol/run_key.hpp"
 #include "tests/helpers/connection_pair.hpp"
 #include "tests/helpers/test_util.hpp"
@@ -93,16 +95,11 @@ TEST_CASE("worker: with the right key file it shakes hands, runs tasks and exits
   CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 0);
 }
 
-TEST_CASE("worker: the key on fd 3, the runner's way, works") {
+TEST_CASE("worker: the key through the fd-3 rendezvous, the runner's way (hand-over v2), works") {
   protocol::Bytes32 bytes{};
   for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 7 + 1);
   const auto key = protocol::RunKey::from_bytes(bytes);
-  auto key_pipe = protocol::make_pipe();
-  REQUIRE(key_pipe);
-  REQUIRE(protocol::write_all(key_pipe->write.get(), std::as_bytes(std::span(bytes)), in_seconds(5)));
-  key_pipe->write.close();
-  Child c = spawn_child({test::worker_bin()}, key_pipe->read.get());
-  key_pipe->read.close();
+  Child c = test::spawn_worker_with_key({test::worker_bin()}, key);
   protocol::Channel channel(std::move(c.out), std::move(c.in), key, parent_config());
   auto hs = channel.handshake(in_seconds(20));
   REQUIRE_MESSAGE(hs.has_value(), "handshake: " << hs.error().message);
@@ -110,6 +107,35 @@ TEST_CASE("worker: the key on fd 3, the runner's way, works") {
   CHECK(receive_result(channel).value == "via fd 3");
   REQUIRE(channel.send(protocol::Shutdown{}, in_seconds(20)));
   CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 0);
+}
+
+TEST_CASE("worker: a request answered by nobody (the runner closed the rendezvous) makes it exit 3 without speaking") {
+  auto meeting = protocol::make_rendezvous();
+  REQUIRE(meeting);
+  Child c = spawn_child({test::worker_bin()}, meeting->worker.get());
+  meeting->worker.close();
+  meeting->runner.close();
+  CHECK(read_all(c.out, in_seconds(20)).empty());
+  CHECK(contains(read_all(c.err, in_seconds(20)), "no usable key"));
+  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 3);
+}
+
+TEST_CASE("worker: the request it sends carries its own pid and a socket it made after becoming non-dumpable") {
+  // Play the runner by hand: receive the request and look at it the way answer_key_request does.
+  auto meeting = protocol::make_rendezvous();
+  REQUIRE(meeting);
+  Child c = spawn_child({test::worker_bin()}, meeting->worker.get());
+  meeting->worker.close();
+  const auto key = protocol::RunKey::generate();
+  // A wrong pid (ours) is refused: no key goes out, and the worker exits 3.
+  pollfd p{meeting->runner.get(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 20000) == 1);
+  auto refused = protocol::answer_key_request(meeting->runner.get(), ::getpid(), key, false);
+  REQUIRE(!refused.has_value());
+  CHECK(contains(refused.error().message, "key request from pid " + std::to_string(c.pid)));
+  meeting->runner.close();
+  CHECK(read_all(c.out, in_seconds(20)).empty());
+  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 3);
 }
 
 TEST_CASE("worker: a parent with the wrong key is refused and a task it sends anyway never runs") {
@@ -145,7 +171,7 @@ TEST_CASE("worker: a parent with the wrong key is refused and a task it sends an
   CHECK(contains(read_all(worker_err, in_seconds(5)), "handshake failed"));
 }
 
-TEST_CASE("worker: a key fd holding only 10 bytes makes it exit 3 without speaking") {
+TEST_CASE("worker: an fd 3 that is a pipe holding 10 bytes (not a rendezvous) makes it exit 3 without speaking") {
   auto key_pipe = protocol::make_pipe();
   REQUIRE(key_pipe);
   REQUIRE(protocol::write_all(key_pipe->write.get(), protocol::as_bytes("0123456789"), in_seconds(5)));
@@ -153,7 +179,7 @@ TEST_CASE("worker: a key fd holding only 10 bytes makes it exit 3 without speaki
   Child c = spawn_child({test::worker_bin(), "--key-fd", "3"}, key_pipe->read.get());
   key_pipe->read.close();
   CHECK(read_all(c.out, in_seconds(20)).empty());
-  CHECK(contains(read_all(c.err, in_seconds(20)), "key"));
+  CHECK(contains(read_all(c.err, in_seconds(20)), "fd 3 is not a socket"));
   CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 3);
 }
 

@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "protocol/channel.hpp"
+#include "protocol/key_handover.hpp"
 #include "protocol/run_key.hpp"
+#include "protocol/tracing.hpp"
 #include "worker/exec_function.hpp"
 #include "worker/functions.hpp"
 #include "worker/orphan_watch.hpp"
@@ -90,7 +92,9 @@ int worker_main(int argc, char** argv) {
   bool allow_encrypted_only = false;
   bool allow_insecure = false;
   bool list = false;
-  app.add_option("--key-fd", key_fd, "Read the 32-byte run key from this inherited fd")->capture_default_str();
+  bool allow_ptrace = false;
+  app.add_option("--key-fd", key_fd, "Ask for the run key on this inherited socket (the runner's rendezvous, PROTOCOL.md 9)")
+      ->capture_default_str();
   app.add_option("--key-file", key_file, "Read the run key from this file (mode 0600, made by 'authrun keygen')")
       ->excludes("--key-fd");
   app.add_flag("--key-stdin", key_stdin,
@@ -107,6 +111,7 @@ int worker_main(int argc, char** argv) {
   app.add_flag("--encrypted-only", allow_encrypted_only, "Accept only the encrypted channel mode");
   app.add_flag("--allow-insecure-measurement", allow_insecure,
                "Also accept the unauthenticated channel mode (for 'authrun bench' only)");
+  app.add_flag("--allow-ptrace", allow_ptrace, "Run even while traced (debugging); otherwise a tracer makes it exit 3");
   app.add_flag("--list", list, "List the built-in functions and exit");
   try {
     app.parse(argc, argv);
@@ -120,7 +125,11 @@ int worker_main(int argc, char** argv) {
 
   if (key_file.empty() && !key_stdin && ::fcntl(key_fd, F_GETFD) < 0) {
     log_line("no key: fd " + std::to_string(key_fd) +
-             " is not open (authrun-worker is started by authrun, which hands it a key there; or give --key-file)");
+             " is not open (authrun-worker is started by authrun, which passes its key rendezvous there; or give --key-file)");
+    return 3;
+  }
+  if (auto safe = protect_self(allow_ptrace); !safe) {
+    log_line(safe.error().message);
     return 3;
   }
   auto fds = take_protocol_fds();
@@ -130,7 +139,7 @@ int worker_main(int argc, char** argv) {
   }
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(handshake_timeout));
   auto key = key_stdin ? RunKey::request(fds->first.get(), fds->second.get(), deadline)
-             : key_file.empty() ? RunKey::read_fd(key_fd) : RunKey::load_file(key_file);
+             : key_file.empty() ? receive_key_handover(key_fd, deadline, allow_ptrace) : RunKey::load_file(key_file);
   if (!key) {
     log_line("no usable key, refusing to run: " + key.error().message);
     return 3;

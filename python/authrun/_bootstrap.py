@@ -45,10 +45,6 @@ MODES = ("authenticated", "encrypted", "insecure-measurement-only")
 KEY_REQUEST = b"ARUNKEY?"
 EXIT_USAGE, EXIT_KEY, EXIT_PROTOCOL, EXIT_PROGRAM = 2, 3, 4, 5
 
-# How the runner hands the key over on fd 3 (PROTOCOL.md section 9): "request" (v2: ask on fd 3 with
-# SCM_CREDENTIALS, receive the key on a fresh socket) or "socket" (v1: the key is already in fd 3).
-KEY_FD_HANDOVER = "socket"
-
 
 class ProtocolError(Exception):
     """A failure with an error code name (PROTOCOL.md section 7) and a message naming what and where."""
@@ -560,21 +556,12 @@ def _no_more(fd, what):
         raise ProtocolError("key_invalid", "%s: more than 32 bytes" % what)
 
 
-def key_from_socket(fd, deadline):
-    """v1: the runner wrote the 32 key bytes into the socket on `fd` before starting us."""
-    what = "key fd %d" % fd
-    try:
-        key = SecretKey(_read_exact(fd, 32, deadline, what))
-        _no_more(fd, what)
-        return key
-    finally:
-        os.close(fd)
-
-
-def key_by_request(fd, deadline, allow_ptrace):
-    """v2: ask on the rendezvous socket `fd` with our credentials and a fresh socket; the key comes back on
-    that socket once the runner has checked who asks (and that nothing traces us)."""
-    check_not_traced(allow_ptrace)
+def key_by_request(fd, deadline):
+    """Key hand-over v2 (PROTOCOL.md section 9): asks on the rendezvous socket `fd` with one sendmsg carrying
+    "ARUNKEY?", our credentials (SCM_CREDENTIALS) and a fresh socket (SCM_RIGHTS); the runner checks who asks
+    (pid, uid, that socket's peer, that nothing traces us, that we are undumpable) and writes the 32 key bytes
+    into that socket, then closes it. The rendezvous itself never carries a secret. Call only once undumpable
+    and untraced: the fresh socket must not exist before."""
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         rendezvous = socket.socket(fileno=fd)
@@ -589,7 +576,9 @@ def key_by_request(fd, deadline, allow_ptrace):
         theirs.close()
         key = SecretKey(_read_exact(mine.fileno(), 32, deadline, "key socket"))
         left = max(0.0, deadline - time.monotonic())
-        if select.select([mine], [], [], left)[0] and mine.recv(1):
+        if not select.select([mine], [], [], left)[0]:
+            raise ProtocolError("key_invalid", "key socket: the runner did not close it after the key")
+        if mine.recv(1):
             raise ProtocolError("key_invalid", "key socket: more than 32 bytes")
         return key
     finally:
@@ -658,9 +647,7 @@ def acquire_key(opts, in_fd, out_fd, deadline):
         return key_from_file(opts.key_file)
     if opts.key_stdin:
         return key_from_stdin(in_fd, out_fd, deadline)
-    if opts.key_handover == "request":
-        return key_by_request(opts.key_fd, deadline, opts.allow_ptrace)
-    return key_from_socket(opts.key_fd, deadline)
+    return key_by_request(opts.key_fd, deadline)
 
 
 # ---- The program and the tasks ----
@@ -933,12 +920,10 @@ class Options:
     allow_ptrace = False
     orphan_watch = False
     expect_sha256 = None
-    key_handover = KEY_FD_HANDOVER
 
 
 USAGE = """usage: python3 -I -S _bootstrap.py [--key-fd N | --key-file FILE | --key-stdin] [--handshake-timeout S]
        [--max-payload N] [--encrypted-only] [--allow-ptrace] [--orphan-watch] [--expect-sha256 HEX]
-       [--key-handover request|socket]
 authrun's Python worker: started by `authrun run --python MODULE`, which sends the program after the handshake."""
 
 
@@ -947,7 +932,7 @@ def parse_args(argv):
     i = 0
     while i < len(argv):
         a = argv[i]
-        value_opts = ("--key-fd", "--key-file", "--handshake-timeout", "--max-payload", "--expect-sha256", "--key-handover")
+        value_opts = ("--key-fd", "--key-file", "--handshake-timeout", "--max-payload", "--expect-sha256")
         if a in value_opts:
             if i + 1 >= len(argv):
                 raise SystemExit("%s needs a value\n%s" % (a, USAGE))
@@ -962,10 +947,6 @@ def parse_args(argv):
                     o.handshake_timeout = float(v)
                     if not o.handshake_timeout > 0:
                         raise ValueError(v)
-                elif a == "--key-handover":
-                    if v not in ("request", "socket"):
-                        raise ValueError(v)
-                    o.key_handover = v
                 elif a == "--max-payload":
                     o.max_payload = int(v)
                     if not 1024 <= o.max_payload <= ABSOLUTE_MAX_PAYLOAD:
@@ -1038,6 +1019,12 @@ def main(argv=None):
         return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
     opts = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        # A tracer attached before the prctl above stays attached and could read the key: refuse.
+        check_not_traced(opts.allow_ptrace)
+    except ProtocolError as e:
+        _log(e.message)
+        return EXIT_KEY
     if opts.expect_sha256:
         import hashlib
         with open(os.path.abspath(__file__), "rb") as f:

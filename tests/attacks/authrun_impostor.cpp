@@ -7,6 +7,7 @@
 #include "protocol/frame.hpp"
 #include "protocol/handshake.hpp"
 #include "protocol/json_codec.hpp"
+#include "protocol/key_handover.hpp"
 #include "protocol/run_key.hpp"
 
 #include <sodium.h>
@@ -57,14 +58,15 @@ Playing the worker (use as: authrun run --worker "authrun-impostor MODE ..."):
   silent | slow        never answer / a valid-looking hello, one byte per second
   oversize | garbage   a hello header claiming a 4 GiB payload / random bytes
   deep-json [DEPTH]    a hello whose body is DEPTH nested arrays (default 100000)
-  deep-result [DEPTH]  a worker WITH the key (read from fd 3) answering its first task with DEPTH nested arrays
-  steal-key -- W...    read the key from fd 3, then exec the real worker W (which finds its key pipe empty)
-  mitm ACTION -- W...  relay between the runner and the real worker W (fd 3 passed through, never read),
+  deep-result [DEPTH]  a worker WITH the key (asked for on fd 3) answering its first task with DEPTH nested arrays
+  steal-key -- W...    read whatever fd 3 holds (with hand-over v2: nothing), then exec the real worker W
+  mitm ACTION -- W...  relay between the runner and the real worker W, which is exec'd in our place (keeping
+                       the pid the runner started; fd 3 passed through, never read),
                        then tamper with the first data frame: flip-task, drop-task, reorder-tasks,
                        inject-task, replay-task, flip-result (or none)
   record FILE [-- W...]  save the worker frames of a successful handshake to FILE: relaying to W as a
                        MITM, or, without W, from a handshake between two in-process channels
-Playing the parent, against the real worker W (started with a random key on fd 3):
+Playing the parent, against the real worker W (given a random key through the fd-3 hand-over):
   rogue-parent-nohandshake -- W...  send a task at once, without a handshake
   rogue-parent-wrongkey -- W...     do the handshake with another key, then send a task anyway
   parent-deep-json -- W...          with the right key, send a task whose body is 100000 nested arrays
@@ -289,12 +291,35 @@ Result<Child> spawn(const std::vector<std::string>& argv, int key_fd) {
   return Child{pid, std::move(to.write), std::move(from.read)};
 }
 
-// A pipe holding `key` (the read end, for the child's fd 3), as the runner makes one.
-Result<Fd> key_pipe(const RunKey& key) {
-  AUTHRUN_TRY_ASSIGN(Pipe p, make_pipe());
-  AUTHRUN_TRY(write_all(p.write.get(), std::span<const std::byte>(reinterpret_cast<const std::byte*>(key.data()), key.size()),
-                        Clock::now() + 1s));
-  return std::move(p.read);
+// Starts `argv` with a key rendezvous as fd 3 and plays the runner's side of the v2 hand-over with `key`.
+Result<Child> spawn_with_key(const std::vector<std::string>& argv, const RunKey& key) {
+  AUTHRUN_TRY_ASSIGN(Rendezvous meeting, make_rendezvous());
+  AUTHRUN_TRY_ASSIGN(Child child, spawn(argv, meeting.worker.get()));
+  meeting.worker.close();
+  if (auto served = serve_key_request(meeting.runner.get(), child.pid, key, Clock::now() + 10s, false); !served) {
+    say("key hand-over: " + served.error().message);
+  }
+  return child;
+}
+
+// Puts us between our stdin/stdout (the runner's pipes) and `argv`: forks a relay child that keeps them,
+// and execs `argv` here, on fresh pipes to the relay, keeping our fd 3 (the rendezvous). So the worker keeps
+// the pid the runner started, and its key request is accepted. Returns (in the relay) a Child whose pid is
+// the worker's; never returns in the worker.
+Result<Child> spawn_in_front(const std::vector<std::string>& argv) {
+  AUTHRUN_TRY_ASSIGN(Pipe to, make_pipe());
+  AUTHRUN_TRY_ASSIGN(Pipe from, make_pipe());
+  const pid_t worker = ::getpid();
+  const pid_t relay = ::fork();
+  if (relay < 0) return make_error(ErrorCode::spawn_failed, std::string("fork: ") + std::strerror(errno));
+  if (relay == 0) return Child{worker, std::move(to.write), std::move(from.read)};
+  if (::dup2(to.read.get(), 0) < 0 || ::dup2(from.write.get(), 1) < 0) ::_exit(127);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  ::execvp(args[0], args.data());
+  say(std::string("exec failed: ") + std::strerror(errno));
+  ::_exit(127);
 }
 
 // Waits up to `limit` for the child to exit, then kills it. Returns the wait status.
@@ -493,7 +518,7 @@ int mode_deep_json(std::size_t depth) {
 int mode_deep_result(std::size_t depth) {
   say("holds the key (fd 3), completes the handshake, answers its first task with " + std::to_string(depth) +
       " nested arrays");
-  auto key = RunKey::read_fd(3);
+  auto key = receive_key_handover(3, Clock::now() + 10s, false);
   if (!key) {
     say("no key: " + key.error().message);
     return 3;
@@ -515,7 +540,7 @@ int mode_deep_result(std::size_t depth) {
 }
 
 int mode_steal_key(const std::vector<std::string>& worker) {
-  say("reads the key from fd 3 before the worker can, then starts the worker");
+  say("reads what fd 3 holds before the worker can, then execs the worker");
   std::array<std::uint8_t, 64> buf{};
   std::size_t got = 0;
   while (got < buf.size()) {
@@ -524,7 +549,7 @@ int mode_steal_key(const std::vector<std::string>& worker) {
     got += *n;
   }
   ::sodium_memzero(buf.data(), buf.size());
-  say("took " + std::to_string(got) + " bytes from the key pipe (not shown); exec " + worker[0]);
+  say("took " + std::to_string(got) + " bytes from fd 3 (not shown); exec " + worker[0]);
   report("key_bytes_stolen=" + std::to_string(got));
   std::vector<char*> args;
   for (const auto& a : worker) args.push_back(const_cast<char*>(a.c_str()));
@@ -706,12 +731,12 @@ struct Flow {
 };
 
 int mode_mitm(Action action, const std::string& record_path, const std::vector<std::string>& worker) {
-  auto child = spawn(worker, -1);
+  auto child = spawn_in_front(worker);
   if (!child) {
     say(child.error().message);
     return 127;
   }
-  say("relays between the runner and worker " + std::to_string(child->pid) + " (its key pipe passed on unread)");
+  say("relays between the runner and worker " + std::to_string(child->pid) + " (its key rendezvous passed on unread)");
   Tamperer tamperer(action, record_path);
   std::ignore = set_nonblocking(1, true);
   std::ignore = set_nonblocking(child->to.get(), true);
@@ -784,13 +809,11 @@ int finish_rogue_parent(Child& child, const std::string& sent_before) {
 int mode_rogue_nohandshake(const std::vector<std::string>& worker) {
   say("starts the worker with a key on fd 3 and sends it a task (exec touch MARKER) at once, without a handshake");
   RunKey key = RunKey::generate();
-  auto kp = key_pipe(key);
-  auto child = kp ? spawn(worker, kp->get()) : Result<Child>(kp.error());
+  auto child = spawn_with_key(worker, key);
   if (!child) {
     say(child.error().message);
     return 2;
   }
-  kp->close();
   send_raw(child->to.get(), forged_task_frame());
   return finish_rogue_parent(*child, "");
 }
@@ -799,13 +822,11 @@ int mode_rogue_wrongkey(const std::vector<std::string>& worker) {
   say("does the handshake with a key of its own (the worker holds another), then sends a task (exec touch "
       "MARKER) anyway");
   RunKey worker_key = RunKey::generate();
-  auto kp = key_pipe(worker_key);
-  auto child = kp ? spawn(worker, kp->get()) : Result<Child>(kp.error());
+  auto child = spawn_with_key(worker, worker_key);
   if (!child) {
     say(child.error().message);
     return 2;
   }
-  kp->close();
   RunKey wrong = RunKey::generate();
   Connection c(wrong, HandshakeConfig{Role::parent});
   auto hs = drive(c, child->from.get(), child->to.get(), nullptr, true, Clock::now() + 5s);
@@ -818,13 +839,11 @@ int mode_parent_deep_json(const std::vector<std::string>& worker, std::size_t de
   say("holds the worker's key, completes the handshake, sends a task whose body is " + std::to_string(depth) +
       " nested arrays");
   RunKey key = RunKey::generate();
-  auto kp = key_pipe(key);
-  auto child = kp ? spawn(worker, kp->get()) : Result<Child>(kp.error());
+  auto child = spawn_with_key(worker, key);
   if (!child) {
     say(child.error().message);
     return 2;
   }
-  kp->close();
   Connection c(key, HandshakeConfig{Role::parent});
   if (auto hs = drive(c, child->from.get(), child->to.get(), nullptr, true, Clock::now() + 5s); !hs) {
     say("handshake failed: " + describe(hs.error()));
@@ -851,13 +870,11 @@ int mode_rogue_program(const std::vector<std::string>& worker, const std::string
   say(std::string(handshake ? "does the handshake with a key of its own, then sends" : "sends at once, without a handshake,") +
       " a program (import " + file + ") and a task calling its f()");
   RunKey worker_key = RunKey::generate();
-  auto kp = key_pipe(worker_key);
-  auto child = kp ? spawn(worker, kp->get()) : Result<Child>(kp.error());
+  auto child = spawn_with_key(worker, worker_key);
   if (!child) {
     say(child.error().message);
     return 2;
   }
-  kp->close();
   if (handshake) {
     RunKey wrong = RunKey::generate();
     Connection c(wrong, HandshakeConfig{Role::parent});

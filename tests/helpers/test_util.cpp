@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "protocol/json_codec.hpp"
+#include "protocol/key_handover.hpp"
 
 extern char** environ;
 
@@ -199,6 +200,17 @@ Child spawn_child(const std::vector<std::string>& argv, int fd3) {
   c.in = std::move(in->write);
   c.out = std::move(out->read);
   c.err = std::move(err->read);
+  return c;
+}
+
+Child spawn_worker_with_key(const std::vector<std::string>& argv, const protocol::RunKey& key) {
+  auto meeting = protocol::make_rendezvous();
+  REQUIRE(meeting);
+  Child c = spawn_child(argv, meeting->worker.get());
+  meeting->worker.close();
+  auto served = protocol::serve_key_request(meeting->runner.get(), c.pid, key,
+                                            std::chrono::steady_clock::now() + std::chrono::seconds(20), false);
+  REQUIRE_MESSAGE(served.has_value(), "key hand-over: " << served.error().message);
   return c;
 }
 

@@ -12,6 +12,7 @@
 
 #include "protocol/fd.hpp"
 #include "protocol/message.hpp"
+#include "protocol/run_key.hpp"
 
 namespace authrun::test {
 
@@ -75,6 +76,11 @@ struct Child {
 // Starts argv[0] (a path) with SIGPIPE, SIGINT and SIGTERM at their defaults and an empty signal mask; `fd3`,
 // if given, becomes the child's fd 3 (the caller keeps `fd3`). Ignores SIGPIPE here; REQUIREs that it worked.
 Child spawn_child(const std::vector<std::string>& argv, int fd3 = -1);
+
+// Starts a worker (argv[0] a path) with a key rendezvous as fd 3, as spawn_child does, and plays the
+// runner's side of the v2 key hand-over (protocol::serve_key_request) with `key`, within 20 s; REQUIREs
+// that the worker asked and was answered.
+Child spawn_worker_with_key(const std::vector<std::string>& argv, const protocol::RunKey& key);
 
 // Reads from `fd` into `buf` until `done(buf)`, EOF, a read error or `deadline`; returns done(buf).
 bool read_until(int fd, std::string& buf, const std::function<bool(const std::string&)>& done,

@@ -1,0 +1,186 @@
+// Key hand-over v2: the worker's request (sendmsg with credentials and a fresh socket) and the runner's checks.
+#include "protocol/key_handover.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "protocol/tracing.hpp"
+
+namespace authrun::protocol {
+
+namespace {
+
+Error handover_error(const std::string& what) { return make_error(ErrorCode::key_invalid, what); }
+
+Error errno_error(const std::string& what) { return handover_error(what + ": " + std::strerror(errno)); }
+
+// Sends the request: the 8 bytes, our credentials and `theirs`, in one sendmsg.
+Result<void> send_request(int rendezvous_fd, int theirs, Clock::time_point deadline) {
+  ucred creds{::getpid(), ::geteuid(), ::getegid()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{const_cast<char*>(k_handover_request.data()), k_handover_request.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_CREDENTIALS;
+  c->cmsg_len = CMSG_LEN(sizeof(ucred));
+  std::memcpy(CMSG_DATA(c), &creds, sizeof creds);
+  c = CMSG_NXTHDR(&msg, c);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &theirs, sizeof theirs);
+  for (;;) {
+    ssize_t n = ::sendmsg(rendezvous_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n == static_cast<ssize_t>(k_handover_request.size())) return {};
+    if (n >= 0) return handover_error("asking for the key on fd " + std::to_string(rendezvous_fd) + ": short send");
+    if (errno == EINTR) continue;
+    if (errno == ENOTSOCK) {
+      return handover_error("fd " + std::to_string(rendezvous_fd) +
+                            " is not a socket (authrun-worker is started by authrun, which passes its key rendezvous "
+                            "there; or give --key-file)");
+    }
+    if (errno != EAGAIN) return errno_error("asking for the key on fd " + std::to_string(rendezvous_fd));
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return handover_error("asking for the key on fd " + std::to_string(rendezvous_fd) + ": timed out");
+    pollfd p{rendezvous_fd, POLLOUT, 0};
+    ::poll(&p, 1, left > 1000 ? 1000 : static_cast<int>(left));
+  }
+}
+
+}  // namespace
+
+Result<RunKey> receive_key_handover(int rendezvous_fd, Clock::time_point deadline, bool allow_ptrace) {
+  sodium_ready();
+  Fd rendezvous(rendezvous_fd);
+  AUTHRUN_TRY(protect_self(allow_ptrace));
+  // Made only now, non-dumpable: no other process of the user can take a copy of it.
+  AUTHRUN_TRY_ASSIGN(Pipe fresh, make_socket_pair());
+  AUTHRUN_TRY(send_request(rendezvous.get(), fresh.write.get(), deadline));
+  fresh.write.close();
+  rendezvous.close();
+  auto key = RunKey::read_to_end(fresh.read.release(), deadline);
+  if (!key) {
+    return handover_error("no key from the runner (fd " + std::to_string(rendezvous_fd) + "): " + key.error().message +
+                          " (a refused request gets no answer: see the runner's message)");
+  }
+  return key;
+}
+
+Result<Rendezvous> make_rendezvous() {
+  AUTHRUN_TRY_ASSIGN(Pipe pair, make_socket_pair());
+  int on = 1;
+  if (::setsockopt(pair.read.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) {
+    return make_error(ErrorCode::io, std::string("setsockopt(SO_PASSCRED): ") + std::strerror(errno));
+  }
+  return Rendezvous{std::move(pair.read), std::move(pair.write)};
+}
+
+Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, bool allow_ptrace) {
+  char data[k_handover_request.size() + 1] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{data, sizeof data};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n = 0;
+  do {
+    n = ::recvmsg(runner_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return KeyRequestSeen::nothing_yet;
+  if (n < 0) return errno_error("key rendezvous of worker " + std::to_string(worker_pid) + ": recvmsg");
+  // Take ownership of every passed fd first, so that each refusal below closes them.
+  std::vector<Fd> passed;
+  const ucred* creds = nullptr;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET) continue;
+    if (c->cmsg_type == SCM_RIGHTS) {
+      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int fd = -1;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        passed.emplace_back(fd);
+      }
+    } else if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
+      creds = reinterpret_cast<const ucred*>(CMSG_DATA(c));
+    }
+  }
+  if (n == 0 && passed.empty()) return KeyRequestSeen::closed;
+  const std::string worker = "worker " + std::to_string(worker_pid);
+  if ((msg.msg_flags & MSG_CTRUNC) != 0) return handover_error("key request for " + worker + " passed more than one fd");
+  if (std::string_view(data, static_cast<std::size_t>(n)) != k_handover_request) {
+    return handover_error("key request for " + worker + " is not \"ARUNKEY?\" (" + std::to_string(n) + " other bytes)");
+  }
+  if (creds == nullptr) return handover_error("key request for " + worker + " carries no credentials");
+  if (creds->pid != worker_pid) {
+    return handover_error("key request from pid " + std::to_string(creds->pid) + ", not " + worker +
+                          " (a wrapper that forks the worker instead of exec'ing it? another process?)");
+  }
+  if (creds->uid != ::geteuid()) {
+    return handover_error("key request for " + worker + " from uid " + std::to_string(creds->uid) + ", not ours (" +
+                          std::to_string(::geteuid()) + ")");
+  }
+  if (passed.size() != 1) return handover_error("key request for " + worker + " passed " + std::to_string(passed.size()) + " fds, not 1");
+  const int sock = passed.front().get();
+  int domain = 0, type = 0;
+  socklen_t len = sizeof domain;
+  const bool is_unix = ::getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+  len = sizeof type;
+  const bool is_stream = ::getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+  if (!is_unix || !is_stream) return handover_error("key request for " + worker + " passed something other than a Unix stream socket");
+  ucred peer{};
+  len = sizeof peer;
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0) return errno_error("key request for " + worker + ": SO_PEERCRED");
+  if (peer.pid != worker_pid) {
+    return handover_error("key request for " + worker + " passed a socket made by pid " + std::to_string(peer.pid));
+  }
+  // One read of /proc/PID/status gives both: who traces it, and (its owner) whether it is non-dumpable.
+  AUTHRUN_TRY_ASSIGN(ProcStatus status, proc_status(worker_pid));
+  if (status.tracer_pid != 0 && !allow_ptrace) {
+    return handover_error(worker + " is traced by pid " + std::to_string(status.tracer_pid) + " (--allow-ptrace to permit)");
+  }
+  if (::geteuid() != 0 && status.owner != 0) {
+    return handover_error(worker + " is still dumpable when it asks for its key (/proc/" + std::to_string(worker_pid) +
+                          "/status is owned by uid " + std::to_string(status.owner) + ", not root)");
+  }
+  // An empty socket takes 32 bytes at once; a full one means someone else wrote to it: refuse.
+  ssize_t w = 0;
+  do {
+    w = ::send(sock, key.data(), key.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (w < 0 && errno == EINTR);
+  if (w != static_cast<ssize_t>(key.size())) {
+    return handover_error("writing the key for " + worker + ": " + (w < 0 ? std::strerror(errno) : "short write"));
+  }
+  return KeyRequestSeen::answered;
+}
+
+Result<void> serve_key_request(int runner_fd, int worker_pid, const RunKey& key, Clock::time_point deadline,
+                               bool allow_ptrace) {
+  for (;;) {
+    AUTHRUN_TRY_ASSIGN(KeyRequestSeen seen, answer_key_request(runner_fd, worker_pid, key, allow_ptrace));
+    if (seen == KeyRequestSeen::answered) return {};
+    if (seen == KeyRequestSeen::closed) {
+      return handover_error("worker " + std::to_string(worker_pid) + " closed its key rendezvous without asking for its key");
+    }
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) {
+      return make_error(ErrorCode::timeout, "worker " + std::to_string(worker_pid) + " did not ask for its key in time");
+    }
+    pollfd p{runner_fd, POLLIN, 0};
+    ::poll(&p, 1, left > 1000 ? 1000 : static_cast<int>(left));
+  }
+}
+
+}  // namespace authrun::protocol
