@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "protocol/frame.hpp"
+#include "protocol/task_values.hpp"
 
 namespace authrun::protocol {
 
@@ -47,18 +48,6 @@ enum class ChannelMode {
 
 // How a data message's body is encoded (frame flags bits 0-1).
 enum class BodyFormat : std::uint8_t { json = 0, cbor = 1, msgpack = 2 };
-
-// Raw bytes carried after a task's or result's body (frame flag k_flag_attachment), without any text
-// encoding. `storage` may hold more than the attachment (the whole received payload, so that receiving
-// copies nothing): the attachment is storage[offset..].
-struct Attachment {
-  std::string storage;
-  std::size_t offset = 0;
-
-  std::size_t size() const { return storage.size() - offset; }
-  bool empty() const { return size() == 0; }
-  std::string_view view() const { return std::string_view(storage).substr(offset); }
-};
 
 const char* to_string(MessageType type);
 const char* to_string(Role role);
@@ -97,13 +86,6 @@ struct Task {
   json args;
   BodyFormat format = BodyFormat::json;  // as received; the result is sent back in the same format
   Attachment attachment;
-};
-
-// A task's failure, as carried in a result.
-struct TaskError {
-  std::string type;     // e.g. "bad_args", "unknown_function", "exec_failed", or the type given to `fail`
-  std::string message;
-  json details;         // null when there are none
 };
 
 // The answer to one task: a value or an error.

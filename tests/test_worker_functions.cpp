@@ -48,7 +48,7 @@ json sh(const std::string& script, json extra = json::object()) {
 }  // namespace
 
 TEST_CASE("worker functions: registry is in name order and lists every function") {
-  const auto& fns = authrun::worker::functions();
+  const auto& fns = authrun::worker::builtins().entries();
   REQUIRE(fns.size() == 5);
   for (std::size_t i = 1; i < fns.size(); ++i) CHECK(fns[i - 1].name < fns[i].name);
 }

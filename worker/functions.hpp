@@ -1,45 +1,28 @@
-// The worker's built-in functions: one registry, one entry per function (see functions.cpp).
+// authrun-worker's built-in functions (echo, exec, fail, hash, sleep), registered through the SDK's Registry
+// like any user's (see worker/include/authrun/worker.hpp).
 #pragma once
 
-#include <string>
 #include <string_view>
-#include <vector>
 
-#include "protocol/message.hpp"
-#include "protocol/result.hpp"
+#include "authrun/worker.hpp"
 
 namespace authrun::worker {
 
-using protocol::json;
-using protocol::TaskError;
+// Adds echo, exec, fail, hash and sleep to `registry` (each may take its args apart: they are moved in; bad
+// input is a TaskError "bad_args" naming the field, never an exception). echo gives back the task's
+// attachment; the others drop it. Throws std::invalid_argument (a bug) if one of the names is taken.
+void register_builtins(Registry& registry);
 
-// What running a function yields: its value, or a TaskError (type, message, details).
-using FunctionResult = protocol::Result<json, TaskError>;
+// A registry holding the built-ins alone, made on first use.
+const Registry& builtins();
 
-// A built-in function. It may take the args apart (they are moved in). It never throws for bad input:
-// wrong args are a TaskError of type "bad_args" naming the field and what was expected.
-using Function = FunctionResult (*)(json&& args);
-
-// One registry entry.
-struct FunctionEntry {
-  std::string_view name;
-  std::string_view summary;  // one line, for `authrun-worker --list`
-  Function fn;
-  bool keeps_attachment = false;  // the task's attachment goes back with the result (echo)
-};
-
-// Every built-in function, in name order.
-const std::vector<FunctionEntry>& functions();
-
-// Runs the function named `fn` on `args`. An unknown name is a TaskError of type "unknown_function"
-// listing the known names; an exception escaping a function (a bug) becomes type "internal".
-// `attachment` holds the task's raw attachment; on return it holds the result's (empty unless the
-// function keeps it).
-FunctionResult call_function(std::string_view fn, json&& args, protocol::Attachment& attachment);
+// Runs the built-in `fn` on `args` (see Registry::call): `attachment` holds the task's raw attachment; on
+// return it holds the result's (empty unless the function keeps it).
+FunctionResult call_function(std::string_view fn, json&& args, Attachment& attachment);
 
 // The same for a task without an attachment.
 inline FunctionResult call_function(std::string_view fn, json&& args) {
-  protocol::Attachment none;
+  Attachment none;
   return call_function(fn, std::move(args), none);
 }
 

@@ -1,4 +1,9 @@
-// authrun-worker: serves tasks over stdin/stdout after the mutual handshake.
-#include "worker/worker_main.hpp"
+// authrun-worker: the SDK's worker with the built-in functions.
+#include "authrun/worker.hpp"
+#include "worker/functions.hpp"
 
-int main(int argc, char** argv) { return authrun::worker::worker_main(argc, argv); }
+int main(int argc, char** argv) {
+  authrun::worker::Registry registry;
+  authrun::worker::register_builtins(registry);
+  return authrun::worker::main(argc, argv, registry);
+}

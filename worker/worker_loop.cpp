@@ -1,14 +1,13 @@
 // The worker's task loop.
 #include "worker/worker_loop.hpp"
 
-#include "worker/functions.hpp"
 #include "worker/orphan_watch.hpp"
 
 namespace authrun::worker {
 
 using namespace protocol;
 
-Result<void> serve_tasks(Channel& channel) {
+Result<void> serve_tasks(Channel& channel, const Registry& registry) {
   for (;;) {
     auto msg = channel.receive();
     if (!msg) {
@@ -27,7 +26,7 @@ Result<void> serve_tasks(Channel& channel) {
     result.format = task->format;
     FunctionResult value = [&] {
       RunningTask running;
-      return call_function(task->fn, std::move(task->args), task->attachment);
+      return registry.call(task->fn, std::move(task->args), task->attachment);
     }();
     result.attachment = std::move(task->attachment);
     if (value) {

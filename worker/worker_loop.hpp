@@ -1,13 +1,15 @@
 // The worker's task loop: after the handshake, receive a task, run it, send its result, until shutdown.
 #pragma once
 
+#include "authrun/worker.hpp"
 #include "protocol/channel.hpp"
 #include "protocol/result.hpp"
 
 namespace authrun::worker {
 
-// Serves tasks on an established channel until a shutdown message (returns success) or the end of input
-// (success if it fell between frames). Errors: any protocol error (the peer has been told why).
-protocol::Result<void> serve_tasks(protocol::Channel& channel);
+// Serves tasks with the functions of `registry` on an established channel until a shutdown message (returns
+// success) or the end of input (success if it fell between frames). Errors: any protocol error (the peer has
+// been told why).
+protocol::Result<void> serve_tasks(protocol::Channel& channel, const Registry& registry);
 
 }  // namespace authrun::worker

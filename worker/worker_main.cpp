@@ -1,10 +1,13 @@
-// authrun-worker: options, key, protocol fds, handshake, task loop.
-#include "worker/worker_main.hpp"
+// authrun::worker::main, the whole of a worker but its functions (authrun-worker and every SDK worker):
+// options, key, protocol fds, handshake, task loop.
+#include "authrun/worker.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 #include <fcntl.h>
@@ -16,7 +19,6 @@
 #include "protocol/run_key.hpp"
 #include "protocol/tracing.hpp"
 #include "worker/exec_function.hpp"
-#include "worker/functions.hpp"
 #include "worker/orphan_watch.hpp"
 #include "worker/worker_loop.hpp"
 
@@ -26,8 +28,11 @@ using namespace protocol;
 
 namespace {
 
+// The program's name, for log lines and --help: argv[0] without its directory.
+std::string g_program = "authrun-worker";
+
 void log_line(const std::string& text) {
-  std::fprintf(stderr, "authrun-worker[%d]: %s\n", static_cast<int>(::getpid()), text.c_str());
+  std::fprintf(stderr, "%s[%d]: %s\n", g_program.c_str(), static_cast<int>(::getpid()), text.c_str());
 }
 
 // SIGTERM (also what PR_SET_PDEATHSIG sends when the runner dies) and SIGHUP: take the running task's
@@ -69,9 +74,42 @@ std::string host_name() {
   return name;
 }
 
+// Where the run key comes from (the options).
+struct KeySource {
+  int fd = 3;            // inherited from the runner
+  std::string file;      // --key-file
+  bool request = false;  // --key-stdin: ask on the protocol fds
+};
+
+// The run key, from `source`; `in_fd` and `out_fd` are the protocol fds. Errors: the line to log (exit 3).
+Result<RunKey> acquire_key(const KeySource& source, int in_fd, int out_fd, Clock::time_point deadline,
+                           bool allow_ptrace) {
+  if (source.file.empty() && !source.request && ::fcntl(source.fd, F_GETFD) < 0) {
+    return make_error(ErrorCode::key_invalid,
+                      "no key: fd " + std::to_string(source.fd) + " is not open (" + g_program +
+                          " is started by authrun, which passes its key rendezvous there; or give --key-file)");
+  }
+  auto key = source.request ? RunKey::request(in_fd, out_fd, deadline)
+             : source.file.empty() ? receive_key_handover(source.fd, deadline, allow_ptrace)
+                                           : RunKey::load_file(source.file);
+  if (!key) return make_error(key.error().code, "no usable key, refusing to run: " + key.error().message);
+  return key;
+}
+
+void print_functions(const Registry& registry) {
+  std::size_t width = 8;
+  for (const auto& f : registry.entries()) width = std::max(width, f.name.size());
+  for (const auto& f : registry.entries())
+    std::printf("%-*s %s\n", static_cast<int>(width), f.name.c_str(), f.summary.c_str());
+}
+
 }  // namespace
 
-int worker_main(int argc, char** argv) {
+int main(int argc, char** argv, const Registry& registry) {
+  if (argc > 0 && argv[0] != nullptr && *argv[0] != '\0') {
+    const std::string_view path = argv[0];
+    g_program = std::string(path.substr(path.rfind('/') + 1));
+  }
   const pid_t parent = ::getppid();
   // Not dumpable: other processes of the user can no longer open our pipes through /proc/PID/fd (the frame
   // MACs would catch what they wrote, but they could read the tasks) or read our memory.
@@ -81,11 +119,9 @@ int worker_main(int argc, char** argv) {
   ::prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (::getppid() != parent) return 0;
 
-  CLI::App app{"authrun-worker: runs tasks for an authrun parent over stdin/stdout after a mutual handshake.\n"
-               "The key comes from an inherited fd (the runner's way) or a key file (mode 0600)."};
-  int key_fd = 3;
-  std::string key_file;
-  bool key_stdin = false;
+  CLI::App app{g_program + ": runs tasks for an authrun parent over stdin/stdout after a mutual handshake.\n"
+               "The key comes from an inherited fd (the runner's way) or a key file (mode 0600).", g_program};
+  KeySource key_source;
   bool orphan_watch = false;
   double handshake_timeout = std::chrono::duration<double>(limits::default_handshake_timeout).count();
   std::uint32_t max_payload = limits::default_max_payload;
@@ -93,11 +129,11 @@ int worker_main(int argc, char** argv) {
   bool allow_insecure = false;
   bool list = false;
   bool allow_ptrace = false;
-  app.add_option("--key-fd", key_fd, "Ask for the run key on this inherited socket (the runner's rendezvous, PROTOCOL.md 9)")
+  app.add_option("--key-fd", key_source.fd, "Ask for the run key on this inherited socket (the runner's rendezvous, PROTOCOL.md 9)")
       ->capture_default_str();
-  app.add_option("--key-file", key_file, "Read the run key from this file (mode 0600, made by 'authrun keygen')")
+  app.add_option("--key-file", key_source.file, "Read the run key from this file (mode 0600, made by 'authrun keygen')")
       ->excludes("--key-fd");
-  app.add_flag("--key-stdin", key_stdin,
+  app.add_flag("--key-stdin", key_source.request,
                "Ask for the run key on stdout (ARUNKEY?) and read it as the first 32 bytes of stdin, ahead of the "
                "protocol (through an encrypted launcher such as ssh)")
       ->excludes("--key-fd", "--key-file");
@@ -112,22 +148,17 @@ int worker_main(int argc, char** argv) {
   app.add_flag("--allow-insecure-measurement", allow_insecure,
                "Also accept the unauthenticated channel mode (for 'authrun bench' only)");
   app.add_flag("--allow-ptrace", allow_ptrace, "Run even while traced (debugging); otherwise a tracer makes it exit 3");
-  app.add_flag("--list", list, "List the built-in functions and exit");
+  app.add_flag("--list", list, "List the functions this worker serves and exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   if (list) {
-    for (const FunctionEntry& f : functions()) std::printf("%-8s %s\n", std::string(f.name).c_str(), std::string(f.summary).c_str());
+    print_functions(registry);
     return 0;
   }
 
-  if (key_file.empty() && !key_stdin && ::fcntl(key_fd, F_GETFD) < 0) {
-    log_line("no key: fd " + std::to_string(key_fd) +
-             " is not open (authrun-worker is started by authrun, which passes its key rendezvous there; or give --key-file)");
-    return 3;
-  }
   if (auto safe = protect_self(allow_ptrace); !safe) {
     log_line(safe.error().message);
     return 3;
@@ -138,10 +169,9 @@ int worker_main(int argc, char** argv) {
     return 2;
   }
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(handshake_timeout));
-  auto key = key_stdin ? RunKey::request(fds->first.get(), fds->second.get(), deadline)
-             : key_file.empty() ? receive_key_handover(key_fd, deadline, allow_ptrace) : RunKey::load_file(key_file);
+  auto key = acquire_key(key_source, fds->first.get(), fds->second.get(), deadline, allow_ptrace);
   if (!key) {
-    log_line("no usable key, refusing to run: " + key.error().message);
+    log_line(key.error().message);
     return 3;
   }
   HandshakeConfig config{Role::worker, {ChannelMode::encrypted}, max_payload};
@@ -160,7 +190,7 @@ int worker_main(int argc, char** argv) {
   // Where it runs, right away: a task that dies before its first result is still placed. A small write on
   // a fresh channel fails only when the parent is gone already (it needed no task): a clean end.
   if (!channel.send(WorkerInfo{host_name(), ::getpid()}, deadline)) return 0;
-  if (auto served = serve_tasks(channel); !served) {
+  if (auto served = serve_tasks(channel, registry); !served) {
     log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);
     return 4;
   }
