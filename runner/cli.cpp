@@ -13,6 +13,7 @@
 
 #include "protocol/limits.hpp"
 #include "protocol/run_key.hpp"
+#include "protocol/version.hpp"
 #include "runner/batch_run.hpp"
 #include "runner/bench.hpp"
 #include "runner/exec_command.hpp"
@@ -266,6 +267,13 @@ int run_cli(int argc, char** argv) {
   std::string key_path;
   CLI::App* keygen_cmd = app.add_subcommand("keygen", "Write a new key file (mode 0600) for workers started by other means");
   keygen_cmd->add_option("file", key_path, "Where to write the key (must not exist)")->required();
+
+  // --version on authrun and on every subcommand.
+  const std::string version = version_text("authrun");
+  app.set_version_flag("--version", version, "Print the version (authrun's, the protocol's, the git commit) and exit");
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    sub->set_version_flag("--version", version, "Print the version and exit");
+  }
 
   // `exec`'s command follows "--" and may hold anything, ":::" included: CLI11 gets only what precedes it.
   std::vector<std::string> exec_words;

@@ -13,6 +13,7 @@
 
 #include "protocol/channel.hpp"
 #include "protocol/run_key.hpp"
+#include "protocol/version.hpp"
 #include "worker/exec_function.hpp"
 #include "worker/functions.hpp"
 #include "worker/orphan_watch.hpp"
@@ -108,6 +109,7 @@ int worker_main(int argc, char** argv) {
   app.add_flag("--allow-insecure-measurement", allow_insecure,
                "Also accept the unauthenticated channel mode (for 'authrun bench' only)");
   app.add_flag("--list", list, "List the built-in functions and exit");
+  app.set_version_flag("--version", version_text("authrun-worker"), "Print the version and exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
