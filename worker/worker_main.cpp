@@ -81,7 +81,8 @@ int worker_main(int argc, char** argv) {
   if (::getppid() != parent) return 0;
 
   CLI::App app{"authrun-worker: runs tasks for an authrun parent over stdin/stdout after a mutual handshake.\n"
-               "The key comes from an inherited fd (the runner's way) or a key file (mode 0600)."};
+               "The key comes from an inherited fd (the runner's way) or a key file (mode 0600).",
+               "authrun-worker"};
   int key_fd = 3;
   std::string key_file;
   bool key_stdin = false;
