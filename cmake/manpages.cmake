@@ -9,7 +9,10 @@ set(man_pages)
 # authrun_man_page(NAME SUMMARY TARGET [SUBCOMMAND]): NAME.1.gz from `TARGET [SUBCOMMAND] --help`.
 function(authrun_man_page name summary target)
   set(program $<TARGET_FILE:${target}>)
+  set(version_option)
   if(ARGC GREATER 3)
+    # help2man takes the page's name from the first line of --version ("authrun 0.1.0"): give it the subcommand's.
+    set(version_option "--version-string=${name} ${PROJECT_VERSION}")
     # help2man names the page after the program it runs: a two-line wrapper gives `authrun run` that name.
     set(program ${man_dir}/wrappers/${name})
     file(GENERATE OUTPUT ${program} CONTENT "#!/bin/sh\nexec \"$<TARGET_FILE:${target}>\" ${ARGV3} \"$@\"\n"
@@ -17,7 +20,7 @@ function(authrun_man_page name summary target)
   endif()
   add_custom_command(
     OUTPUT ${man_dir}/${name}.1.gz
-    COMMAND ${AUTHRUN_HELP2MAN} --no-info --no-discard-stderr --name=${summary}
+    COMMAND ${AUTHRUN_HELP2MAN} --no-info --no-discard-stderr --name=${summary} ${version_option}
             --include=${PROJECT_SOURCE_DIR}/man/${name}.h2m --output=${man_dir}/${name}.1 ${program}
     COMMAND ${AUTHRUN_GZIP} -9nf ${man_dir}/${name}.1
     DEPENDS ${target} ${PROJECT_SOURCE_DIR}/man/${name}.h2m

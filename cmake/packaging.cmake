@@ -9,7 +9,7 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "job runner whose workers prove by a hands
 set(CPACK_PACKAGE_DESCRIPTION
     "authrun runs batches of tasks (JSON lines, or commands as GNU parallel does) on worker processes.\n"
     "Before a worker gets any task, runner and worker complete a mutual challenge-response handshake\n"
-    "(libsodium) over a key fresh for each worker; every frame after it is authenticated or encrypted.")
+    "(libsodium) over a key fresh for each worker, and every frame after it is authenticated or encrypted.")
 string(JOIN "" CPACK_PACKAGE_DESCRIPTION ${CPACK_PACKAGE_DESCRIPTION})
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)
@@ -19,5 +19,6 @@ set(CPACK_DEBIAN_PACKAGE_SECTION utils)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "python3")
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "bash-completion, man-db")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "openssh-client, slurm-client")
 include(CPack)

@@ -260,8 +260,12 @@ int run_cli(int argc, char** argv) {
       "  (none)        the lines of stdin\n"
       "  Several sources combine as a cross product, the first outermost.\n"
       "Replacement strings in the command (without any, the values are appended):\n"
-      "  {}  the value      {.}  without extension   {/}  basename    {//}  dirname   {/.}  basename without extension\n"
-      "  {#} the job number {%}  the worker slot     {1} {2} ...  the value of source 1, 2 ... ({1.} {1/} {1//} {1/.} too)\n"
+      "  {}            the value\n"
+      "  {.}           the value without its extension\n"
+      "  {/}  {//}     its basename, its dirname\n"
+      "  {/.}          its basename without extension\n"
+      "  {#}  {%}      the job number, the worker slot\n"
+      "  {1}  {2} ...  the value of source 1, 2 ... (and {1.} {1/} {1//} {1/.})\n"
       "Example: authrun exec -k --tag -- echo {#} {.} {/} ::: /x/y/f.txt /a/b.tar.gz");
 
   BenchOptions bench;
