@@ -129,6 +129,7 @@ struct Target {
   std::string name;
   std::string detail;
   bool met = false;
+  bool measured = true;  // false: no row measured it (a --quick run); then `met` is false and means nothing
 };
 
 struct Report {

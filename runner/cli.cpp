@@ -14,6 +14,7 @@
 #include "protocol/limits.hpp"
 #include "protocol/run_key.hpp"
 #include "protocol/tracing.hpp"
+#include "protocol/version.hpp"
 #include "runner/batch_run.hpp"
 #include "runner/bench.hpp"
 #include "runner/exec_command.hpp"
@@ -124,6 +125,9 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
                  "Worker command to run instead of authrun-worker (any program that speaks the protocol)");
   cmd.add_option("--key-file", e.key_file, "Use this key (from 'authrun keygen') for every worker instead of a fresh key each");
   cmd.add_option("--joblog", e.joblog, "Write a tab-separated line per task attempt to this file");
+  cmd.add_option("--summary-json", e.summary_json,
+                 "Write the run's summary (counts, times, tasks/s, workers, hosts set aside, ids not started) to this file "
+                 "as one JSON object");
   cmd.add_option("--audit-log", e.audit_log, "Append each worker's handshake outcome and channel end to this file as JSON lines");
   cmd.add_option("--retries", e.retries, "Extra attempts for a task whose worker died or timed out")
       ->capture_default_str()->check(CLI::Range(0, 100));
@@ -227,7 +231,8 @@ int run_cli(int argc, char** argv) {
   // in our memory (root and CAP_SYS_PTRACE still can; see SECURITY.md).
   ::prctl(PR_SET_DUMPABLE, 0);
   CLI::App app{"authrun: run batches of tasks on worker processes that prove, by a mutual handshake over a\n"
-               "secret key, that the runner started them; every frame after it is authenticated."};
+               "secret key, that the runner started them; every frame after it is authenticated.",
+               "authrun"};
   app.require_subcommand(1);
 
   RunOptions run;
@@ -264,6 +269,20 @@ int run_cli(int argc, char** argv) {
   exec_cmd->add_option("--timeout", exec.timeout_s, "Seconds a job may run (then it is killed and counts as failed)")
       ->check(CLI::PositiveNumber);
   add_engine_options(*exec_cmd, exec.engine, exec_flags, false);
+  exec_cmd->footer(
+      "Arguments (after the command):\n"
+      "  ::: A B C     the values A, B and C\n"
+      "  :::: FILE     the lines of FILE (- for stdin)\n"
+      "  (none)        the lines of stdin\n"
+      "  Several sources combine as a cross product, the first outermost.\n"
+      "Replacement strings in the command (without any, the values are appended):\n"
+      "  {}            the value\n"
+      "  {.}           the value without its extension\n"
+      "  {/}  {//}     its basename, its dirname\n"
+      "  {/.}          its basename without extension\n"
+      "  {#}  {%}      the job number, the worker slot\n"
+      "  {1}  {2} ...  the value of source 1, 2 ... (and {1.} {1/} {1//} {1/.})\n"
+      "Example: authrun exec -k --tag -- echo {#} {.} {/} ::: /x/y/f.txt /a/b.tar.gz");
 
   BenchOptions bench;
   EngineOptions bench_engine;
@@ -282,6 +301,13 @@ int run_cli(int argc, char** argv) {
   std::string key_path;
   CLI::App* keygen_cmd = app.add_subcommand("keygen", "Write a new key file (mode 0600) for workers started by other means");
   keygen_cmd->add_option("file", key_path, "Where to write the key (must not exist)")->required();
+
+  // --version on authrun and on every subcommand.
+  const std::string version = version_text("authrun");
+  app.set_version_flag("--version", version, "Print the version (authrun's, the protocol's, the git commit) and exit");
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    sub->set_version_flag("--version", version, "Print the version and exit");
+  }
 
   // `exec`'s command follows "--" and may hold anything, ":::" included: CLI11 gets only what precedes it.
   std::vector<std::string> exec_words;

@@ -22,6 +22,7 @@
 #include "protocol/tracing.hpp"
 #include "runner/host_health.hpp"
 #include "runner/job_log.hpp"
+#include "runner/progress_line.hpp"
 #include "runner/worker_link.hpp"
 #include "runner/worker_process.hpp"
 
@@ -47,7 +48,25 @@ json with_bytes(json value, const Attachment& bytes) {
 
 Millis to_millis(double seconds) { return Millis(static_cast<long long>(seconds * 1000.0 + 0.5)); }
 
-void log(const std::string& text) { std::fprintf(stderr, "authrun: %s\n", text.c_str()); }
+void log(const std::string& text) {
+  ProgressLine::on_stderr().clear();
+  std::fprintf(stderr, "authrun: %s\n", text.c_str());
+}
+
+// "1 worker", "2 workers".
+std::string count_of(std::uint64_t n, const char* one, const char* many) {
+  return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+// A duration for the ETA: "42 s", "3:07", "1:02:03".
+std::string clock_text(double seconds) {
+  const auto s = static_cast<long long>(seconds + 0.5);
+  char text[32];
+  if (s < 60) std::snprintf(text, sizeof text, "%lld s", s);
+  else if (s < 3600) std::snprintf(text, sizeof text, "%lld:%02lld", s / 60, s % 60);
+  else std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, s / 60 % 60, s % 60);
+  return text;
+}
 
 // One task on its way through workers.
 struct Attempt {
@@ -194,10 +213,12 @@ RunSummary Engine::run(const std::function<std::unique_ptr<TaskFeed>(std::functi
     log(*err);
     m_summary.setup_failed = true;
   }
-  m_summary.input_cut = !m_input_done;
+  m_summary.input_cut = !m_feed->input_complete();
   m_feed.reset();
   if (m_audit) std::fclose(m_audit);
-  if (m_progress_shown) std::fputc('\n', stderr);
+  // The output's reader went away: leave nothing behind on stderr. Otherwise the final bar stays.
+  if (m_summary.output_closed) ProgressLine::on_stderr().clear();
+  else if (m_progress_shown) ProgressLine::on_stderr().finish();
   m_summary.seconds = std::chrono::duration<double>(Clock::now() - m_t0).count();
   return m_summary;
 }
@@ -379,8 +400,15 @@ void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error,
   outcome.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - a.started).count();
   record_attempt(a, attempt, outcome.worker, outcome.host, m_handler.outcome_word(outcome),
                  ok ? "" : outcome.error.value("message", ""));
-  (ok ? m_summary.ok : m_summary.failed)++;
+  if (m_summary.output_closed) return;  // nobody reads results any more: the task is neither ok nor failed
   ResultHandler::Next next = m_handler.task_done(a.task, std::move(outcome));
+  if (m_handler.write_failed() && errno == EPIPE) {
+    // The reader of the results went away (`authrun run ... | head`): stop quietly, as a filter does.
+    m_summary.output_closed = true;
+    stop(true);
+    return;
+  }
+  (ok ? m_summary.ok : m_summary.failed)++;
   if (m_handler.write_failed()) {
     give_up(std::string("cannot write results: ") + std::strerror(errno));
   } else if (next != ResultHandler::Next::go_on) {
@@ -594,21 +622,40 @@ void Engine::print_progress(bool final) {
   const double secs = std::chrono::duration<double>(Clock::now() - m_t0).count();
   const std::uint64_t done = m_summary.ok + m_summary.failed;
   const double rate = secs > 0 ? double(done) / secs : 0.0;
-  if (m_o.total && *m_o.total > 0) {
-    const double part = std::min(1.0, double(done) / double(*m_o.total));
+  // Tasks running: one per busy worker (the others sent to it wait in its queue); workers: trusted ones.
+  std::size_t running = 0, workers = 0;
+  for (const auto& [id, w] : m_workers) {
+    if (!w.trusted || w.retiring) continue;
+    ++workers;
+    if (!w.in_flight.empty()) ++running;
+  }
+  // The total: given, or the tasks read so far (exact once the input has ended, else a lower bound).
+  const bool input_ended = m_feed && m_feed->input_complete();
+  const std::uint64_t read = m_feed ? m_feed->produced() : 0;
+  const bool known = m_o.total.has_value() || input_ended;
+  std::uint64_t total = m_o.total ? *m_o.total : read;
+  total = std::max(total, done);
+  std::string text;
+  char part_text[160];
+  if (total > 0) {
+    const double part = double(done) / double(total);
     char bar[31];
     const int filled = static_cast<int>(part * 30);
     for (int i = 0; i < 30; ++i) bar[i] = i < filled ? '=' : ' ';
     bar[30] = '\0';
-    const double eta = rate > 0 ? double(*m_o.total - std::min(done, *m_o.total)) / rate : 0;
-    std::fprintf(stderr, "\r[%s] %3.0f%% %llu/%llu, %llu failed, ETA %.0f s   ", bar, part * 100,
-                 static_cast<unsigned long long>(done), static_cast<unsigned long long>(*m_o.total),
-                 static_cast<unsigned long long>(m_summary.failed), eta);
+    std::snprintf(part_text, sizeof part_text, "[%s] %s%3.0f%% %llu/%llu%s", bar, known ? "" : "~", part * 100,
+                  static_cast<unsigned long long>(done), static_cast<unsigned long long>(total),
+                  known ? "" : "+ read so far");
+    text = part_text;
   } else {
-    std::fprintf(stderr, "\rauthrun: %llu done (%llu ok, %llu failed), %zu running, %zu workers, %.0f tasks/s   ",
-                 static_cast<unsigned long long>(done), static_cast<unsigned long long>(m_summary.ok),
-                 static_cast<unsigned long long>(m_summary.failed), m_in_flight.size(), m_workers.size(), rate);
+    text = std::to_string(done) + " done";
   }
+  std::snprintf(part_text, sizeof part_text, ", %llu failed, %zu running on %s, %.0f tasks/s",
+                static_cast<unsigned long long>(m_summary.failed), running, count_of(workers, "worker", "workers").c_str(),
+                rate);
+  text += part_text;
+  if (known && total > 0 && rate > 0 && !final) text += ", ETA " + clock_text(double(total - done) / rate);
+  ProgressLine::on_stderr().draw("authrun: " + text);
   m_progress_shown = true;
   if (final) return;
   m_progress_timer.expires_after(Millis(250));
@@ -628,16 +675,14 @@ RunSummary run_engine(const EngineOptions& options,
 }
 
 std::string describe(const RunSummary& s, std::uint64_t skipped) {
-  char text[512];
-  std::snprintf(text, sizeof text,
-                "%llu tasks: %llu ok, %llu failed, %zu not started%s; %d workers trusted, %d handshake failures, "
-                "%d worker deaths",
-                static_cast<unsigned long long>(s.ok + s.failed), static_cast<unsigned long long>(s.ok),
-                static_cast<unsigned long long>(s.failed), s.not_started.size(),
-                skipped ? (", " + std::to_string(skipped) + " skipped as already done").c_str() : "", s.trusted,
-                s.handshake_failures, s.deaths);
-  std::string line = text;
+  std::string line = count_of(s.ok + s.failed, "task", "tasks") + ": " + std::to_string(s.ok) + " ok, " +
+                     std::to_string(s.failed) + " failed, " + std::to_string(s.not_started.size()) + " not started";
+  if (skipped) line += ", " + std::to_string(skipped) + " skipped as already done";
+  line += "; " + count_of(std::uint64_t(s.trusted), "worker trusted", "workers trusted") + ", " +
+          count_of(std::uint64_t(s.handshake_failures), "handshake failure", "handshake failures") + ", " +
+          count_of(std::uint64_t(s.deaths), "worker death", "worker deaths");
   for (std::size_t i = 0; i < s.hosts_set_aside.size(); ++i) line += (i ? ", " : "; set aside: ") + s.hosts_set_aside[i];
+  char text[96];
   std::snprintf(text, sizeof text, "; %.3f s, %.0f tasks/s", s.seconds, s.seconds > 0 ? double(s.ok + s.failed) / s.seconds : 0.0);
   return line + text;
 }

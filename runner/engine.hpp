@@ -38,7 +38,9 @@ struct EngineOptions {
   std::optional<protocol::ChannelMode> mode;  // default: authenticated here, encrypted through a launcher
   std::uint32_t max_payload = 0;         // 0 = protocol default
   bool progress = false;                 // progress line on stderr
-  std::optional<std::uint64_t> total;    // tasks expected, when known (progress shows a bar and an ETA)
+  std::optional<std::uint64_t> total;    // tasks expected, when known (progress shows a bar and an ETA;
+                                         // without it the bar is estimated from the tasks read so far)
+  std::string summary_json;              // write the run's summary here as one JSON object (front ends do)
   bool verbose = false;                  // log every handshake, not just failures
   std::string program;                   // Python workers: the program message body each worker gets right
                                          // after its handshake ("" = none: not Python workers)
@@ -87,6 +89,8 @@ struct RunSummary {
   bool input_cut = false;                // the feed had not ended: later input was not read
   int signal = 0;                        // SIGINT or SIGTERM if one stopped the run
   bool setup_failed = false;             // no trusted worker, unreadable input, unwritable output
+  bool output_closed = false;            // the results' reader went away (EPIPE): the run stopped quietly;
+                                         // ok and failed count only results written before that
   int trusted = 0, handshake_failures = 0, deaths = 0;
   std::vector<std::string> hosts_set_aside;  // hosts whose workers kept failing
   double seconds = 0;

@@ -18,6 +18,8 @@
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
 #include "runner/line_reader.hpp"
+#include "runner/progress_line.hpp"
+#include "runner/summary_json.hpp"
 
 namespace authrun::runner {
 
@@ -29,7 +31,10 @@ constexpr std::size_t k_queue_capacity = 1024;
 constexpr std::size_t k_max_held_jobs = 4096;
 constexpr std::int64_t k_max_output = 16 * 1024 * 1024;  // per stream and job
 
-void log(const std::string& text) { std::fprintf(stderr, "authrun: %s\n", text.c_str()); }
+void log(const std::string& text) {
+  ProgressLine::on_stderr().clear();
+  std::fprintf(stderr, "authrun: %s\n", text.c_str());
+}
 
 struct HaltPolicy {
   bool now = false;
@@ -238,6 +243,7 @@ class ExecOutput : public ResultHandler {
   }
 
   void print(const Finished& f) {
+    if (!f.out.empty() || !f.err.empty()) ProgressLine::on_stderr().clear();  // never mixed with the bar
     if (!f.out.empty() && (std::fwrite(f.out.data(), 1, f.out.size(), stdout) != f.out.size() || std::fflush(stdout) != 0)) {
       m_write_failed = true;
     }
@@ -337,6 +343,12 @@ int run_exec(const ExecOptions& o) {
     }
     return 0;
   }
+  // As GNU parallel does: waiting on a terminal without a word would look like a hang.
+  const bool from_stdin = std::any_of(o.command.sources.begin(), o.command.sources.end(),
+                                      [](const ArgSource& source) { return source.file == "-"; });
+  if (from_stdin && ::isatty(0) == 1) {
+    log("reading arguments from stdin, one a line (end with Ctrl-D; give them after ::: to run without stdin)");
+  }
   EngineOptions engine = o.engine;
   engine.joblog_append = o.resume;
   // With only ::: lists the number of jobs is known up front: the progress line shows a bar and an ETA.
@@ -361,10 +373,16 @@ int run_exec(const ExecOptions& o) {
             std::move(notify));
       },
       output);
+  const int status = s.output_closed ? 141
+                     : s.signal      ? 128 + s.signal
+                     : s.setup_failed ? 255
+                                     : output.failed() > 100 ? 101 : static_cast<int>(output.failed());
+  if (!engine.summary_json.empty()) {
+    if (auto w = write_summary_json(engine.summary_json, s, done.size(), engine.jobs, status); !w) log(w.error().message);
+  }
+  if (s.output_closed) return status;  // the output's reader went away: quietly, as GNU parallel
   if (engine.verbose || s.setup_failed || s.signal) log(describe(s, done.size()));
-  if (s.signal) return 128 + s.signal;
-  if (s.setup_failed) return 255;
-  return output.failed() > 100 ? 101 : static_cast<int>(output.failed());
+  return status;
 }
 
 }  // namespace authrun::runner

@@ -1,12 +1,20 @@
 // Result line writer.
 #include "runner/result_sink.hpp"
 
+#include "runner/progress_line.hpp"
+
 namespace authrun::runner {
 
-bool ResultSink::emit(const std::string& line) {
-  if (std::fwrite(line.data(), 1, line.size(), m_out) != line.size()) return false;
+ResultSink::ResultSink(std::FILE* out, bool keep_order)
+    : m_out(out), m_keep_order(keep_order), m_clears_progress(ProgressLine::on_stderr().shares_terminal_with(::fileno(out))) {}
+
+bool ResultSink::emit(const Line& line) {
+  if (m_clears_progress) ProgressLine::on_stderr().clear();
+  if (std::fwrite(line.text.data(), 1, line.text.size(), m_out) != line.text.size()) return false;
   if (std::fputc('\n', m_out) == EOF) return false;
-  return std::fflush(m_out) == 0;
+  if (std::fflush(m_out) != 0) return false;
+  ++(line.ok ? m_written_ok : m_written_failed);
+  return true;
 }
 
 bool ResultSink::drain() {
@@ -17,9 +25,9 @@ bool ResultSink::drain() {
   return ok;
 }
 
-bool ResultSink::write(std::uint64_t seq, const std::string& line) {
-  if (!m_keep_order) return emit(line);
-  m_held.emplace(seq, line);
+bool ResultSink::write(std::uint64_t seq, const std::string& line, bool ok) {
+  if (!m_keep_order) return emit(Line{line, ok});
+  m_held.emplace(seq, Line{line, ok});
   return drain();
 }
 

@@ -22,6 +22,7 @@ TaskFeed::TaskFeed(std::size_t capacity, Producer producer, std::function<void()
     {
       std::lock_guard lock(m_mutex);
       m_error = std::move(error);
+      m_cut = m_stopping;
       m_ended = true;
     }
     m_notify();
@@ -75,6 +76,16 @@ std::optional<BatchTask> TaskFeed::try_pop() {
 bool TaskFeed::finished() {
   std::lock_guard lock(m_mutex);
   return m_ended && m_queue.empty();
+}
+
+bool TaskFeed::input_complete() {
+  std::lock_guard lock(m_mutex);
+  return m_ended && !m_cut && !m_error;
+}
+
+std::uint64_t TaskFeed::produced() {
+  std::lock_guard lock(m_mutex);
+  return m_next_seq;
 }
 
 std::optional<std::string> TaskFeed::error() {

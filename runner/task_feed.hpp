@@ -47,6 +47,10 @@ class TaskFeed {
   std::optional<BatchTask> try_pop();
   // True once the producer has returned and every task has been taken.
   bool finished();
+  // True once the producer has returned having read its whole input: not stopped, no error.
+  bool input_complete();
+  // Tasks produced so far (taken or still queued).
+  std::uint64_t produced();
   // The error that ended input early, if any.
   std::optional<std::string> error();
   // Asks the producer to stop soon, even if it is blocked on its input; what was queued stays.
@@ -64,6 +68,7 @@ class TaskFeed {
   std::uint64_t m_next_seq = 0;
   bool m_ended = false;
   bool m_stopping = false;
+  bool m_cut = false;  // the producer returned because it was stopped
   std::optional<std::string> m_error;
   std::thread m_thread;
 };

@@ -219,7 +219,7 @@ TEST_CASE("attacks: an impostor among honest workers does not stop the batch") {
     check_all_ok_once(r.out, 6);
     CHECK(count(r.err, "handshake failed, given no task") == 1);
     CHECK(contains(r.err, "6 tasks: 6 ok, 0 failed, 0 not started;"));
-    CHECK(contains(r.err, " 1 handshake failures, 0 worker deaths"));
+    CHECK(contains(r.err, " 1 handshake failure, 0 worker deaths"));
     CHECK(result_field(r.err, "tasks_seen") == 0);
     CHECK(!exists(marker));
   }
@@ -249,7 +249,7 @@ void check_mitm(const std::string& action, bool detected_by_worker, bool tampere
   CHECK(contains(r.err, "failed authentication (altered, injected, dropped, reordered or replayed)"));
   // The worker's error message (its own log line may not make it: the runner kills its channel at once).
   if (detected_by_worker) CHECK(contains(r.err, "lost: peer closed the channel: bad_mac: "));
-  CHECK(contains(r.err, "0 handshake failures, 1 worker deaths"));
+  CHECK(contains(r.err, "0 handshake failures, 1 worker death;"));
   CHECK(!exists(marker));
   // Nothing forged ran: no other file appeared (a flipped task would name another), and no task ran twice
   // except one whose result was lost to the tampering (it is retried, as any task of a worker that died).
@@ -319,7 +319,7 @@ TEST_CASE("attacks: a result nested 100000 deep from a worker with the key ends 
   CHECK(result_field(r.err, "deep_results_sent") == 1);
   CHECK(count(r.err, " lost: ") == 1);
   CHECK(contains(r.err, "nested deeper than 64 levels"));
-  CHECK(contains(r.err, "0 handshake failures, 1 worker deaths"));
+  CHECK(contains(r.err, "0 handshake failures, 1 worker death;"));
 }
 
 namespace {
@@ -371,7 +371,7 @@ TEST_CASE("attacks: a frame injected into a running worker's input through /proc
   // the worker's log line is there in that case (it logs before it exits).
   CHECK((contains(r.err, "lost: peer closed the channel: bad_mac: frame ") ||
          contains(r.err, "channel closed (bad_mac): frame ")));
-  CHECK(contains(r.err, "0 handshake failures, 1 worker deaths"));
+  CHECK(contains(r.err, "0 handshake failures, 1 worker death;"));
   CHECK(!exists(marker));
 }
 
@@ -386,7 +386,7 @@ TEST_CASE("attacks: a result injected into a running worker's output through /pr
   CHECK(std::regex_search(r.err, std::regex("lost: frame [0-9]+ failed authentication")));
   CHECK(!contains(r.err, "forged"));
   CHECK(!contains(r.out, "forged"));
-  CHECK(contains(r.err, "0 handshake failures, 1 worker deaths"));
+  CHECK(contains(r.err, "0 handshake failures, 1 worker death;"));
 }
 
 TEST_CASE("attacks: a process of the same user cannot take a worker's key and its place") {

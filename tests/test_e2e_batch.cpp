@@ -88,7 +88,7 @@ TEST_CASE("run: exec tasks report exit codes, signals, output, cwd, env, stdin a
   input += exec_line("timeout", {{"argv", {"sleep", "30"}}, {"timeout", 0.3}});
   auto t0 = Clock::now();
   auto r = run_batch({"-j", "2", "-"}, input);
-  CHECK(Clock::now() - t0 < std::chrono::seconds(20));
+  CHECK(Clock::now() - t0 < authrun::test::scaled(std::chrono::seconds(20)));
   CHECK(r.exit_code == 0);
   std::map<std::string, json> by_id;
   for (auto& res : parse_results(r.out)) by_id[res.at("id").get<std::string>()] = res;
@@ -224,7 +224,7 @@ TEST_CASE("run: a worker that does not speak the protocol is refused at the hand
     CAPTURE(worker);
     auto t0 = Clock::now();
     auto r = run_batch({"-j", "2", "--handshake-timeout", "1", "--worker", worker, "-"}, input);
-    CHECK(Clock::now() - t0 < std::chrono::seconds(20));
+    CHECK(Clock::now() - t0 < authrun::test::scaled(std::chrono::seconds(20)));
     CHECK(r.exit_code == 2);
     CHECK(contains(r.err, "handshake"));
     CHECK(!contains(r.out, "\"ok\":true"));
@@ -292,7 +292,7 @@ TEST_CASE("run: no worker outlives the runner") {
                      Clock::now() + std::chrono::seconds(20)));
   // While the input is open the workers are children of the runner: the scan finds them.
   std::vector<int> workers;
-  for (auto deadline = Clock::now() + std::chrono::seconds(10); Clock::now() < deadline;) {
+  for (auto deadline = Clock::now() + authrun::test::scaled(std::chrono::seconds(10)); Clock::now() < deadline;) {
     workers = children_of(c.pid);
     if (workers.size() == 2) break;
     ::usleep(20'000);

@@ -74,6 +74,19 @@ TEST_CASE("bench: --quick writes a table, a JSON object and a CSV file covering 
   for (const json& t : bench["baselines"]["tiny_throughput"]) CHECK(t["tasks_per_s"].get<double>() > 0);
   for (const json& s : bench["baselines"]["start"]) CHECK(s["handshake"]["p50_us"].get<double>() > 0);
   CHECK(bench["targets"].size() == 4);
+  // --quick measures no large payload: the targets about them are "not measured", not missed.
+  int unmeasured = 0;
+  for (const json& t : bench["targets"]) {
+    const std::string name = t["name"].get<std::string>();
+    INFO(name);
+    if (t["measured"] == false) {
+      ++unmeasured;
+      CHECK(t["met"] == false);
+      CHECK(r.out.find("[not measured] " + name) != std::string::npos);
+      CHECK(r.out.find("[MISSED] " + name) == std::string::npos);
+    }
+  }
+  CHECK(unmeasured >= 2);
   CHECK(!bench.contains("launcher"));  // no launch options, no launcher section
   CHECK(r.out.find("Launcher:") == std::string::npos);
 

@@ -106,7 +106,7 @@ TEST_CASE("faults: a task that kills its worker ends as one worker_died result a
     check_echoes_ok(results, "killer");
     for (int i = 0; i < 20; ++i) CHECK(find_id(results, "echo-" + std::to_string(i)) != nullptr);
     CHECK(contains(summary_of(r.err), "21 tasks: 20 ok, 1 failed"));
-    CHECK(summary_count(r.err, "worker deaths") == retries + 1);
+    CHECK(summary_count(r.err, "worker deaths?") == retries + 1);
   }
 }
 
@@ -116,7 +116,7 @@ TEST_CASE("faults: a task over its time limit ends as a timeout error and the ot
     std::string input = echo_tasks(6) + task_line(slow_task);
     auto t0 = Clock::now();
     auto r = run_batch(args, input);
-    CHECK(Clock::now() - t0 < std::chrono::seconds(20));
+    CHECK(Clock::now() - t0 < authrun::test::scaled(std::chrono::seconds(20)));
     CHECK(r.exit_code == 1);
     auto results = parse_results(r.out);
     CHECK(results.size() == 7);
@@ -171,7 +171,7 @@ TEST_CASE("faults: SIGINT lets running tasks finish and exits 130") {
   std::string out, err;
   Child c = start_sleeping_batch(1, out, err);
   REQUIRE(::kill(c.pid, SIGINT) == 0);
-  int status = finish(c, out, err, Clock::now() + std::chrono::seconds(30));
+  int status = finish(c, out, err, Clock::now() + authrun::test::scaled(std::chrono::seconds(30)));
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 130);
   CHECK(contains(err, "SIGINT"));
@@ -199,8 +199,8 @@ TEST_CASE("faults: a second SIGINT stops at once with interrupted results") {
   REQUIRE(read_until(c.err.get(), err, [](const std::string& e) { return contains(e, "SIGINT"); },
                      Clock::now() + std::chrono::seconds(10)));
   REQUIRE(::kill(c.pid, SIGINT) == 0);
-  int status = finish(c, out, err, Clock::now() + std::chrono::seconds(30));
-  CHECK(Clock::now() - t0 < std::chrono::seconds(10));
+  int status = finish(c, out, err, Clock::now() + authrun::test::scaled(std::chrono::seconds(30)));
+  CHECK(Clock::now() - t0 < authrun::test::scaled(std::chrono::seconds(10)));
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 130);
   auto results = parse_results(out);

@@ -105,7 +105,7 @@ TEST_CASE("launched: something printed before the worker starts is a clean error
   auto r = run_batch({"-j", "1", "--launcher", "sh -c 'echo Welcome to node7, last login yesterday; exec \"$@\"' sh",
                       "--launcher-encrypted", "-"},
                      echo_tasks(3));
-  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
+  CHECK(std::chrono::steady_clock::now() - t0 < authrun::test::scaled(std::chrono::seconds(20)));
   CHECK(r.exit_code == 2);
   CHECK(contains(r.err, "its output starts with \"Welcome to node7, last login yesterday\\n"));
   CHECK(contains(r.err, "is the channel clean?"));

@@ -29,7 +29,7 @@ using protocol::Fd;
 using protocol::json;
 using Clock = std::chrono::steady_clock;
 
-Clock::time_point in_seconds(int s) { return Clock::now() + std::chrono::seconds(s); }
+Clock::time_point in_seconds(int s) { return Clock::now() + authrun::test::scaled(std::chrono::seconds(s)); }
 
 // Waits for `c` to exit before `deadline`; returns its wait status, or nullopt (it is then killed by ~Child).
 std::optional<int> wait_for_exit(Child& c, Clock::time_point deadline) {

@@ -81,7 +81,7 @@ TEST_CASE("slurm: scancel of a worker's job mid-task retries the task on another
   CHECK(r.exit_code == 0);
   CHECK(test::check_each_ok_once(parse_results(r.out), 4) == 1);
   CHECK(contains(r.err, "(via srun) lost: "));
-  CHECK(contains(summary_of(r.err), "1 worker deaths"));
+  CHECK(contains(summary_of(r.err), "1 worker death;"));
 }
 
 TEST_CASE("slurm: inside an allocation the workers are its steps, as many as it has tasks") {

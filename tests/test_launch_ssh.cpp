@@ -76,7 +76,7 @@ TEST_CASE("ssh: killing the ssh client mid-task retries the task on another work
   auto results = parse_results(r.out);
   CHECK(test::check_each_ok_once(results, 4) == 1);
   CHECK(contains(r.err, "(via ssh) lost: "));
-  CHECK(contains(summary_of(r.err), "1 worker deaths"));
+  CHECK(contains(summary_of(r.err), "1 worker death;"));
   // The worker whose connection was cut does not run on for nobody.
   CHECK(test::eventually([&] { return test::processes_running("authrun-worker", marker).empty(); }, std::chrono::seconds(10)));
 }

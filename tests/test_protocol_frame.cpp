@@ -25,7 +25,7 @@ using namespace authrun::protocol;
 
 namespace {
 
-Clock::time_point soon() { return Clock::now() + std::chrono::seconds(20); }
+Clock::time_point soon() { return Clock::now() + authrun::test::scaled(std::chrono::seconds(20)); }
 
 HeaderBytes header_of(std::uint8_t type, std::uint32_t length, std::uint16_t flags = 0) {
   return encode_header(FrameHeader{type, flags, length});

@@ -27,7 +27,7 @@ using authrun::test::pump;
 
 namespace {
 
-Clock::time_point soon() { return Clock::now() + std::chrono::seconds(10); }
+Clock::time_point soon() { return Clock::now() + authrun::test::scaled(std::chrono::seconds(10)); }
 
 const ChannelMode k_keyed_modes[] = {ChannelMode::authenticated, ChannelMode::encrypted};
 

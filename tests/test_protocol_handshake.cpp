@@ -32,7 +32,7 @@ namespace {
 
 void ignore_sigpipe() { std::signal(SIGPIPE, SIG_IGN); }
 
-Clock::time_point soon() { return Clock::now() + std::chrono::seconds(10); }
+Clock::time_point soon() { return Clock::now() + authrun::test::scaled(std::chrono::seconds(10)); }
 
 // Two Channels joined by pipes, each side's handshake run to its end (the worker's on a thread).
 struct ChannelRun {
@@ -330,7 +330,7 @@ TEST_CASE("handshake: silent peer times out at the deadline") {
     auto elapsed = Clock::now() - start;
     REQUIRE(!result.has_value());
     CHECK(result.error().code == ErrorCode::timeout);
-    CHECK(elapsed < std::chrono::seconds(5));
+    CHECK(elapsed < authrun::test::scaled(std::chrono::seconds(5)));
   }
 }
 
@@ -342,7 +342,7 @@ TEST_CASE("handshake: peer that stops after its hello times out") {
   auto result = p.channel->handshake(start + std::chrono::milliseconds(300));
   REQUIRE(!result.has_value());
   CHECK(result.error().code == ErrorCode::timeout);
-  CHECK(Clock::now() - start < std::chrono::seconds(5));
+  CHECK(Clock::now() - start < authrun::test::scaled(std::chrono::seconds(5)));
 }
 
 TEST_CASE("handshake: peer that closes during the handshake") {

@@ -53,7 +53,7 @@ void check_refused(const std::string& path, std::initializer_list<const char*> p
 Pipe pipe_with(const std::string& bytes, bool keep_open = false) {
   auto p = make_pipe();
   REQUIRE(p.has_value());
-  REQUIRE(write_all(p->write.get(), as_bytes(bytes), Clock::now() + std::chrono::seconds(5)));
+  REQUIRE(write_all(p->write.get(), as_bytes(bytes), Clock::now() + authrun::test::scaled(std::chrono::seconds(5))));
   if (!keep_open) p->write.close();
   return std::move(*p);
 }
@@ -197,7 +197,7 @@ TEST_CASE("run_key: read_fd with 32 bytes and the writer still open") {
   auto key = RunKey::read_fd(p.read.release());
   REQUIRE(key.has_value());
   CHECK(same_key(*key, b));
-  CHECK(Clock::now() - start < std::chrono::seconds(4));
+  CHECK(Clock::now() - start < authrun::test::scaled(std::chrono::seconds(4)));
 }
 
 TEST_CASE("run_key: read_fd closes the fd") {

@@ -18,6 +18,7 @@
 #include "protocol/key_handover.hpp"
 #include "protocol/run_key.hpp"
 #include "protocol/tracing.hpp"
+#include "protocol/version.hpp"
 #include "worker/exec_function.hpp"
 #include "worker/orphan_watch.hpp"
 #include "worker/worker_loop.hpp"
@@ -149,6 +150,7 @@ int main(int argc, char** argv, const Registry& registry) {
                "Also accept the unauthenticated channel mode (for 'authrun bench' only)");
   app.add_flag("--allow-ptrace", allow_ptrace, "Run even while traced (debugging); otherwise a tracer makes it exit 3");
   app.add_flag("--list", list, "List the functions this worker serves and exit");
+  app.set_version_flag("--version", version_text(g_program), "Print the version and exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

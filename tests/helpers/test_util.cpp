@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -54,6 +55,16 @@ std::string TempDir::write(const std::string& name, const std::string& content) 
   return p;
 }
 
+double time_scale() {
+#if defined(__SANITIZE_ADDRESS__)
+  double scale = 10;
+#else
+  double scale = 1;
+#endif
+  if (const char* extra = std::getenv("AUTHRUN_TEST_TIME_SCALE"); extra && std::atof(extra) > 0) scale *= std::atof(extra);
+  return scale;
+}
+
 RunOutput run_program(const std::vector<std::string>& argv, const std::string& input,
                       std::chrono::milliseconds timeout) {
   auto in = protocol::make_pipe();
@@ -81,7 +92,7 @@ RunOutput run_program(const std::vector<std::string>& argv, const std::string& i
   RunOutput result;
   std::size_t written = 0;
   if (input.empty()) in->write.close();
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto deadline = std::chrono::steady_clock::now() + scaled(timeout);
   bool killed = false;
   while (out->read.valid() || err->read.valid()) {
     pollfd fds[3];
@@ -93,7 +104,7 @@ RunOutput run_program(const std::vector<std::string>& argv, const std::string& i
     if (left.count() <= 0 && !killed) {
       ::kill(pid, SIGKILL);
       killed = true;
-      deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      deadline = std::chrono::steady_clock::now() + scaled(std::chrono::seconds(5));
       continue;
     }
     ::poll(fds, n, static_cast<int>(std::max<long>(left.count(), 1)));
@@ -217,6 +228,7 @@ Child spawn_worker_with_key(const std::vector<std::string>& argv, const protocol
 bool read_until(int fd, std::string& buf, const std::function<bool(const std::string&)>& done,
                 std::chrono::steady_clock::time_point deadline) {
   using Clock = std::chrono::steady_clock;
+  deadline = Clock::now() + scaled(deadline - Clock::now());
   while (!done(buf)) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) return false;
@@ -232,7 +244,7 @@ bool read_until(int fd, std::string& buf, const std::function<bool(const std::st
 }
 
 void write_text(int fd, const std::string& text) {
-  REQUIRE(protocol::write_all(fd, protocol::as_bytes(text), std::chrono::steady_clock::now() + std::chrono::seconds(20)));
+  REQUIRE(protocol::write_all(fd, protocol::as_bytes(text), std::chrono::steady_clock::now() + scaled(std::chrono::seconds(20))));
 }
 
 std::vector<protocol::json> parse_results(const std::string& out) {
@@ -247,7 +259,8 @@ std::vector<protocol::json> parse_results(const std::string& out) {
 
 std::string summary_of(const std::string& err) {
   for (const auto& line : split_lines(err)) {
-    if (line.rfind("authrun: ", 0) == 0 && line.find(" tasks: ") != std::string::npos) return line;
+    static const std::regex summary("^authrun: [0-9]+ tasks?: .*");
+    if (std::regex_match(line, summary)) return line;
   }
   return "";
 }
@@ -265,7 +278,7 @@ std::string sleep_tasks(int n, double seconds, bool exec) {
 }
 
 bool eventually(const std::function<bool()>& done, std::chrono::seconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
+  const auto until = std::chrono::steady_clock::now() + scaled(limit);
   while (!done()) {
     if (std::chrono::steady_clock::now() > until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

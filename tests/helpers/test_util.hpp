@@ -37,6 +37,17 @@ class TempDir {
   std::string m_path;
 };
 
+// How much longer things may take in this build than in a plain one: 10 under AddressSanitizer (3-10x slower,
+// more on a busy machine), else 1; times $AUTHRUN_TEST_TIME_SCALE when that is set (a slow machine). Every time
+// limit of the tests goes through scaled(), and the helpers below scale theirs: a limit is there to end a hang,
+// never to measure speed.
+double time_scale();
+template <class Rep, class Period>
+std::chrono::milliseconds scaled(std::chrono::duration<Rep, Period> limit) {
+  return std::chrono::milliseconds(
+      static_cast<long long>(std::chrono::duration<double, std::milli>(limit).count() * time_scale()));
+}
+
 // What a finished program did.
 struct RunOutput {
   int exit_code = -1;  // -1 if killed by a signal
@@ -45,7 +56,7 @@ struct RunOutput {
   std::string err;
 };
 
-// Runs argv[0] (a path) with `input` on stdin; collects stdout and stderr; kills it after `timeout`.
+// Runs argv[0] (a path) with `input` on stdin; collects stdout and stderr; kills it after scaled(`timeout`).
 RunOutput run_program(const std::vector<std::string>& argv, const std::string& input = "",
                       std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
@@ -82,11 +93,12 @@ Child spawn_child(const std::vector<std::string>& argv, int fd3 = -1);
 // that the worker asked and was answered.
 Child spawn_worker_with_key(const std::vector<std::string>& argv, const protocol::RunKey& key);
 
-// Reads from `fd` into `buf` until `done(buf)`, EOF, a read error or `deadline`; returns done(buf).
+// Reads from `fd` into `buf` until `done(buf)`, EOF, a read error or `deadline` (the time left until it
+// scaled); returns done(buf).
 bool read_until(int fd, std::string& buf, const std::function<bool(const std::string&)>& done,
                 std::chrono::steady_clock::time_point deadline);
 
-// Writes all of `text` to `fd` within 20 s; REQUIREs that it worked.
+// Writes all of `text` to `fd` within scaled(20 s); REQUIREs that it worked.
 void write_text(int fd, const std::string& text);
 
 // One JSON value per line of `out` (result lines of `authrun run`); REQUIREs every line to be JSON.
@@ -102,7 +114,7 @@ std::string task_line(const protocol::json& task);
 // `sleep` child process (which a busy worker then has).
 std::string sleep_tasks(int n, double seconds, bool exec = false);
 
-// Waits up to `limit` for `done()`, checking every 50 ms; returns whether it came true.
+// Waits up to scaled(`limit`) for `done()`, checking every 50 ms; returns whether it came true.
 bool eventually(const std::function<bool()>& done, std::chrono::seconds limit = std::chrono::seconds(20));
 
 // A worker command (this build's authrun-worker) with `marker` in its argv, to find its processes by.
