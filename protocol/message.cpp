@@ -13,6 +13,7 @@ const char* to_string(MessageType type) {
     case MessageType::error: return "error";
     case MessageType::shutdown: return "shutdown";
     case MessageType::worker_info: return "worker_info";
+    case MessageType::output: return "output";
   }
   return "unknown";
 }
@@ -31,7 +32,8 @@ const char* to_string(ChannelMode mode) {
 MessageType type_of(const Message& message) {
   static constexpr MessageType types[] = {MessageType::hello,  MessageType::proof, MessageType::outcome,
                                           MessageType::task,   MessageType::result, MessageType::error,
-                                          MessageType::shutdown, MessageType::worker_info};
+                                          MessageType::shutdown, MessageType::worker_info,
+                                          MessageType::output};
   return types[message.index()];
 }
 

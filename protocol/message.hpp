@@ -29,6 +29,8 @@ enum class MessageType : std::uint8_t {
   error = 18,
   shutdown = 19,
   worker_info = 20,
+  // exec branch: streamed job output (worker -> parent), PROTOCOL.md section 3.
+  output = 22,
 };
 
 // True for the types exchanged during the handshake.
@@ -137,7 +139,17 @@ struct WorkerInfo {
   std::int64_t pid = 0;  // the worker's process id on that host
 };
 
-using Message = std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown, WorkerInfo>;
+// --- exec branch: streamed output ---
+// A piece of what a running task's program wrote (worker -> parent, only for a task that asked for it with
+// "stream": true), sent before that task's result. The bytes travel as the raw attachment, never as text.
+struct Output {
+  std::uint64_t id = 0;    // the task's id
+  bool is_stderr = false;  // "stream": "stdout" or "stderr" on the wire
+  Attachment data;         // the bytes, exactly as the program wrote them
+};
+// --- end exec branch ---
+
+using Message = std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown, WorkerInfo, Output>;
 
 // The frame type that carries a message.
 MessageType type_of(const Message& message);

@@ -17,6 +17,7 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
+#include "runner/exec_buffer.hpp"
 #include "runner/line_reader.hpp"
 
 namespace authrun::runner {
@@ -27,7 +28,8 @@ namespace {
 
 constexpr std::size_t k_queue_capacity = 1024;
 constexpr std::size_t k_max_held_jobs = 4096;
-constexpr std::int64_t k_max_output = 16 * 1024 * 1024;  // per stream and job
+constexpr std::size_t k_memory_budget = 64 * 1024 * 1024;  // output held in memory, all jobs together
+constexpr std::size_t k_quote_max = 100;                    // bytes of an argument quoted in a message
 
 void log(const std::string& text) { std::fprintf(stderr, "authrun: %s\n", text.c_str()); }
 
@@ -55,11 +57,24 @@ Result<HaltPolicy> parse_halt(const std::string& text) {
   return h;
 }
 
-// The exec task args for one job.
+// The exec task args for one job, in CBOR: the argv as byte strings (arguments are bytes, not text), the
+// output streamed back as it comes.
 std::string exec_args(const ExecOptions& o, const JobArgs& job, int slot) {
-  json args{{"argv", job_argv(o.command.command, job, slot, o.shell)}, {"max_output", k_max_output}};
+  json argv = json::array();
+  for (const std::string& word : job_argv(o.command.command, job, slot, o.shell)) {
+    argv.push_back(json::binary(std::vector<std::uint8_t>(word.begin(), word.end())));
+  }
+  json args{{"argv", std::move(argv)}, {"stream", true}};
   if (o.timeout_s) args["timeout"] = *o.timeout_s;
-  return dump_json(args);
+  std::string out;
+  json::to_cbor(args, nlohmann::detail::output_adapter<char>(out));
+  return out;
+}
+
+// `s`, cut to a readable length for a message.
+std::string cut(const std::string& s) {
+  if (s.size() <= k_quote_max + 16) return s;
+  return s.substr(0, k_quote_max) + "... (" + std::to_string(s.size()) + " bytes)";
 }
 
 JobArgs job_of(const BatchTask& t) {
@@ -100,6 +115,7 @@ std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<st
       t.context = json{{"values", values}};
       JobArgs job{std::move(values), t.number};
       t.args_json = exec_args(o, job, 0);
+      t.args_format = BodyFormat::cbor;
       // The worker's exec kills the child at the timeout; this backstop catches a worker that hangs.
       if (o.timeout_s) t.timeout_s = *o.timeout_s + 10;
       return sink(std::move(t));
@@ -135,10 +151,13 @@ std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<st
 }
 
 // Prints each job's output whole (never interleaved with another's), stores it under --results, applies
-// --halt, and counts failures.
+// --halt, and counts failures. Output arrives in pieces while a job runs and is held (memory, then a
+// temporary file) until the job ends and its turn comes.
 class ExecOutput : public ResultHandler {
  public:
-  ExecOutput(const ExecOptions& o, HaltPolicy halt) : m_o(o), m_halt(halt), m_slot_args(uses_slot(o.command.command)) {}
+  ExecOutput(const ExecOptions& o, HaltPolicy halt) : m_o(o), m_halt(halt), m_slot_args(uses_slot(o.command.command)) {
+    m_budget.limit = k_memory_budget;
+  }
 
   std::string args_for(const BatchTask& task, int slot) override {
     return m_slot_args ? exec_args(m_o, job_of(task), slot) : task.args_json;
@@ -146,12 +165,16 @@ class ExecOutput : public ResultHandler {
 
   // "0" for a job that exited 0; else "exit N", "signal N", "timeout", or the task error's type.
   static std::string status_of(const TaskOutcome& o) {
-    if (!o.ok) return o.error.value("type", "error");
-    const json& v = o.value;
-    if (v.value("timed_out", false)) return "timeout";
-    if (v.contains("signal") && !v["signal"].is_null()) return "signal " + std::to_string(v["signal"].get<int>());
-    const int code = v.value("exit_code", -1);
-    return code == 0 ? "0" : "exit " + std::to_string(code);
+    if (o.ok) return "0";
+    const std::string type = o.error.value("type", "error");
+    const json details = o.error.value("details", json::object());
+    if (type == "exit_status" && details.contains("exit_code") && details["exit_code"].is_number_integer()) {
+      return "exit " + std::to_string(details["exit_code"].get<int>());
+    }
+    if (type == "signal" && details.contains("signal") && details["signal"].is_number_integer()) {
+      return "signal " + std::to_string(details["signal"].get<int>());
+    }
+    return type;
   }
 
   std::string outcome_word(const TaskOutcome& o) const override {
@@ -159,38 +182,46 @@ class ExecOutput : public ResultHandler {
     return status == "0" ? "ok" : status;
   }
 
+  bool task_output(const BatchTask& task, bool is_stderr, std::string_view bytes) override {
+    Job& job = job_for(task.seq);
+    if (job.failed_write) return true;
+    Stream& stream = is_stderr ? job.err : job.out;
+    Result<void> appended = m_o.tag ? stream.buffer.append(tag_lines(bytes, prefix_of(task), stream.at_line_start))
+                                    : stream.buffer.append(bytes);
+    if (!appended) {
+      log(appended.error().message);
+      job.failed_write = true;
+      m_write_failed = true;
+    }
+    return true;
+  }
+
   Next task_done(const BatchTask& task, TaskOutcome&& o) override {
-    Finished f;
-    const JobArgs job = job_of(task);
+    const JobArgs args = job_of(task);
+    std::unique_ptr<Job> job = take_job(task.seq);
     const std::string status = status_of(o);
-    f.failed = status != "0";
-    if (!o.ok) {
-      f.err = "authrun: job " + std::to_string(job.number) + " (" + joined(job) + "): " +
-              o.error["type"].get<std::string>() + ": " + o.error["message"].get<std::string>() + "\n";
-    } else {
-      const json& v = o.value;
-      f.out = v["stdout"].get<std::string>();
-      f.err = v["stderr"].get<std::string>();
-      if (status == "timeout") f.err += "authrun: job " + std::to_string(job.number) + " (" + joined(job) + ") timed out\n";
-      for (const char* stream : {"stdout", "stderr"}) {
-        if (v[std::string(stream) + "_truncated"] == true) {
-          f.err += "authrun: job " + std::to_string(job.number) + ": " + stream + " truncated at " +
-                   std::to_string(k_max_output) + " bytes\n";
-        }
-      }
+    job->failed = status != "0";
+    // The program's own exit status or signal says enough (as with GNU parallel); other failures are ours
+    // to explain.
+    const std::string type = o.ok ? "" : o.error.value("type", "error");
+    std::string note;
+    if (type == "timeout") {
+      note = "authrun: job " + std::to_string(args.number) + " (" + cut(joined(args)) + ") timed out\n";
+    } else if (!o.ok && type != "exit_status" && type != "signal" && type != "interrupted") {
+      note = "authrun: job " + std::to_string(args.number) + " (" + cut(joined(args)) + "): " + type + ": " +
+             o.error.value("message", "") + "\n";
     }
-    if (m_o.tag) {
-      const std::string prefix = joined(job) + "\t";
-      f.out = tag_lines(f.out, prefix);
-      f.err = tag_lines(f.err, prefix);
+    if (!note.empty()) {
+      if (m_o.tag) note = tag_lines(note, prefix_of(task), job->err.at_line_start = true);
+      if (!job->err.buffer.append(note)) m_write_failed = true;
     }
-    if (!m_o.results_dir.empty()) store(job, o, status);
-    if (f.failed) ++m_failed;
+    if (!m_o.results_dir.empty()) store(args, *job, status);
+    if (job->failed) ++m_failed;
     if (m_o.keep_order) {
-      m_held.emplace(task.seq, std::move(f));
+      m_held.emplace(task.seq, std::move(job));
       drain();
     } else {
-      print(f);
+      print(*job);
     }
     if (m_halt.fail_limit && m_failed >= m_halt.fail_limit && !m_halting) {
       m_halting = true;
@@ -201,8 +232,9 @@ class ExecOutput : public ResultHandler {
   }
 
   void task_not_started(const BatchTask& task) override {
+    m_running.erase(task.seq);
     if (!m_o.keep_order) return;
-    m_held.emplace(task.seq, std::nullopt);
+    m_held.emplace(task.seq, nullptr);
     drain();
   }
   bool write_failed() const override { return m_write_failed; }
@@ -210,10 +242,27 @@ class ExecOutput : public ResultHandler {
   std::uint64_t failed() const { return m_failed; }
 
  private:
-  struct Finished {
-    std::string out, err;
-    bool failed = false;
+  struct Stream {
+    explicit Stream(MemoryBudget& budget) : buffer(budget) {}
+    OutputBuffer buffer;
+    bool at_line_start = true;  // for --tag
   };
+  struct Job {
+    explicit Job(MemoryBudget& budget) : out(budget), err(budget) {}
+    Stream out, err;
+    bool failed = false;
+    bool failed_write = false;
+  };
+
+  Job& job_for(std::uint64_t seq) {
+    auto& slot = m_running[seq];
+    if (!slot) slot = std::make_unique<Job>(m_budget);
+    return *slot;
+  }
+  std::unique_ptr<Job> take_job(std::uint64_t seq) {
+    auto node = m_running.extract(seq);
+    return node ? std::move(node.mapped()) : std::make_unique<Job>(m_budget);
+  }
 
   static std::string joined(const JobArgs& job) {
     std::string s;
@@ -223,28 +272,12 @@ class ExecOutput : public ResultHandler {
     }
     return s;
   }
+  static std::string prefix_of(const BatchTask& task) { return joined(job_of(task)) + "\t"; }
 
-  static std::string tag_lines(const std::string& text, const std::string& prefix) {
-    std::string out;
-    std::size_t i = 0;
-    while (i < text.size()) {
-      auto nl = text.find('\n', i);
-      std::size_t end = nl == std::string::npos ? text.size() : nl + 1;
-      out += prefix;
-      out.append(text, i, end - i);
-      i = end;
-    }
-    return out;
-  }
-
-  void print(const Finished& f) {
-    if (!f.out.empty() && (std::fwrite(f.out.data(), 1, f.out.size(), stdout) != f.out.size() || std::fflush(stdout) != 0)) {
-      m_write_failed = true;
-    }
-    if (!f.err.empty()) {
-      std::fwrite(f.err.data(), 1, f.err.size(), stderr);
-      std::fflush(stderr);
-    }
+  void print(Job& job) {
+    auto out = job.out.buffer.write_to(stdout);
+    if (!out) m_write_failed = true;
+    std::ignore = job.err.buffer.write_to(stderr);
   }
 
   void drain() {
@@ -253,31 +286,41 @@ class ExecOutput : public ResultHandler {
     }
   }
 
-  void store(const JobArgs& job, const TaskOutcome& o, const std::string& status) {
-    const std::string dir = m_o.results_dir + "/" + std::to_string(job.number);
+  void store(const JobArgs& args, Job& job, const std::string& status) {
+    const std::string dir = m_o.results_dir + "/" + std::to_string(args.number);
     ::mkdir(m_o.results_dir.c_str(), 0777);
     ::mkdir(dir.c_str(), 0777);
-    auto write = [&](const char* name, const std::string& text) {
-      std::ofstream f(dir + "/" + name, std::ios::binary | std::ios::trunc);
-      f << text;
-      if (!f) m_write_failed = true;
+    auto write = [&](const char* name, auto&& fill) {
+      const std::string path = dir + "/" + name;
+      std::FILE* f = std::fopen(path.c_str(), "we");
+      bool ok = f && fill(f);
+      if (f && std::fclose(f) != 0) ok = false;
+      if (!ok) {
+        log("cannot write " + path + ": " + std::strerror(errno));
+        m_write_failed = true;
+      }
     };
-    std::string args;
-    for (const auto& v : job.values) args += v + "\n";
-    write("args", args);
-    write("stdout", o.ok ? o.value["stdout"].get<std::string>() : std::string());
-    write("stderr", o.ok ? o.value["stderr"].get<std::string>() : o.error["message"].get<std::string>() + "\n");
+    auto text = [](const std::string& t) {
+      return [t](std::FILE* f) { return std::fwrite(t.data(), 1, t.size(), f) == t.size(); };
+    };
+    std::string values;
+    for (const auto& v : args.values) values += v + "\n";
+    write("args", text(values));
+    write("stdout", [&](std::FILE* f) { return job.out.buffer.write_to(f).has_value(); });
+    write("stderr", [&](std::FILE* f) { return job.err.buffer.write_to(f).has_value(); });
     // The exit code alone for a job that exited; else "signal N", "timeout" or the error's type.
-    write("exit_status", (status.rfind("exit ", 0) == 0 ? status.substr(5) : status) + "\n");
+    write("exit_status", text((status.rfind("exit ", 0) == 0 ? status.substr(5) : status) + "\n"));
   }
 
   const ExecOptions& m_o;
   HaltPolicy m_halt;
   bool m_slot_args;
+  MemoryBudget m_budget;  // declared before the jobs, which give their memory back to it
   std::uint64_t m_failed = 0;
   bool m_halting = false;
   bool m_write_failed = false;
-  std::map<std::uint64_t, std::optional<Finished>> m_held;  // --keep-order: seq -> output (nullopt: not started)
+  std::map<std::uint64_t, std::unique_ptr<Job>> m_running;  // seq -> output so far
+  std::map<std::uint64_t, std::unique_ptr<Job>> m_held;     // --keep-order: seq -> output (null: not started)
   std::uint64_t m_next = 0;
 };
 
@@ -321,14 +364,14 @@ int run_exec(const ExecOptions& o) {
   }
   std::set<std::uint64_t> done = o.resume ? done_in_joblog(o.engine.joblog) : std::set<std::uint64_t>{};
   if (o.dry_run) {
-    auto error = generate_jobs(o, done, -1, [](BatchTask t) {
-      json args = parse_json(t.args_json).value();
+    auto error = generate_jobs(o, done, -1, [&](BatchTask t) {
       std::string line;
-      for (const auto& word : args["argv"].get<std::vector<std::string>>()) {
+      for (const auto& word : job_argv(o.command.command, job_of(t), 1, o.shell)) {
         if (!line.empty()) line += ' ';
         line += shell_quote(word);
       }
-      std::printf("%s\n", line.c_str());
+      line += '\n';
+      std::fwrite(line.data(), 1, line.size(), stdout);
       return true;
     });
     if (error) {
@@ -339,6 +382,7 @@ int run_exec(const ExecOptions& o) {
   }
   EngineOptions engine = o.engine;
   engine.joblog_append = o.resume;
+  engine.interrupt_stops_now = true;
   // With only ::: lists the number of jobs is known up front: the progress line shows a bar and an ETA.
   std::uint64_t total = 1;
   for (const auto& source : o.command.sources) {
