@@ -559,8 +559,8 @@ void Engine::on_signal(int sig) {
   if (m_o.interrupt_stops_now) {
     // GNU parallel's way: running jobs are stopped (their workers end them with TERM, then KILL), jobs only
     // queued on a worker never start.
-    log(std::string("got ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ": stopping " + std::to_string(m_in_flight.size()) +
-        " running job(s)");
+    const auto running = std::count_if(m_workers.begin(), m_workers.end(), [](const auto& e) { return !e.second.in_flight.empty(); });
+    log(std::string("got ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ": stopping " + std::to_string(running) + " running job(s)");
     stop(true);
     return;
   }

@@ -126,7 +126,7 @@ TEST_CASE("run: exec tasks that exit non-zero, are killed, time out or overflow 
   CHECK(by_id["output"]["value"]["timed_out"] == false);
 }
 
-TEST_CASE("run: exec output that is not UTF-8 round-trips through stdout_base64; argv_base64 and stdin_base64 in") {
+TEST_CASE("run: exec output that is not UTF-8 round-trips through stdout_base64, argv_base64 and stdin_base64 go in") {
   test::TempDir dir;
   std::string data(4096, '\0');
   for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 7919 + 13) % 256);

@@ -535,16 +535,20 @@ void kill_running_exec_child() {
   const pid_t group = g_running_group.load();
   if (group <= 0) return;
   // GNU parallel's termination sequence (--termseq TERM,200,TERM,100,TERM,50,KILL,25): a job may clean up.
-  // The leader is reaped here (the caller exits next) so that an empty group shows as gone.
+  // Done once the child itself is reaped here (the caller exits next); what is left of its group then gets
+  // SIGKILL. (The group alone cannot tell: an orphaned zombie still counts as a member until init reaps it.)
   static constexpr int k_waits_ms[] = {200, 100, 50};
   for (int wait_ms : k_waits_ms) {
     if (::kill(-group, SIGTERM) != 0) return;
-    for (int waited = 0; waited < wait_ms; waited += 5) {
-      timespec pause{0, 5'000'000};
-      ::nanosleep(&pause, nullptr);
+    for (int waited = 0; waited < wait_ms; waited += 2) {
       int status = 0;
-      ::waitpid(group, &status, WNOHANG);
-      if (::kill(-group, 0) != 0) return;
+      const pid_t r = ::waitpid(group, &status, WNOHANG);
+      if (r == group || (r < 0 && errno == ECHILD)) {
+        ::kill(-group, SIGKILL);
+        return;
+      }
+      timespec pause{0, 2'000'000};
+      ::nanosleep(&pause, nullptr);
     }
   }
   ::kill(-group, SIGKILL);
