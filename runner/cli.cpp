@@ -16,6 +16,7 @@
 #include "runner/batch_run.hpp"
 #include "runner/bench.hpp"
 #include "runner/exec_command.hpp"
+#include "runner/jobs_count.hpp"
 #include "runner/launcher.hpp"
 
 namespace authrun::runner {
@@ -117,7 +118,18 @@ void add_launch_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f) {
 
 void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool timeout_kills_worker) {
   e.jobs = 0;
-  cmd.add_option("-j,--jobs", e.jobs, "Workers to start (default: number of cores)")->check(CLI::Range(1, 1024));
+  // GNU parallel's forms (+N, -N, N%, 0) become a number first.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  cmd.add_option("-j,--jobs", e.jobs, "Workers to start: N, +N/-N (cores plus/minus N), N% of the cores, 0 (64) (default: cores)")
+      ->transform(CLI::Validator(
+          [cores](std::string& text) {
+            auto n = parse_jobs(text, cores);
+            if (!n) return std::string("expected N, +N, -N, N% or 0");
+            text = std::to_string(*n);
+            return std::string();
+          },
+          "N|+N|-N|N%"))
+      ->check(CLI::Range(1, 1024));
   cmd.add_option("--worker", f.worker_command,
                  "Worker command to run instead of authrun-worker (any program that speaks the protocol)");
   cmd.add_option("--key-file", e.key_file, "Use this key (from 'authrun keygen') for every worker instead of a fresh key each");
@@ -240,8 +252,9 @@ int run_cli(int argc, char** argv) {
   exec_cmd->add_flag("-k,--keep-order", exec.keep_order, "Print jobs' output in input order");
   exec_cmd->add_flag("--tag", exec.tag, "Prefix each output line with the job's arguments and a tab");
   exec_cmd->add_flag("--shell", exec.shell, "Run the command through /bin/sh -c (arguments are quoted)");
+  exec_cmd->add_flag("--link,--xapply", exec.link, "Pair the input sources (first values together, ...) instead of crossing them");
   exec_cmd->add_option("--results", exec.results_dir, "Store each job's stdout, stderr and exit status in DIR/<job number>/");
-  exec_cmd->add_option("--halt", exec.halt, "never, now,fail=N (kill running jobs) or soon,fail=N (let them finish)")
+  exec_cmd->add_option("--halt", exec.halt, "never, or now|soon,fail|success|done=N|P% (now kills running jobs, soon lets them finish)")
       ->capture_default_str();
   exec_cmd->add_flag("--dry-run", exec.dry_run, "Print the commands, run nothing");
   exec_cmd->add_flag("--resume", exec.resume, "Skip the jobs that the --joblog file records as done");

@@ -18,6 +18,7 @@
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
 #include "runner/exec_buffer.hpp"
+#include "runner/exec_halt.hpp"
 #include "runner/line_reader.hpp"
 
 namespace authrun::runner {
@@ -32,30 +33,6 @@ constexpr std::size_t k_memory_budget = 64 * 1024 * 1024;  // output held in mem
 constexpr std::size_t k_quote_max = 100;                    // bytes of an argument quoted in a message
 
 void log(const std::string& text) { std::fprintf(stderr, "authrun: %s\n", text.c_str()); }
-
-struct HaltPolicy {
-  bool now = false;
-  std::uint64_t fail_limit = 0;  // 0: never halt
-};
-
-Result<HaltPolicy> parse_halt(const std::string& text) {
-  HaltPolicy h;
-  if (text == "never") return h;
-  auto comma = text.find(',');
-  const std::string when = text.substr(0, comma);
-  const std::string rest = comma == std::string::npos ? "" : text.substr(comma + 1);
-  if ((when != "now" && when != "soon") || rest.rfind("fail=", 0) != 0) {
-    return make_error(ErrorCode::usage, "--halt takes never, now,fail=N or soon,fail=N (got '" + text + "')");
-  }
-  h.now = when == "now";
-  try {
-    h.fail_limit = std::stoull(rest.substr(5));
-  } catch (const std::exception&) {
-    return make_error(ErrorCode::usage, "--halt: fail=N needs a whole number (got '" + text + "')");
-  }
-  if (h.fail_limit == 0) return make_error(ErrorCode::usage, "--halt: fail=N needs N >= 1");
-  return h;
-}
 
 // The exec task args for one job, in CBOR: the argv as byte strings (arguments are bytes, not text), the
 // output streamed back as it comes.
@@ -129,24 +106,15 @@ std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<st
                         [&](std::string_view text, std::size_t) { return emit({std::string(text)}); });
     }
     std::vector<std::vector<std::string>> lists;
+    std::vector<bool> linked;
     for (const auto& s : sources) {
       auto values = read_source(s, stop_fd);
       if (!values) return values.error().message;
-      if (values->empty()) return std::nullopt;  // an empty source: no combination at all
       lists.push_back(std::move(*values));
+      linked.push_back(s.linked);
     }
-    std::vector<std::size_t> at(lists.size(), 0);
-    for (;;) {
-      std::vector<std::string> values;
-      for (std::size_t i = 0; i < lists.size(); ++i) values.push_back(lists[i][at[i]]);
-      if (!emit(std::move(values))) return std::nullopt;
-      std::size_t i = lists.size();
-      while (i-- > 0) {
-        if (++at[i] < lists[i].size()) break;
-        at[i] = 0;
-        if (i == 0) return std::nullopt;
-      }
-    }
+    combine_sources(lists, linked, emit);
+    return std::nullopt;
   }
 }
 
@@ -217,16 +185,20 @@ class ExecOutput : public ResultHandler {
     }
     if (!m_o.results_dir.empty()) store(args, *job, status);
     if (job->failed) ++m_failed;
+    ++m_ended;
     if (m_o.keep_order) {
       m_held.emplace(task.seq, std::move(job));
       drain();
     } else {
       print(*job);
     }
-    if (m_halt.fail_limit && m_failed >= m_halt.fail_limit && !m_halting) {
-      m_halting = true;
-      log("halting after " + std::to_string(m_failed) + " failed job(s) (--halt " + m_o.halt + ")");
-      return m_halt.now ? Next::stop_now : Next::stop_soon;
+    if (!m_halt_status && halt_reached(m_halt, job->failed, m_ended, m_failed)) {
+      // GNU parallel then exits with the status of the job that met the condition.
+      m_halt_status = status == "0" ? 0 : status.rfind("exit ", 0) == 0 ? std::stoi(status.substr(5))
+                                       : status.rfind("signal ", 0) == 0 ? 128 + std::stoi(status.substr(7)) : 1;
+      log("halting after job " + std::to_string(args.number) + " (--halt " + m_o.halt + ": " + std::to_string(m_failed) +
+          " failed of " + std::to_string(m_ended) + ")");
+      return m_halt.when == HaltPolicy::When::now ? Next::stop_now : Next::stop_soon;
     }
     return Next::go_on;
   }
@@ -240,6 +212,8 @@ class ExecOutput : public ResultHandler {
   bool write_failed() const override { return m_write_failed; }
   bool can_take_more() const override { return m_held.size() < k_max_held_jobs; }
   std::uint64_t failed() const { return m_failed; }
+  // The exit status --halt decided on, if it halted.
+  std::optional<int> halt_status() const { return m_halt_status; }
 
  private:
   struct Stream {
@@ -317,7 +291,8 @@ class ExecOutput : public ResultHandler {
   bool m_slot_args;
   MemoryBudget m_budget;  // declared before the jobs, which give their memory back to it
   std::uint64_t m_failed = 0;
-  bool m_halting = false;
+  std::uint64_t m_ended = 0;
+  std::optional<int> m_halt_status;
   bool m_write_failed = false;
   std::map<std::uint64_t, std::unique_ptr<Job>> m_running;  // seq -> output so far
   std::map<std::uint64_t, std::unique_ptr<Job>> m_held;     // --keep-order: seq -> output (null: not started)
@@ -352,7 +327,13 @@ std::set<std::uint64_t> done_in_joblog(const std::string& path) {
 
 }  // namespace
 
-int run_exec(const ExecOptions& o) {
+int run_exec(const ExecOptions& given) {
+  ExecOptions o = given;
+  // One word with shell syntax is a shell command line, as with GNU parallel.
+  o.shell = o.shell || needs_shell(o.command.command);
+  if (o.link) {
+    for (std::size_t i = 1; i < o.command.sources.size(); ++i) o.command.sources[i].linked = true;
+  }
   auto halt = parse_halt(o.halt);
   if (!halt) {
     log(halt.error().message);
@@ -384,14 +365,19 @@ int run_exec(const ExecOptions& o) {
   engine.joblog_append = o.resume;
   engine.interrupt_stops_now = true;
   // With only ::: lists the number of jobs is known up front: the progress line shows a bar and an ETA.
-  std::uint64_t total = 1;
+  std::uint64_t total = 1, group = 0;
   for (const auto& source : o.command.sources) {
     if (!source.file.empty()) {
-      total = 0;
+      total = group = 0;
       break;
     }
-    total *= source.values.size();
+    if (!source.linked) {
+      total *= std::max<std::uint64_t>(group, 1);
+      group = 0;
+    }
+    group = std::max<std::uint64_t>(group, source.values.size());
   }
+  total *= group;
   if (total > 0) engine.total = total - std::min<std::uint64_t>(total, done.size());
   ExecOutput output(o, *halt);
   RunSummary s = run_engine(
@@ -408,6 +394,7 @@ int run_exec(const ExecOptions& o) {
   if (engine.verbose || s.setup_failed || s.signal) log(describe(s, done.size()));
   if (s.signal) return 128 + s.signal;
   if (s.setup_failed) return 255;
+  if (output.halt_status()) return *output.halt_status();
   return output.failed() > 100 ? 101 : static_cast<int>(output.failed());
 }
 

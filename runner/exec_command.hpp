@@ -12,7 +12,8 @@ namespace authrun::runner {
 struct ExecOptions {
   EngineOptions engine;
   ExecCommand command;
-  bool shell = false;        // run through /bin/sh -c
+  bool shell = false;        // run through /bin/sh -c (also when the command is one word with shell syntax)
+  bool link = false;         // --link: pair the sources instead of crossing them
   bool keep_order = false;   // print jobs' output in input order
   bool tag = false;          // prefix each output line with the job's arguments and a tab
   bool dry_run = false;      // print the commands, run nothing
