@@ -260,6 +260,25 @@ int run_cli(int argc, char** argv) {
   exec_cmd->add_flag("--resume", exec.resume, "Skip the jobs that the --joblog file records as done");
   exec_cmd->add_option("--timeout", exec.timeout_s, "Seconds a job may run (then it is killed and counts as failed)")
       ->check(CLI::PositiveNumber);
+  // GNU parallel's everyday input and output options (runner/exec_command.hpp says what each does).
+  std::vector<std::string> arg_files;
+  std::string replace_str, delimiter;
+  bool null_delimited = false, xargs = false, spread = false, context = false;
+  exec_cmd->add_option("-a,--arg-file", arg_files, "Read input values from FILE (like :::: FILE)")->allow_extra_args(false);
+  exec_cmd->add_option("-I", replace_str, "Use STR instead of {} in the command");
+  exec_cmd->add_flag("--null", null_delimited, "Input values end with a NUL byte, not a newline (also -0)");
+  exec_cmd->add_option("-d,--delimiter", delimiter, "Input values end with this character (\\n, \\t, \\0 or one character)");
+  exec_cmd->add_option("--colsep", exec.colsep, "Split each input line into columns {1} {2} ... at this string");
+  exec_cmd->add_flag("-r,--no-run-if-empty", exec.skip_empty, "No job for an empty input line");
+  exec_cmd->add_option("-N,-n,--max-args", exec.max_args, "Values per job (from one input source)")->check(CLI::Range(1, 100000));
+  exec_cmd->add_flag("-m", spread, "As many values per job as fit (128 KiB), {} as separate words");
+  exec_cmd->add_flag("--xargs", xargs, "As -m");
+  exec_cmd->add_flag("-X", context, "As -m, but a word with {} is repeated once per value");
+  exec_cmd->add_flag("-q,--quote", exec.quote, "Never run a one-word command through the shell");
+  exec_cmd->add_option("--tagstring", exec.tagstring, "Prefix each output line with this (replacement strings allowed) and a tab");
+  exec_cmd->add_flag("--line-buffer,--lb", exec.line_buffer, "Print whole lines as they come instead of a job's output at its end");
+  exec_cmd->add_flag("-u,--ungroup", exec.ungroup, "Print output as it comes (lines of jobs may mix)");
+  exec_cmd->add_flag("--resume-failed", exec.resume_failed, "Like --resume, but run the failed jobs again");
   add_engine_options(*exec_cmd, exec.engine, exec_flags, false);
 
   BenchOptions bench;
@@ -282,7 +301,16 @@ int run_cli(int argc, char** argv) {
 
   // `exec`'s command follows "--" and may hold anything, ":::" included: CLI11 gets only what precedes it.
   std::vector<std::string> exec_words;
+  std::vector<std::string> exec_args;  // exec's own options, with -0 spelled --null (CLI11 takes no digit names)
+  std::vector<char*> exec_argv;
   if (argc > 1 && std::string(argv[1]) == "exec") {
+    bool command = false;
+    for (int i = 0; i < argc; ++i) {
+      command = command || std::string(argv[i]) == "--";
+      exec_args.emplace_back(!command && std::string(argv[i]) == "-0" ? "--null" : argv[i]);
+    }
+    for (auto& a : exec_args) exec_argv.push_back(a.data());
+    argv = exec_argv.data();
     for (int i = 2; i < argc; ++i) {
       if (std::string(argv[i]) == "--") {
         exec_words.assign(argv + i + 1, argv + argc);
@@ -329,6 +357,34 @@ int run_cli(int argc, char** argv) {
       return 255;
     }
     exec.command = std::move(*command);
+    // -a FILE: input sources ahead of any ::: ones (a lone stdin source is replaced).
+    if (!arg_files.empty()) {
+      auto& sources = exec.command.sources;
+      if (sources.size() == 1 && sources[0].file == "-" && std::find(exec_words.begin(), exec_words.end(), "::::") == exec_words.end()) sources.clear();
+      for (std::size_t i = arg_files.size(); i-- > 0;) sources.insert(sources.begin(), ArgSource{{}, arg_files[i], false});
+    }
+    if (!replace_str.empty()) {
+      for (auto& word : exec.command.command) {
+        for (std::size_t at = 0; (at = word.find(replace_str, at)) != std::string::npos; at += 2) word.replace(at, replace_str.size(), "{}");
+      }
+    }
+    if (null_delimited) exec.delimiter = '\0';
+    if (!delimiter.empty()) {
+      if (delimiter == "\\n") exec.delimiter = '\n';
+      else if (delimiter == "\\t") exec.delimiter = '\t';
+      else if (delimiter == "\\0") exec.delimiter = '\0';
+      else if (delimiter.size() == 1) exec.delimiter = delimiter[0];
+      else {
+        std::fprintf(stderr, "authrun exec: -d takes one character, \\n, \\t or \\0 (got '%s')\n", delimiter.c_str());
+        return 255;
+      }
+    }
+    if (context) exec.multi = ExecOptions::Multi::context;
+    else if (spread || xargs) exec.multi = ExecOptions::Multi::spread;
+    if (exec.line_buffer && exec.ungroup) {
+      std::fprintf(stderr, "authrun exec: --line-buffer and -u exclude each other\n");
+      return 255;
+    }
     if (!finish_engine_options(exec.engine, exec_flags, false)) return 255;
     return run_exec(exec);
   }

@@ -131,6 +131,7 @@ std::optional<std::string> expand(const std::string& inner, const JobArgs& job, 
   std::string result;
   if (digits > 0) {
     std::size_t n = std::stoul(inner.substr(0, std::min<std::size_t>(digits, 6)));
+    if (n > job.values.size() && n <= job.positions) return std::string();
     if (n == 0 || n > job.values.size()) return std::nullopt;
     if (!modify(inner.substr(digits), job.values[n - 1], result)) return std::nullopt;
     return q(result);
@@ -232,6 +233,17 @@ std::vector<std::string> job_argv(const std::vector<std::string>& command, const
     return argv;
   }
   for (const auto& w : command) {
+    if (job.context_replace && job.values.size() > 1) {
+      bool has_all = false;
+      substitute(w, [&](const std::string& inner) {
+        if (inner != "#" && inner != "%" && !std::isdigit(static_cast<unsigned char>(inner.empty() ? 'x' : inner[0]))) has_all = true;
+        return std::string();
+      });
+      if (has_all) {
+        for (const std::string& v : job.values) argv.push_back(replace_in(w, JobArgs{{v}, job.number, false}, slot, false));
+        continue;
+      }
+    }
     // A replacement for all values splits the word, one value per word (GNU parallel quotes each value).
     std::vector<std::string> words{""};
     std::size_t i = 0;

@@ -32,6 +32,8 @@ protocol::Result<ExecCommand> split_exec_words(const std::vector<std::string>& w
 struct JobArgs {
   std::vector<std::string> values;
   std::uint64_t number = 0;  // {#}: 1-based
+  bool context_replace = false;  // -X: a word with {} is repeated once per value instead of split
+  std::size_t positions = 0;     // -N: {N} up to this many is the empty string when the job has fewer values
 };
 
 // True if any word of the command holds a replacement string ({}, {.}, {/}, {//}, {/.}, {#}, {%}, {N}).

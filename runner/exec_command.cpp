@@ -36,7 +36,9 @@ void log(const std::string& text) { std::fprintf(stderr, "authrun: %s\n", text.c
 
 // The exec task args for one job, in CBOR: the argv as byte strings (arguments are bytes, not text), the
 // output streamed back as it comes.
-std::string exec_args(const ExecOptions& o, const JobArgs& job, int slot) {
+std::string exec_args(const ExecOptions& o, JobArgs job, int slot) {
+  job.context_replace = o.multi == ExecOptions::Multi::context;
+  job.positions = std::size_t(std::max(0, o.max_args));
   json argv = json::array();
   for (const std::string& word : job_argv(o.command.command, job, slot, o.shell)) {
     argv.push_back(json::binary(std::vector<std::uint8_t>(word.begin(), word.end())));
@@ -61,24 +63,34 @@ JobArgs job_of(const BatchTask& t) {
   return job;
 }
 
-// Reads a source's values (all of them: for a cross product with other sources), giving up when `stop_fd`
-// becomes readable.
-Result<std::vector<std::string>> read_source(const ArgSource& s, int stop_fd) {
-  if (s.file.empty()) return s.values;
-  Fd fd(s.file == "-" ? ::fcntl(0, F_DUPFD_CLOEXEC, 3) : ::open(s.file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return make_error(ErrorCode::io, "cannot read " + s.file + ": " + std::strerror(errno));
-  std::vector<std::string> lines;
-  auto err = read_lines(fd.get(), s.file, stop_fd, limits::default_max_payload, [&](std::string_view text, std::size_t) {
-    lines.emplace_back(text);
-    return true;
-  });
-  if (err) return make_error(ErrorCode::io, *err);
-  return lines;
+// Reads `file`'s values ("-": stdin), one per `delimiter`, calling `take` for each until it returns false.
+// A value longer than the payload limit is an error, never cut. Gives up when `stop_fd` becomes readable.
+std::optional<std::string> read_values(const std::string& file, char delimiter, int stop_fd,
+                                       const std::function<bool(std::string)>& take) {
+  Fd fd(file == "-" ? ::fcntl(0, F_DUPFD_CLOEXEC, 3) : ::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return "cannot read " + file + ": " + std::strerror(errno);
+  const std::string name = file == "-" ? "stdin" : file;
+  std::optional<std::string> too_long;
+  std::size_t line = 0;
+  auto err = read_lines(
+      fd.get(), name, stop_fd, limits::default_max_payload,
+      [&](std::string_view text, std::size_t length) {
+        ++line;
+        if (length > limits::default_max_payload) {
+          too_long = name + ": value " + std::to_string(line) + " is " + std::to_string(length) + " bytes, more than " +
+                     std::to_string(limits::default_max_payload);
+          return false;
+        }
+        return take(std::string(text));
+      },
+      delimiter);
+  return too_long ? too_long : err;
 }
 
 // Generates the jobs, calling `sink` for each until it returns false: one source is streamed (stdin may be
 // endless); several are read first and combined as a cross product, the first source outermost (as GNU
-// parallel does). Jobs numbered in `done` are passed over. Returns an error message if a source failed.
+// parallel does), linked ones paired. Input rows pass through --colsep, -r, -N and -X/-m/--xargs on the way.
+// Jobs numbered in `done` are passed over. Returns an error message if a source failed.
 std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<std::uint64_t>& done, int stop_fd,
                                          const std::function<bool(BatchTask)>& sink) {
   {
@@ -97,23 +109,73 @@ std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<st
       if (o.timeout_s) t.timeout_s = *o.timeout_s + 10;
       return sink(std::move(t));
     };
+    // Several input rows per job (-N, -X/-m/--xargs): gathered here, emitted when full and at the end.
+    constexpr std::size_t k_max_chars = 128 * 1024;  // -X/-m/--xargs: values per job up to this many bytes
+    std::vector<std::string> gathered;
+    std::size_t gathered_bytes = 0;
+    const bool gathering = o.max_args > 0 || o.multi != ExecOptions::Multi::none;
+    auto flush = [&] {
+      if (gathered.empty()) return true;
+      gathered_bytes = 0;
+      return emit(std::exchange(gathered, {}));
+    };
+    auto add_row = [&](std::vector<std::string> row) {
+      if (!o.colsep.empty() && row.size() == 1) {
+        std::vector<std::string> columns;
+        std::size_t at = 0;
+        for (std::size_t next; (next = row[0].find(o.colsep, at)) != std::string::npos; at = next + o.colsep.size()) {
+          columns.push_back(row[0].substr(at, next - at));
+        }
+        columns.push_back(row[0].substr(at));
+        row = std::move(columns);
+      }
+      if (o.skip_empty && std::all_of(row.begin(), row.end(), [](const std::string& v) {
+            return v.find_first_not_of(" \t\r\n") == std::string::npos;
+          })) {
+        return true;
+      }
+      if (!gathering) return emit(std::move(row));
+      std::size_t bytes = 0;
+      for (const auto& v : row) bytes += v.size() + 1;
+      if (o.max_args == 0 && !gathered.empty() && gathered_bytes + bytes > k_max_chars && !flush()) return false;
+      gathered.insert(gathered.end(), std::make_move_iterator(row.begin()), std::make_move_iterator(row.end()));
+      gathered_bytes += bytes;
+      if (o.max_args > 0 && gathered.size() >= std::size_t(o.max_args)) return flush();
+      return true;
+    };
     const auto& sources = o.command.sources;
     if (sources.size() == 1 && !sources[0].file.empty()) {
-      const std::string& file = sources[0].file;
-      Fd fd(file == "-" ? ::fcntl(0, F_DUPFD_CLOEXEC, 3) : ::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!fd.valid()) return "cannot read " + file + ": " + std::strerror(errno);
-      return read_lines(fd.get(), file == "-" ? "stdin" : file, stop_fd, limits::default_max_payload,
-                        [&](std::string_view text, std::size_t) { return emit({std::string(text)}); });
+      bool stopped = false;
+      auto err = read_values(sources[0].file, o.delimiter, stop_fd, [&](std::string v) {
+        if (add_row({std::move(v)})) return true;
+        stopped = true;
+        return false;
+      });
+      if (err) return err;
+      if (!stopped) flush();
+      return std::nullopt;
     }
     std::vector<std::vector<std::string>> lists;
     std::vector<bool> linked;
-    for (const auto& s : sources) {
-      auto values = read_source(s, stop_fd);
-      if (!values) return values.error().message;
-      lists.push_back(std::move(*values));
-      linked.push_back(s.linked);
+    for (const auto& source : sources) {
+      std::vector<std::string> values = source.values;
+      if (!source.file.empty()) {
+        auto err = read_values(source.file, o.delimiter, stop_fd, [&](std::string v) {
+          values.push_back(std::move(v));
+          return true;
+        });
+        if (err) return err;
+      }
+      lists.push_back(std::move(values));
+      linked.push_back(source.linked);
     }
-    combine_sources(lists, linked, emit);
+    bool stopped = false;
+    combine_sources(lists, linked, [&](std::vector<std::string> row) {
+      if (add_row(std::move(row))) return true;
+      stopped = true;
+      return false;
+    });
+    if (!stopped) flush();
     return std::nullopt;
   }
 }
@@ -184,7 +246,8 @@ class ExecOutput : public ResultHandler {
       if (!job->err.buffer.append(note)) m_write_failed = true;
     }
     if (!m_o.results_dir.empty()) store(args, *job, status);
-    if (job->failed) ++m_failed;
+    const bool failed = job->failed;
+    if (failed) ++m_failed;
     ++m_ended;
     if (m_o.keep_order) {
       m_held.emplace(task.seq, std::move(job));
@@ -192,7 +255,7 @@ class ExecOutput : public ResultHandler {
     } else {
       print(*job);
     }
-    if (!m_halt_status && halt_reached(m_halt, job->failed, m_ended, m_failed)) {
+    if (!m_halt_status && halt_reached(m_halt, failed, m_ended, m_failed)) {
       // GNU parallel then exits with the status of the job that met the condition.
       m_halt_status = status == "0" ? 0 : status.rfind("exit ", 0) == 0 ? std::stoi(status.substr(5))
                                        : status.rfind("signal ", 0) == 0 ? 128 + std::stoi(status.substr(7)) : 1;
@@ -330,7 +393,7 @@ std::set<std::uint64_t> done_in_joblog(const std::string& path) {
 int run_exec(const ExecOptions& given) {
   ExecOptions o = given;
   // One word with shell syntax is a shell command line, as with GNU parallel.
-  o.shell = o.shell || needs_shell(o.command.command);
+  o.shell = o.shell || (!o.quote && needs_shell(o.command.command));
   if (o.link) {
     for (std::size_t i = 1; i < o.command.sources.size(); ++i) o.command.sources[i].linked = true;
   }
