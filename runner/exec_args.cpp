@@ -201,9 +201,13 @@ std::string replace_in(const std::string& word, const JobArgs& job, int slot, bo
 }
 
 std::string shell_quote(const std::string& s) {
+  // As GNU parallel 2022 quotes (--dry-run shows it): plain words stay as they are, anything else goes in
+  // single quotes, a single quote inside as '"'"'.
+  static const std::string plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:,+=@%";
+  if (!s.empty() && s.find_first_not_of(plain) == std::string::npos) return s;
   std::string out = "'";
   for (char c : s) {
-    if (c == '\'') out += "'\\''";
+    if (c == '\'') out += "'\"'\"'";
     else out += c;
   }
   out += '\'';

@@ -63,7 +63,7 @@ bool needs_shell(const std::vector<std::string>& command);
 void combine_sources(const std::vector<std::vector<std::string>>& lists, const std::vector<bool>& linked,
                      const std::function<bool(std::vector<std::string>)>& sink);
 
-// Quotes a string for sh (single quotes).
+// Quotes a string for sh as GNU parallel does (backslashes; a newline as '\n' in single quotes; "" as '').
 std::string shell_quote(const std::string& s);
 
 }  // namespace authrun::runner

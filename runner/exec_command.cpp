@@ -216,8 +216,21 @@ class ExecOutput : public ResultHandler {
     Job& job = job_for(task.seq);
     if (job.failed_write) return true;
     Stream& stream = is_stderr ? job.err : job.out;
-    Result<void> appended = m_o.tag ? stream.buffer.append(tag_lines(bytes, prefix_of(task), stream.at_line_start))
-                                    : stream.buffer.append(bytes);
+    const bool tagged = m_o.tag || !m_o.tagstring.empty();
+    if (live()) {
+      // -u: as it comes; --line-buffer: whole lines as they come (a line longer than 1 MiB goes out in parts).
+      stream.partial += tagged ? tag_lines(bytes, prefix_of(task), stream.at_line_start) : std::string(bytes);
+      const std::size_t cut = m_o.ungroup ? stream.partial.size()
+                              : stream.partial.size() > (1u << 20) ? stream.partial.size()
+                                                                    : stream.partial.rfind('\n') + 1;  // npos + 1 == 0
+      if (cut > 0) {
+        write_now(is_stderr, std::string_view(stream.partial).substr(0, cut));
+        stream.partial.erase(0, cut);
+      }
+      return true;
+    }
+    Result<void> appended = tagged ? stream.buffer.append(tag_lines(bytes, prefix_of(task), stream.at_line_start))
+                                   : stream.buffer.append(bytes);
     if (!appended) {
       log(appended.error().message);
       job.failed_write = true;
@@ -242,8 +255,15 @@ class ExecOutput : public ResultHandler {
              o.error.value("message", "") + "\n";
     }
     if (!note.empty()) {
-      if (m_o.tag) note = tag_lines(note, prefix_of(task), job->err.at_line_start = true);
-      if (!job->err.buffer.append(note)) m_write_failed = true;
+      if (m_o.tag || !m_o.tagstring.empty()) note = tag_lines(note, prefix_of(task), job->err.at_line_start = true);
+      if (live()) job->err.partial += note;
+      else if (!job->err.buffer.append(note)) m_write_failed = true;
+    }
+    if (live()) {
+      write_now(false, job->out.partial);
+      write_now(true, job->err.partial);
+      job->out.partial.clear();
+      job->err.partial.clear();
     }
     if (!m_o.results_dir.empty()) store(args, *job, status);
     const bool failed = job->failed;
@@ -282,6 +302,7 @@ class ExecOutput : public ResultHandler {
   struct Stream {
     explicit Stream(MemoryBudget& budget) : buffer(budget) {}
     OutputBuffer buffer;
+    std::string partial;        // --line-buffer: the unfinished last line
     bool at_line_start = true;  // for --tag
   };
   struct Job {
@@ -309,7 +330,17 @@ class ExecOutput : public ResultHandler {
     }
     return s;
   }
-  static std::string prefix_of(const BatchTask& task) { return joined(job_of(task)) + "\t"; }
+  std::string prefix_of(const BatchTask& task) const {
+    if (!m_o.tagstring.empty()) return replace_in(m_o.tagstring, job_of(task), 0, false) + "\t";
+    return joined(job_of(task)) + "\t";
+  }
+  // Output goes out while jobs run (-u, --line-buffer; not with -k, which needs the order).
+  bool live() const { return (m_o.ungroup || m_o.line_buffer) && !m_o.keep_order; }
+  void write_now(bool is_stderr, std::string_view bytes) {
+    if (bytes.empty()) return;
+    std::FILE* f = is_stderr ? stderr : stdout;
+    if ((std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size() || std::fflush(f) != 0) && !is_stderr) m_write_failed = true;
+  }
 
   void print(Job& job) {
     auto out = job.out.buffer.write_to(stdout);
@@ -410,9 +441,18 @@ int run_exec(const ExecOptions& given) {
   if (o.dry_run) {
     auto error = generate_jobs(o, done, -1, [&](BatchTask t) {
       std::string line;
-      for (const auto& word : job_argv(o.command.command, job_of(t), 1, o.shell)) {
-        if (!line.empty()) line += ' ';
-        line += shell_quote(word);
+      JobArgs job = job_of(t);
+      job.context_replace = o.multi == ExecOptions::Multi::context;
+      job.positions = std::size_t(std::max(0, o.max_args));
+      const std::vector<std::string> argv = job_argv(o.command.command, job, 1, o.shell);
+      // As GNU parallel prints it: the shell command line (argv words quoted only where needed).
+      if (o.shell) {
+        line = argv[2];
+      } else {
+        for (const auto& word : argv) {
+          if (!line.empty()) line += ' ';
+          line += shell_quote(word);
+        }
       }
       line += '\n';
       std::fwrite(line.data(), 1, line.size(), stdout);
