@@ -114,13 +114,14 @@ Result<void> Connection::send(Message message, BodyFormat format) {
   Attachment attachment;
   if (auto* task = std::get_if<Task>(&message)) attachment = std::move(task->attachment);
   if (auto* result = std::get_if<TaskResult>(&message)) attachment = std::move(result->attachment);
+  if (auto* output = std::get_if<Output>(&message)) attachment = std::move(output->data);
   std::uint16_t flags = static_cast<std::uint16_t>(format);
   if (!attachment.empty()) flags |= k_flag_attachment;
   return send_frame(type_of(message), flags, encode_body(message, format), std::move(attachment));
 }
 
-Result<void> Connection::send_body(MessageType type, std::string body) {
-  return send_frame(type, 0, std::move(body), Attachment{});
+Result<void> Connection::send_body(MessageType type, std::string body, BodyFormat format) {
+  return send_frame(type, static_cast<std::uint16_t>(format), std::move(body), Attachment{});
 }
 
 Result<void> Connection::send_frame(MessageType type, std::uint16_t flags, std::string body, Attachment attachment) {

@@ -40,11 +40,11 @@ class Connection {
   const Session& session() const { return *m_session; }
 
   // Queues a data message (task, result, error, shutdown) with its body in `format` and, for a task or
-  // result, its attachment (moved, not copied); only when established(). Errors: frame_too_large when the
+  // result, its attachment (moved, not copied; for an output message, its bytes); only when established(). Errors: frame_too_large when the
   // payload exceeds what the peer announced it accepts (nothing is queued).
   Result<void> send(Message message, BodyFormat format = BodyFormat::json);
-  // The same for a JSON body that is already encoded (the runner keeps a task's body for retries).
-  Result<void> send_body(MessageType type, std::string body);
+  // The same for a body already encoded in `format` (the runner keeps a task's body for retries).
+  Result<void> send_body(MessageType type, std::string body, BodyFormat format = BodyFormat::json);
 
   // What the worker said about itself (its optional worker_info message; parent side only). receive()
   // takes that message in and does not return it; a second one, or one sent to a worker, is unexpected.

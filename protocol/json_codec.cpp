@@ -256,6 +256,17 @@ Result<Message> decode_program(const json& j) {
   return Message{std::move(p)};
 }
 
+// exec branch: the output message's body; its bytes are the attachment.
+Result<Message> decode_output(const json& j) {
+  Output out;
+  AUTHRUN_TRY_ASSIGN(out.id, uint_field(j, "id", "output"));
+  const std::string what = "output for task " + std::to_string(out.id);
+  AUTHRUN_TRY_ASSIGN(std::string stream, string_field(j, "stream", what));
+  if (stream != "stdout" && stream != "stderr") return field_error(what, "stream", "must be \"stdout\" or \"stderr\"");
+  out.is_stderr = stream == "stderr";
+  return Message{std::move(out)};
+}
+
 struct BodyEncoder {
   json operator()(const Hello& h) const {
     json versions = json::array();
@@ -288,6 +299,7 @@ struct BodyEncoder {
     if (!p.cwd.empty()) body["cwd"] = p.cwd;
     return body;
   }
+  json operator()(const Output& o) const { return json{{"id", o.id}, {"stream", o.is_stderr ? "stderr" : "stdout"}}; }
 };
 
 }  // namespace
@@ -351,6 +363,7 @@ Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat
     case MessageType::shutdown:
     case MessageType::worker_info:
     case MessageType::program:
+    case MessageType::output:
       break;
     default:
       return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
@@ -372,6 +385,7 @@ Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat
     case MessageType::shutdown: return Message{Shutdown{}};
     case MessageType::worker_info: return decode_worker_info(j);
     case MessageType::program: return decode_program(j);
+    case MessageType::output: return decode_output(j);
   }
   return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
 }
@@ -406,6 +420,8 @@ Result<Message> decode_frame(const FrameHeader& header, std::string&& payload) {
     attach(*task);
   } else if (auto* result = std::get_if<TaskResult>(&msg)) {
     attach(*result);
+  } else if (auto* output = std::get_if<Output>(&msg); output && format == BodyFormat::json) {
+    if (has_attachment) output->data = Attachment{std::move(payload), attachment_offset};
   } else if (has_attachment || format != BodyFormat::json) {
     return make_error(ErrorCode::malformed, std::string(to_string(type_of(msg))) + " frames carry JSON bodies and no attachment");
   }

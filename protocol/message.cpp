@@ -14,6 +14,7 @@ const char* to_string(MessageType type) {
     case MessageType::shutdown: return "shutdown";
     case MessageType::worker_info: return "worker_info";
     case MessageType::program: return "program";
+    case MessageType::output: return "output";
   }
   return "unknown";
 }
@@ -32,7 +33,8 @@ const char* to_string(ChannelMode mode) {
 MessageType type_of(const Message& message) {
   static constexpr MessageType types[] = {MessageType::hello,  MessageType::proof, MessageType::outcome,
                                           MessageType::task,   MessageType::result, MessageType::error,
-                                          MessageType::shutdown, MessageType::worker_info, MessageType::program};
+                                          MessageType::shutdown, MessageType::worker_info, MessageType::program,
+                                          MessageType::output};
   return types[message.index()];
 }
 

@@ -16,7 +16,8 @@ struct BatchTask {
   std::uint64_t number = 0;  // 1-based position in the input: a JSONL line number, or an exec job number
   json id;                   // the task's id as the user sees it
   std::string fn;
-  std::string args_json;     // the args, dumped once (sent as is, and again on a retry)
+  std::string args_json;     // the args, encoded once in args_format (sent as is, and again on a retry)
+  protocol::BodyFormat args_format = protocol::BodyFormat::json;  // exec: CBOR (arguments are bytes)
   std::optional<double> timeout_s;           // this task's limit, if it has its own
   std::optional<protocol::TaskError> error;  // set when the input was not a valid task (no worker needed)
   json context;              // what the front end needs to report the task (exec: its arguments)

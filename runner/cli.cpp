@@ -18,6 +18,7 @@
 #include "runner/batch_run.hpp"
 #include "runner/bench.hpp"
 #include "runner/exec_command.hpp"
+#include "runner/jobs_count.hpp"
 #include "runner/launcher.hpp"
 #include "runner/python_worker.hpp"
 
@@ -120,7 +121,18 @@ void add_launch_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f) {
 
 void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool timeout_kills_worker) {
   e.jobs = 0;
-  cmd.add_option("-j,--jobs", e.jobs, "Workers to start (default: number of cores)")->check(CLI::Range(1, 1024));
+  // GNU parallel's forms (+N, -N, N%, 0) become a number first.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  cmd.add_option("-j,--jobs", e.jobs, "Workers to start: N, +N/-N (cores plus/minus N), N% of the cores, 0 (64) (default: cores)")
+      ->transform(CLI::Validator(
+          [cores](std::string& text) {
+            auto n = parse_jobs(text, cores);
+            if (!n) return std::string("expected N, +N, -N, N% or 0");
+            text = std::to_string(*n);
+            return std::string();
+          },
+          "N|+N|-N|N%"))
+      ->check(CLI::Range(1, 1024));
   cmd.add_option("--worker", f.worker_command,
                  "Worker command to run instead of authrun-worker (any program that speaks the protocol)");
   cmd.add_option("--key-file", e.key_file, "Use this key (from 'authrun keygen') for every worker instead of a fresh key each");
@@ -261,13 +273,33 @@ int run_cli(int argc, char** argv) {
   exec_cmd->add_flag("-k,--keep-order", exec.keep_order, "Print jobs' output in input order");
   exec_cmd->add_flag("--tag", exec.tag, "Prefix each output line with the job's arguments and a tab");
   exec_cmd->add_flag("--shell", exec.shell, "Run the command through /bin/sh -c (arguments are quoted)");
+  exec_cmd->add_flag("--link,--xapply", exec.link, "Pair the input sources (first values together, ...) instead of crossing them");
   exec_cmd->add_option("--results", exec.results_dir, "Store each job's stdout, stderr and exit status in DIR/<job number>/");
-  exec_cmd->add_option("--halt", exec.halt, "never, now,fail=N (kill running jobs) or soon,fail=N (let them finish)")
+  exec_cmd->add_option("--halt", exec.halt, "never, or now|soon,fail|success|done=N|P% (now kills running jobs, soon lets them finish)")
       ->capture_default_str();
   exec_cmd->add_flag("--dry-run", exec.dry_run, "Print the commands, run nothing");
   exec_cmd->add_flag("--resume", exec.resume, "Skip the jobs that the --joblog file records as done");
   exec_cmd->add_option("--timeout", exec.timeout_s, "Seconds a job may run (then it is killed and counts as failed)")
       ->check(CLI::PositiveNumber);
+  // GNU parallel's everyday input and output options (runner/exec_command.hpp says what each does).
+  std::vector<std::string> arg_files;
+  std::string replace_str, delimiter;
+  bool null_delimited = false, xargs = false, spread = false, context = false;
+  exec_cmd->add_option("-a,--arg-file", arg_files, "Read input values from FILE (like :::: FILE)")->allow_extra_args(false);
+  exec_cmd->add_option("-I", replace_str, "Use STR instead of {} in the command");
+  exec_cmd->add_flag("--null", null_delimited, "Input values end with a NUL byte, not a newline (also -0)");
+  exec_cmd->add_option("-d,--delimiter", delimiter, "Input values end with this character (\\n, \\t, \\0 or one character)");
+  exec_cmd->add_option("--colsep", exec.colsep, "Split each input line into columns {1} {2} ... at this string");
+  exec_cmd->add_flag("-r,--no-run-if-empty", exec.skip_empty, "No job for an empty input line");
+  exec_cmd->add_option("-N,-n,--max-args", exec.max_args, "Values per job (from one input source)")->check(CLI::Range(1, 100000));
+  exec_cmd->add_flag("-m", spread, "As many values per job as fit (128 KiB), {} as separate words");
+  exec_cmd->add_flag("--xargs", xargs, "As -m");
+  exec_cmd->add_flag("-X", context, "As -m, but a word with {} is repeated once per value");
+  exec_cmd->add_flag("-q,--quote", exec.quote, "Never run a one-word command through the shell");
+  exec_cmd->add_option("--tagstring", exec.tagstring, "Prefix each output line with this (replacement strings allowed) and a tab");
+  exec_cmd->add_flag("--line-buffer,--lb", exec.line_buffer, "Print whole lines as they come instead of a job's output at its end");
+  exec_cmd->add_flag("-u,--ungroup", exec.ungroup, "Print output as it comes (lines of jobs may mix)");
+  exec_cmd->add_flag("--resume-failed", exec.resume_failed, "Like --resume, but run the failed jobs again");
   add_engine_options(*exec_cmd, exec.engine, exec_flags, false);
   exec_cmd->footer(
       "Arguments (after the command):\n"
@@ -311,7 +343,16 @@ int run_cli(int argc, char** argv) {
 
   // `exec`'s command follows "--" and may hold anything, ":::" included: CLI11 gets only what precedes it.
   std::vector<std::string> exec_words;
+  std::vector<std::string> exec_args;  // exec's own options, with -0 spelled --null (CLI11 takes no digit names)
+  std::vector<char*> exec_argv;
   if (argc > 1 && std::string(argv[1]) == "exec") {
+    bool command = false;
+    for (int i = 0; i < argc; ++i) {
+      command = command || std::string(argv[i]) == "--";
+      exec_args.emplace_back(!command && std::string(argv[i]) == "-0" ? "--null" : argv[i]);
+    }
+    for (auto& a : exec_args) exec_argv.push_back(a.data());
+    argv = exec_argv.data();
     for (int i = 2; i < argc; ++i) {
       if (std::string(argv[i]) == "--") {
         exec_words.assign(argv + i + 1, argv + argc);
@@ -358,6 +399,34 @@ int run_cli(int argc, char** argv) {
       return 255;
     }
     exec.command = std::move(*command);
+    // -a FILE: input sources ahead of any ::: ones (a lone stdin source is replaced).
+    if (!arg_files.empty()) {
+      auto& sources = exec.command.sources;
+      if (sources.size() == 1 && sources[0].file == "-" && std::find(exec_words.begin(), exec_words.end(), "::::") == exec_words.end()) sources.clear();
+      for (std::size_t i = arg_files.size(); i-- > 0;) sources.insert(sources.begin(), ArgSource{{}, arg_files[i], false});
+    }
+    if (!replace_str.empty()) {
+      for (auto& word : exec.command.command) {
+        for (std::size_t at = 0; (at = word.find(replace_str, at)) != std::string::npos; at += 2) word.replace(at, replace_str.size(), "{}");
+      }
+    }
+    if (null_delimited) exec.delimiter = '\0';
+    if (!delimiter.empty()) {
+      if (delimiter == "\\n") exec.delimiter = '\n';
+      else if (delimiter == "\\t") exec.delimiter = '\t';
+      else if (delimiter == "\\0") exec.delimiter = '\0';
+      else if (delimiter.size() == 1) exec.delimiter = delimiter[0];
+      else {
+        std::fprintf(stderr, "authrun exec: -d takes one character, \\n, \\t or \\0 (got '%s')\n", delimiter.c_str());
+        return 255;
+      }
+    }
+    if (context) exec.multi = ExecOptions::Multi::context;
+    else if (spread || xargs) exec.multi = ExecOptions::Multi::spread;
+    if (exec.line_buffer && exec.ungroup) {
+      std::fprintf(stderr, "authrun exec: --line-buffer and -u exclude each other\n");
+      return 255;
+    }
     if (!finish_engine_options(exec.engine, exec_flags, false)) return 255;
     return run_exec(exec);
   }

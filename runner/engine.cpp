@@ -113,6 +113,7 @@ class Engine {
   void start_deferred();
   void on_ready(int id);
   void on_result(int id, TaskResult&& r);
+  void on_output(int id, Output&& out);
   void on_gone(int id, const Error& why, int wait_status);
   void dispatch();
   Worker* pick_worker(std::size_t window, int avoid_site);
@@ -239,6 +240,7 @@ void Engine::spawn_worker(int slot) {
   WorkerLink::Events ev;
   ev.on_ready = [this, id] { on_ready(id); };
   ev.on_result = [this, id](TaskResult&& r) { on_result(id, std::move(r)); };
+  ev.on_output = [this, id](Output&& out) { on_output(id, std::move(out)); };
   ev.on_gone = [this, id](const Error& why, int status) { on_gone(id, why, status); };
   const KeyDelivery delivery = site.local ? KeyDelivery::inherited_fd : m_o.key_delivery;
   const std::vector<std::string> argv =
@@ -345,7 +347,7 @@ void Engine::dispatch() {
       }
     }
     a.start();
-    auto sent = best->link->send_task(a.task.seq, a.task.fn, m_handler.args_for(a.task, best->slot));
+    auto sent = best->link->send_task(a.task.seq, a.task.fn, m_handler.args_for(a.task, best->slot), a.task.args_format);
     if (!sent) {
       finish(a, a.failed_attempts + 1, false, json{{"type", "too_large"}, {"message", sent.error().message}}, best);
       continue;
@@ -441,6 +443,19 @@ void Engine::on_result(int id, TaskResult&& r) {
   }
   if (w.retiring && w.in_flight.empty()) w.link->shutdown();
   dispatch();
+}
+
+void Engine::on_output(int id, Output&& out) {
+  Worker& w = m_workers.at(id);
+  if (w.in_flight.empty() || w.in_flight.front() != out.id) {
+    w.link->kill(make_error(ErrorCode::unexpected, "worker sent output for task " + std::to_string(out.id) + ", which is not running"));
+    return;
+  }
+  if (!m_handler.task_output(m_in_flight.at(out.id).task, out.is_stderr, out.data.view())) {
+    w.link->kill(make_error(ErrorCode::unexpected, "worker sent output for task " + std::to_string(out.id) + ", which did not ask to stream"));
+    return;
+  }
+  if (m_handler.write_failed()) give_up(std::string("cannot write output: ") + std::strerror(errno));
 }
 
 void Engine::on_gone(int id, const Error& why, int wait_status) {
@@ -605,6 +620,14 @@ void Engine::on_signal(int sig) {
     return;
   }
   m_summary.signal = sig;
+  if (m_o.interrupt_stops_now) {
+    // GNU parallel's way: running jobs are stopped (their workers end them with TERM, then KILL), jobs only
+    // queued on a worker never start.
+    const auto running = std::count_if(m_workers.begin(), m_workers.end(), [](const auto& e) { return !e.second.in_flight.empty(); });
+    log(std::string("got ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ": stopping " + std::to_string(running) + " running job(s)");
+    stop(true);
+    return;
+  }
   log(std::string("got ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ": no new tasks; waiting up to " +
       std::to_string(static_cast<int>(m_o.grace_s)) + " s for " + std::to_string(m_in_flight.size()) +
       " running (signal again to stop now)");

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "protocol/message.hpp"
@@ -45,6 +46,7 @@ struct EngineOptions {
   std::string program;                   // Python workers: the program message body each worker gets right
                                          // after its handshake ("" = none: not Python workers)
   bool allow_ptrace = false;             // accept traced workers (and a traced runner): debugging only
+  bool interrupt_stops_now = false;      // SIGINT/SIGTERM stops running tasks at once (exec), no grace
 };
 
 // How one task ended.
@@ -63,11 +65,15 @@ class ResultHandler {
  public:
   enum class Next { go_on, stop_soon, stop_now };
   virtual ~ResultHandler() = default;
-  // The args to send for `task` to the worker in slot `slot` (1-based); by default its args_json.
+  // The args to send for `task` to the worker in slot `slot` (1-based), in task.args_format; by default its
+  // args_json.
   virtual std::string args_for(const BatchTask& task, int /*slot*/) { return task.args_json; }
   // A task ended (called once per task that was taken from the feed and started or refused). Returns
   // whether to go on: stop_soon stops dispatching, stop_now also kills running tasks.
   virtual Next task_done(const BatchTask& task, TaskOutcome&& outcome) = 0;
+  // A piece of the streamed output of `task`, which is running (only for tasks whose args ask for
+  // "stream"). Returns false if the handler did not ask for it (the worker is then stopped as a liar).
+  virtual bool task_output(const BatchTask& /*task*/, bool /*is_stderr*/, std::string_view /*bytes*/) { return false; }
   // The one-word outcome the joblog records for a finished task: "ok" for success (what --resume skips),
   // else why it failed. By default "ok" or the error's type.
   virtual std::string outcome_word(const TaskOutcome& outcome) const {

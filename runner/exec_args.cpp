@@ -5,23 +5,37 @@
 
 namespace authrun::runner {
 
+namespace {
+
+bool is_separator(const std::string& w) { return w == ":::" || w == "::::" || w == ":::+" || w == "::::+"; }
+
+}  // namespace
+
 protocol::Result<ExecCommand> split_exec_words(const std::vector<std::string>& words) {
   ExecCommand out;
   std::size_t i = 0;
   if (i < words.size() && words[i] == "--") ++i;
-  for (; i < words.size() && words[i] != ":::" && words[i] != "::::"; ++i) out.command.push_back(words[i]);
+  for (; i < words.size() && !is_separator(words[i]); ++i) out.command.push_back(words[i]);
   while (i < words.size()) {
-    const bool files = words[i] == "::::";
+    const bool files = words[i] == "::::" || words[i] == "::::+";
+    const bool linked = words[i].back() == '+';
+    if (linked && out.sources.empty()) {
+      return protocol::make_error(protocol::ErrorCode::usage, words[i] + " links to the source before it, and there is none");
+    }
     ++i;
     if (files) {
-      for (; i < words.size() && words[i] != ":::" && words[i] != "::::"; ++i) {
+      bool first = true;
+      for (; i < words.size() && !is_separator(words[i]); ++i) {
         ArgSource source;
         source.file = words[i];
+        source.linked = linked && first;
+        first = false;
         out.sources.push_back(std::move(source));
       }
     } else {
       ArgSource source;
-      for (; i < words.size() && words[i] != ":::" && words[i] != "::::"; ++i) source.values.push_back(words[i]);
+      source.linked = linked;
+      for (; i < words.size() && !is_separator(words[i]); ++i) source.values.push_back(words[i]);
       out.sources.push_back(std::move(source));
     }
   }
@@ -34,6 +48,43 @@ protocol::Result<ExecCommand> split_exec_words(const std::vector<std::string>& w
     out.sources.push_back(std::move(stdin_lines));
   }
   return out;
+}
+
+bool needs_shell(const std::vector<std::string>& command) {
+  return command.size() == 1 && command[0].find_first_of(" \t\n|&;<>()$`\\\"'*?[]#~=%") != std::string::npos;
+}
+
+void combine_sources(const std::vector<std::vector<std::string>>& lists, const std::vector<bool>& linked,
+                     const std::function<bool(std::vector<std::string>)>& sink) {
+  // Groups of linked sources: [first, last) ranges; each group has as many rows as its longest source.
+  std::vector<std::pair<std::size_t, std::size_t>> groups;
+  for (std::size_t k = 0; k < lists.size(); ++k) {
+    if (k > 0 && linked[k]) groups.back().second = k + 1;
+    else groups.emplace_back(k, k + 1);
+  }
+  std::vector<std::size_t> rows;
+  for (const auto& [first, last] : groups) {
+    std::size_t n = 0;
+    for (std::size_t k = first; k < last; ++k) {
+      if (lists[k].empty()) return;  // an empty source: no combination at all
+      n = std::max(n, lists[k].size());
+    }
+    rows.push_back(n);
+  }
+  std::vector<std::size_t> at(groups.size(), 0);
+  for (;;) {
+    std::vector<std::string> values;
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      for (std::size_t k = groups[g].first; k < groups[g].second; ++k) values.push_back(lists[k][at[g] % lists[k].size()]);
+    }
+    if (!sink(std::move(values))) return;
+    std::size_t g = groups.size();
+    while (g-- > 0) {
+      if (++at[g] < rows[g]) break;
+      at[g] = 0;
+      if (g == 0) return;
+    }
+  }
 }
 
 namespace {
@@ -80,6 +131,7 @@ std::optional<std::string> expand(const std::string& inner, const JobArgs& job, 
   std::string result;
   if (digits > 0) {
     std::size_t n = std::stoul(inner.substr(0, std::min<std::size_t>(digits, 6)));
+    if (n > job.values.size() && n <= job.positions) return std::string();
     if (n == 0 || n > job.values.size()) return std::nullopt;
     if (!modify(inner.substr(digits), job.values[n - 1], result)) return std::nullopt;
     return q(result);
@@ -149,9 +201,13 @@ std::string replace_in(const std::string& word, const JobArgs& job, int slot, bo
 }
 
 std::string shell_quote(const std::string& s) {
+  // As GNU parallel 2022 quotes (--dry-run shows it): plain words stay as they are, anything else goes in
+  // single quotes, a single quote inside as '"'"'.
+  static const std::string plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:,+=@%";
+  if (!s.empty() && s.find_first_not_of(plain) == std::string::npos) return s;
   std::string out = "'";
   for (char c : s) {
-    if (c == '\'') out += "'\\''";
+    if (c == '\'') out += "'\"'\"'";
     else out += c;
   }
   out += '\'';
@@ -175,8 +231,49 @@ std::vector<std::string> job_argv(const std::vector<std::string>& command, const
     return {"/bin/sh", "-c", script};
   }
   std::vector<std::string> argv;
-  for (const auto& w : command) argv.push_back(replace ? replace_in(w, job, slot, false) : w);
-  if (!replace) argv.insert(argv.end(), job.values.begin(), job.values.end());
+  if (!replace) {
+    argv = command;
+    argv.insert(argv.end(), job.values.begin(), job.values.end());
+    return argv;
+  }
+  for (const auto& w : command) {
+    if (job.context_replace && job.values.size() > 1) {
+      bool has_all = false;
+      substitute(w, [&](const std::string& inner) {
+        if (inner != "#" && inner != "%" && !std::isdigit(static_cast<unsigned char>(inner.empty() ? 'x' : inner[0]))) has_all = true;
+        return std::string();
+      });
+      if (has_all) {
+        for (const std::string& v : job.values) argv.push_back(replace_in(w, JobArgs{{v}, job.number, false}, slot, false));
+        continue;
+      }
+    }
+    // A replacement for all values splits the word, one value per word (GNU parallel quotes each value).
+    std::vector<std::string> words{""};
+    std::size_t i = 0;
+    while (i < w.size()) {
+      auto open = w.find('{', i);
+      auto close = open == std::string::npos ? open : w.find('}', open + 1);
+      if (close == std::string::npos) break;
+      const std::string inner = w.substr(open + 1, close - open - 1);
+      words.back().append(w, i, open - i);
+      i = close + 1;
+      const bool all_values = is_replacement(inner) && inner != "#" && inner != "%" &&
+                              !std::isdigit(static_cast<unsigned char>(inner.empty() ? 'x' : inner[0]));
+      if (!all_values || job.values.size() <= 1) {
+        words.back() += is_replacement(inner) ? expand(inner, job, slot, false).value_or("{" + inner + "}") : "{" + inner + "}";
+        continue;
+      }
+      for (std::size_t k = 0; k < job.values.size(); ++k) {
+        std::string v;
+        modify(inner, job.values[k], v);
+        if (k) words.emplace_back();
+        words.back() += v;
+      }
+    }
+    words.back().append(w, i, std::string::npos);
+    argv.insert(argv.end(), words.begin(), words.end());
+  }
   return argv;
 }
 

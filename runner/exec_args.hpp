@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,11 +15,13 @@ namespace authrun::runner {
 // One input source: literal values (`::: a b c`) or the lines of a file (`:::: FILE`, "-" for stdin).
 struct ArgSource {
   std::vector<std::string> values;
-  std::string file;  // when set, the values come from this file's lines
+  std::string file;     // when set, the values come from this file's lines
+  bool linked = false;  // `:::+` / `::::+` (or --link): paired with the previous source, not crossed with it
 };
 
 // The command and its sources, split from the words after `authrun exec [options]`: `-- CMD ARGS...
-// ::: A B :::: FILE ...`. Without any source, stdin's lines are the one source. Errors: usage (no command).
+// ::: A B :::: FILE :::+ C D ::::+ FILE2 ...`. Without any source, stdin's lines are the one source. Errors:
+// usage (no command, or a linked source first).
 struct ExecCommand {
   std::vector<std::string> command;
   std::vector<ArgSource> sources;
@@ -29,6 +32,8 @@ protocol::Result<ExecCommand> split_exec_words(const std::vector<std::string>& w
 struct JobArgs {
   std::vector<std::string> values;
   std::uint64_t number = 0;  // {#}: 1-based
+  bool context_replace = false;  // -X: a word with {} is repeated once per value instead of split
+  std::size_t positions = 0;     // -N: {N} up to this many is the empty string when the job has fewer values
 };
 
 // True if any word of the command holds a replacement string ({}, {.}, {/}, {//}, {/.}, {#}, {%}, {N}).
@@ -43,10 +48,22 @@ bool uses_slot(const std::vector<std::string>& command);
 std::string replace_in(const std::string& word, const JobArgs& job, int slot, bool quote);
 
 // The argv of one job: each word with its replacement strings, or, if the command has none, the command
-// with the values appended. With `shell`, ["/bin/sh", "-c", the words joined by spaces with quoted values].
+// with the values appended. A replacement string for all values ({}, {.}, ...) gives one word per value, as
+// GNU parallel's shell would split them ("x{}y" with a and b: "xa", "by"). With `shell`, ["/bin/sh", "-c",
+// the words joined by spaces with every value shell-quoted].
 std::vector<std::string> job_argv(const std::vector<std::string>& command, const JobArgs& job, int slot, bool shell);
 
-// Quotes a string for sh (single quotes).
+// True for a command given as one word with shell syntax (spaces, |, >, ;, ...): GNU parallel runs it through
+// a shell, and so does authrun (`cmd {} | x > {.}.out`).
+bool needs_shell(const std::vector<std::string>& command);
+
+// The values of each job, in order, from the sources' values (all read): linked sources are paired (the
+// shorter ones wrap around, as with GNU parallel's --link), groups of them crossed, the first outermost.
+// Calls `sink` per job until it returns false.
+void combine_sources(const std::vector<std::vector<std::string>>& lists, const std::vector<bool>& linked,
+                     const std::function<bool(std::vector<std::string>)>& sink);
+
+// Quotes a string for sh as GNU parallel does (backslashes; a newline as '\n' in single quotes; "" as '').
 std::string shell_quote(const std::string& s);
 
 }  // namespace authrun::runner

@@ -17,6 +17,8 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
+#include "runner/exec_buffer.hpp"
+#include "runner/exec_halt.hpp"
 #include "runner/line_reader.hpp"
 #include "runner/progress_line.hpp"
 #include "runner/summary_json.hpp"
@@ -29,42 +31,34 @@ namespace {
 
 constexpr std::size_t k_queue_capacity = 1024;
 constexpr std::size_t k_max_held_jobs = 4096;
-constexpr std::int64_t k_max_output = 16 * 1024 * 1024;  // per stream and job
+constexpr std::size_t k_memory_budget = 64 * 1024 * 1024;  // output held in memory, all jobs together
+constexpr std::size_t k_quote_max = 100;                    // bytes of an argument quoted in a message
 
 void log(const std::string& text) {
   ProgressLine::on_stderr().clear();
   std::fprintf(stderr, "authrun: %s\n", text.c_str());
 }
 
-struct HaltPolicy {
-  bool now = false;
-  std::uint64_t fail_limit = 0;  // 0: never halt
-};
-
-Result<HaltPolicy> parse_halt(const std::string& text) {
-  HaltPolicy h;
-  if (text == "never") return h;
-  auto comma = text.find(',');
-  const std::string when = text.substr(0, comma);
-  const std::string rest = comma == std::string::npos ? "" : text.substr(comma + 1);
-  if ((when != "now" && when != "soon") || rest.rfind("fail=", 0) != 0) {
-    return make_error(ErrorCode::usage, "--halt takes never, now,fail=N or soon,fail=N (got '" + text + "')");
+// The exec task args for one job, in CBOR: the argv as byte strings (arguments are bytes, not text), the
+// output streamed back as it comes.
+std::string exec_args(const ExecOptions& o, JobArgs job, int slot) {
+  job.context_replace = o.multi == ExecOptions::Multi::context;
+  job.positions = std::size_t(std::max(0, o.max_args));
+  json argv = json::array();
+  for (const std::string& word : job_argv(o.command.command, job, slot, o.shell)) {
+    argv.push_back(json::binary(std::vector<std::uint8_t>(word.begin(), word.end())));
   }
-  h.now = when == "now";
-  try {
-    h.fail_limit = std::stoull(rest.substr(5));
-  } catch (const std::exception&) {
-    return make_error(ErrorCode::usage, "--halt: fail=N needs a whole number (got '" + text + "')");
-  }
-  if (h.fail_limit == 0) return make_error(ErrorCode::usage, "--halt: fail=N needs N >= 1");
-  return h;
+  json args{{"argv", std::move(argv)}, {"stream", true}};
+  if (o.timeout_s) args["timeout"] = *o.timeout_s;
+  std::string out;
+  json::to_cbor(args, nlohmann::detail::output_adapter<char>(out));
+  return out;
 }
 
-// The exec task args for one job.
-std::string exec_args(const ExecOptions& o, const JobArgs& job, int slot) {
-  json args{{"argv", job_argv(o.command.command, job, slot, o.shell)}, {"max_output", k_max_output}};
-  if (o.timeout_s) args["timeout"] = *o.timeout_s;
-  return dump_json(args);
+// `s`, cut to a readable length for a message.
+std::string cut(const std::string& s) {
+  if (s.size() <= k_quote_max + 16) return s;
+  return s.substr(0, k_quote_max) + "... (" + std::to_string(s.size()) + " bytes)";
 }
 
 JobArgs job_of(const BatchTask& t) {
@@ -74,24 +68,34 @@ JobArgs job_of(const BatchTask& t) {
   return job;
 }
 
-// Reads a source's values (all of them: for a cross product with other sources), giving up when `stop_fd`
-// becomes readable.
-Result<std::vector<std::string>> read_source(const ArgSource& s, int stop_fd) {
-  if (s.file.empty()) return s.values;
-  Fd fd(s.file == "-" ? ::fcntl(0, F_DUPFD_CLOEXEC, 3) : ::open(s.file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return make_error(ErrorCode::io, "cannot read " + s.file + ": " + std::strerror(errno));
-  std::vector<std::string> lines;
-  auto err = read_lines(fd.get(), s.file, stop_fd, limits::default_max_payload, [&](std::string_view text, std::size_t) {
-    lines.emplace_back(text);
-    return true;
-  });
-  if (err) return make_error(ErrorCode::io, *err);
-  return lines;
+// Reads `file`'s values ("-": stdin), one per `delimiter`, calling `take` for each until it returns false.
+// A value longer than the payload limit is an error, never cut. Gives up when `stop_fd` becomes readable.
+std::optional<std::string> read_values(const std::string& file, char delimiter, int stop_fd,
+                                       const std::function<bool(std::string)>& take) {
+  Fd fd(file == "-" ? ::fcntl(0, F_DUPFD_CLOEXEC, 3) : ::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return "cannot read " + file + ": " + std::strerror(errno);
+  const std::string name = file == "-" ? "stdin" : file;
+  std::optional<std::string> too_long;
+  std::size_t line = 0;
+  auto err = read_lines(
+      fd.get(), name, stop_fd, limits::default_max_payload,
+      [&](std::string_view text, std::size_t length) {
+        ++line;
+        if (length > limits::default_max_payload) {
+          too_long = name + ": value " + std::to_string(line) + " is " + std::to_string(length) + " bytes, more than " +
+                     std::to_string(limits::default_max_payload);
+          return false;
+        }
+        return take(std::string(text));
+      },
+      delimiter);
+  return too_long ? too_long : err;
 }
 
 // Generates the jobs, calling `sink` for each until it returns false: one source is streamed (stdin may be
 // endless); several are read first and combined as a cross product, the first source outermost (as GNU
-// parallel does). Jobs numbered in `done` are passed over. Returns an error message if a source failed.
+// parallel does), linked ones paired. Input rows pass through --colsep, -r, -N and -X/-m/--xargs on the way.
+// Jobs numbered in `done` are passed over. Returns an error message if a source failed.
 std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<std::uint64_t>& done, int stop_fd,
                                          const std::function<bool(BatchTask)>& sink) {
   {
@@ -105,45 +109,90 @@ std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<st
       t.context = json{{"values", values}};
       JobArgs job{std::move(values), t.number};
       t.args_json = exec_args(o, job, 0);
+      t.args_format = BodyFormat::cbor;
       // The worker's exec kills the child at the timeout; this backstop catches a worker that hangs.
       if (o.timeout_s) t.timeout_s = *o.timeout_s + 10;
       return sink(std::move(t));
     };
+    // Several input rows per job (-N, -X/-m/--xargs): gathered here, emitted when full and at the end.
+    constexpr std::size_t k_max_chars = 128 * 1024;  // -X/-m/--xargs: values per job up to this many bytes
+    std::vector<std::string> gathered;
+    std::size_t gathered_bytes = 0;
+    const bool gathering = o.max_args > 0 || o.multi != ExecOptions::Multi::none;
+    auto flush = [&] {
+      if (gathered.empty()) return true;
+      gathered_bytes = 0;
+      return emit(std::exchange(gathered, {}));
+    };
+    auto add_row = [&](std::vector<std::string> row) {
+      if (!o.colsep.empty() && row.size() == 1) {
+        std::vector<std::string> columns;
+        std::size_t at = 0;
+        for (std::size_t next; (next = row[0].find(o.colsep, at)) != std::string::npos; at = next + o.colsep.size()) {
+          columns.push_back(row[0].substr(at, next - at));
+        }
+        columns.push_back(row[0].substr(at));
+        row = std::move(columns);
+      }
+      if (o.skip_empty && std::all_of(row.begin(), row.end(), [](const std::string& v) {
+            return v.find_first_not_of(" \t\r\n") == std::string::npos;
+          })) {
+        return true;
+      }
+      if (!gathering) return emit(std::move(row));
+      std::size_t bytes = 0;
+      for (const auto& v : row) bytes += v.size() + 1;
+      if (o.max_args == 0 && !gathered.empty() && gathered_bytes + bytes > k_max_chars && !flush()) return false;
+      gathered.insert(gathered.end(), std::make_move_iterator(row.begin()), std::make_move_iterator(row.end()));
+      gathered_bytes += bytes;
+      if (o.max_args > 0 && gathered.size() >= std::size_t(o.max_args)) return flush();
+      return true;
+    };
     const auto& sources = o.command.sources;
     if (sources.size() == 1 && !sources[0].file.empty()) {
-      const std::string& file = sources[0].file;
-      Fd fd(file == "-" ? ::fcntl(0, F_DUPFD_CLOEXEC, 3) : ::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!fd.valid()) return "cannot read " + file + ": " + std::strerror(errno);
-      return read_lines(fd.get(), file == "-" ? "stdin" : file, stop_fd, limits::default_max_payload,
-                        [&](std::string_view text, std::size_t) { return emit({std::string(text)}); });
+      bool stopped = false;
+      auto err = read_values(sources[0].file, o.delimiter, stop_fd, [&](std::string v) {
+        if (add_row({std::move(v)})) return true;
+        stopped = true;
+        return false;
+      });
+      if (err) return err;
+      if (!stopped) flush();
+      return std::nullopt;
     }
     std::vector<std::vector<std::string>> lists;
-    for (const auto& s : sources) {
-      auto values = read_source(s, stop_fd);
-      if (!values) return values.error().message;
-      if (values->empty()) return std::nullopt;  // an empty source: no combination at all
-      lists.push_back(std::move(*values));
-    }
-    std::vector<std::size_t> at(lists.size(), 0);
-    for (;;) {
-      std::vector<std::string> values;
-      for (std::size_t i = 0; i < lists.size(); ++i) values.push_back(lists[i][at[i]]);
-      if (!emit(std::move(values))) return std::nullopt;
-      std::size_t i = lists.size();
-      while (i-- > 0) {
-        if (++at[i] < lists[i].size()) break;
-        at[i] = 0;
-        if (i == 0) return std::nullopt;
+    std::vector<bool> linked;
+    for (const auto& source : sources) {
+      std::vector<std::string> values = source.values;
+      if (!source.file.empty()) {
+        auto err = read_values(source.file, o.delimiter, stop_fd, [&](std::string v) {
+          values.push_back(std::move(v));
+          return true;
+        });
+        if (err) return err;
       }
+      lists.push_back(std::move(values));
+      linked.push_back(source.linked);
     }
+    bool stopped = false;
+    combine_sources(lists, linked, [&](std::vector<std::string> row) {
+      if (add_row(std::move(row))) return true;
+      stopped = true;
+      return false;
+    });
+    if (!stopped) flush();
+    return std::nullopt;
   }
 }
 
 // Prints each job's output whole (never interleaved with another's), stores it under --results, applies
-// --halt, and counts failures.
+// --halt, and counts failures. Output arrives in pieces while a job runs and is held (memory, then a
+// temporary file) until the job ends and its turn comes.
 class ExecOutput : public ResultHandler {
  public:
-  ExecOutput(const ExecOptions& o, HaltPolicy halt) : m_o(o), m_halt(halt), m_slot_args(uses_slot(o.command.command)) {}
+  ExecOutput(const ExecOptions& o, HaltPolicy halt) : m_o(o), m_halt(halt), m_slot_args(uses_slot(o.command.command)) {
+    m_budget.limit = k_memory_budget;
+  }
 
   std::string args_for(const BatchTask& task, int slot) override {
     return m_slot_args ? exec_args(m_o, job_of(task), slot) : task.args_json;
@@ -151,12 +200,16 @@ class ExecOutput : public ResultHandler {
 
   // "0" for a job that exited 0; else "exit N", "signal N", "timeout", or the task error's type.
   static std::string status_of(const TaskOutcome& o) {
-    if (!o.ok) return o.error.value("type", "error");
-    const json& v = o.value;
-    if (v.value("timed_out", false)) return "timeout";
-    if (v.contains("signal") && !v["signal"].is_null()) return "signal " + std::to_string(v["signal"].get<int>());
-    const int code = v.value("exit_code", -1);
-    return code == 0 ? "0" : "exit " + std::to_string(code);
+    if (o.ok) return "0";
+    const std::string type = o.error.value("type", "error");
+    const json details = o.error.value("details", json::object());
+    if (type == "exit_status" && details.contains("exit_code") && details["exit_code"].is_number_integer()) {
+      return "exit " + std::to_string(details["exit_code"].get<int>());
+    }
+    if (type == "signal" && details.contains("signal") && details["signal"].is_number_integer()) {
+      return "signal " + std::to_string(details["signal"].get<int>());
+    }
+    return type;
   }
 
   std::string outcome_word(const TaskOutcome& o) const override {
@@ -164,61 +217,115 @@ class ExecOutput : public ResultHandler {
     return status == "0" ? "ok" : status;
   }
 
-  Next task_done(const BatchTask& task, TaskOutcome&& o) override {
-    Finished f;
-    const JobArgs job = job_of(task);
-    const std::string status = status_of(o);
-    f.failed = status != "0";
-    if (!o.ok) {
-      f.err = "authrun: job " + std::to_string(job.number) + " (" + joined(job) + "): " +
-              o.error["type"].get<std::string>() + ": " + o.error["message"].get<std::string>() + "\n";
-    } else {
-      const json& v = o.value;
-      f.out = v["stdout"].get<std::string>();
-      f.err = v["stderr"].get<std::string>();
-      if (status == "timeout") f.err += "authrun: job " + std::to_string(job.number) + " (" + joined(job) + ") timed out\n";
-      for (const char* stream : {"stdout", "stderr"}) {
-        if (v[std::string(stream) + "_truncated"] == true) {
-          f.err += "authrun: job " + std::to_string(job.number) + ": " + stream + " truncated at " +
-                   std::to_string(k_max_output) + " bytes\n";
-        }
+  bool task_output(const BatchTask& task, bool is_stderr, std::string_view bytes) override {
+    Job& job = job_for(task.seq);
+    if (job.failed_write) return true;
+    Stream& stream = is_stderr ? job.err : job.out;
+    const bool tagged = m_o.tag || !m_o.tagstring.empty();
+    if (live()) {
+      // -u: as it comes; --line-buffer: whole lines as they come (a line longer than 1 MiB goes out in parts).
+      stream.partial += tagged ? tag_lines(bytes, prefix_of(task), stream.at_line_start) : std::string(bytes);
+      const std::size_t cut = m_o.ungroup ? stream.partial.size()
+                              : stream.partial.size() > (1u << 20) ? stream.partial.size()
+                                                                    : stream.partial.rfind('\n') + 1;  // npos + 1 == 0
+      if (cut > 0) {
+        write_now(is_stderr, std::string_view(stream.partial).substr(0, cut));
+        stream.partial.erase(0, cut);
       }
+      return true;
     }
-    if (m_o.tag) {
-      const std::string prefix = joined(job) + "\t";
-      f.out = tag_lines(f.out, prefix);
-      f.err = tag_lines(f.err, prefix);
+    Result<void> appended = tagged ? stream.buffer.append(tag_lines(bytes, prefix_of(task), stream.at_line_start))
+                                   : stream.buffer.append(bytes);
+    if (!appended) {
+      log(appended.error().message);
+      job.failed_write = true;
+      m_write_failed = true;
     }
-    if (!m_o.results_dir.empty()) store(job, o, status);
-    if (f.failed) ++m_failed;
+    return true;
+  }
+
+  Next task_done(const BatchTask& task, TaskOutcome&& o) override {
+    const JobArgs args = job_of(task);
+    std::unique_ptr<Job> job = take_job(task.seq);
+    const std::string status = status_of(o);
+    job->failed = status != "0";
+    // The program's own exit status or signal says enough (as with GNU parallel); other failures are ours
+    // to explain.
+    const std::string type = o.ok ? "" : o.error.value("type", "error");
+    std::string note;
+    if (type == "timeout") {
+      note = "authrun: job " + std::to_string(args.number) + " (" + cut(joined(args)) + ") timed out\n";
+    } else if (!o.ok && type != "exit_status" && type != "signal" && type != "interrupted") {
+      note = "authrun: job " + std::to_string(args.number) + " (" + cut(joined(args)) + "): " + type + ": " +
+             o.error.value("message", "") + "\n";
+    }
+    if (!note.empty()) {
+      if (m_o.tag || !m_o.tagstring.empty()) note = tag_lines(note, prefix_of(task), job->err.at_line_start = true);
+      if (live()) job->err.partial += note;
+      else if (!job->err.buffer.append(note)) m_write_failed = true;
+    }
+    if (live()) {
+      write_now(false, job->out.partial);
+      write_now(true, job->err.partial);
+      job->out.partial.clear();
+      job->err.partial.clear();
+    }
+    if (!m_o.results_dir.empty()) store(args, *job, status);
+    const bool failed = job->failed;
+    if (failed) ++m_failed;
+    ++m_ended;
     if (m_o.keep_order) {
-      m_held.emplace(task.seq, std::move(f));
+      m_held.emplace(task.seq, std::move(job));
       drain();
     } else {
-      print(f);
+      print(*job);
     }
-    if (m_halt.fail_limit && m_failed >= m_halt.fail_limit && !m_halting) {
-      m_halting = true;
-      log("halting after " + std::to_string(m_failed) + " failed job(s) (--halt " + m_o.halt + ")");
-      return m_halt.now ? Next::stop_now : Next::stop_soon;
+    if (!m_halt_status && halt_reached(m_halt, failed, m_ended, m_failed)) {
+      // GNU parallel then exits with the status of the job that met the condition.
+      m_halt_status = status == "0" ? 0 : status.rfind("exit ", 0) == 0 ? std::stoi(status.substr(5))
+                                       : status.rfind("signal ", 0) == 0 ? 128 + std::stoi(status.substr(7)) : 1;
+      log("halting after job " + std::to_string(args.number) + " (--halt " + m_o.halt + ": " + std::to_string(m_failed) +
+          " failed of " + std::to_string(m_ended) + ")");
+      return m_halt.when == HaltPolicy::When::now ? Next::stop_now : Next::stop_soon;
     }
     return Next::go_on;
   }
 
   void task_not_started(const BatchTask& task) override {
+    m_running.erase(task.seq);
     if (!m_o.keep_order) return;
-    m_held.emplace(task.seq, std::nullopt);
+    m_held.emplace(task.seq, nullptr);
     drain();
   }
   bool write_failed() const override { return m_write_failed; }
   bool can_take_more() const override { return m_held.size() < k_max_held_jobs; }
   std::uint64_t failed() const { return m_failed; }
+  // The exit status --halt decided on, if it halted.
+  std::optional<int> halt_status() const { return m_halt_status; }
 
  private:
-  struct Finished {
-    std::string out, err;
-    bool failed = false;
+  struct Stream {
+    explicit Stream(MemoryBudget& budget) : buffer(budget) {}
+    OutputBuffer buffer;
+    std::string partial;        // --line-buffer: the unfinished last line
+    bool at_line_start = true;  // for --tag
   };
+  struct Job {
+    explicit Job(MemoryBudget& budget) : out(budget), err(budget) {}
+    Stream out, err;
+    bool failed = false;
+    bool failed_write = false;
+  };
+
+  Job& job_for(std::uint64_t seq) {
+    auto& slot = m_running[seq];
+    if (!slot) slot = std::make_unique<Job>(m_budget);
+    return *slot;
+  }
+  std::unique_ptr<Job> take_job(std::uint64_t seq) {
+    auto node = m_running.extract(seq);
+    return node ? std::move(node.mapped()) : std::make_unique<Job>(m_budget);
+  }
 
   static std::string joined(const JobArgs& job) {
     std::string s;
@@ -228,29 +335,23 @@ class ExecOutput : public ResultHandler {
     }
     return s;
   }
-
-  static std::string tag_lines(const std::string& text, const std::string& prefix) {
-    std::string out;
-    std::size_t i = 0;
-    while (i < text.size()) {
-      auto nl = text.find('\n', i);
-      std::size_t end = nl == std::string::npos ? text.size() : nl + 1;
-      out += prefix;
-      out.append(text, i, end - i);
-      i = end;
-    }
-    return out;
+  std::string prefix_of(const BatchTask& task) const {
+    if (!m_o.tagstring.empty()) return replace_in(m_o.tagstring, job_of(task), 0, false) + "\t";
+    return joined(job_of(task)) + "\t";
+  }
+  // Output goes out while jobs run (-u, --line-buffer; not with -k, which needs the order).
+  bool live() const { return (m_o.ungroup || m_o.line_buffer) && !m_o.keep_order; }
+  void write_now(bool is_stderr, std::string_view bytes) {
+    if (bytes.empty()) return;
+    std::FILE* f = is_stderr ? stderr : stdout;
+    if ((std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size() || std::fflush(f) != 0) && !is_stderr) m_write_failed = true;
   }
 
-  void print(const Finished& f) {
-    if (!f.out.empty() || !f.err.empty()) ProgressLine::on_stderr().clear();  // never mixed with the bar
-    if (!f.out.empty() && (std::fwrite(f.out.data(), 1, f.out.size(), stdout) != f.out.size() || std::fflush(stdout) != 0)) {
-      m_write_failed = true;
-    }
-    if (!f.err.empty()) {
-      std::fwrite(f.err.data(), 1, f.err.size(), stderr);
-      std::fflush(stderr);
-    }
+  void print(Job& job) {
+    if (job.out.buffer.size() > 0 || job.err.buffer.size() > 0) ProgressLine::on_stderr().clear();  // never mixed with the bar
+    auto out = job.out.buffer.write_to(stdout);
+    if (!out) m_write_failed = true;
+    std::ignore = job.err.buffer.write_to(stderr);
   }
 
   void drain() {
@@ -259,31 +360,42 @@ class ExecOutput : public ResultHandler {
     }
   }
 
-  void store(const JobArgs& job, const TaskOutcome& o, const std::string& status) {
-    const std::string dir = m_o.results_dir + "/" + std::to_string(job.number);
+  void store(const JobArgs& args, Job& job, const std::string& status) {
+    const std::string dir = m_o.results_dir + "/" + std::to_string(args.number);
     ::mkdir(m_o.results_dir.c_str(), 0777);
     ::mkdir(dir.c_str(), 0777);
-    auto write = [&](const char* name, const std::string& text) {
-      std::ofstream f(dir + "/" + name, std::ios::binary | std::ios::trunc);
-      f << text;
-      if (!f) m_write_failed = true;
+    auto write = [&](const char* name, auto&& fill) {
+      const std::string path = dir + "/" + name;
+      std::FILE* f = std::fopen(path.c_str(), "we");
+      bool ok = f && fill(f);
+      if (f && std::fclose(f) != 0) ok = false;
+      if (!ok) {
+        log("cannot write " + path + ": " + std::strerror(errno));
+        m_write_failed = true;
+      }
     };
-    std::string args;
-    for (const auto& v : job.values) args += v + "\n";
-    write("args", args);
-    write("stdout", o.ok ? o.value["stdout"].get<std::string>() : std::string());
-    write("stderr", o.ok ? o.value["stderr"].get<std::string>() : o.error["message"].get<std::string>() + "\n");
+    auto text = [](const std::string& t) {
+      return [t](std::FILE* f) { return std::fwrite(t.data(), 1, t.size(), f) == t.size(); };
+    };
+    std::string values;
+    for (const auto& v : args.values) values += v + "\n";
+    write("args", text(values));
+    write("stdout", [&](std::FILE* f) { return job.out.buffer.write_to(f).has_value(); });
+    write("stderr", [&](std::FILE* f) { return job.err.buffer.write_to(f).has_value(); });
     // The exit code alone for a job that exited; else "signal N", "timeout" or the error's type.
-    write("exit_status", (status.rfind("exit ", 0) == 0 ? status.substr(5) : status) + "\n");
+    write("exit_status", text((status.rfind("exit ", 0) == 0 ? status.substr(5) : status) + "\n"));
   }
 
   const ExecOptions& m_o;
   HaltPolicy m_halt;
   bool m_slot_args;
+  MemoryBudget m_budget;  // declared before the jobs, which give their memory back to it
   std::uint64_t m_failed = 0;
-  bool m_halting = false;
+  std::uint64_t m_ended = 0;
+  std::optional<int> m_halt_status;
   bool m_write_failed = false;
-  std::map<std::uint64_t, std::optional<Finished>> m_held;  // --keep-order: seq -> output (nullopt: not started)
+  std::map<std::uint64_t, std::unique_ptr<Job>> m_running;  // seq -> output so far
+  std::map<std::uint64_t, std::unique_ptr<Job>> m_held;     // --keep-order: seq -> output (null: not started)
   std::uint64_t m_next = 0;
 };
 
@@ -315,7 +427,13 @@ std::set<std::uint64_t> done_in_joblog(const std::string& path) {
 
 }  // namespace
 
-int run_exec(const ExecOptions& o) {
+int run_exec(const ExecOptions& given) {
+  ExecOptions o = given;
+  // One word with shell syntax is a shell command line, as with GNU parallel.
+  o.shell = o.shell || (!o.quote && needs_shell(o.command.command));
+  if (o.link) {
+    for (std::size_t i = 1; i < o.command.sources.size(); ++i) o.command.sources[i].linked = true;
+  }
   auto halt = parse_halt(o.halt);
   if (!halt) {
     log(halt.error().message);
@@ -327,14 +445,23 @@ int run_exec(const ExecOptions& o) {
   }
   std::set<std::uint64_t> done = o.resume ? done_in_joblog(o.engine.joblog) : std::set<std::uint64_t>{};
   if (o.dry_run) {
-    auto error = generate_jobs(o, done, -1, [](BatchTask t) {
-      json args = parse_json(t.args_json).value();
+    auto error = generate_jobs(o, done, -1, [&](BatchTask t) {
       std::string line;
-      for (const auto& word : args["argv"].get<std::vector<std::string>>()) {
-        if (!line.empty()) line += ' ';
-        line += shell_quote(word);
+      JobArgs job = job_of(t);
+      job.context_replace = o.multi == ExecOptions::Multi::context;
+      job.positions = std::size_t(std::max(0, o.max_args));
+      const std::vector<std::string> argv = job_argv(o.command.command, job, 1, o.shell);
+      // As GNU parallel prints it: the shell command line (argv words quoted only where needed).
+      if (o.shell) {
+        line = argv[2];
+      } else {
+        for (const auto& word : argv) {
+          if (!line.empty()) line += ' ';
+          line += shell_quote(word);
+        }
       }
-      std::printf("%s\n", line.c_str());
+      line += '\n';
+      std::fwrite(line.data(), 1, line.size(), stdout);
       return true;
     });
     if (error) {
@@ -351,15 +478,21 @@ int run_exec(const ExecOptions& o) {
   }
   EngineOptions engine = o.engine;
   engine.joblog_append = o.resume;
+  engine.interrupt_stops_now = true;
   // With only ::: lists the number of jobs is known up front: the progress line shows a bar and an ETA.
-  std::uint64_t total = 1;
+  std::uint64_t total = 1, group = 0;
   for (const auto& source : o.command.sources) {
     if (!source.file.empty()) {
-      total = 0;
+      total = group = 0;
       break;
     }
-    total *= source.values.size();
+    if (!source.linked) {
+      total *= std::max<std::uint64_t>(group, 1);
+      group = 0;
+    }
+    group = std::max<std::uint64_t>(group, source.values.size());
   }
+  total *= group;
   if (total > 0) engine.total = total - std::min<std::uint64_t>(total, done.size());
   ExecOutput output(o, *halt);
   RunSummary s = run_engine(
@@ -373,10 +506,12 @@ int run_exec(const ExecOptions& o) {
             std::move(notify));
       },
       output);
-  const int status = s.output_closed ? 141
-                     : s.signal      ? 128 + s.signal
-                     : s.setup_failed ? 255
-                                     : output.failed() > 100 ? 101 : static_cast<int>(output.failed());
+  const int status = s.output_closed        ? 141
+                     : s.signal               ? 128 + s.signal
+                     : s.setup_failed         ? 255
+                     : output.halt_status()   ? *output.halt_status()
+                     : output.failed() > 100  ? 101
+                                              : static_cast<int>(output.failed());
   if (!engine.summary_json.empty()) {
     if (auto w = write_summary_json(engine.summary_json, s, done.size(), engine.jobs, status); !w) log(w.error().message);
   }

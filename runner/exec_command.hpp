@@ -12,7 +12,8 @@ namespace authrun::runner {
 struct ExecOptions {
   EngineOptions engine;
   ExecCommand command;
-  bool shell = false;        // run through /bin/sh -c
+  bool shell = false;        // run through /bin/sh -c (also when the command is one word with shell syntax)
+  bool link = false;         // --link: pair the sources instead of crossing them
   bool keep_order = false;   // print jobs' output in input order
   bool tag = false;          // prefix each output line with the job's arguments and a tab
   bool dry_run = false;      // print the commands, run nothing
@@ -20,6 +21,18 @@ struct ExecOptions {
   std::string results_dir;   // store each job's stdout, stderr and exit status under DIR/<job number>/
   std::string halt = "never";  // never | now,fail=N | soon,fail=N
   std::optional<double> timeout_s;  // per job (the child is killed; the worker stays)
+  // GNU parallel's input and output options.
+  char delimiter = '\n';     // -0 / -d: what ends an input value
+  std::string colsep;        // --colsep: split each input line into columns ({1} {2} ...), a literal string here
+  bool skip_empty = false;   // -r: no job for an empty (or blank) input line
+  int max_args = 0;          // -N / -n: values per job from one source (0: one)
+  enum class Multi { none, spread, context };
+  Multi multi = Multi::none;  // -m / --xargs (values as separate words), -X (the word repeated per value)
+  bool quote = false;        // -q: never run a one-word command through the shell
+  std::string tagstring;     // --tagstring: the tag, with replacement strings
+  bool line_buffer = false;  // --line-buffer: whole lines as they come, not a job's output at its end
+  bool ungroup = false;      // -u: output as it comes, lines may mix
+  bool resume_failed = false;  // --resume-failed: like --resume, but failed jobs run again
 };
 
 // Runs the jobs; returns GNU parallel's exit status: 0 all succeeded, the number of failed jobs up to 100,

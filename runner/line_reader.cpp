@@ -11,7 +11,7 @@
 namespace authrun::runner {
 
 std::optional<std::string> read_lines(int fd, const std::string& name, int stop_fd, std::size_t max_line,
-                                      const LineHandler& on_line) {
+                                      const LineHandler& on_line, char delimiter) {
   std::string pending;     // the current, unfinished line
   std::size_t length = 0;  // its length so far (also when it is over the limit and not kept)
   std::vector<char> buf(1 << 16);
@@ -48,7 +48,7 @@ std::optional<std::string> read_lines(int fd, const std::string& name, int stop_
     }
     std::string_view chunk(buf.data(), static_cast<std::size_t>(n));
     while (!chunk.empty()) {
-      auto nl = chunk.find('\n');
+      auto nl = chunk.find(delimiter);
       if (nl == std::string_view::npos) {
         if (length + chunk.size() <= max_line) pending.append(chunk);
         else pending.clear();  // over the limit: keep counting, stop keeping

@@ -14,8 +14,8 @@ namespace authrun::runner {
 using LineHandler = std::function<bool(std::string_view text, std::size_t length)>;
 
 // Reads `fd` to its end, or until `stop_fd` (may be -1) becomes readable or the handler returns false.
-// Returns nullopt, or "NAME: read: ERROR" when reading failed.
+// Returns nullopt, or "NAME: read: ERROR" when reading failed. Lines end at `delimiter` (exec's -0 and -d).
 std::optional<std::string> read_lines(int fd, const std::string& name, int stop_fd, std::size_t max_line,
-                                      const LineHandler& on_line);
+                                      const LineHandler& on_line, char delimiter = '\n');
 
 }  // namespace authrun::runner

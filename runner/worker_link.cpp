@@ -141,6 +141,11 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
         if (closed) return;
         continue;
       }
+      if (auto* output = std::get_if<Output>(&**msg)) {
+        events.on_output(std::move(*output));
+        if (closed) return;
+        continue;
+      }
       Error e = make_error(ErrorCode::unexpected, std::string("worker sent a ") + to_string(type_of(**msg)) + " message");
       std::ignore = connection.send(ProtocolError{to_string(e.code), e.message});
       flush_now();
@@ -324,17 +329,26 @@ std::chrono::microseconds WorkerLink::handshake_time() const { return m_impl->ha
 ChannelMode WorkerLink::mode() const { return m_impl->connection.session().mode; }
 const std::optional<WorkerInfo>& WorkerLink::peer_info() const { return m_impl->connection.peer_info(); }
 
-Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args_json) {
+Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
   std::string body;
-  body.reserve(args_json.size() + fn.size() + 48);
-  body += "{\"id\":";
-  body += std::to_string(id);
-  body += ",\"fn\":";
-  body += dump_json(fn);
-  body += ",\"args\":";
-  body += args_json;
-  body += '}';
-  AUTHRUN_TRY(m_impl->connection.send_body(MessageType::task, std::move(body)));
+  body.reserve(args.size() + fn.size() + 48);
+  if (format == BodyFormat::cbor) {
+    // A map of three: "id", "fn", then "args" with its CBOR as given.
+    body += static_cast<char>(0xA3);
+    for (const json& part : {json("id"), json(id), json("fn"), json(fn), json("args")}) {
+      json::to_cbor(part, nlohmann::detail::output_adapter<char>(body));
+    }
+    body += args;
+  } else {
+    body += "{\"id\":";
+    body += std::to_string(id);
+    body += ",\"fn\":";
+    body += dump_json(fn);
+    body += ",\"args\":";
+    body += args;
+    body += '}';
+  }
+  AUTHRUN_TRY(m_impl->connection.send_body(MessageType::task, std::move(body), format));
   m_impl->kick_write();
   return {};
 }

@@ -26,6 +26,8 @@ class WorkerLink {
     std::function<void()> on_ready;
     // A result arrived (results arrive in the order tasks were sent).
     std::function<void(protocol::TaskResult&&)> on_result;
+    // A piece of a running task's streamed output arrived (before that task's result).
+    std::function<void(protocol::Output&&)> on_output;
     // The channel is closed and the process reaped; called once, last. `why` is the first thing that went
     // wrong (eof for a clean exit), `wait_status` as from waitpid.
     std::function<void(const protocol::Error& why, int wait_status)> on_gone;
@@ -56,8 +58,10 @@ class WorkerLink {
   // Queues a data message (body already encoded) to go out as soon as the handshake completes, ahead of any
   // task: the program of a Python worker. Call right after start(), before the event loop runs again.
   void send_after_handshake(protocol::MessageType type, std::string body);
-  // Queues a task (body already encoded). Errors: frame_too_large (the worker's limit); nothing is sent.
-  protocol::Result<void> send_task(std::uint64_t id, const std::string& fn, const std::string& args_json);
+  // Queues a task whose args are already encoded in `format` (JSON text or CBOR). Errors: frame_too_large
+  // (the worker's limit); nothing is sent.
+  protocol::Result<void> send_task(std::uint64_t id, const std::string& fn, const std::string& args,
+                                   protocol::BodyFormat format = protocol::BodyFormat::json);
   // Asks the worker to exit once its queued tasks are done (shutdown message, then end of its stdin).
   void shutdown();
   // Ends the link now: stops the worker (SIGTERM if it was trusted, so it takes its task's child along;

@@ -74,11 +74,11 @@ TEST_CASE("run: 10000 echo tasks come back exactly once each with their value") 
   }
 }
 
-TEST_CASE("run: exec tasks report exit codes, signals, output, cwd, env, stdin and timeouts") {
+TEST_CASE("run: exec tasks that exit non-zero, are killed, time out or overflow fail with their own type") {
   test::TempDir dir;
   const std::string cwd = std::filesystem::canonical(dir.path()).string();
   std::string input;
-  input += exec_line("exit3", {{"argv", {"sh", "-c", "exit 3"}}});
+  input += exec_line("exit3", {{"argv", {"sh", "-c", "echo partial; exit 3"}}});
   input += exec_line("signal", {{"argv", {"sh", "-c", "kill -9 $$"}}});
   input += exec_line("output", {{"argv", {"sh", "-c", "echo to-out; echo to-err >&2"}}});
   input += exec_line("truncated", {{"argv", {"sh", "-c", "printf 0123456789abcdef"}}, {"max_output", 4}});
@@ -89,29 +89,69 @@ TEST_CASE("run: exec tasks report exit codes, signals, output, cwd, env, stdin a
   auto t0 = Clock::now();
   auto r = run_batch({"-j", "2", "-"}, input);
   CHECK(Clock::now() - t0 < authrun::test::scaled(std::chrono::seconds(20)));
-  CHECK(r.exit_code == 0);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(summary_of(r.err), "8 tasks: 4 ok, 4 failed"));
   std::map<std::string, json> by_id;
   for (auto& res : parse_results(r.out)) by_id[res.at("id").get<std::string>()] = res;
   REQUIRE(by_id.size() == 8);
+  const std::map<std::string, std::string> failing{
+      {"exit3", "exit_status"}, {"signal", "signal"}, {"truncated", "output_too_large"}, {"timeout", "timeout"}};
   for (auto& [id, res] : by_id) {
     CAPTURE(id);
-    REQUIRE(res.at("ok") == true);
+    if (failing.count(id)) {
+      REQUIRE(res.at("ok") == false);
+      CHECK(res["error"]["type"] == failing.at(id));
+    } else {
+      REQUIRE(res.at("ok") == true);
+    }
   }
-  CHECK(by_id["exit3"]["value"]["exit_code"] == 3);
-  CHECK(by_id["exit3"]["value"]["signal"].is_null());
-  CHECK(by_id["signal"]["value"]["signal"] == 9);
-  CHECK(by_id["signal"]["value"]["exit_code"].is_null());
+  const json& exit3 = by_id["exit3"]["error"]["details"];
+  CHECK(exit3["exit_code"] == 3);
+  CHECK(exit3["signal"].is_null());
+  CHECK(exit3["stdout"] == "partial\n");
+  CHECK(by_id["exit3"]["error"]["message"] == "exec: 'sh' exited with status 3");
+  CHECK(by_id["signal"]["error"]["details"]["signal"] == 9);
+  CHECK(by_id["signal"]["error"]["details"]["exit_code"].is_null());
   CHECK(by_id["output"]["value"]["stdout"] == "to-out\n");
   CHECK(by_id["output"]["value"]["stderr"] == "to-err\n");
   CHECK(by_id["output"]["value"]["exit_code"] == 0);
-  CHECK(by_id["truncated"]["value"]["stdout"] == "0123");
-  CHECK(by_id["truncated"]["value"]["stdout_truncated"] == true);
+  CHECK(by_id["truncated"]["error"]["details"]["stdout"] == "0123");
+  CHECK(by_id["truncated"]["error"]["details"]["stdout_truncated"] == true);
+  CHECK(by_id["truncated"]["error"]["details"]["stdout_bytes"] == 16);
   CHECK(by_id["output"]["value"]["stdout_truncated"] == false);
   CHECK(by_id["cwd"]["value"]["stdout"] == cwd + "\n");
   CHECK(by_id["env"]["value"]["stdout"] == "hello env");
   CHECK(by_id["stdin"]["value"]["stdout"] == "line 1\nline 2\n");
-  CHECK(by_id["timeout"]["value"]["timed_out"] == true);
+  CHECK(by_id["timeout"]["error"]["details"]["timed_out"] == true);
   CHECK(by_id["output"]["value"]["timed_out"] == false);
+}
+
+TEST_CASE("run: exec output that is not UTF-8 round-trips through stdout_base64, argv_base64 and stdin_base64 go in") {
+  test::TempDir dir;
+  std::string data(4096, '\0');
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 7919 + 13) % 256);
+  const std::string file = dir.write("data.bin", data);
+  std::string input;
+  input += exec_line("cat", {{"argv", {"cat", file}}});
+  // "caf\xe9" as an argument, given in base64: printf %s prints it back.
+  input += exec_line("arg", {{"argv_base64", {"cHJpbnRm", "JXM=", "Y2Fm6Q=="}}});
+  input += exec_line("stdin", {{"argv", {"cat"}}, {"stdin_base64", "AP8BCg=="}});
+  auto r = run_batch({"-j", "2", "-"}, input);
+  CHECK(r.exit_code == 0);
+  std::map<std::string, json> by_id;
+  for (auto& res : parse_results(r.out)) by_id[res.at("id").get<std::string>()] = res;
+  REQUIRE(by_id.size() == 3);
+  CHECK_FALSE(by_id["cat"]["value"].contains("stdout"));
+  const std::string b64 = by_id["cat"]["value"]["stdout_base64"].get<std::string>();
+  // Decode with the system's base64 to compare byte for byte with the file.
+  const std::string decoded_path = dir.path() + "/decoded.bin";
+  auto dec = run_program({"/bin/sh", "-c", "base64 -d > " + decoded_path}, b64);
+  CHECK(dec.exit_code == 0);
+  std::ifstream in(decoded_path, std::ios::binary);
+  const std::string decoded((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(decoded == data);
+  CHECK(by_id["arg"]["value"]["stdout_base64"] == "Y2Fm6Q==");
+  CHECK(by_id["stdin"]["value"]["stdout_base64"] == "AP8BCg==");
 }
 
 TEST_CASE("run: bad task lines, unknown functions and bad args fail alone; the batch completes with exit 1") {

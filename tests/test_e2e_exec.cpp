@@ -125,7 +125,8 @@ TEST_CASE("exec: --dry-run prints the commands and runs nothing") {
   TempDir dir;
   auto r = exec({"--dry-run", "--", "touch", dir.path() + "/{}", ":::", "a", "b c"});
   CHECK(r.exit_code == 0);
-  CHECK(split_lines(r.out) == std::vector<std::string>{"'touch' '" + dir.path() + "/a'", "'touch' '" + dir.path() + "/b c'"});
+  // As GNU parallel prints them: quoted only where the shell needs it.
+  CHECK(split_lines(r.out) == std::vector<std::string>{"touch " + dir.path() + "/a", "touch " + dir.path() + "/b\\ c"});
   CHECK(read_file(dir.path() + "/a").empty());
   CHECK(::access((dir.path() + "/a").c_str(), F_OK) != 0);
 }

@@ -520,3 +520,30 @@ TEST_CASE("json_codec: a NUL byte ends nothing: text after it is not ignored") {
   REQUIRE(!msg);
   CHECK(msg.error().code == ErrorCode::malformed);
 }
+
+TEST_CASE("json_codec: output message (type 22) carries its bytes as the attachment; field errors") {
+  const std::string bytes("caf\xe9\0\xff", 6);
+  Output o;
+  o.id = 12;
+  o.is_stderr = true;
+  std::string body = encode_body(o);
+  CHECK(json::parse(body) == json{{"id", 12}, {"stream", "stderr"}});
+  std::string payload = with_attachment(body, bytes);
+  auto decoded = decode_frame(data_header(MessageType::output, k_flag_attachment, payload.size()), std::move(payload));
+  REQUIRE(decoded.has_value());
+  const Output& got = std::get<Output>(*decoded);
+  CHECK(got.id == 12);
+  CHECK(got.is_stderr);
+  CHECK(got.data.view() == bytes);
+  CHECK(type_of(*decoded) == MessageType::output);
+  CHECK(std::string(to_string(MessageType::output)) == "output");
+
+  check_fails(MessageType::output, R"({"stream":"stdout"})", ErrorCode::malformed, {"output", "'id'"});
+  check_fails(MessageType::output, R"({"id":1})", ErrorCode::malformed, {"output for task 1", "'stream'"});
+  check_fails(MessageType::output, R"({"id":1,"stream":"stdin"})", ErrorCode::malformed, {"output for task 1", "'stream'", "stdout"});
+  // Its body is JSON: a CBOR output frame is refused.
+  std::string cbor = encode_body(o, BodyFormat::cbor);
+  auto refused = decode_frame(data_header(MessageType::output, static_cast<std::uint16_t>(BodyFormat::cbor), cbor.size()), std::move(cbor));
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().code == ErrorCode::malformed);
+}

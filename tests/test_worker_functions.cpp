@@ -1,6 +1,9 @@
 // Tests of the worker's built-in functions, with real child processes for exec.
 #include "worker/functions.hpp"
 
+#include "worker/exec_bytes.hpp"
+#include "worker/exec_function.hpp"
+
 #include "protocol/fd.hpp"
 #include "tests/helpers/test_util.hpp"
 
@@ -43,6 +46,19 @@ std::string sodium_hash_hex(const std::string& bytes) {
 json sh(const std::string& script, json extra = json::object()) {
   extra["argv"] = {"/bin/sh", "-c", script};
   return ok_value(call_function("exec", std::move(extra)));
+}
+
+// The details of an exec that failed with error `type` (exit_status, signal, timeout, ...): the full value.
+json failed_exec(FunctionResult r, const std::string& type) {
+  REQUIRE_FALSE(r.has_value());
+  CHECK_MESSAGE(r.error().type == type, (r.error().type + ": " + r.error().message));
+  REQUIRE(r.error().details.is_object());
+  return r.error().details;
+}
+
+json sh_failing(const std::string& script, const std::string& type, json extra = json::object()) {
+  extra["argv"] = {"/bin/sh", "-c", script};
+  return failed_exec(call_function("exec", std::move(extra)), type);
 }
 
 }  // namespace
@@ -122,8 +138,12 @@ TEST_CASE("worker functions: fail") {
   check_bad_args("fail", json(7), "args");
 }
 
-TEST_CASE("worker functions: exec exit code is a value, not an error") {
-  json v = sh("exit 3");
+TEST_CASE("worker functions: exec non-zero exit is an exit_status error with the full value in details") {
+  auto r = call_function("exec", json{{"argv", {"/bin/sh", "-c", "echo partial; exit 3"}}});
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message == "exec: '/bin/sh' exited with status 3");
+  json v = failed_exec(std::move(r), "exit_status");
+  CHECK(v["stdout"] == "partial\n");
   CHECK(v["exit_code"] == 3);
   CHECK(v["signal"].is_null());
   CHECK(v["signal_name"].is_null());
@@ -131,8 +151,8 @@ TEST_CASE("worker functions: exec exit code is a value, not an error") {
   CHECK(v["duration_ms"].is_number());
 }
 
-TEST_CASE("worker functions: exec reports a signal death") {
-  json v = sh("kill -9 $$");
+TEST_CASE("worker functions: exec reports a signal death as a signal error") {
+  json v = sh_failing("kill -9 $$", "signal");
   CHECK(v["exit_code"].is_null());
   CHECK(v["signal"] == 9);
   CHECK(v["signal_name"] == "SIGKILL");
@@ -147,16 +167,17 @@ TEST_CASE("worker functions: exec captures stdout and stderr separately") {
   CHECK(v["stderr_truncated"] == false);
 }
 
-TEST_CASE("worker functions: exec truncates output beyond max_output and keeps draining") {
-  json v = sh("head -c 1000000 /dev/zero; echo done >&2", json{{"max_output", 10}});
+TEST_CASE("worker functions: exec output beyond max_output fails the task (output_too_large) and keeps draining") {
+  json v = sh_failing("head -c 1000000 /dev/zero; echo done >&2", "output_too_large", json{{"max_output", 10}});
   CHECK(v["stdout"] == std::string(10, '\0'));
+  CHECK(v["stdout_bytes"] == 1000000);
   CHECK(v["stdout_truncated"] == true);
   CHECK(v["stderr"] == "done\n");
   CHECK(v["stderr_truncated"] == false);
   CHECK(v["exit_code"] == 0);
   CHECK(v["timed_out"] == false);
 
-  json zero = sh("echo hi", json{{"max_output", 0}});
+  json zero = sh_failing("echo hi", "output_too_large", json{{"max_output", 0}});
   CHECK(zero["stdout"] == "");
   CHECK(zero["stdout_truncated"] == true);
 }
@@ -199,20 +220,20 @@ TEST_CASE("worker functions: exec child has default SIGPIPE even though the work
 
 TEST_CASE("worker functions: exec timeout kills the process group") {
   const auto start = std::chrono::steady_clock::now();
-  json v = sh("echo started; sleep 10; echo never", json{{"timeout", 0.3}});
+  json v = sh_failing("echo started; sleep 10; echo never", "timeout", json{{"timeout", 0.3}});
   const auto elapsed = std::chrono::steady_clock::now() - start;
   CHECK(elapsed < authrun::test::scaled(std::chrono::seconds(5)));
   CHECK(v["timed_out"] == true);
   CHECK(v["signal"] == 9);
   CHECK(v["stdout"] == "started\n");
 
-  v = ok_value(call_function("exec", json{{"argv", {"sleep", "10"}}, {"timeout", 0.3}}));
+  v = failed_exec(call_function("exec", json{{"argv", {"sleep", "10"}}, {"timeout", 0.3}}), "timeout");
   CHECK(v["timed_out"] == true);
   CHECK(v["signal_name"] == "SIGKILL");
 
   // The child closes its outputs but keeps running: the deadline still holds.
   const auto start2 = std::chrono::steady_clock::now();
-  v = sh("exec >&- 2>&-; sleep 10", json{{"timeout", 0.3}});
+  v = sh_failing("exec >&- 2>&-; sleep 10", "timeout", json{{"timeout", 0.3}});
   CHECK(std::chrono::steady_clock::now() - start2 < authrun::test::scaled(std::chrono::seconds(5)));
   CHECK(v["timed_out"] == true);
 
@@ -283,10 +304,89 @@ TEST_CASE("worker functions: exec child gets only fds 0-2 and the worker leaks n
   extra = authrun::protocol::make_pipe();  // drop it again
   for (int i = 0; i < 5; ++i) {
     (void)sh("echo x", json{{"stdin", "y"}, {"timeout", 2}});
-    (void)sh("sleep 5", json{{"timeout", 0.05}});
+    (void)call_function("exec", json{{"argv", {"sleep", "5"}}, {"timeout", 0.05}});
     (void)call_function("exec", json{{"argv", {"/nonexistent/x"}}, {"stdin", "y"}});
   }
   extra.value().read.close();
   extra.value().write.close();
   CHECK(open_fd_count() == before);
+}
+
+namespace {
+
+std::string random_bytes(std::size_t n) {
+  REQUIRE(sodium_init() >= 0);
+  std::string s(n, '\0');
+  randombytes_buf(s.data(), s.size());
+  return s;
+}
+
+json bytes(const std::string& s) { return json::binary(std::vector<std::uint8_t>(s.begin(), s.end())); }
+
+}  // namespace
+
+TEST_CASE("worker functions: exec output that is not UTF-8 comes back whole as stdout_base64") {
+  json v = sh("printf 'caf\\351'");
+  CHECK_FALSE(v.contains("stdout"));
+  CHECK(v["stdout_base64"] == "Y2Fm6Q==");  // c a f 0xE9
+  CHECK(v["stderr"] == "");
+  const std::string data = random_bytes(100000);
+  v = ok_value(call_function("exec", json{{"argv", {"cat"}}, {"stdin", bytes(data)}}));
+  REQUIRE(v.contains("stdout_base64"));
+  CHECK(authrun::worker::from_base64(v["stdout_base64"].get<std::string>()) == data);
+  CHECK(v["stdout_bytes"] == 100000);
+}
+
+TEST_CASE("worker functions: exec arguments and stdin are bytes: byte strings, argv_base64, stdin_base64") {
+  const std::string name = "caf\xe9 \x01\xff";
+  json v = ok_value(call_function("exec", json{{"argv", {bytes("printf"), bytes("%s"), bytes(name)}}}));
+  CHECK(authrun::worker::from_base64(v["stdout_base64"].get<std::string>()) == name);
+  v = ok_value(call_function("exec", json{{"argv_base64", {authrun::worker::to_base64("printf"),
+                                                           authrun::worker::to_base64("%s"),
+                                                           authrun::worker::to_base64(name)}}}));
+  CHECK(authrun::worker::from_base64(v["stdout_base64"].get<std::string>()) == name);
+  const std::string with_nul("a\0b\xfe", 4);
+  v = ok_value(call_function("exec", json{{"argv", {"cat"}}, {"stdin_base64", authrun::worker::to_base64(with_nul)}}));
+  CHECK(authrun::worker::from_base64(v["stdout_base64"].get<std::string>()) == with_nul);
+  check_bad_args("exec", json{{"argv", {"true"}}, {"argv_base64", {"dHJ1ZQ=="}}}, "args.argv_base64");
+  check_bad_args("exec", json{{"argv_base64", {"not base64!"}}}, "args.argv_base64");
+  check_bad_args("exec", json{{"argv", {"cat"}}, {"stdin_base64", "%%%"}}, "args.stdin_base64");
+  check_bad_args("exec", json{{"argv", {bytes(std::string("a\0b", 3))}}}, "args.argv");
+}
+
+TEST_CASE("worker functions: exec stream sends the output in order through the sink, none in the value") {
+  check_bad_args("exec", json{{"argv", {"true"}}, {"stream", true}}, "args.stream");
+  std::string out, err;
+  std::size_t pieces = 0;
+  authrun::worker::ExecOutputScope scope([&](bool is_stderr, std::string_view b) {
+    (is_stderr ? err : out).append(b);
+    ++pieces;
+    return true;
+  });
+  const std::string data = random_bytes(5 * 1024 * 1024);
+  json v = ok_value(call_function("exec", json{{"argv", {"cat"}}, {"stdin", bytes(data)}, {"stream", true}}));
+  CHECK(out == data);  // beyond max_output's default: streaming keeps nothing, so nothing is cut
+  CHECK(pieces > 1);
+  CHECK_FALSE(v.contains("stdout"));
+  CHECK_FALSE(v.contains("stdout_base64"));
+  CHECK(v["stdout_bytes"] == data.size());
+  v = sh_failing("printf e >&2; exit 4", "exit_status", json{{"stream", true}});
+  CHECK(err == "e");
+  CHECK(v["exit_code"] == 4);
+}
+
+TEST_CASE("worker functions: exec sink failure kills the child and fails the task") {
+  authrun::worker::ExecOutputScope scope([](bool, std::string_view) { return false; });
+  const auto start = std::chrono::steady_clock::now();
+  json v = sh_failing("echo x; sleep 30", "output_lost", json{{"stream", true}});
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
+  CHECK(v["signal"] == 9);
+}
+
+TEST_CASE("worker functions: exec quotes a huge program name cut to a readable length") {
+  auto r = call_function("exec", json{{"argv", {std::string(200000, 'x')}}});
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().type == "exec_failed");
+  CHECK(r.error().message.size() < 300);
+  CHECK(r.error().message.find("(200000 bytes)") != std::string::npos);
 }

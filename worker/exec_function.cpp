@@ -2,6 +2,7 @@
 #include "worker/exec_function.hpp"
 
 #include "protocol/fd.hpp"
+#include "worker/exec_bytes.hpp"
 
 #include <atomic>
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cmath>
 #include <cstddef>
 #include <initializer_list>
@@ -33,10 +35,12 @@ namespace {
 using protocol::Clock;
 using protocol::Fd;
 
-constexpr std::size_t k_default_max_output = std::size_t{1} << 20;
+constexpr std::size_t k_default_max_output = std::size_t{16} << 20;
 constexpr std::size_t k_max_max_output = std::size_t{64} << 20;
 constexpr double k_max_timeout_seconds = 366.0 * 86400;
 constexpr std::size_t k_io_chunk = 64 * 1024;
+constexpr std::size_t k_stream_chunk = 1024 * 1024;   // most bytes sent in one output message
+constexpr int k_child_pipe_size = 1024 * 1024;        // F_SETPIPE_SZ for a streamed child's stdout
 
 TaskError bad_args(std::string message) { return TaskError{"bad_args", std::move(message), nullptr}; }
 TaskError exec_failed(std::string message) { return TaskError{"exec_failed", std::move(message), nullptr}; }
@@ -44,22 +48,38 @@ TaskError exec_failed(std::string message) { return TaskError{"exec_failed", std
 bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
 
 struct ExecArgs {
-  std::vector<std::string> argv;
+  std::vector<std::string> argv;  // bytes
   std::vector<std::pair<std::string, std::string>> env;  // additions and overrides
   std::optional<std::string> cwd;
   std::optional<std::string> stdin_text;
   std::optional<Clock::duration> timeout;
   std::size_t max_output = k_default_max_output;
+  bool stream = false;  // send output as it comes (output messages) instead of in the value
 };
+
+// A byte string given as a string, a CBOR byte string, or (base64 == true) a base64 string.
+std::optional<std::string> bytes_of(json& v, bool base64) {
+  if (base64) {
+    if (!v.is_string()) return std::nullopt;
+    return from_base64(v.get_ref<const std::string&>());
+  }
+  if (v.is_string()) return std::move(v.get_ref<std::string&>());
+  if (v.is_binary()) {
+    const auto& b = v.get_binary();
+    return std::string(b.begin(), b.end());
+  }
+  return std::nullopt;
+}
 
 protocol::Result<ExecArgs, TaskError> parse_args(json&& args) {
   if (!args.is_object())
     return bad_args("exec: args must be an object with argv (a non-empty array of strings)");
+  static constexpr std::string_view known[] = {"argv", "argv_base64", "env", "cwd", "stdin", "stdin_base64",
+                                               "timeout", "max_output", "stream"};
   for (const auto& item : args.items()) {
-    static constexpr std::string_view known[] = {"argv", "env", "cwd", "stdin", "timeout", "max_output"};
     if (std::find(std::begin(known), std::end(known), item.key()) == std::end(known))
       return bad_args("exec: unknown field args." + item.key() +
-                      " (known: argv, env, cwd, stdin, timeout, max_output)");
+                      " (known: argv, argv_base64, env, cwd, stdin, stdin_base64, timeout, max_output, stream)");
   }
   // Optional fields given as null count as absent.
   auto field = [&](const char* name) -> json* {
@@ -69,17 +89,22 @@ protocol::Result<ExecArgs, TaskError> parse_args(json&& args) {
 
   ExecArgs out;
   json* argv = field("argv");
+  json* argv64 = field("argv_base64");
+  if (argv && argv64) return bad_args("exec: give args.argv or args.argv_base64, not both");
+  const bool b64 = argv64 != nullptr;
+  const std::string argv_name = b64 ? "args.argv_base64" : "args.argv";
+  const char* elements = b64 ? "base64 strings" : "strings or byte strings";
+  if (b64) argv = argv64;
   if (!argv || !argv->is_array() || argv->empty())
-    return bad_args("exec: args.argv must be a non-empty array of strings");
+    return bad_args("exec: " + argv_name + " must be a non-empty array of " + elements);
   out.argv.reserve(argv->size());
   for (std::size_t i = 0; i < argv->size(); ++i) {
-    json& arg = (*argv)[i];
-    if (!arg.is_string())
-      return bad_args("exec: args.argv must be a non-empty array of strings (argv[" + std::to_string(i) +
-                      "] is not)");
-    if (has_nul(arg.get_ref<const std::string&>()))
-      return bad_args("exec: args.argv[" + std::to_string(i) + "] contains a NUL byte");
-    out.argv.push_back(std::move(arg.get_ref<std::string&>()));
+    auto arg = bytes_of((*argv)[i], b64);
+    if (!arg)
+      return bad_args("exec: " + argv_name + " must be a non-empty array of " + elements + " (element " +
+                      std::to_string(i) + " is not)");
+    if (has_nul(*arg)) return bad_args("exec: " + argv_name + "[" + std::to_string(i) + "] contains a NUL byte");
+    out.argv.push_back(std::move(*arg));
   }
 
   if (json* env = field("env")) {
@@ -88,10 +113,10 @@ protocol::Result<ExecArgs, TaskError> parse_args(json&& args) {
       const std::string& name = item.key();
       if (name.empty() || name.find('=') != std::string::npos || has_nul(name))
         return bad_args("exec: args.env name '" + name + "' is invalid (empty, or contains '=' or NUL)");
-      if (!item.value().is_string()) return bad_args("exec: args.env." + name + " must be a string");
-      if (has_nul(item.value().get_ref<const std::string&>()))
-        return bad_args("exec: args.env." + name + " contains a NUL byte");
-      out.env.emplace_back(name, std::move(item.value().get_ref<std::string&>()));
+      auto value = bytes_of(item.value(), false);
+      if (!value) return bad_args("exec: args.env." + name + " must be a string or a byte string");
+      if (has_nul(*value)) return bad_args("exec: args.env." + name + " contains a NUL byte");
+      out.env.emplace_back(name, std::move(*value));
     }
   }
 
@@ -102,9 +127,20 @@ protocol::Result<ExecArgs, TaskError> parse_args(json&& args) {
     out.cwd = std::move(cwd->get_ref<std::string&>());
   }
 
-  if (json* text = field("stdin")) {
-    if (!text->is_string()) return bad_args("exec: args.stdin must be a string");
-    out.stdin_text = std::move(text->get_ref<std::string&>());
+  json* text = field("stdin");
+  json* text64 = field("stdin_base64");
+  if (text && text64) return bad_args("exec: give args.stdin or args.stdin_base64, not both");
+  if (text) {
+    out.stdin_text = bytes_of(*text, false);
+    if (!out.stdin_text) return bad_args("exec: args.stdin must be a string or a byte string");
+  } else if (text64) {
+    out.stdin_text = bytes_of(*text64, true);
+    if (!out.stdin_text) return bad_args("exec: args.stdin_base64 must be standard base64 with padding");
+  }
+
+  if (json* stream = field("stream")) {
+    if (!stream->is_boolean()) return bad_args("exec: args.stream must be a boolean");
+    out.stream = stream->get<bool>();
   }
 
   if (json* timeout = field("timeout")) {
@@ -230,16 +266,23 @@ class ChildGuard {
   pid_t m_pid;
 };
 
-// One captured stream: the bytes kept (at most `max`) and whether any were dropped.
+// The sink set by the task loop for the task running on this thread (see ExecOutputScope).
+thread_local const OutputSink* t_sink = nullptr;
+
+// One captured stream: the bytes kept (at most `max`, unless streamed) and whether any were dropped.
 struct Capture {
   Fd fd;
+  bool is_stderr = false;
   std::string data;
+  std::uint64_t total = 0;  // bytes the program wrote
   bool truncated = false;
+  bool sink_failed = false;  // streamed: the bytes could not be delivered
 };
 
 // One read from a ready stream (one per wake-up, so a fast writer cannot starve the other streams or the
-// deadline). Closes the fd at EOF or on an error. Returns false if nothing more is available now.
-bool read_once(Capture& c, std::size_t max, std::vector<char>& buf) {
+// deadline). Streamed (`sink` set): the bytes go to the sink at once. Closes the fd at EOF or on an error.
+// Returns false if nothing more is available now.
+bool read_once(Capture& c, std::size_t max, std::vector<char>& buf, const OutputSink* sink) {
   ssize_t n = read(c.fd.get(), buf.data(), buf.size());
   if (n < 0 && errno == EINTR) return true;
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
@@ -247,11 +290,23 @@ bool read_once(Capture& c, std::size_t max, std::vector<char>& buf) {
     c.fd.close();
     return false;
   }
+  c.total += static_cast<std::uint64_t>(n);
+  if (sink) {
+    if (!c.sink_failed && !(*sink)(c.is_stderr, std::string_view(buf.data(), static_cast<std::size_t>(n))))
+      c.sink_failed = true;
+    return true;
+  }
   const std::size_t room = max - std::min(max, c.data.size());
   const std::size_t keep = std::min(room, static_cast<std::size_t>(n));
   c.data.append(buf.data(), keep);
   if (keep < static_cast<std::size_t>(n)) c.truncated = true;
   return true;
+}
+
+// A captured stream in the value: text when it is UTF-8, else lossless base64.
+void put_output(json& value, const char* name, Capture& c) {
+  if (is_utf8(c.data)) value[name] = std::move(c.data);
+  else value[std::string(name) + "_base64"] = to_base64(c.data);
 }
 
 int ms_until(Clock::time_point deadline) {
@@ -270,6 +325,8 @@ FunctionResult exec_function(json&& args) {
   auto parsed = parse_args(std::move(args));
   if (!parsed) return std::move(parsed).error();
   ExecArgs a = std::move(parsed).value();
+  const OutputSink* sink = a.stream ? t_sink : nullptr;
+  if (a.stream && !sink) return bad_args("exec: args.stream needs a task loop that streams output (none here)");
   ignore_sigpipe_once();
 
   if (a.cwd) {
@@ -326,15 +383,20 @@ FunctionResult exec_function(json&& args) {
   const auto start = Clock::now();
   pid_t pid = -1;
   rc = posix_spawnp(&pid, argvp[0], actions.get(), attr.get(), argvp.data(), envp.data());
-  if (rc != 0) return exec_failed("exec: cannot run '" + a.argv[0] + "': " + strerror(rc));
+  if (rc != 0) return exec_failed("exec: cannot run '" + cut_for_message(a.argv[0]) + "': " + strerror(rc));
   ChildGuard guard(pid);
 
   in_pipe.read.close();
   out_pipe->write.close();
   err_pipe->write.close();
   Fd in_fd = std::move(in_pipe.write);
-  Capture out{std::move(out_pipe->read), {}, false};
-  Capture err{std::move(err_pipe->read), {}, false};
+  Capture out;
+  out.fd = std::move(out_pipe->read);
+  Capture err;
+  err.fd = std::move(err_pipe->read);
+  err.is_stderr = true;
+  // A bigger pipe means fewer, larger output messages (best effort: the system may refuse).
+  if (sink) fcntl(out.fd.get(), F_SETPIPE_SZ, k_child_pipe_size);
   const std::string no_text;
   const std::string& in_text = a.stdin_text ? *a.stdin_text : no_text;
   std::size_t in_pos = 0;
@@ -348,7 +410,7 @@ FunctionResult exec_function(json&& args) {
       a.timeout ? std::optional(start + std::min(*a.timeout, Clock::time_point::max() - start))
                 : std::nullopt;
   bool timed_out = false;
-  std::vector<char> buf(k_io_chunk);
+  std::vector<char> buf(sink ? k_stream_chunk : k_io_chunk);
 
   while (out.fd.valid() || err.fd.valid()) {
     pollfd fds[3];
@@ -390,8 +452,9 @@ FunctionResult exec_function(json&& args) {
         in_fd.close();  // EPIPE: the child does not read its stdin; that is its business
       }
     }
-    if (out_i >= 0 && fds[out_i].revents) read_once(out, a.max_output, buf);
-    if (err_i >= 0 && fds[err_i].revents) read_once(err, a.max_output, buf);
+    if (out_i >= 0 && fds[out_i].revents) read_once(out, a.max_output, buf, sink);
+    if (err_i >= 0 && fds[err_i].revents) read_once(err, a.max_output, buf, sink);
+    if (out.sink_failed || err.sink_failed) break;  // the channel is gone: stop the child
   }
   in_fd.close();
 
@@ -412,12 +475,13 @@ FunctionResult exec_function(json&& args) {
       pause_ns = std::min<long>(pause_ns * 2, 50'000'000);
     }
   }
-  if (timed_out) {
+  const bool sink_failed = out.sink_failed || err.sink_failed;
+  if (timed_out || sink_failed) {
     kill(-pid, SIGKILL);
     // Keep what the group had already written; a bounded number of reads, since a process that left
     // the group could go on writing.
     for (Capture* c : {&out, &err}) {
-      for (int i = 0; i < 64 && c->fd.valid() && read_once(*c, a.max_output, buf); ++i) {
+      for (int i = 0; i < 64 && c->fd.valid() && read_once(*c, a.max_output, buf, sink); ++i) {
       }
     }
   }
@@ -434,16 +498,60 @@ FunctionResult exec_function(json&& args) {
     sig = WTERMSIG(status);
     sig_name = signal_name(WTERMSIG(status));
   }
-  return json{{"exit_code", std::move(exit_code)},  {"signal", std::move(sig)},
-              {"signal_name", std::move(sig_name)}, {"stdout", std::move(out.data)},
-              {"stderr", std::move(err.data)},      {"stdout_truncated", out.truncated},
-              {"stderr_truncated", err.truncated},  {"timed_out", timed_out},
-              {"duration_ms", duration_ms}};
+  json value{{"exit_code", exit_code},      {"signal", sig},
+             {"signal_name", sig_name},     {"stdout_bytes", out.total},
+             {"stderr_bytes", err.total},   {"stdout_truncated", out.truncated},
+             {"stderr_truncated", err.truncated}, {"timed_out", timed_out},
+             {"duration_ms", duration_ms}};
+  if (!sink) {
+    put_output(value, "stdout", out);
+    put_output(value, "stderr", err);
+  }
+  // Anything but a clean exit 0 with all its output is an error of its own type, the whole value in details.
+  const std::string prog = "exec: '" + cut_for_message(a.argv[0]) + "'";
+  auto fail = [&](const char* type, std::string message) -> FunctionResult {
+    return TaskError{type, std::move(message), std::move(value)};
+  };
+  if (sink_failed) return fail("output_lost", prog + ": its output could not be sent (channel failed); killed");
+  if (timed_out) {
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%g", std::chrono::duration<double>(*a.timeout).count());
+    return fail("timeout", prog + " timed out after " + secs + " s and was killed");
+  }
+  if (!sig.is_null()) return fail("signal", prog + " was killed by " + sig_name.get<std::string>());
+  if (exit_code.is_null()) return fail("exit_status", prog + " ended in an unknown way");
+  if (exit_code.get<int>() != 0) return fail("exit_status", prog + " exited with status " + std::to_string(exit_code.get<int>()));
+  if (out.truncated || err.truncated) {
+    return fail("output_too_large", prog + ": " + (out.truncated ? "stdout" : "stderr") + " exceeded args.max_output (" +
+                                        std::to_string(a.max_output) + " bytes; at most 67108864, or use args.stream)");
+  }
+  return value;
 }
 
+ExecOutputScope::ExecOutputScope(OutputSink sink) : m_sink(std::move(sink)), m_previous(t_sink) { t_sink = &m_sink; }
+ExecOutputScope::~ExecOutputScope() { t_sink = m_previous; }
+
 void kill_running_exec_child() {
-  pid_t group = g_running_group.load();
-  if (group > 0) ::kill(-group, SIGKILL);
+  const pid_t group = g_running_group.load();
+  if (group <= 0) return;
+  // GNU parallel's termination sequence (--termseq TERM,200,TERM,100,TERM,50,KILL,25): a job may clean up.
+  // Done once the child itself is reaped here (the caller exits next); what is left of its group then gets
+  // SIGKILL. (The group alone cannot tell: an orphaned zombie still counts as a member until init reaps it.)
+  static constexpr int k_waits_ms[] = {200, 100, 50};
+  for (int wait_ms : k_waits_ms) {
+    if (::kill(-group, SIGTERM) != 0) return;
+    for (int waited = 0; waited < wait_ms; waited += 2) {
+      int status = 0;
+      const pid_t r = ::waitpid(group, &status, WNOHANG);
+      if (r == group || (r < 0 && errno == ECHILD)) {
+        ::kill(-group, SIGKILL);
+        return;
+      }
+      timespec pause{0, 2'000'000};
+      ::nanosleep(&pause, nullptr);
+    }
+  }
+  ::kill(-group, SIGKILL);
 }
 
 }  // namespace authrun::worker

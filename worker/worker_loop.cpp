@@ -1,6 +1,7 @@
 // The worker's task loop.
 #include "worker/worker_loop.hpp"
 
+#include "worker/exec_function.hpp"
 #include "worker/orphan_watch.hpp"
 
 namespace authrun::worker {
@@ -24,6 +25,14 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry) {
     TaskResult result;
     result.id = task->id;
     result.format = task->format;
+    // exec's streamed output goes out as output messages ahead of the result (PROTOCOL.md section 6).
+    ExecOutputScope output_scope([&channel, id = task->id](bool is_stderr, std::string_view bytes) {
+      Output out;
+      out.id = id;
+      out.is_stderr = is_stderr;
+      out.data.storage.assign(bytes);
+      return channel.send(std::move(out)).has_value();
+    });
     FunctionResult value = [&] {
       RunningTask running;
       return registry.call(task->fn, std::move(task->args), task->attachment);
