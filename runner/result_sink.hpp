@@ -21,6 +21,8 @@ class ResultSink {
   bool skip(std::uint64_t seq);
   // Lines held back waiting for an earlier one.
   std::size_t held() const { return m_held.size(); }
+  // Bytes of the lines held back.
+  std::size_t held_bytes() const { return m_held_bytes; }
 
  private:
   bool emit(const std::string& line);
@@ -30,6 +32,7 @@ class ResultSink {
   bool m_keep_order;
   std::uint64_t m_next = 0;
   std::map<std::uint64_t, std::optional<std::string>> m_held;  // seq -> line (nullopt: skipped)
+  std::size_t m_held_bytes = 0;
 };
 
 }  // namespace authrun::runner
