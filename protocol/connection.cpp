@@ -6,6 +6,7 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
+#include "protocol/peer_text.hpp"
 
 namespace authrun::protocol {
 
@@ -43,17 +44,9 @@ namespace {
 // The first bytes of a stream that is not ours, quoted readably (a shell banner, an error message).
 std::string quote_start(std::span<const std::uint8_t> bytes) {
   std::string out = "\"";
-  for (std::size_t i = 0; i < bytes.size() && i < 48; ++i) {
-    unsigned char c = bytes[i];
-    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      char esc[8];
-      std::snprintf(esc, sizeof esc, c == '\n' ? "\\n" : "\\x%02x", c);
-      out += esc;
-    }
-  }
-  return out + (bytes.size() > 48 ? "\"..." : "\"");
+  out += escape_peer_text(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), 48);
+  out += '"';
+  return out;
 }
 
 }  // namespace
@@ -86,7 +79,8 @@ Result<std::optional<Message>> Connection::receive_one() {
       auto msg = decode_message(type, frame->payload);
       if (msg) {
         if (auto* outcome = std::get_if<Outcome>(&*msg)) {
-          return make_error(ErrorCode::peer_refused, "peer refused the handshake: " + outcome->reason + ": " + outcome->message);
+          return make_error(ErrorCode::peer_refused, "peer refused the handshake: " + escape_peer_text(outcome->reason) + ": " +
+                                                             escape_peer_text(outcome->message));
         }
       }
     }
@@ -98,8 +92,11 @@ Result<std::optional<Message>> Connection::receive_one() {
     AUTHRUN_TRY_ASSIGN(Message msg, decode_frame(frame->header, std::move(frame->payload)));
     if (auto* e = std::get_if<ProtocolError>(&msg)) {
       // A Python worker whose modules failed to import: the run stops (retrying cannot help).
-      if (e->code == to_string(ErrorCode::program_failed)) return make_error(ErrorCode::program_failed, e->message);
-      return make_error(ErrorCode::peer_refused, "peer closed the channel: " + e->code + ": " + e->message);
+      if (e->code == to_string(ErrorCode::program_failed)) {
+        return make_error(ErrorCode::program_failed, escape_peer_text(e->message));
+      }
+      return make_error(ErrorCode::peer_refused, "peer closed the channel: " + escape_peer_text(e->code) + ": " +
+                                                           escape_peer_text(e->message));
     }
     if (auto* info = std::get_if<WorkerInfo>(&msg)) {
       if (m_role != Role::parent || m_peer_info) return make_error(ErrorCode::unexpected, "unexpected worker_info message");

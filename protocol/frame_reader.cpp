@@ -12,6 +12,11 @@ FrameReader::FrameReader(std::uint32_t max_payload) : m_buf(limits::read_buffer_
 
 std::span<std::uint8_t> FrameReader::read_space() {
   if (m_large) {
+    if (m_large_filled == m_large->payload.size() && m_large_filled < m_large_total) {
+      // Grow as the bytes arrive (doubling, so each byte is copied about once more): a peer that announces
+      // a large frame and sends little costs little.
+      m_large->payload.resize(std::min(m_large_total, 2 * m_large->payload.size()));
+    }
     auto* p = reinterpret_cast<std::uint8_t*>(m_large->payload.data());
     return {p + m_large_filled, m_large->payload.size() - m_large_filled};
   }
@@ -46,7 +51,7 @@ void split_tag(Frame& frame, std::size_t tag_size) {
 
 Result<std::optional<Frame>> FrameReader::next() {
   if (m_large) {
-    if (m_large_filled < m_large->payload.size()) return std::optional<Frame>{};
+    if (m_large_filled < m_large_total) return std::optional<Frame>{};
     Frame done = std::move(*m_large);
     m_large.reset();
     m_large_filled = 0;
@@ -81,13 +86,15 @@ Result<std::optional<Frame>> FrameReader::next() {
     return std::optional<Frame>{std::move(frame)};
   }
   if (k_header_size + body <= m_buf.size() / 2) return std::optional<Frame>{};  // wait; read_space compacts
-  // Large frame: allocate exactly once (the limit was checked above) and read the rest into it.
-  frame.payload.resize(body);
+  // Large frame (within the limit checked above): storage for what has come and a first step, grown by
+  // read_space as more arrives, never before.
   std::size_t have = avail - k_header_size;
+  frame.payload.resize(std::min(body, std::max(have, limits::read_buffer_size)));
   std::memcpy(frame.payload.data(), start + k_header_size, have);
   m_begin = m_end = 0;
   m_large = std::move(frame);
   m_large_filled = have;
+  m_large_total = body;
   return std::optional<Frame>{};
 }
 

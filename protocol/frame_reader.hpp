@@ -15,7 +15,8 @@ namespace authrun::protocol {
 
 class FrameReader {
  public:
-  // `max_payload` is checked against every header before anything is allocated for the frame.
+  // `max_payload` is checked against every header before anything is allocated for the frame; a frame's
+  // storage then grows only as its bytes arrive.
   explicit FrameReader(std::uint32_t max_payload);
 
   // Changes the payload limit (the handshake raises it from the pre-auth limit).
@@ -24,7 +25,8 @@ class FrameReader {
   void expect_tags(bool on) { m_tag_size = on ? k_tag_size : 0; }
 
   // Where the next read should store bytes. Never empty. Small frames share one buffer, so one read can
-  // bring several; a large payload is read straight into the frame's own storage (no extra copy).
+  // bring several; a large payload is read straight into the frame's own storage, which grows (doubling)
+  // as bytes arrive: an announced length is never allocated ahead of the data.
   std::span<std::uint8_t> read_space();
   // Records that `n` bytes were stored at the start of read_space().
   void commit(std::size_t n);
@@ -44,9 +46,10 @@ class FrameReader {
   std::size_t m_end = 0;    // one past the last stored byte in m_buf
   std::uint32_t m_max_payload;
   std::size_t m_tag_size = 0;
-  // A frame too large for m_buf, being filled in place: payload holds payload + tag bytes.
+  // A frame too large for m_buf, being filled in place: payload holds (the first part of) payload + tag.
   std::optional<Frame> m_large;
   std::size_t m_large_filled = 0;
+  std::size_t m_large_total = 0;  // payload + tag bytes the header announced
 };
 
 }  // namespace authrun::protocol

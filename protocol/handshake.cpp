@@ -7,6 +7,7 @@
 #include <sodium.h>
 
 #include "protocol/json_codec.hpp"
+#include "protocol/peer_text.hpp"
 
 namespace authrun::protocol {
 
@@ -109,7 +110,8 @@ Result<std::optional<OutFrame>> Handshake::on_frame(const Frame& frame) {
   if (!decoded) return fail(with_context(std::move(decoded).error(), "handshake"));
   const Message& msg = *decoded;
   if (auto* outcome = std::get_if<Outcome>(&msg)) {
-    return fail(make_error(ErrorCode::peer_refused, "peer refused the handshake: " + outcome->reason + ": " + outcome->message));
+    return fail(make_error(ErrorCode::peer_refused, "peer refused the handshake: " + escape_peer_text(outcome->reason) + ": " +
+                                                               escape_peer_text(outcome->message)));
   }
   const bool want_hello = m_state == State::wait_hello;
   const auto expected = want_hello ? MessageType::hello : MessageType::proof;

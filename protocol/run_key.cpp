@@ -58,7 +58,8 @@ RunKey RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size> bytes) {
 Result<RunKey> RunKey::load_file(const std::string& path) {
   sodium_ready();
   auto fail = [&](const std::string& why) { return make_error(ErrorCode::key_invalid, "key file " + path + ": " + why); };
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  // O_NONBLOCK: a FIFO (or a device) must be refused below, not block us in open() forever.
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd.valid()) return fail(std::strerror(errno));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return fail(std::strerror(errno));

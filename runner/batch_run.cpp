@@ -29,6 +29,7 @@ namespace {
 // Tasks read ahead of the workers, and results held back for --keep-order, are bounded by these.
 constexpr std::size_t k_queue_capacity = 1024;
 constexpr std::size_t k_max_held_results = 4096;
+constexpr std::size_t k_max_held_bytes = std::size_t(64) << 20;  // 64 MiB of held lines
 
 void log(const std::string& text) { std::fprintf(stderr, "authrun: %s\n", text.c_str()); }
 
@@ -53,7 +54,9 @@ class JsonlResults : public ResultHandler {
   }
   bool write_failed() const override { return m_failed; }
   const ResultSink& sink() const { return m_sink; }
-  bool can_take_more() const override { return m_sink.held() < k_max_held_results; }
+  bool can_take_more() const override {
+    return m_sink.held() < k_max_held_results && m_sink.held_bytes() < k_max_held_bytes;
+  }
 
  private:
   ResultSink m_sink;

@@ -17,6 +17,7 @@
 
 #include "protocol/key_handover.hpp"
 #include "protocol/limits.hpp"
+#include "protocol/peer_text.hpp"
 #include "protocol/run_key.hpp"
 #include "runner/worker_link.hpp"
 #include "runner/worker_process.hpp"
@@ -102,8 +103,7 @@ Result<void> handshake(BenchWorker::Impl& w, WorkerProcess::Pipes& pipes, KeyDel
       return make_error(got.error().code, "it did not ask for its key (" + got.error().message + ")");
     }
     if (key_request_state(asked) != KeyRequestState::complete) {
-      std::string shown(asked.begin(), asked.end());
-      for (char& c : shown) c = (c >= 0x20 && c < 0x7f) ? c : '.';
+      const std::string shown = escape_peer_text(std::string_view(reinterpret_cast<const char*>(asked.data()), asked.size()));
       return make_error(ErrorCode::bad_magic, "it sent \"" + shown + "\"... instead of asking for its key (is the channel clean?)");
     }
     if (auto sent = write_key_prefix(pipes.to_worker.get(), *w.key); !sent) {

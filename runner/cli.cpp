@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -208,6 +209,42 @@ Result<void> finish_launch_options(EngineOptions& e, const EngineFlags& f, int d
   return {};
 }
 
+// Each worker costs the runner 4 fds (its two pipes, its pidfd, its key rendezvous until answered); 32 are
+// kept for everything else (input, output, logs, the spawn in progress).
+constexpr rlim_t k_fds_per_worker = 4;
+constexpr rlim_t k_fds_reserved = 32;
+
+// Raises the soft open-file limit to the hard one, then lowers the sites' slots (the last site first, at
+// least one each) to what the limit allows, saying so. Returns false (message printed) if even that is too many.
+bool fit_jobs_to_fd_limit(EngineOptions& e) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return true;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  if (lim.rlim_cur == RLIM_INFINITY) return true;
+  const long allowed = lim.rlim_cur > k_fds_reserved ? static_cast<long>((lim.rlim_cur - k_fds_reserved) / k_fds_per_worker) : 0;
+  long jobs = 0;
+  for (const Site& site : e.sites) jobs += site.slots;
+  if (jobs <= allowed) return true;
+  if (allowed < static_cast<long>(e.sites.size())) {
+    std::fprintf(stderr, "authrun: the open-file limit (%lu) leaves room for %ld workers, fewer than one per host (raise it with ulimit -n)\n",
+                 static_cast<unsigned long>(lim.rlim_cur), allowed);
+    return false;
+  }
+  long excess = jobs - allowed;
+  for (auto it = e.sites.rbegin(); it != e.sites.rend() && excess > 0; ++it) {
+    const long cut = std::min<long>(excess, it->slots - 1);
+    it->slots -= static_cast<int>(cut);
+    excess -= cut;
+  }
+  std::fprintf(stderr, "authrun: the open-file limit (%lu) leaves room for %ld workers: starting %ld instead of %ld (raise it with ulimit -n)\n",
+               static_cast<unsigned long>(lim.rlim_cur), allowed, allowed, jobs);
+  return true;
+}
+
 // Completes the engine options after parsing. Returns false (message printed) if the worker is unusable.
 bool finish_engine_options(EngineOptions& e, const EngineFlags& f, bool progress_by_default) {
   // A tracer that attached before our prctl could read every key we make: refuse, as workers do.
@@ -220,6 +257,7 @@ bool finish_engine_options(EngineOptions& e, const EngineFlags& f, bool progress
     std::fprintf(stderr, "authrun: %s\n", launch.error().message.c_str());
     return false;
   }
+  if (!fit_jobs_to_fd_limit(e)) return false;
   e.jobs = 0;
   for (const Site& site : e.sites) e.jobs += site.slots;
   // The worker here is resolved (and must exist) only if some worker runs here.

@@ -19,6 +19,7 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
+#include "protocol/peer_text.hpp"
 #include "protocol/tracing.hpp"
 #include "runner/host_health.hpp"
 #include "runner/job_log.hpp"
@@ -430,7 +431,8 @@ void Engine::on_result(int id, TaskResult&& r) {
   if (r.ok) {
     finish(a, a.failed_attempts + 1, true, with_bytes(std::move(r.value), r.attachment), &w);
   } else {
-    json err{{"type", r.error.type}, {"message", r.error.message}};
+    // The worker's words go to the results, the joblog and the terminal: escaped (ESC, newlines, tabs).
+    json err{{"type", escape_peer_text(r.error.type, 64)}, {"message", escape_peer_text(r.error.message, k_peer_result_text_max)}};
     if (!r.error.details.is_null()) err["details"] = std::move(r.error.details);
     finish(a, a.failed_attempts + 1, false, std::move(err), &w);
   }

@@ -20,14 +20,17 @@ bool ResultSink::emit(const Line& line) {
 bool ResultSink::drain() {
   bool ok = true;
   for (auto it = m_held.begin(); it != m_held.end() && it->first == m_next; it = m_held.erase(it), ++m_next) {
-    if (it->second) ok = emit(*it->second) && ok;
+    if (it->second) {
+      ok = emit(*it->second) && ok;
+      m_held_bytes -= it->second->text.size();
+    }
   }
   return ok;
 }
 
 bool ResultSink::write(std::uint64_t seq, const std::string& line, bool ok) {
   if (!m_keep_order) return emit(Line{line, ok});
-  m_held.emplace(seq, Line{line, ok});
+  if (m_held.emplace(seq, Line{line, ok}).second) m_held_bytes += line.size();
   return drain();
 }
 

@@ -26,6 +26,8 @@ class ResultSink {
   // Lines written out (not held, not lost to a write error), of tasks that succeeded and that failed.
   std::uint64_t written_ok() const { return m_written_ok; }
   std::uint64_t written_failed() const { return m_written_failed; }
+  // Bytes of the lines held back.
+  std::size_t held_bytes() const { return m_held_bytes; }
 
  private:
   struct Line {
@@ -41,6 +43,7 @@ class ResultSink {
   std::uint64_t m_next = 0;
   std::map<std::uint64_t, std::optional<Line>> m_held;  // seq -> line (nullopt: skipped)
   std::uint64_t m_written_ok = 0, m_written_failed = 0;
+  std::size_t m_held_bytes = 0;
 };
 
 }  // namespace authrun::runner

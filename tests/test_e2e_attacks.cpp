@@ -205,6 +205,16 @@ TEST_CASE("attacks: a wrapper reading fd 3 before exec'ing the worker finds noth
   CHECK(contains(r.err, "0 handshake failures"));
 }
 
+TEST_CASE("attacks: a peer's ESC sequences and forged summary line reach stderr escaped") {
+  RunOutput r = run_batch(impostor_bin() + " escape-outcome", echo_tasks(2), "1", {"--handshake-timeout", "2"});
+  INFO("stderr:\n" << r.err);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find('\x1b') == std::string::npos);
+  CHECK(r.err.find('\x07') == std::string::npos);
+  CHECK(contains(r.err, "peer refused the handshake: bad\\x1b[31mreason: \\x1b[2K\\r\\x1b[1Aauthrun: 6 tasks: 6 ok, 0 failed\\n"));
+  for (const std::string& line : split_lines(r.err)) CHECK(line.rfind("authrun: 6 tasks", 0) != 0);
+}
+
 TEST_CASE("attacks: an impostor among honest workers does not stop the batch") {
   for (const std::string mode : {"wrong-key", "junk", "reflect-proof"}) {
     CAPTURE(mode);

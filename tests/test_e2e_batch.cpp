@@ -354,3 +354,16 @@ TEST_CASE("run: no worker outlives the runner") {
   }
   for (int pid : workers) CHECK(::kill(pid, 0) != 0);
 }
+
+TEST_CASE("batch: an open-file limit too small for -j starts as many workers as fit, says so, and runs every task") {
+  std::string tasks;
+  for (int i = 1; i <= 40; ++i) tasks += R"({"id":)" + std::to_string(i) + R"(,"fn":"echo","args":)" + std::to_string(i) + "}\n";
+  // ulimit -n in sh sets the hard limit too, so the runner cannot raise it back.
+  RunOutput r = run_program({"/bin/sh", "-c", "ulimit -n 64 && exec \"$0\" run --no-progress -j 17 -", authrun_bin()}, tasks,
+                            std::chrono::seconds(60));
+  INFO("stderr:\n" << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.err, "the open-file limit (64) leaves room for 8 workers: starting 8 instead of 17"));
+  CHECK(split_lines(r.out).size() == 40);
+  CHECK(contains(r.err, "40 tasks: 40 ok"));
+}

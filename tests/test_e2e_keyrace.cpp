@@ -35,10 +35,12 @@ long field(const std::string& err, const std::string& name) {
   return -1;
 }
 
-// `argv` as uid/gid 65534 when we are root (the attack program drops to the same user), else as is.
-std::vector<std::string> as_attackers_user(std::vector<std::string> argv) {
+// `argv` as uid/gid `uid` when we are root (the attack program, given --uid, drops to the same user), else
+// as is. Attacks that run at the same time use different users, so that one's hunter never meets another's
+// workers.
+std::vector<std::string> as_attackers_user(std::vector<std::string> argv, int uid) {
   if (::geteuid() != 0) return argv;
-  argv.insert(argv.begin(), {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"});
+  argv.insert(argv.begin(), {"/usr/bin/setpriv", "--reuid=" + std::to_string(uid), "--regid=" + std::to_string(uid), "--clear-groups"});
   return argv;
 }
 
@@ -92,11 +94,11 @@ TEST_CASE("keyrace: a wrapper that forks the worker instead of exec'ing it is re
 
 TEST_CASE("keyrace: a blind /proc hunter during 10 batches of the real runner (same user) gets 0 keys") {
   RunOutput hunt;
-  std::thread hunter([&] { hunt = run_program({race_bin(), "hunt", "8"}, "", std::chrono::seconds(60)); });
+  std::thread hunter([&] { hunt = run_program({race_bin(), "--uid", "65533", "hunt", "8"}, "", std::chrono::seconds(60)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the hunter is scanning
   int ok = 0;
   for (int batch = 0; batch < 10; ++batch) {
-    RunOutput r = run_program(as_attackers_user({authrun_bin(), "run", "--no-progress", "-j", "4", "-"}), echo_tasks(8),
+    RunOutput r = run_program(as_attackers_user({authrun_bin(), "run", "--no-progress", "-j", "4", "-"}, 65533), echo_tasks(8),
                               std::chrono::seconds(60));
     if (r.exit_code == 0) ++ok;
   }
@@ -109,14 +111,14 @@ TEST_CASE("keyrace: a blind /proc hunter during 10 batches of the real runner (s
 
 TEST_CASE("keyrace: a tracer attaching from birth: the worker refuses to run, and the runner trusts none it holds") {
   TempDir dir;
-  ::chmod(dir.path().c_str(), 0777);  // the runner below may run as uid 65534
+  ::chmod(dir.path().c_str(), 0777);  // the runner below may run as uid 65532
   const std::string audit = dir.path() + "/audit.jsonl";
   RunOutput hunt;
-  std::thread hunter([&] { hunt = run_program({race_bin(), "hunt", "6", "--ptrace"}, "", std::chrono::seconds(60)); });
+  std::thread hunter([&] { hunt = run_program({race_bin(), "--uid", "65532", "hunt", "6", "--ptrace"}, "", std::chrono::seconds(60)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   std::string errs;
   for (int batch = 0; batch < 6; ++batch) {
-    RunOutput r = run_program(as_attackers_user({authrun_bin(), "run", "--no-progress", "-j", "4", "--audit-log", audit, "-"}),
+    RunOutput r = run_program(as_attackers_user({authrun_bin(), "run", "--no-progress", "-j", "4", "--audit-log", audit, "-"}, 65532),
                               echo_tasks(8), std::chrono::seconds(60));
     errs += r.err;
   }

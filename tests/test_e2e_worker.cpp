@@ -221,3 +221,18 @@ TEST_CASE("worker: what a task prints comes back only inside its result; EOF aft
   CHECK(read_all(stdout_copy, in_seconds(5)).empty());
   CHECK(!contains(read_all(c.err, in_seconds(5)), "printed-by-task"));
 }
+
+TEST_CASE("worker and runner: a key file that is a FIFO is refused at once (no hang in open())") {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/fifo.key";
+  REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+  Child c = spawn_child({test::worker_bin(), "--key-file", path});
+  CHECK(read_all(c.out, in_seconds(20)).empty());
+  CHECK(contains(read_all(c.err, in_seconds(20)), "not a regular file"));
+  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 3);
+  test::RunOutput r = test::run_program({test::authrun_bin(), "run", "--no-progress", "-j", "1", "--key-file", path, "-"},
+                                        "{\"id\":1,\"fn\":\"echo\",\"args\":1}\n", std::chrono::seconds(60));
+  CHECK(r.exit_code != 0);
+  CHECK(r.signal == 0);
+  CHECK(contains(r.err, "not a regular file"));
+}

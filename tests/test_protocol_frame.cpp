@@ -499,3 +499,46 @@ TEST_CASE("frame: Connection end_of_input tells a truncated frame from a clean e
     CHECK(c.end_of_input().code == ErrorCode::truncated);
   }
 }
+
+TEST_CASE("frame reader: a frame announced at 256 MiB costs what has arrived, not what was announced") {
+  const std::uint32_t announced = 256u << 20;
+  FrameReader reader(announced);
+  const auto h = encode_header(FrameHeader{static_cast<std::uint8_t>(MessageType::hello), 0, announced});
+  std::string start(reinterpret_cast<const char*>(h.data()), h.size());
+  start += std::string(10, 'x');
+  auto space = reader.read_space();
+  std::memcpy(space.data(), start.data(), start.size());
+  reader.commit(start.size());
+  auto none = reader.next();
+  REQUIRE(none.has_value());
+  CHECK(!none->has_value());
+  CHECK(reader.mid_frame());
+  // The storage offered for the rest is one read buffer at most, not 256 MiB.
+  CHECK(reader.read_space().size() <= limits::read_buffer_size);
+}
+
+TEST_CASE("frame reader: a large frame fed in small pieces grows to its full size and arrives intact") {
+  const std::size_t length = 3 * limits::read_buffer_size + 12345;
+  std::string payload(length, '\0');
+  for (std::size_t i = 0; i < length; ++i) payload[i] = static_cast<char>(i * 31 + 7);
+  const auto h = encode_header(FrameHeader{static_cast<std::uint8_t>(MessageType::hello), 0, static_cast<std::uint32_t>(length)});
+  std::string stream(reinterpret_cast<const char*>(h.data()), h.size());
+  stream += payload;
+  FrameReader reader(static_cast<std::uint32_t>(length));
+  std::optional<Frame> got;
+  std::size_t at = 0;
+  while (at < stream.size() && !got) {
+    auto space = reader.read_space();
+    REQUIRE(!space.empty());
+    const std::size_t n = std::min<std::size_t>({space.size(), stream.size() - at, 1000});
+    std::memcpy(space.data(), stream.data() + at, n);
+    reader.commit(n);
+    at += n;
+    auto frame = reader.next();
+    REQUIRE(frame.has_value());
+    if (*frame) got = std::move(**frame);
+  }
+  REQUIRE(got.has_value());
+  CHECK(at == stream.size());
+  CHECK(got->payload == payload);
+}

@@ -252,3 +252,14 @@ TEST_CASE("run_key: moved-from key is wiped") {
   std::array<std::uint8_t, k_run_key_size> zeros{};
   CHECK(std::memcmp(a.data(), zeros.data(), zeros.size()) == 0);  // NOLINT(bugprone-use-after-move)
 }
+
+TEST_CASE("run_key: a key file that is a FIFO is refused at once, without blocking in open()") {
+  TempDir dir;
+  const std::string path = dir.path() + "/fifo.key";
+  REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+  // No writer ever opens it: a blocking open() would hang here for good.
+  auto key = RunKey::load_file(path);
+  REQUIRE(!key.has_value());
+  CHECK(key.error().code == ErrorCode::key_invalid);
+  CHECK(key.error().message.find("not a regular file") != std::string::npos);
+}

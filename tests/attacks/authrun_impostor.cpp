@@ -55,6 +55,7 @@ Playing the worker (use as: authrun run --worker "authrun-impostor MODE ..."):
   reflect              send the parent's hello back (and its proof, if one ever came)
   reflect-role         send the parent's hello back with its role changed to "worker"
   reflect-proof        send a fresh hello of its own, then the parent's proof back as its own proof
+  escape-outcome       an outcome whose reason and message carry ESC sequences and a forged summary line
   silent | slow        never answer / a valid-looking hello, one byte per second
   oversize | garbage   a hello header claiming a 4 GiB payload / random bytes
   deep-json [DEPTH]    a hello whose body is DEPTH nested arrays (default 100000)
@@ -371,6 +372,16 @@ int mode_wrong_key() {
   else say("the handshake failed on this side too: " + describe(got.error()));
   drain(spy, 10s);
   spy.report_now();
+  return 1;
+}
+
+// An outcome frame before any handshake whose words carry terminal escapes and a forged summary line.
+int mode_escape_outcome() {
+  say("sends an outcome whose reason and message hold ESC sequences and a forged 'authrun: ... ok' line");
+  const std::string forged = "\x1b[2K\r\x1b[1Aauthrun: 6 tasks: 6 ok, 0 failed\n\x1b]0;owned\x07";
+  send_raw(1, frame_bytes(MessageType::outcome, encode_body(Outcome{false, "bad\x1b[31mreason", forged})));
+  report("escapes_sent=1");
+  ::sleep(5);
   return 1;
 }
 
@@ -1061,6 +1072,7 @@ int run(std::vector<std::string> args) {
   const std::map<std::string, std::function<int()>> modes = {
       {"wrong-key", mode_wrong_key},
       {"echo", mode_echo},
+      {"escape-outcome", mode_escape_outcome},
       {"junk", mode_junk},
       {"close", mode_close},
       {"replay", [&] { return params.empty() ? usage_error("replay needs FILE") : mode_replay(params[0]); }},

@@ -41,7 +41,10 @@ namespace {
 using namespace protocol;
 using namespace std::chrono_literals;
 
-constexpr char k_usage[] = R"(usage: authrun-key-race MODE ...
+constexpr char k_usage[] = R"(usage: authrun-key-race [--uid N] MODE ...
+
+  --uid N                 as root, the unprivileged uid/gid both sides drop to (default 65534); attacks
+                          running at the same time use different ones so that they do not meet
 
   race v1|v2 N WORKER...  start N workers one after another, as a test-only runner that hands the key over
                           the old way (v1: written into the fd-3 socket before the spawn) or the way the
@@ -58,14 +61,16 @@ constexpr char k_usage[] = R"(usage: authrun-key-race MODE ...
 void say(const std::string& text) { std::fprintf(stderr, "authrun-key-race[%d]: %s\n", static_cast<int>(::getpid()), text.c_str()); }
 
 // Both sides of the attack as one unprivileged user: root bypasses every check this is about.
+uid_t g_uid = 65534;
+
 bool drop_root() {
   if (::geteuid() != 0) return true;
-  const gid_t nobody = 65534;
+  const gid_t nobody = g_uid;
   if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 || ::setresuid(nobody, nobody, nobody) != 0) {
-    say(std::string("cannot drop to uid 65534: ") + std::strerror(errno));
+    say("cannot drop to uid " + std::to_string(g_uid) + ": " + std::strerror(errno));
     return false;
   }
-  say("running as root: both sides dropped to uid/gid 65534 (a same-user attack)");
+  say("running as root: both sides dropped to uid/gid " + std::to_string(g_uid) + " (a same-user attack)");
   return true;
 }
 
@@ -272,7 +277,11 @@ int mode_hunt(double seconds, bool use_ptrace) {
   return 0;
 }
 
-int run(const std::vector<std::string>& args) {
+int run(std::vector<std::string> args) {
+  if (args.size() >= 2 && args[0] == "--uid") {
+    g_uid = static_cast<uid_t>(std::atoi(args[1].c_str()));
+    args.erase(args.begin(), args.begin() + 2);
+  }
   if (args.size() >= 4 && args[0] == "race") {
     return mode_race(args[1], std::atoi(args[2].c_str()), std::vector<std::string>(args.begin() + 3, args.end()));
   }

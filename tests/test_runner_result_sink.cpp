@@ -1,0 +1,24 @@
+// ResultSink: --keep-order holds lines back, and counts what they cost.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <string>
+
+#include "runner/result_sink.hpp"
+
+using authrun::runner::ResultSink;
+
+TEST_CASE("result sink: held lines are counted in bytes as well as lines, and released in order") {
+  std::FILE* out = std::tmpfile();
+  REQUIRE(out != nullptr);
+  ResultSink sink(out, true);
+  const std::string big(4 << 20, 'x');
+  for (std::uint64_t seq = 1; seq <= 10; ++seq) REQUIRE(sink.write(seq, big));
+  CHECK(sink.held() == 10);
+  CHECK(sink.held_bytes() == 10 * big.size());
+  REQUIRE(sink.write(0, "first"));
+  CHECK(sink.held() == 0);
+  CHECK(sink.held_bytes() == 0);
+  CHECK(std::ftell(out) == static_cast<long>(6 + 10 * (big.size() + 1)));
+  std::fclose(out);
+}
