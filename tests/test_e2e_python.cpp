@@ -315,12 +315,15 @@ TEST_CASE("python: a waiting interpreter's command line names no user module, an
                                           module, "--python-exe", k_python, "-j", "1", "-"});
   test::write_text(runner.in.get(), task_line(json{{"fn", "slow_module.nap"}}));
   runner.in.close();
-  std::vector<int> interpreters;
+  // Until its exec, a child just spawned shows the runner's own command line: wait for the interpreter's.
+  std::string cmdline;
   REQUIRE(test::eventually([&] {
-    interpreters = test::children_of(runner.pid);
-    return !interpreters.empty();
+    for (int pid : test::children_of(runner.pid)) {
+      cmdline = test::read_file("/proc/" + std::to_string(pid) + "/cmdline");
+      if (contains(cmdline, "_bootstrap.py")) return true;
+    }
+    return false;
   }));
-  const std::string cmdline = test::read_file("/proc/" + std::to_string(interpreters[0]) + "/cmdline");
   CHECK(contains(cmdline, "_bootstrap.py"));
   CHECK(contains(cmdline, std::string("-I") + '\0' + "-S"));
   CHECK(!contains(cmdline, "secret_module_name"));
