@@ -156,3 +156,12 @@ TEST_CASE("output: exec --help shows the sources and replacement strings") {
     CHECK(contains(r.out, part));
   }
 }
+
+TEST_CASE("output: exec whose reader goes away ends quietly with 141, as GNU parallel") {
+  const std::string command = std::string("'") + authrun_bin() +
+                              "' exec -k -j 2 -- echo ::: $(seq 1 20000) | head -1; echo \"status ${PIPESTATUS[0]}\"";
+  auto r = run_program({"/bin/bash", "-c", command}, "", std::chrono::seconds(120));
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "1\nstatus 141\n");
+  CHECK(r.err.empty());
+}

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <thread>
@@ -37,10 +38,19 @@ TEST_CASE("ssh: a batch across -S 127.0.0.1,: runs on both, every result exactly
   test::TempDir dir;
   const std::string joblog = dir.path() + "/joblog.tsv";
   const std::string audit = dir.path() + "/audit.jsonl";
-  // Long enough that the ssh workers (about 0.5 s to log in) get their share.
+  // Both hosts get tasks whatever the machine's speed: each task waits (up to 10 min) until 4 tasks have
+  // started, and with one task per worker at a time that takes all 4 workers, local and over ssh alike.
+  const std::string started = dir.path() + "/started";
+  std::filesystem::create_directory(started);
+  std::string tasks;
+  for (int i = 0; i < 24; ++i) {
+    const std::string script = "touch \"$1/$$\"; n=0; while [ \"$(ls \"$1\" | wc -l)\" -lt 4 ] && [ $n -lt 12000 ]; do "
+                               "sleep 0.05; n=$((n+1)); done";
+    tasks += test::task_line(json{{"id", i}, {"fn", "exec"}, {"args", {{"argv", {"sh", "-c", script, "sh", started}}}}});
+  }
   auto r = run_batch({"-j", "2", "--window", "1", "-S", env.at("HOST") + ",:", "--launcher", launcher(env), "--joblog", joblog,
                       "--audit-log", audit, "-"},
-                     sleep_tasks(24, 0.3));
+                     tasks);
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   auto results = parse_results(r.out);
