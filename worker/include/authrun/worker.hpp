@@ -77,6 +77,7 @@ int main(int argc, char** argv, const Registry& registry);
 
 namespace detail {
 
+// False for every type: a static_assert on it fires only when the template is instantiated.
 template <class>
 inline constexpr bool k_unsupported = false;
 
