@@ -13,10 +13,10 @@ TEST_CASE("result sink: held lines are counted in bytes as well as lines, and re
   REQUIRE(out != nullptr);
   ResultSink sink(out, true);
   const std::string big(4 << 20, 'x');
-  for (std::uint64_t seq = 1; seq <= 10; ++seq) REQUIRE(sink.write(seq, big));
+  for (std::uint64_t seq = 1; seq <= 10; ++seq) REQUIRE(sink.write(seq, big, true));
   CHECK(sink.held() == 10);
   CHECK(sink.held_bytes() == 10 * big.size());
-  REQUIRE(sink.write(0, "first"));
+  REQUIRE(sink.write(0, "first", true));
   CHECK(sink.held() == 0);
   CHECK(sink.held_bytes() == 0);
   CHECK(std::ftell(out) == static_cast<long>(6 + 10 * (big.size() + 1)));

@@ -71,12 +71,15 @@ class Registry {
 // Runs a worker serving `registry`, as authrun-worker does (see `PROGRAM --help`): takes the run key (fd 3
 // from the runner, --key-file, or --key-stdin through an encrypted launcher), moves the protocol off fds 0
 // and 1 (what functions print goes to stderr), shakes hands, then serves tasks until shutdown or end of
-// input. --list prints the registry and exits. Never returns before the channel ends. Returns the exit
-// status: 0 clean end, 2 usage, 3 key or handshake failure, 4 protocol error after the handshake.
+// input. Call it once, from the program's main: it takes the process over (non-dumpable, parent-death
+// signal, handlers for SIGTERM and SIGHUP, SIGINT and SIGPIPE ignored). --list prints the registry and
+// returns. Returns the exit status once the channel has ended (or at once for --list, --help, a usage error
+// or no usable key): 0 clean end, 2 usage, 3 key or handshake failure, 4 protocol error after the handshake.
 int main(int argc, char** argv, const Registry& registry);
 
 namespace detail {
 
+// False for every type: a static_assert on it fires only when the template is instantiated.
 template <class>
 inline constexpr bool k_unsupported = false;
 
