@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -46,6 +47,13 @@ std::string exec_args(const ExecOptions& o, JobArgs job, int slot) {
     argv.push_back(json::binary(std::vector<std::uint8_t>(word.begin(), word.end())));
   }
   json args{{"argv", std::move(argv)}, {"stream", true}};
+  if (!o.env.empty()) {
+    json env = json::object();
+    for (const auto& name : o.env) {
+      if (const char* value = std::getenv(name.c_str())) env[name] = json::binary(std::vector<std::uint8_t>(value, value + std::strlen(value)));
+    }
+    if (!env.empty()) args["env"] = std::move(env);
+  }
   if (o.timeout_s) args["timeout"] = *o.timeout_s;
   std::string out;
   json::to_cbor(args, nlohmann::detail::output_adapter<char>(out));
@@ -311,10 +319,10 @@ class ExecOutput : public ResultHandler {
     } else {
       print(*job);
     }
-    if (!m_halt_status && halt_reached(m_halt, failed, m_ended, m_failed)) {
-      // GNU parallel then exits with the status of the job that met the condition.
-      m_halt_status = status == "0" ? 0 : status.rfind("exit ", 0) == 0 ? std::stoi(status.substr(5))
-                                       : status.rfind("signal ", 0) == 0 ? 128 + std::stoi(status.substr(7)) : 1;
+    if (!m_halt_status && halt_reached(m_halt, failed, m_ended, m_failed, m_total)) {
+      const int job_status = status == "0" ? 0 : status.rfind("exit ", 0) == 0 ? std::stoi(status.substr(5))
+                                              : status.rfind("signal ", 0) == 0 ? 128 + std::stoi(status.substr(7)) : 1;
+      m_halt_status = halt_exit_status(m_halt, job_status, m_failed, m_total);
       log("halting after job " + std::to_string(args.number) + " (--halt " + m_o.halt + ": " + std::to_string(m_failed) +
           " failed of " + std::to_string(m_ended) + ")");
       return m_halt.when == HaltPolicy::When::now ? Next::stop_now : Next::stop_soon;
@@ -423,6 +431,9 @@ class ExecOutput : public ResultHandler {
   MemoryBudget m_budget;  // declared before the jobs, which give their memory back to it
   std::uint64_t m_failed = 0;
   std::uint64_t m_ended = 0;
+ public:
+  std::uint64_t m_total = 0;  // jobs expected, when known (for --halt percentages)
+ private:
   std::optional<int> m_halt_status;
   bool m_write_failed = false;
   std::optional<ExecJobLog> m_joblog;
@@ -501,6 +512,9 @@ int run_exec(const ExecOptions& given) {
   total *= group;
   if (total > 0) engine.total = total - std::min<std::uint64_t>(total, done.size());
   ExecOutput output(o, *halt, std::move(joblog));
+  output.m_total = total;
+  // --halt soon: no job may start after the halt, so none waits queued on a worker.
+  if (halt->when != HaltPolicy::When::never) engine.window = 1;
   RunSummary s = run_engine(
       engine,
       [&](std::function<void()> notify) {
