@@ -338,6 +338,7 @@ int run_cli(int argc, char** argv) {
   exec_cmd->add_flag("--line-buffer,--lb", exec.line_buffer, "Print whole lines as they come instead of a job's output at its end");
   exec_cmd->add_flag("-u,--ungroup", exec.ungroup, "Print output as it comes (lines of jobs may mix)");
   exec_cmd->add_flag("--resume-failed", exec.resume_failed, "Like --resume, but run the failed jobs again");
+  exec_cmd->add_option("--env", exec.env, "Give every job this environment variable's value (also on other hosts)")->allow_extra_args(false);
   add_engine_options(*exec_cmd, exec.engine, exec_flags, false);
   exec_cmd->footer(
       "Arguments (after the command):\n"
@@ -449,6 +450,8 @@ int run_cli(int argc, char** argv) {
       }
     }
     if (null_delimited) exec.delimiter = '\0';
+    // --colsep is a regular expression for GNU parallel; here a literal string, with \t meaning a tab.
+    for (std::size_t at = 0; (at = exec.colsep.find("\\t", at)) != std::string::npos;) exec.colsep.replace(at, 2, "\t");
     if (!delimiter.empty()) {
       if (delimiter == "\\n") exec.delimiter = '\n';
       else if (delimiter == "\\t") exec.delimiter = '\t';

@@ -2,8 +2,10 @@
 #include "runner/exec_command.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -19,6 +21,7 @@
 #include "protocol/limits.hpp"
 #include "runner/exec_buffer.hpp"
 #include "runner/exec_halt.hpp"
+#include "runner/exec_joblog.hpp"
 #include "runner/line_reader.hpp"
 #include "runner/progress_line.hpp"
 #include "runner/summary_json.hpp"
@@ -49,6 +52,13 @@ std::string exec_args(const ExecOptions& o, JobArgs job, int slot) {
     argv.push_back(json::binary(std::vector<std::uint8_t>(word.begin(), word.end())));
   }
   json args{{"argv", std::move(argv)}, {"stream", true}};
+  if (!o.env.empty()) {
+    json env = json::object();
+    for (const auto& name : o.env) {
+      if (const char* value = std::getenv(name.c_str())) env[name] = json::binary(std::vector<std::uint8_t>(value, value + std::strlen(value)));
+    }
+    if (!env.empty()) args["env"] = std::move(env);
+  }
   if (o.timeout_s) args["timeout"] = *o.timeout_s;
   std::string out;
   json::to_cbor(args, nlohmann::detail::output_adapter<char>(out));
@@ -185,12 +195,29 @@ std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<st
   }
 }
 
+// The command line of a job as GNU parallel shows it (--dry-run, the joblog): the shell command line, argv
+// words quoted only where needed.
+std::string command_line(const ExecOptions& o, const BatchTask& t) {
+  JobArgs job = job_of(t);
+  job.context_replace = o.multi == ExecOptions::Multi::context;
+  job.positions = std::size_t(std::max(0, o.max_args));
+  const std::vector<std::string> argv = job_argv(o.command.command, job, 1, o.shell);
+  if (o.shell) return argv[2];
+  std::string line;
+  for (const auto& word : argv) {
+    if (!line.empty()) line += ' ';
+    line += shell_quote(word);
+  }
+  return line;
+}
+
 // Prints each job's output whole (never interleaved with another's), stores it under --results, applies
 // --halt, and counts failures. Output arrives in pieces while a job runs and is held (memory, then a
 // temporary file) until the job ends and its turn comes.
 class ExecOutput : public ResultHandler {
  public:
-  ExecOutput(const ExecOptions& o, HaltPolicy halt) : m_o(o), m_halt(halt), m_slot_args(uses_slot(o.command.command)) {
+  ExecOutput(const ExecOptions& o, HaltPolicy halt, std::optional<ExecJobLog> joblog)
+      : m_o(o), m_halt(halt), m_slot_args(uses_slot(o.command.command)), m_joblog(std::move(joblog)) {
     m_budget.limit = k_memory_budget;
   }
 
@@ -221,6 +248,7 @@ class ExecOutput : public ResultHandler {
     Job& job = job_for(task.seq);
     if (job.failed_write) return true;
     Stream& stream = is_stderr ? job.err : job.out;
+    stream.received += bytes.size();
     const bool tagged = m_o.tag || !m_o.tagstring.empty();
     if (live()) {
       // -u: as it comes; --line-buffer: whole lines as they come (a line longer than 1 MiB goes out in parts).
@@ -271,6 +299,22 @@ class ExecOutput : public ResultHandler {
       job->err.partial.clear();
     }
     if (!m_o.results_dir.empty()) store(args, *job, status);
+    if (m_joblog) {
+      // Exitval as GNU parallel records it: the exit code; -1 for a job killed by a timeout or interrupted;
+      // 127 for a program that could not be run (as the shell says).
+      int exitval = 0, signal = 0;
+      if (status.rfind("exit ", 0) == 0) exitval = std::stoi(status.substr(5));
+      else if (status.rfind("signal ", 0) == 0) signal = std::stoi(status.substr(7));
+      else if (status == "exec_failed") exitval = 127;
+      else if (status != "0") exitval = -1;
+      if (status == "timeout") signal = 9;
+      const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+      const std::string host = o.host.empty() || o.host == "local" ? ":" : o.host;
+      if (!m_joblog->record(args.number, host, now - o.duration_ms / 1000, o.duration_ms / 1000, job->out.received, exitval,
+                            signal, command_line(m_o, task))) {
+        m_write_failed = true;
+      }
+    }
     const bool failed = job->failed;
     if (failed) ++m_failed;
     ++m_ended;
@@ -280,10 +324,10 @@ class ExecOutput : public ResultHandler {
     } else {
       print(*job);
     }
-    if (!m_halt_status && halt_reached(m_halt, failed, m_ended, m_failed)) {
-      // GNU parallel then exits with the status of the job that met the condition.
-      m_halt_status = status == "0" ? 0 : status.rfind("exit ", 0) == 0 ? std::stoi(status.substr(5))
-                                       : status.rfind("signal ", 0) == 0 ? 128 + std::stoi(status.substr(7)) : 1;
+    if (!m_halt_status && halt_reached(m_halt, failed, m_ended, m_failed, m_total)) {
+      const int job_status = status == "0" ? 0 : status.rfind("exit ", 0) == 0 ? std::stoi(status.substr(5))
+                                              : status.rfind("signal ", 0) == 0 ? 128 + std::stoi(status.substr(7)) : 1;
+      m_halt_status = halt_exit_status(m_halt, job_status, m_failed, m_total);
       log("halting after job " + std::to_string(args.number) + " (--halt " + m_o.halt + ": " + std::to_string(m_failed) +
           " failed of " + std::to_string(m_ended) + ")");
       return m_halt.when == HaltPolicy::When::now ? Next::stop_now : Next::stop_soon;
@@ -308,6 +352,7 @@ class ExecOutput : public ResultHandler {
     explicit Stream(MemoryBudget& budget) : buffer(budget) {}
     OutputBuffer buffer;
     std::string partial;        // --line-buffer: the unfinished last line
+    std::uint64_t received = 0;  // bytes the job wrote
     bool at_line_start = true;  // for --tag
   };
   struct Job {
@@ -392,38 +437,16 @@ class ExecOutput : public ResultHandler {
   MemoryBudget m_budget;  // declared before the jobs, which give their memory back to it
   std::uint64_t m_failed = 0;
   std::uint64_t m_ended = 0;
+ public:
+  std::uint64_t m_total = 0;  // jobs expected, when known (for --halt percentages)
+ private:
   std::optional<int> m_halt_status;
   bool m_write_failed = false;
+  std::optional<ExecJobLog> m_joblog;
   std::map<std::uint64_t, std::unique_ptr<Job>> m_running;  // seq -> output so far
   std::map<std::uint64_t, std::unique_ptr<Job>> m_held;     // --keep-order: seq -> output (null: not started)
   std::uint64_t m_next = 0;
 };
-
-// Job numbers the joblog records as done (Outcome "ok").
-std::set<std::uint64_t> done_in_joblog(const std::string& path) {
-  auto split = [](const std::string& line) {
-    std::vector<std::string> fields;
-    std::istringstream in(line);
-    for (std::string f; std::getline(in, f, '\t');) fields.push_back(std::move(f));
-    return fields;
-  };
-  std::set<std::uint64_t> done;
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);  // header: the columns are found by name
-  const std::vector<std::string> header = split(line);
-  const auto outcome_at = std::size_t(std::find(header.begin(), header.end(), "Outcome") - header.begin());
-  if (header.empty() || header[0] != "Seq" || outcome_at == header.size()) return done;
-  while (std::getline(in, line)) {
-    const std::vector<std::string> fields = split(line);
-    if (fields.size() <= outcome_at || fields[outcome_at] != "ok") continue;
-    try {
-      done.insert(std::stoull(fields[0]));
-    } catch (const std::exception&) {
-    }
-  }
-  return done;
-}
 
 }  // namespace
 
@@ -439,27 +462,23 @@ int run_exec(const ExecOptions& given) {
     log(halt.error().message);
     return 255;
   }
-  if (o.resume && o.engine.joblog.empty()) {
-    log("--resume needs --joblog FILE (the joblog of the run to resume)");
+  const bool resuming = o.resume || o.resume_failed;
+  if (resuming && o.engine.joblog.empty()) {
+    log("--resume and --resume-failed need --joblog FILE (the joblog of the run to resume)");
     return 255;
   }
-  std::set<std::uint64_t> done = o.resume ? done_in_joblog(o.engine.joblog) : std::set<std::uint64_t>{};
+  std::set<std::uint64_t> done;
+  if (resuming) {
+    auto record = read_exec_joblog(o.engine.joblog);
+    if (!record) {
+      log(record.error().message);
+      return 255;
+    }
+    done = o.resume_failed ? record->succeeded : record->all;
+  }
   if (o.dry_run) {
     auto error = generate_jobs(o, done, -1, [&](BatchTask t) {
-      std::string line;
-      JobArgs job = job_of(t);
-      job.context_replace = o.multi == ExecOptions::Multi::context;
-      job.positions = std::size_t(std::max(0, o.max_args));
-      const std::vector<std::string> argv = job_argv(o.command.command, job, 1, o.shell);
-      // As GNU parallel prints it: the shell command line (argv words quoted only where needed).
-      if (o.shell) {
-        line = argv[2];
-      } else {
-        for (const auto& word : argv) {
-          if (!line.empty()) line += ' ';
-          line += shell_quote(word);
-        }
-      }
+      std::string line = command_line(o, t);
       line += '\n';
       std::fwrite(line.data(), 1, line.size(), stdout);
       return true;
@@ -477,7 +496,17 @@ int run_exec(const ExecOptions& given) {
     log("reading arguments from stdin, one a line (end with Ctrl-D; give them after ::: to run without stdin)");
   }
   EngineOptions engine = o.engine;
-  engine.joblog_append = o.resume;
+  // The joblog is GNU parallel's, written here per job (not the engine's per-attempt one).
+  engine.joblog.clear();
+  std::optional<ExecJobLog> joblog;
+  if (!o.engine.joblog.empty()) {
+    auto opened = ExecJobLog::open(o.engine.joblog, resuming);
+    if (!opened) {
+      log(opened.error().message);
+      return 255;
+    }
+    joblog.emplace(std::move(*opened));
+  }
   engine.interrupt_stops_now = true;
   // With only ::: lists the number of jobs is known up front: the progress line shows a bar and an ETA.
   std::uint64_t total = 1, group = 0;
@@ -494,7 +523,10 @@ int run_exec(const ExecOptions& given) {
   }
   total *= group;
   if (total > 0) engine.total = total - std::min<std::uint64_t>(total, done.size());
-  ExecOutput output(o, *halt);
+  ExecOutput output(o, *halt, std::move(joblog));
+  output.m_total = total;
+  // --halt soon: no job may start after the halt, so none waits queued on a worker.
+  if (halt->when != HaltPolicy::When::never) engine.window = 1;
   RunSummary s = run_engine(
       engine,
       [&](std::function<void()> notify) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "runner/engine.hpp"
 #include "runner/exec_args.hpp"
@@ -33,6 +34,7 @@ struct ExecOptions {
   bool line_buffer = false;  // --line-buffer: whole lines as they come, not a job's output at its end
   bool ungroup = false;      // -u: output as it comes, lines may mix
   bool resume_failed = false;  // --resume-failed: like --resume, but failed jobs run again
+  std::vector<std::string> env;  // --env NAME: this environment variable's value goes to every job (also remote ones)
 };
 
 // Runs the jobs; returns GNU parallel's exit status: 0 all succeeded, the number of failed jobs up to 100,

@@ -56,7 +56,7 @@ Result<HaltPolicy> parse_halt(const std::string& text) {
   return h;
 }
 
-bool halt_reached(const HaltPolicy& p, bool failed, std::uint64_t ended, std::uint64_t failures) {
+bool halt_reached(const HaltPolicy& p, bool failed, std::uint64_t ended, std::uint64_t failures, std::uint64_t total) {
   if (p.when == HaltPolicy::When::never) return false;
   std::uint64_t counted = ended;
   if (p.what == HaltPolicy::What::fail) {
@@ -67,7 +67,15 @@ bool halt_reached(const HaltPolicy& p, bool failed, std::uint64_t ended, std::ui
     counted = ended - failures;
   }
   if (p.count) return counted >= p.count;
+  if (total) return double(counted) * 100.0 >= p.percent * double(total);
   return ended >= 3 && double(counted) * 100.0 >= p.percent * double(ended);
+}
+
+int halt_exit_status(const HaltPolicy& p, int job_status, std::uint64_t failures, std::uint64_t total) {
+  if (p.what != HaltPolicy::What::fail) return 0;
+  if (p.count == 1) return job_status;
+  if (p.count) return failures > 100 ? 101 : static_cast<int>(failures);
+  return total ? static_cast<int>(failures * 100 / total) : (failures > 100 ? 101 : static_cast<int>(failures));
 }
 
 }  // namespace authrun::runner

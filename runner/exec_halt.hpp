@@ -23,7 +23,13 @@ struct HaltPolicy {
 protocol::Result<HaltPolicy> parse_halt(const std::string& text);
 
 // Whether the policy halts now that a job ended (`failed` says how), given the counts so far (this job
-// included).
-bool halt_reached(const HaltPolicy& policy, bool failed, std::uint64_t ended, std::uint64_t failures);
+// included). A percentage is of `total` jobs when known (as GNU parallel counts), else of those ended (at
+// least 3).
+bool halt_reached(const HaltPolicy& policy, bool failed, std::uint64_t ended, std::uint64_t failures,
+                  std::uint64_t total);
+
+// GNU parallel's exit status after a halt: fail=1 gives the failing job's status (`job_status`); fail=N the
+// number of failures (at most 101); fail=P% the percentage failed; success and done 0.
+int halt_exit_status(const HaltPolicy& policy, int job_status, std::uint64_t failures, std::uint64_t total);
 
 }  // namespace authrun::runner

@@ -69,6 +69,33 @@ TEST_CASE("exec args: --shell quotes every value") {
   auto argv = job_argv({"echo", "{}", "|", "tr", "a", "b"}, job({"it's $HOME \"x\"\n"}), 1, true);
   REQUIRE(argv.size() == 3);
   CHECK(argv[0] == "/bin/sh");
-  CHECK(argv[2] == "echo 'it'\\''s $HOME \"x\"\n' | tr a b");
+  CHECK(argv[2] == "echo 'it'\"'\"'s $HOME \"x\"\n' | tr a b");
   CHECK(shell_quote("") == "''");
+  CHECK(shell_quote("plain-word_1.2/x:y,z+=@%") == "plain-word_1.2/x:y,z+=@%");
+  CHECK(shell_quote("caf\xe9") == "'caf\xe9'");
+}
+
+TEST_CASE("exec args: :::+ links sources, {} with several values gives separate words, one shell word needs a shell") {
+  auto split = split_exec_words({"--", "echo", ":::", "a", "b", ":::+", "1", "2", ":::", "x"});
+  REQUIRE(split.has_value());
+  REQUIRE(split->sources.size() == 3);
+  CHECK(split->sources[1].linked);
+  CHECK_FALSE(split->sources[2].linked);
+  CHECK_FALSE(split_exec_words({"--", "echo", ":::+", "a"}).has_value());
+  std::vector<std::vector<std::string>> jobs;
+  combine_sources({{"a", "b", "c"}, {"1", "2"}, {"x", "y"}}, {false, true, false}, [&](std::vector<std::string> v) {
+    jobs.push_back(std::move(v));
+    return true;
+  });
+  // Linked: paired (the shorter wraps around); then crossed with the third source.
+  CHECK(jobs == std::vector<std::vector<std::string>>{{"a", "1", "x"}, {"a", "1", "y"}, {"b", "2", "x"},
+                                                     {"b", "2", "y"}, {"c", "1", "x"}, {"c", "1", "y"}});
+  CHECK(job_argv({"printf", "%s|", "{}"}, job({"a b", "c"}), 1, false) == std::vector<std::string>{"printf", "%s|", "a b", "c"});
+  CHECK(job_argv({"echo", "x{}y"}, job({"a", "b"}), 1, false) == std::vector<std::string>{"echo", "xa", "by"});
+  JobArgs context = job({"a", "b"});
+  context.context_replace = true;
+  CHECK(job_argv({"echo", "x{}y"}, context, 1, false) == std::vector<std::string>{"echo", "xay", "xby"});
+  CHECK(needs_shell({"cat {} | wc -l > {.}.out"}));
+  CHECK_FALSE(needs_shell({"cat", "{}", "|", "wc"}));
+  CHECK_FALSE(needs_shell({"echo"}));
 }
