@@ -201,7 +201,7 @@ std::string command_line(const ExecOptions& o, const BatchTask& t) {
   std::string line;
   for (const auto& word : argv) {
     if (!line.empty()) line += ' ';
-    line += shell_quote(word);
+    line += parallel_quote(word);
   }
   return line;
 }
