@@ -123,7 +123,7 @@ bool modify(const std::string& modifier, const std::string& value, std::string& 
 
 // Expands the replacement string `inner` (the text between braces); nullopt if it is not one.
 std::optional<std::string> expand(const std::string& inner, const JobArgs& job, int slot, bool quote) {
-  auto q = [quote](const std::string& s) { return quote ? shell_quote(s) : s; };
+  auto q = [quote](const std::string& s) { return quote ? parallel_quote(s) : s; };
   if (inner == "#") return std::to_string(job.number);
   if (inner == "%") return std::to_string(slot);
   std::size_t digits = 0;
@@ -201,6 +201,16 @@ std::string replace_in(const std::string& word, const JobArgs& job, int slot, bo
 }
 
 std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += "'\\''";
+    else out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+std::string parallel_quote(const std::string& s) {
   // As GNU parallel 2022 quotes (--dry-run shows it): plain words stay as they are, anything else goes in
   // single quotes, a single quote inside as '"'"'.
   static const std::string plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:,+=@%";
@@ -225,7 +235,7 @@ std::vector<std::string> job_argv(const std::vector<std::string>& command, const
     if (!replace) {
       for (const auto& v : job.values) {
         script += ' ';
-        script += shell_quote(v);
+        script += parallel_quote(v);
       }
     }
     return {"/bin/sh", "-c", script};

@@ -206,7 +206,7 @@ std::string command_line(const ExecOptions& o, const BatchTask& t) {
   std::string line;
   for (const auto& word : argv) {
     if (!line.empty()) line += ' ';
-    line += shell_quote(word);
+    line += parallel_quote(word);
   }
   return line;
 }
@@ -310,10 +310,11 @@ class ExecOutput : public ResultHandler {
       if (status == "timeout") signal = 9;
       const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
       const std::string host = o.host.empty() || o.host == "local" ? ":" : o.host;
-      if (!m_joblog->record(args.number, host, now - o.duration_ms / 1000, o.duration_ms / 1000, job->out.received, exitval,
-                            signal, command_line(m_o, task))) {
-        m_write_failed = true;
-      }
+      // Written when the job's output is (in input order with -k, as GNU parallel does).
+      job->log_line = [this, number = args.number, host, start = now - o.duration_ms / 1000, runtime = o.duration_ms / 1000,
+                       received = job->out.received, exitval, signal, command = command_line(m_o, task)] {
+        if (!m_joblog->record(number, host, start, runtime, received, exitval, signal, command)) m_write_failed = true;
+      };
     }
     const bool failed = job->failed;
     if (failed) ++m_failed;
@@ -360,6 +361,7 @@ class ExecOutput : public ResultHandler {
     Stream out, err;
     bool failed = false;
     bool failed_write = false;
+    std::function<void()> log_line;  // its joblog line, written with its output
   };
 
   Job& job_for(std::uint64_t seq) {
@@ -394,6 +396,7 @@ class ExecOutput : public ResultHandler {
 
   void print(Job& job) {
     if (job.out.buffer.size() > 0 || job.err.buffer.size() > 0) ProgressLine::on_stderr().clear();  // never mixed with the bar
+    if (job.log_line) job.log_line();
     auto out = job.out.buffer.write_to(stdout);
     if (!out) m_write_failed = true;
     std::ignore = job.err.buffer.write_to(stderr);

@@ -71,8 +71,10 @@ TEST_CASE("exec args: --shell quotes every value") {
   CHECK(argv[0] == "/bin/sh");
   CHECK(argv[2] == "echo 'it'\"'\"'s $HOME \"x\"\n' | tr a b");
   CHECK(shell_quote("") == "''");
-  CHECK(shell_quote("plain-word_1.2/x:y,z+=@%") == "plain-word_1.2/x:y,z+=@%");
-  CHECK(shell_quote("caf\xe9") == "'caf\xe9'");
+  CHECK(parallel_quote("") == "''");
+  CHECK(parallel_quote("plain-word_1.2/x:y,z+=@%") == "plain-word_1.2/x:y,z+=@%");
+  CHECK(parallel_quote("caf\xe9") == "'caf\xe9'");
+  CHECK(shell_quote("plain") == "'plain'");
 }
 
 TEST_CASE("exec args: :::+ links sources, {} with several values gives separate words, one shell word needs a shell") {
