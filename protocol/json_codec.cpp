@@ -256,7 +256,7 @@ Result<Message> decode_program(const json& j) {
   return Message{std::move(p)};
 }
 
-// exec branch: the output message's body; its bytes are the attachment.
+// The output message's body; its bytes are the attachment.
 Result<Message> decode_output(const json& j) {
   Output out;
   AUTHRUN_TRY_ASSIGN(out.id, uint_field(j, "id", "output"));

@@ -31,7 +31,6 @@ enum class MessageType : std::uint8_t {
   shutdown = 19,
   worker_info = 20,
   program = 21,
-  // exec branch: streamed job output (worker -> parent), PROTOCOL.md section 3.
   output = 22,
 };
 
@@ -137,7 +136,6 @@ struct Program {
   std::string cwd;                     // the directory to work in ("" = stay)
 };
 
-// --- exec branch: streamed output ---
 // A piece of what a running task's program wrote (worker -> parent, only for a task that asked for it with
 // "stream": true), sent before that task's result. The bytes travel as the raw attachment, never as text.
 struct Output {
@@ -145,7 +143,6 @@ struct Output {
   bool is_stderr = false;  // "stream": "stdout" or "stderr" on the wire
   Attachment data;         // the bytes, exactly as the program wrote them
 };
-// --- end exec branch ---
 
 using Message =
     std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown, WorkerInfo, Program, Output>;
