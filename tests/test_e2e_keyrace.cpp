@@ -125,7 +125,7 @@ TEST_CASE("keyrace: a tracer attaching from birth: the worker refuses to run, an
   hunter.join();
   INFO("hunter:\n" << hunt.err);
   const long attached = field(hunt.err, "attached");
-  CHECK(attached >= 0);
+  CHECK(attached >= 0);  // the hunter ran to its end and reported (field() is -1 when it did not)
   // No attached worker ever completed a handshake.
   std::smatch m;
   const std::string pids = std::regex_search(hunt.err, m, std::regex(" pids=([0-9,-]+)")) ? m[1].str() : "-";
