@@ -211,7 +211,7 @@ int mode_race(const std::string& handover, int spawns, const std::vector<std::st
     if (pid < 0) return 2;
     int got = 0;
     char hex[2 * k_run_key_size + 2] = {};
-    if (std::fscanf(hear, "%d %66s", &got, hex) != 2) return say("the attacker is gone"), 2;
+    if (std::fscanf(hear, "%d %65s", &got, hex) != 2) return say("the attacker is gone"), 2;
     copies += got;
     if (hex_of(key) == hex) ++keys;
     ::kill(pid, SIGKILL);  // it has stdin on /dev/null and would fail its handshake anyway
