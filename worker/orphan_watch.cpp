@@ -8,7 +8,7 @@
 #include <poll.h>
 #include <unistd.h>
 
-#include "worker/exec_function.hpp"
+#include "worker/child_group.hpp"
 
 namespace authrun::worker {
 
@@ -30,9 +30,9 @@ void watch(int in_fd, int out_fd) {
   // would run to its end for nobody.
   while (!g_task_running.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   // Twice: an exec child spawned a moment ago may not have its process group recorded yet.
-  kill_running_exec_child();
+  stop_running_child_group();
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  kill_running_exec_child();
+  stop_running_child_group();
   ::_exit(k_orphaned_exit);
 }
 

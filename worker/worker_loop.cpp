@@ -1,7 +1,7 @@
 // The worker's task loop.
 #include "worker/worker_loop.hpp"
 
-#include "worker/exec_function.hpp"
+#include "worker/task_output.hpp"
 #include "worker/orphan_watch.hpp"
 
 namespace authrun::worker {
@@ -26,7 +26,7 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry) {
     result.id = task->id;
     result.format = task->format;
     // exec's streamed output goes out as output messages ahead of the result (PROTOCOL.md section 6).
-    ExecOutputScope output_scope([&channel, id = task->id](bool is_stderr, std::string_view bytes) {
+    TaskOutputScope output_scope([&channel, id = task->id](bool is_stderr, std::string_view bytes) {
       Output out;
       out.id = id;
       out.is_stderr = is_stderr;

@@ -19,7 +19,7 @@
 #include "protocol/run_key.hpp"
 #include "protocol/tracing.hpp"
 #include "protocol/version.hpp"
-#include "worker/exec_function.hpp"
+#include "worker/child_group.hpp"
 #include "worker/orphan_watch.hpp"
 #include "worker/worker_loop.hpp"
 
@@ -39,7 +39,7 @@ void log_line(const std::string& text) {
 // SIGTERM (also what PR_SET_PDEATHSIG sends when the runner dies) and SIGHUP: take the running task's
 // child with us, then go.
 void on_terminate(int sig) {
-  kill_running_exec_child();
+  stop_running_child_group();
   ::_exit(128 + sig);
 }
 

@@ -1,6 +1,6 @@
 // `authrun bench`: options, and the order of the measurements (baselines first, while the process is
 // small, then the launcher section if a launcher was given, then the echo rows, then the ping-pong again).
-#include "runner/bench.hpp"
+#include "runner/bench/bench.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -18,11 +18,11 @@
 #include <unistd.h>
 
 #include "protocol/limits.hpp"
-#include "runner/bench_launch.hpp"
-#include "runner/bench_measure.hpp"
-#include "runner/bench_report.hpp"
-#include "runner/bench_worker.hpp"
-#include "runner/engine.hpp"
+#include "runner/bench/bench_launch.hpp"
+#include "runner/bench/bench_measure.hpp"
+#include "runner/bench/bench_report.hpp"
+#include "runner/bench/bench_worker.hpp"
+#include "runner/engine/engine.hpp"
 
 namespace authrun::runner {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "protocol/result.hpp"
-#include "runner/bench_worker.hpp"
+#include "runner/bench/bench_worker.hpp"
 
 namespace CLI {
 class App;

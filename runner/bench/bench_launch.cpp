@@ -1,10 +1,10 @@
 // `authrun bench`'s launcher section.
-#include "runner/bench_launch.hpp"
+#include "runner/bench/bench_launch.hpp"
 
 #include <algorithm>
 
-#include "runner/bench_measure.hpp"
-#include "runner/bench_report.hpp"
+#include "runner/bench/bench_measure.hpp"
+#include "runner/bench/bench_report.hpp"
 
 namespace authrun::runner::bench {
 

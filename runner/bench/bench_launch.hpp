@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "protocol/result.hpp"
-#include "runner/bench_report.hpp"
-#include "runner/bench_worker.hpp"
+#include "runner/bench/bench_report.hpp"
+#include "runner/bench/bench_worker.hpp"
 
 namespace authrun::runner::bench {
 

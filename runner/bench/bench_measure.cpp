@@ -1,5 +1,5 @@
 // The bench's measurements. Timed regions hold only the work named; verification is never timed.
-#include "runner/bench_measure.hpp"
+#include "runner/bench/bench_measure.hpp"
 
 #include <algorithm>
 #include <array>

@@ -11,8 +11,8 @@
 #include "protocol/fd.hpp"
 #include "protocol/message.hpp"
 #include "protocol/result.hpp"
-#include "runner/bench_report.hpp"
-#include "runner/bench_worker.hpp"
+#include "runner/bench/bench_report.hpp"
+#include "runner/bench/bench_worker.hpp"
 
 namespace authrun::runner::bench {
 

@@ -1,5 +1,5 @@
 // Rendering a bench report: the table, the JSON object, the CSV lines, and the reported targets.
-#include "runner/bench_report.hpp"
+#include "runner/bench/bench_report.hpp"
 
 #include <algorithm>
 #include <cmath>

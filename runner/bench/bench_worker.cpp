@@ -1,7 +1,7 @@
-// Bench workers: spawned as runner/worker_link.cpp spawns them (here: a fresh key on the key socket; through
+// Bench workers: spawned as runner/engine/worker_link.cpp spawns them (here: a fresh key on the key socket; through
 // a launcher: a fresh key ahead of the protocol on stdin, or the key file's), then driven by a blocking
 // Channel instead of the event loop, so that a round trip is timed without the loop in the way.
-#include "runner/bench_worker.hpp"
+#include "runner/bench/bench_worker.hpp"
 
 #include <algorithm>
 #include <array>
@@ -19,8 +19,8 @@
 #include "protocol/limits.hpp"
 #include "protocol/peer_text.hpp"
 #include "protocol/run_key.hpp"
-#include "runner/worker_link.hpp"
-#include "runner/worker_process.hpp"
+#include "runner/engine/worker_link.hpp"
+#include "runner/engine/worker_process.hpp"
 
 namespace authrun::runner::bench {
 

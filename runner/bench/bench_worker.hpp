@@ -10,7 +10,7 @@
 
 #include "protocol/channel.hpp"
 #include "protocol/result.hpp"
-#include "runner/launcher.hpp"
+#include "runner/engine/launcher.hpp"
 
 namespace authrun::runner::bench {
 

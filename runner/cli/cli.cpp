@@ -1,5 +1,5 @@
 // The `authrun` command line.
-#include "runner/cli.hpp"
+#include "runner/cli/cli.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -16,56 +16,17 @@
 #include "protocol/run_key.hpp"
 #include "protocol/tracing.hpp"
 #include "protocol/version.hpp"
-#include "runner/batch_run.hpp"
-#include "runner/bench.hpp"
-#include "runner/exec_command.hpp"
-#include "runner/jobs_count.hpp"
-#include "runner/launcher.hpp"
-#include "runner/python_worker.hpp"
+#include "runner/run/batch_run.hpp"
+#include "runner/bench/bench.hpp"
+#include "runner/exec/exec_command.hpp"
+#include "runner/cli/jobs_count.hpp"
+#include "runner/engine/launcher.hpp"
+#include "runner/engine/python_worker.hpp"
+#include "runner/engine/worker_command.hpp"
 
 namespace authrun::runner {
 
 using namespace protocol;
-
-std::string default_worker_path() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return "authrun-worker";
-  std::string self(buf, static_cast<std::size_t>(n));
-  return self.substr(0, self.rfind('/') + 1) + "authrun-worker";
-}
-
-Result<void> resolve_program(std::string& prog, const std::string& what) {
-  if (prog.find('/') == std::string::npos) {
-    const char* path = std::getenv("PATH");
-    std::string dirs = path ? path : "/usr/bin:/bin";
-    std::string found;
-    for (std::size_t start = 0; start <= dirs.size();) {
-      std::size_t end = dirs.find(':', start);
-      if (end == std::string::npos) end = dirs.size();
-      std::string candidate = (end > start ? dirs.substr(start, end - start) : ".") + "/" + prog;
-      if (::access(candidate.c_str(), X_OK) == 0) {
-        found = candidate;
-        break;
-      }
-      start = end + 1;
-    }
-    if (found.empty()) return make_error(ErrorCode::usage, what + " program '" + prog + "' not found on PATH");
-    prog = found;
-  }
-  struct stat st {};
-  if (::stat(prog.c_str(), &st) != 0) return make_error(ErrorCode::usage, what + " program '" + prog + "' does not exist");
-  if (!S_ISREG(st.st_mode) || ::access(prog.c_str(), X_OK) != 0) {
-    return make_error(ErrorCode::usage, what + " program '" + prog + "' is not an executable file");
-  }
-  return {};
-}
-
-Result<std::vector<std::string>> resolve_worker_command(const std::string& command) {
-  AUTHRUN_TRY_ASSIGN(std::vector<std::string> words, split_command(command, "worker command"));
-  AUTHRUN_TRY(resolve_program(words[0], "worker"));
-  return words;
-}
 
 namespace {
 
@@ -319,7 +280,7 @@ int run_cli(int argc, char** argv) {
   exec_cmd->add_flag("--resume", exec.resume, "Skip the jobs that the --joblog file records as done");
   exec_cmd->add_option("--timeout", exec.timeout_s, "Seconds a job may run (then it is killed and counts as failed)")
       ->check(CLI::PositiveNumber);
-  // GNU parallel's everyday input and output options (runner/exec_command.hpp says what each does).
+  // GNU parallel's everyday input and output options (runner/exec/exec_command.hpp says what each does).
   std::vector<std::string> arg_files;
   std::string replace_str, delimiter;
   bool null_delimited = false, xargs = false, spread = false, context = false;

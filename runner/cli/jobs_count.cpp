@@ -1,5 +1,5 @@
 // -j forms.
-#include "runner/jobs_count.hpp"
+#include "runner/cli/jobs_count.hpp"
 
 #include <algorithm>
 #include <cctype>

@@ -1,5 +1,5 @@
 // The engine: workers, dispatch, retries, timeouts, signals.
-#include "runner/engine.hpp"
+#include "runner/engine/engine.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -21,11 +21,11 @@
 #include "protocol/limits.hpp"
 #include "protocol/peer_text.hpp"
 #include "protocol/tracing.hpp"
-#include "runner/host_health.hpp"
-#include "runner/job_log.hpp"
-#include "runner/progress_line.hpp"
-#include "runner/worker_link.hpp"
-#include "runner/worker_process.hpp"
+#include "runner/engine/host_health.hpp"
+#include "runner/engine/job_log.hpp"
+#include "runner/engine/progress_line.hpp"
+#include "runner/engine/worker_link.hpp"
+#include "runner/engine/worker_process.hpp"
 
 namespace authrun::runner {
 

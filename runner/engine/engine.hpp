@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "protocol/message.hpp"
-#include "runner/batch_task.hpp"
-#include "runner/launcher.hpp"
-#include "runner/task_feed.hpp"
+#include "runner/engine/batch_task.hpp"
+#include "runner/engine/launcher.hpp"
+#include "runner/engine/task_feed.hpp"
 
 namespace authrun::runner {
 

@@ -1,5 +1,5 @@
 // Per-host failure counts and the decisions on them.
-#include "runner/host_health.hpp"
+#include "runner/engine/host_health.hpp"
 
 #include <algorithm>
 

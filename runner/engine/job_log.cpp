@@ -1,5 +1,5 @@
 // --joblog writer.
-#include "runner/job_log.hpp"
+#include "runner/engine/job_log.hpp"
 
 #include <cerrno>
 #include <cstring>

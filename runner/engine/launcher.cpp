@@ -1,9 +1,7 @@
 // Launcher templates, -S host lists and the key policy for launched workers.
-#include "runner/launcher.hpp"
+#include "runner/engine/launcher.hpp"
 
 #include <sys/wait.h>
-
-#include "runner/exec_args.hpp"
 
 namespace authrun::runner {
 
@@ -23,6 +21,16 @@ bool all_digits(const std::string& s) {
 }
 
 }  // namespace
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += "'\\''";
+    else out += c;
+  }
+  out += '\'';
+  return out;
+}
 
 Result<std::vector<std::string>> split_command(const std::string& command, const std::string& what) {
   std::vector<std::string> words;

@@ -67,6 +67,9 @@ std::vector<std::string> launch_argv(const Launcher& launcher, const Site& site,
                                      const std::vector<std::string>& worker_argv, KeyDelivery delivery,
                                      const std::string& key_file);
 
+// Quotes a string for sh (always single quotes): the words of the launcher's remote command line.
+std::string shell_quote(const std::string& s);
+
 // Splits a command given as one string into words: blanks separate, '...' and "..." quote (no escapes or
 // expansions). Errors: usage (unclosed quote, empty).
 protocol::Result<std::vector<std::string>> split_command(const std::string& command, const std::string& what);

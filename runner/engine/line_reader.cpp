@@ -1,5 +1,5 @@
 // Line-by-line reading with a length limit and a stop fd.
-#include "runner/line_reader.hpp"
+#include "runner/engine/line_reader.hpp"
 
 #include <cerrno>
 #include <cstring>

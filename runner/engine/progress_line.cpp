@@ -1,5 +1,5 @@
 // The progress line on stderr.
-#include "runner/progress_line.hpp"
+#include "runner/engine/progress_line.hpp"
 
 #include <cstdio>
 

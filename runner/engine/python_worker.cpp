@@ -1,5 +1,5 @@
 // The Python worker's bootstrap, command line and program message.
-#include "runner/python_worker.hpp"
+#include "runner/engine/python_worker.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -16,7 +16,7 @@
 #include "protocol/fd.hpp"
 #include "protocol/json_codec.hpp"
 #include "protocol/message.hpp"
-#include "runner/cli.hpp"
+#include "runner/engine/worker_command.hpp"
 
 namespace authrun::runner {
 
@@ -45,14 +45,6 @@ std::string sha256_of_file(const std::string& path) {
   char hex[2 * crypto_hash_sha256_BYTES + 1];
   ::sodium_bin2hex(hex, sizeof hex, out, sizeof out);
   return hex;
-}
-
-std::string self_dir() {
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string self(buf, static_cast<std::size_t>(n));
-  return self.substr(0, self.rfind('/'));
 }
 
 bool is_identifier(const std::string& s) {
@@ -84,7 +76,7 @@ const char* python_bootstrap_sha256() { return AUTHRUN_PYTHON_BOOTSTRAP_SHA256; 
 Result<std::string> find_python_bootstrap() {
   const std::vector<std::string> candidates = {
       std::string(AUTHRUN_PYTHON_SOURCE_DIR) + "/" + k_bootstrap_in_package,
-      self_dir() + "/../share/authrun/python/" + k_bootstrap_in_package,
+      own_directory() + "/../share/authrun/python/" + k_bootstrap_in_package,
   };
   for (const std::string& path : candidates) {
     if (::access(path.c_str(), R_OK) != 0) continue;

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "protocol/result.hpp"
-#include "runner/engine.hpp"
+#include "runner/engine/engine.hpp"
 
 namespace authrun::runner {
 

@@ -1,5 +1,5 @@
 // The run summary as JSON.
-#include "runner/summary_json.hpp"
+#include "runner/engine/summary_json.hpp"
 
 #include <cerrno>
 #include <cstdio>

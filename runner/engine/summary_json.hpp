@@ -6,7 +6,7 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/result.hpp"
-#include "runner/engine.hpp"
+#include "runner/engine/engine.hpp"
 
 namespace authrun::runner {
 

@@ -1,5 +1,5 @@
 // Bounded task queue with a producer thread.
-#include "runner/task_feed.hpp"
+#include "runner/engine/task_feed.hpp"
 
 #include <unistd.h>
 

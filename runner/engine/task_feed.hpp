@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "protocol/fd.hpp"
-#include "runner/batch_task.hpp"
+#include "runner/engine/batch_task.hpp"
 
 namespace authrun::runner {
 

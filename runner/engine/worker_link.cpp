@@ -1,5 +1,5 @@
 // Asynchronous driving of one worker's pipes and its protocol Connection.
-#include "runner/worker_link.hpp"
+#include "runner/engine/worker_link.hpp"
 
 #include <algorithm>
 #include <array>
@@ -14,7 +14,7 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/key_handover.hpp"
-#include "runner/worker_process.hpp"
+#include "runner/engine/worker_process.hpp"
 
 namespace authrun::runner {
 

@@ -11,7 +11,7 @@
 
 #include "protocol/connection.hpp"
 #include "protocol/run_key.hpp"
-#include "runner/launcher.hpp"
+#include "runner/engine/launcher.hpp"
 
 namespace boost::asio {
 class io_context;

@@ -3,7 +3,7 @@
 // Asio's fork handling in the child, which allocates; in a runner that has a second thread (the task feed)
 // that is not async-signal-safe, and under AddressSanitizer it deadlocked the child — and with it the
 // runner, which waits for the child's exec. Asio still drives everything after the spawn.
-#include "runner/worker_process.hpp"
+#include "runner/engine/worker_process.hpp"
 
 #include <cerrno>
 #include <csignal>

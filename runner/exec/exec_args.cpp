@@ -1,5 +1,5 @@
 // `authrun exec` argument sources and replacement strings.
-#include "runner/exec_args.hpp"
+#include "runner/exec/exec_args.hpp"
 
 #include <cctype>
 
@@ -198,16 +198,6 @@ bool uses_slot(const std::vector<std::string>& command) {
 
 std::string replace_in(const std::string& word, const JobArgs& job, int slot, bool quote) {
   return substitute(word, [&](const std::string& inner) { return expand(inner, job, slot, quote).value_or("{" + inner + "}"); });
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
-  }
-  out += '\'';
-  return out;
 }
 
 std::string parallel_quote(const std::string& s) {

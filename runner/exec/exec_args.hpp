@@ -63,9 +63,6 @@ bool needs_shell(const std::vector<std::string>& command);
 void combine_sources(const std::vector<std::vector<std::string>>& lists, const std::vector<bool>& linked,
                      const std::function<bool(std::vector<std::string>)>& sink);
 
-// Quotes a string for sh (always single quotes; the launcher's remote command line).
-std::string shell_quote(const std::string& s);
-
 // Quotes a string for sh as GNU parallel does (exec's shell command lines, --dry-run, the joblog): plain
 // words as they are, others in single quotes, a single quote inside as '"'"'.
 std::string parallel_quote(const std::string& s);

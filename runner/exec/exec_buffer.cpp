@@ -1,5 +1,5 @@
 // Output held per job: memory, then a temporary file.
-#include "runner/exec_buffer.hpp"
+#include "runner/exec/exec_buffer.hpp"
 
 #include <cerrno>
 #include <cstdlib>

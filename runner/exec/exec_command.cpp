@@ -1,5 +1,5 @@
 // `authrun exec`: jobs from argument sources, output printed whole per job.
-#include "runner/exec_command.hpp"
+#include "runner/exec/exec_command.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -19,12 +19,12 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
-#include "runner/exec_buffer.hpp"
-#include "runner/exec_halt.hpp"
-#include "runner/exec_joblog.hpp"
-#include "runner/line_reader.hpp"
-#include "runner/progress_line.hpp"
-#include "runner/summary_json.hpp"
+#include "runner/exec/exec_buffer.hpp"
+#include "runner/exec/exec_halt.hpp"
+#include "runner/exec/exec_joblog.hpp"
+#include "runner/engine/line_reader.hpp"
+#include "runner/engine/progress_line.hpp"
+#include "runner/engine/summary_json.hpp"
 
 namespace authrun::runner {
 

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "runner/engine.hpp"
-#include "runner/exec_args.hpp"
+#include "runner/engine/engine.hpp"
+#include "runner/exec/exec_args.hpp"
 
 namespace authrun::runner {
 

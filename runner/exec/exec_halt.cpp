@@ -1,5 +1,5 @@
 // --halt parsing and the halt decision.
-#include "runner/exec_halt.hpp"
+#include "runner/exec/exec_halt.hpp"
 
 #include <cctype>
 

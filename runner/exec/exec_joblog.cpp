@@ -1,5 +1,5 @@
 // GNU parallel's joblog format.
-#include "runner/exec_joblog.hpp"
+#include "runner/exec/exec_joblog.hpp"
 
 #include <cerrno>
 #include <cstring>

@@ -1,5 +1,5 @@
 // `authrun run`: JSONL in, JSONL out, on the engine.
-#include "runner/batch_run.hpp"
+#include "runner/run/batch_run.hpp"
 
 #include <atomic>
 #include <cerrno>
@@ -15,10 +15,10 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
-#include "runner/jsonl_input.hpp"
-#include "runner/result_sink.hpp"
-#include "runner/resume.hpp"
-#include "runner/summary_json.hpp"
+#include "runner/run/jsonl_input.hpp"
+#include "runner/run/result_sink.hpp"
+#include "runner/run/resume.hpp"
+#include "runner/engine/summary_json.hpp"
 
 namespace authrun::runner {
 

@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "runner/engine.hpp"
+#include "runner/engine/engine.hpp"
 
 namespace authrun::runner {
 

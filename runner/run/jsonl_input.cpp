@@ -1,10 +1,10 @@
 // The JSONL batch format.
-#include "runner/jsonl_input.hpp"
+#include "runner/run/jsonl_input.hpp"
 
 #include <memory>
 
 #include "protocol/json_codec.hpp"
-#include "runner/line_reader.hpp"
+#include "runner/engine/line_reader.hpp"
 
 namespace authrun::runner {
 

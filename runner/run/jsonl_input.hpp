@@ -7,8 +7,8 @@
 #include <string>
 #include <string_view>
 
-#include "runner/batch_task.hpp"
-#include "runner/task_feed.hpp"
+#include "runner/engine/batch_task.hpp"
+#include "runner/engine/task_feed.hpp"
 
 namespace authrun::runner {
 

@@ -1,7 +1,7 @@
 // Result line writer.
-#include "runner/result_sink.hpp"
+#include "runner/run/result_sink.hpp"
 
-#include "runner/progress_line.hpp"
+#include "runner/engine/progress_line.hpp"
 
 namespace authrun::runner {
 

@@ -1,5 +1,5 @@
 // --resume: reading a previous run's results.
-#include "runner/resume.hpp"
+#include "runner/run/resume.hpp"
 
 #include <cerrno>
 #include <cstdio>

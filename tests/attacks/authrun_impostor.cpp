@@ -1,4 +1,4 @@
-// authrun-impostor: the attacker programs of tests/test_e2e_attacks.cpp and scripts/demo-security, one mode
+// authrun-impostor: the attacker programs of tests/runner/engine/e2e_attacks.cpp and scripts/demo-security, one mode
 // per attack (the first argument; `authrun-impostor help` lists them). Each mode says on stderr what it tries
 // and reports what it got on lines "authrun-impostor[PID] RESULT mode=M key=value..."; the last one counts
 // (a mode playing the worker is usually killed by the runner, so it reports at once and on every change).

@@ -1,4 +1,4 @@
-// authrun-key-race: the start-up window attacks of tests/test_e2e_keyrace.cpp and scripts/demo-security. A
+// authrun-key-race: the start-up window attacks of tests/runner/engine/e2e_keyrace.cpp and scripts/demo-security. A
 // process of the same user copies a starting worker's fds 3, 0 and 1 with pidfd_getfd and peeks at them
 // (recv MSG_PEEK) until the worker turns non-dumpable; or attaches to it with ptrace. Run as root, it first
 // drops both sides to uid/gid 65534 (root could do all of this to any process; the attack is a same-user one).

@@ -17,7 +17,7 @@
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
 #include "protocol/message.hpp"
-#include "runner/jsonl_input.hpp"
+#include "runner/run/jsonl_input.hpp"
 
 using namespace authrun::protocol;
 

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "worker/functions.hpp"
+#include "worker/builtin/functions.hpp"
 
 using authrun::worker::Attachment;
 using authrun::worker::FunctionResult;

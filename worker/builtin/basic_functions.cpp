@@ -1,5 +1,5 @@
 // echo, sleep, hash and fail: the built-in functions that need no child process.
-#include "worker/basic_functions.hpp"
+#include "worker/builtin/basic_functions.hpp"
 
 #include "protocol/run_key.hpp"
 

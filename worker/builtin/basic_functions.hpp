@@ -1,7 +1,7 @@
-// The small built-in functions: echo, sleep, hash, fail (exec is in worker/exec_function.hpp).
+// The small built-in functions: echo, sleep, hash, fail (exec is in worker/builtin/exec_function.hpp).
 #pragma once
 
-#include "worker/functions.hpp"
+#include "worker/builtin/functions.hpp"
 
 namespace authrun::worker {
 

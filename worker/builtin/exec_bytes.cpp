@@ -1,5 +1,5 @@
 // UTF-8 check, base64 (libsodium), and cutting long quotes.
-#include "worker/exec_bytes.hpp"
+#include "worker/builtin/exec_bytes.hpp"
 
 #include <sodium.h>
 

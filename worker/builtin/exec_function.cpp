@@ -1,8 +1,10 @@
 // exec: posix_spawnp with pipes for stdin/stdout/stderr, one poll() loop, timeout by process group.
-#include "worker/exec_function.hpp"
+#include "worker/builtin/exec_function.hpp"
 
 #include "protocol/fd.hpp"
-#include "worker/exec_bytes.hpp"
+#include "worker/builtin/exec_bytes.hpp"
+#include "worker/child_group.hpp"
+#include "worker/task_output.hpp"
 
 #include <atomic>
 #include <fcntl.h>
@@ -242,13 +244,11 @@ pid_t wait_for(pid_t pid, int* status, int flags) {
 
 // Kills and reaps the child's process group if the function is left before the child was reaped
 // (an error or exception in the middle), so no child outlives its task.
-std::atomic<pid_t> g_running_group{0};  // the child's process group while it runs (for the signal handler)
-
 class ChildGuard {
  public:
-  explicit ChildGuard(pid_t pid) : m_pid(pid) { g_running_group.store(pid); }
+  explicit ChildGuard(pid_t pid) : m_pid(pid) { set_running_child_group(pid); }
   ~ChildGuard() {
-    g_running_group.store(0);
+    set_running_child_group(0);
     if (m_pid > 0) {
       kill(-m_pid, SIGKILL);
       int status = 0;
@@ -258,16 +258,13 @@ class ChildGuard {
   ChildGuard(const ChildGuard&) = delete;
   ChildGuard& operator=(const ChildGuard&) = delete;
   void reaped() {
-    g_running_group.store(0);
+    set_running_child_group(0);
     m_pid = -1;
   }
 
  private:
   pid_t m_pid;
 };
-
-// The sink set by the task loop for the task running on this thread (see ExecOutputScope).
-thread_local const OutputSink* t_sink = nullptr;
 
 // One captured stream: the bytes kept (at most `max`, unless streamed) and whether any were dropped.
 struct Capture {
@@ -325,7 +322,7 @@ FunctionResult exec_function(json&& args) {
   auto parsed = parse_args(std::move(args));
   if (!parsed) return std::move(parsed).error();
   ExecArgs a = std::move(parsed).value();
-  const OutputSink* sink = a.stream ? t_sink : nullptr;
+  const OutputSink* sink = a.stream ? current_output_sink() : nullptr;
   if (a.stream && !sink) return bad_args("exec: args.stream needs a task loop that streams output (none here)");
   ignore_sigpipe_once();
 
@@ -526,32 +523,6 @@ FunctionResult exec_function(json&& args) {
                                         std::to_string(a.max_output) + " bytes; at most 67108864, or use args.stream)");
   }
   return value;
-}
-
-ExecOutputScope::ExecOutputScope(OutputSink sink) : m_sink(std::move(sink)), m_previous(t_sink) { t_sink = &m_sink; }
-ExecOutputScope::~ExecOutputScope() { t_sink = m_previous; }
-
-void kill_running_exec_child() {
-  const pid_t group = g_running_group.load();
-  if (group <= 0) return;
-  // GNU parallel's termination sequence (--termseq TERM,200,TERM,100,TERM,50,KILL,25): a job may clean up.
-  // Done once the child itself is reaped here (the caller exits next); what is left of its group then gets
-  // SIGKILL. (The group alone cannot tell: an orphaned zombie still counts as a member until init reaps it.)
-  static constexpr int k_waits_ms[] = {200, 100, 50};
-  for (int wait_ms : k_waits_ms) {
-    if (::kill(-group, SIGTERM) != 0) return;
-    for (int waited = 0; waited < wait_ms; waited += 2) {
-      int status = 0;
-      const pid_t r = ::waitpid(group, &status, WNOHANG);
-      if (r == group || (r < 0 && errno == ECHILD)) {
-        ::kill(-group, SIGKILL);
-        return;
-      }
-      timespec pause{0, 2'000'000};
-      ::nanosleep(&pause, nullptr);
-    }
-  }
-  ::kill(-group, SIGKILL);
 }
 
 }  // namespace authrun::worker

@@ -5,7 +5,7 @@
 #include <functional>
 #include <string_view>
 
-#include "worker/functions.hpp"
+#include "worker/builtin/functions.hpp"
 
 namespace authrun::worker {
 
@@ -13,7 +13,7 @@ namespace authrun::worker {
 // "env": {name: string or byte string} added to / overriding the worker's environment, "cwd": directory,
 // "stdin": string or byte string (or "stdin_base64") written to the child's stdin then closed (absent:
 // /dev/null), "timeout": seconds > 0, "max_output": bytes kept per stream (default 16 MiB, at most 64 MiB),
-// "stream": true to send the output as it comes through the ExecOutputScope's sink instead of in the value};
+// "stream": true to send the output as it comes through the task's output sink (worker/task_output.hpp) instead of in the value};
 // all but argv optional (null means absent). Arguments are bytes: nothing requires them to be UTF-8.
 // argv[0] without a slash is searched in the worker's PATH (posix_spawnp), not in env.PATH.
 // The child runs in its own process group with default signal dispositions and an empty signal mask. It
@@ -34,29 +34,5 @@ namespace authrun::worker {
 // Errors also: bad_args (field named), exec_failed (spawn failed, e.g. "exec: cannot run 'X': No such file
 // or directory", or an unusable cwd, or no pipes/fds left); an argument quoted in a message is cut.
 FunctionResult exec_function(json&& args);
-
-// Where a streamed exec's output goes: called with each piece as it is read, in order; returns false if it
-// could not be delivered. Blocking in it holds the child back (the pipe fills): that is the backpressure.
-using OutputSink = std::function<bool(bool is_stderr, std::string_view bytes)>;
-
-// Makes `sink` the output sink of exec tasks run on this thread while the scope lives (the task loop sets it
-// around each task). Without one, a task asking for "stream" is bad_args.
-class ExecOutputScope {
- public:
-  explicit ExecOutputScope(OutputSink sink);
-  ~ExecOutputScope();
-  ExecOutputScope(const ExecOutputScope&) = delete;
-  ExecOutputScope& operator=(const ExecOutputScope&) = delete;
-
- private:
-  OutputSink m_sink;
-  const OutputSink* m_previous;
-};
-
-// Stops the process group of the exec child running now, if any, as GNU parallel does: SIGTERM, 200 ms,
-// SIGTERM, 100 ms, SIGTERM, 50 ms, then SIGKILL (returning as soon as the group is gone; the child is
-// reaped). Async-signal-safe: the worker's SIGTERM handler calls it so that no task child outlives a worker
-// whose runner has gone or stopped it. The caller exits next.
-void kill_running_exec_child();
 
 }  // namespace authrun::worker

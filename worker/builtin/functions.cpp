@@ -1,8 +1,8 @@
 // The built-in functions, registered through Registry.
-#include "worker/functions.hpp"
+#include "worker/builtin/functions.hpp"
 
-#include "worker/basic_functions.hpp"
-#include "worker/exec_function.hpp"
+#include "worker/builtin/basic_functions.hpp"
+#include "worker/builtin/exec_function.hpp"
 
 namespace authrun::worker {
 

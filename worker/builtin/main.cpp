@@ -1,6 +1,6 @@
 // authrun-worker: the SDK's worker with the built-in functions.
 #include "authrun/worker.hpp"
-#include "worker/functions.hpp"
+#include "worker/builtin/functions.hpp"
 
 int main(int argc, char** argv) {
   authrun::worker::Registry registry;

@@ -1,7 +1,7 @@
 // HostHealth: when a host is set aside, when the run gives up, and what a result resets.
 #include <doctest/doctest.h>
 
-#include "runner/host_health.hpp"
+#include "runner/engine/host_health.hpp"
 
 using authrun::runner::HostHealth;
 using authrun::runner::k_set_aside_after;

@@ -5,7 +5,7 @@
 
 #include <sys/wait.h>
 
-#include "runner/launcher.hpp"
+#include "runner/engine/launcher.hpp"
 
 using namespace authrun::runner;
 using Words = std::vector<std::string>;
@@ -106,4 +106,10 @@ TEST_CASE("launcher: exit statuses before the handshake name a likely cause") {
   CHECK(launch_failure_hint(slurm_launcher(), Site{"", false, 1}, exited(127)).find("where srun ran it") != std::string::npos);
   CHECK(launch_failure_hint(ssh, site, exited(0)).empty());
   CHECK(launch_failure_hint(ssh, site, SIGKILL).empty());
+}
+
+TEST_CASE("launcher: shell_quote always single-quotes, a quote inside as '\\''") {
+  CHECK(shell_quote("") == "''");
+  CHECK(shell_quote("plain") == "'plain'");
+  CHECK(shell_quote("it's") == "'it'\\''s'");
 }

@@ -1,4 +1,4 @@
-// GNU parallel conformance: every case of tests/conformance/cases.txt runs through GNU parallel and through
+// GNU parallel conformance: every case of tests/runner/exec/conformance/cases.txt runs through GNU parallel and through
 // `authrun exec`; stdout and exit status must be identical for the cases marked `same`. Prints the count.
 #include <doctest/doctest.h>
 
@@ -55,7 +55,7 @@ TEST_CASE("conformance: GNU parallel and authrun exec agree on every case marked
     MESSAGE("GNU parallel is not installed (scripts/bench-exec or scripts/install-packages parallel): conformance not run");
     return;
   }
-  const std::vector<Case> cases = read_cases(std::string(source_dir()) + "/tests/conformance/cases.txt");
+  const std::vector<Case> cases = read_cases(std::string(source_dir()) + "/tests/runner/exec/conformance/cases.txt");
   std::size_t identical = 0, same_cases = 0;
   for (const Case& c : cases) {
     CAPTURE(c.line);

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <string>
 
-#include "runner/result_sink.hpp"
+#include "runner/run/result_sink.hpp"
 
 using authrun::runner::ResultSink;
 

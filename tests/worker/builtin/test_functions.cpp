@@ -1,8 +1,9 @@
 // Tests of the worker's built-in functions, with real child processes for exec.
-#include "worker/functions.hpp"
+#include "worker/builtin/functions.hpp"
 
-#include "worker/exec_bytes.hpp"
-#include "worker/exec_function.hpp"
+#include "worker/builtin/exec_bytes.hpp"
+#include "worker/builtin/exec_function.hpp"
+#include "worker/task_output.hpp"
 
 #include "protocol/fd.hpp"
 #include "tests/helpers/test_util.hpp"
@@ -358,7 +359,7 @@ TEST_CASE("worker functions: exec stream sends the output in order through the s
   check_bad_args("exec", json{{"argv", {"true"}}, {"stream", true}}, "args.stream");
   std::string out, err;
   std::size_t pieces = 0;
-  authrun::worker::ExecOutputScope scope([&](bool is_stderr, std::string_view b) {
+  authrun::worker::TaskOutputScope scope([&](bool is_stderr, std::string_view b) {
     (is_stderr ? err : out).append(b);
     ++pieces;
     return true;
@@ -376,7 +377,7 @@ TEST_CASE("worker functions: exec stream sends the output in order through the s
 }
 
 TEST_CASE("worker functions: exec sink failure kills the child and fails the task") {
-  authrun::worker::ExecOutputScope scope([](bool, std::string_view) { return false; });
+  authrun::worker::TaskOutputScope scope([](bool, std::string_view) { return false; });
   const auto start = std::chrono::steady_clock::now();
   json v = sh_failing("echo x; sleep 30", "output_lost", json{{"stream", true}});
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(20));

@@ -1,0 +1,44 @@
+// The running task's child process group, and GNU parallel's termination sequence for it.
+#include "worker/child_group.hpp"
+
+#include <atomic>
+#include <cerrno>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+
+namespace authrun::worker {
+
+namespace {
+
+std::atomic<pid_t> g_running_group{0};  // the child's process group while it runs (for the signal handler)
+
+}  // namespace
+
+void set_running_child_group(pid_t group) { g_running_group.store(group); }
+
+void stop_running_child_group() {
+  const pid_t group = g_running_group.load();
+  if (group <= 0) return;
+  // GNU parallel's termination sequence (--termseq TERM,200,TERM,100,TERM,50,KILL,25): a job may clean up.
+  // Done once the child itself is reaped here (the caller exits next); what is left of its group then gets
+  // SIGKILL. (The group alone cannot tell: an orphaned zombie still counts as a member until init reaps it.)
+  static constexpr int k_waits_ms[] = {200, 100, 50};
+  for (int wait_ms : k_waits_ms) {
+    if (::kill(-group, SIGTERM) != 0) return;
+    for (int waited = 0; waited < wait_ms; waited += 2) {
+      int status = 0;
+      const pid_t r = ::waitpid(group, &status, WNOHANG);
+      if (r == group || (r < 0 && errno == ECHILD)) {
+        ::kill(-group, SIGKILL);
+        return;
+      }
+      timespec pause{0, 2'000'000};
+      ::nanosleep(&pause, nullptr);
+    }
+  }
+  ::kill(-group, SIGKILL);
+}
+
+}  // namespace authrun::worker
