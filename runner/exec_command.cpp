@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -565,6 +566,13 @@ int run_exec(const ExecOptions& given) {
   // whenever the first ended.
   engine.start_delay_s = o.delay_s;
   if (o.delay_s > 0) engine.window = 1;
+  if (o.pipe) {
+    // A chunk waiting on a busy worker is memory spent for nothing: one job per worker, as parallel's
+    // blocks wait for a free job slot. Chunks are big and short-lived: give their memory back to the
+    // system when freed (glibc's adaptive threshold would otherwise keep them in the heap).
+    engine.window = 1;
+    ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  }
   RunSummary s = run_engine(
       engine,
       [&](std::function<void()> notify) {
