@@ -300,6 +300,16 @@ int run_cli(int argc, char** argv) {
   exec_cmd->add_flag("-u,--ungroup", exec.ungroup, "Print output as it comes (lines of jobs may mix)");
   exec_cmd->add_flag("--resume-failed", exec.resume_failed, "Like --resume, but run the failed jobs again");
   exec_cmd->add_option("--env", exec.env, "Give every job this environment variable's value (also on other hosts)")->allow_extra_args(false);
+  // --pipe and --delay (runner/exec/exec_pipe.hpp): GNU parallel's syntax, checked once parsed.
+  PipeFlags pipe_flags;
+  std::string recstart_text, recend_text;
+  exec_cmd->add_flag("--pipe,--spreadstdin", exec.pipe, "Cut stdin into chunks at record ends; each job gets one on its stdin");
+  exec_cmd->add_option("--block,--block-size,--blocksize", pipe_flags.block,
+                       "--pipe: bytes read per chunk, then cut at the last record end (K M G: powers of 1024, k m g: of 1000)")
+      ->capture_default_str();
+  CLI::Option* recend_opt = exec_cmd->add_option("--recend", recend_text, "--pipe: records end with this string (default \\n; \\0 \\t \\r \\n escapes)");
+  CLI::Option* recstart_opt = exec_cmd->add_option("--recstart", recstart_text, "--pipe: records start with this string");
+  exec_cmd->add_option("--delay", pipe_flags.delay, "Wait this long between job starts (seconds, or with units: 1m30s)");
   add_engine_options(*exec_cmd, exec.engine, exec_flags, false);
   exec_cmd->footer(
       "Arguments (after the command):\n"
@@ -427,6 +437,15 @@ int run_cli(int argc, char** argv) {
     else if (spread || xargs) exec.multi = ExecOptions::Multi::spread;
     if (exec.line_buffer && exec.ungroup) {
       std::fprintf(stderr, "authrun exec: --line-buffer and -u exclude each other\n");
+      return 255;
+    }
+    if (recend_opt->count() > 0) pipe_flags.recend = recend_text;
+    if (recstart_opt->count() > 0) pipe_flags.recstart = recstart_text;
+    pipe_flags.sources = !arg_files.empty() || std::any_of(words.begin(), words.end(), [](const std::string& w) {
+      return w == ":::" || w == "::::" || w == ":::+" || w == "::::+";
+    });
+    if (auto piped = apply_pipe_flags(pipe_flags, exec); !piped) {
+      std::fprintf(stderr, "authrun exec: %s\n", piped.error().message.c_str());
       return 255;
     }
     if (!finish_engine_options(exec.engine, exec_flags, false)) return 255;

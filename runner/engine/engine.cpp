@@ -101,7 +101,8 @@ constexpr int k_max_starting_per_host = 8;
 class Engine {
  public:
   Engine(const EngineOptions& o, ResultHandler& handler)
-      : m_o(o), m_handler(handler), m_signals(m_io, SIGINT, SIGTERM), m_progress_timer(m_io), m_grace_timer(m_io) {}
+      : m_o(o), m_handler(handler), m_signals(m_io, SIGINT, SIGTERM), m_progress_timer(m_io), m_grace_timer(m_io),
+        m_delay_timer(m_io) {}
 
   RunSummary run(const std::function<std::unique_ptr<TaskFeed>(std::function<void()>)>& make_feed);
 
@@ -118,6 +119,8 @@ class Engine {
   void on_gone(int id, const Error& why, int wait_status);
   void dispatch();
   Worker* pick_worker(std::size_t window, int avoid_site);
+  // --delay: true (and a wake-up armed) while the last dispatch is too recent for another.
+  bool start_delayed();
   std::optional<BatchTask> next_task();
   std::string host_of(const Worker& w) const;
   std::string describe_worker(const Worker& w) const;
@@ -141,6 +144,9 @@ class Engine {
   asio::signal_set m_signals;
   asio::steady_timer m_progress_timer;
   asio::steady_timer m_grace_timer;
+  asio::steady_timer m_delay_timer;
+  std::optional<Clock::time_point> m_last_dispatch;  // --delay: when the last task went to a worker
+  bool m_delay_armed = false;
   std::optional<RunKey> m_shared_key;
   std::optional<JobLog> m_joblog;
   std::FILE* m_audit = nullptr;
@@ -327,6 +333,7 @@ void Engine::dispatch() {
       if (!w.trusted && !w.retiring) window = 1;
     }
     Worker* best = pick_worker(window, -1);
+    if (best && start_delayed()) break;
     Attempt a;
     if (!m_retry.empty()) {
       if (!best) break;
@@ -353,12 +360,28 @@ void Engine::dispatch() {
       finish(a, a.failed_attempts + 1, false, json{{"type", "too_large"}, {"message", sent.error().message}}, best);
       continue;
     }
+    m_last_dispatch = Clock::now();
     const std::uint64_t seq = a.task.seq;
     best->in_flight.push_back(seq);
     m_in_flight.emplace(seq, std::move(a));
     if (best->in_flight.size() == 1) arm_deadline(*best);
   }
   maybe_finish();
+}
+
+bool Engine::start_delayed() {
+  if (m_o.start_delay_s <= 0 || !m_last_dispatch) return false;
+  const Clock::time_point due = *m_last_dispatch + to_millis(m_o.start_delay_s);
+  if (Clock::now() >= due) return false;
+  if (!m_delay_armed) {
+    m_delay_armed = true;
+    m_delay_timer.expires_at(due);
+    m_delay_timer.async_wait([this](const boost::system::error_code& ec) {
+      m_delay_armed = false;
+      if (!ec) dispatch();
+    });
+  }
+  return true;
 }
 
 // The trusted worker with the fewest tasks in flight, below the window, not on `avoid_site`.
@@ -593,6 +616,7 @@ void Engine::maybe_finish() {
   m_signals.cancel();
   m_progress_timer.cancel();
   m_grace_timer.cancel();
+  m_delay_timer.cancel();
   if (m_o.progress) print_progress(true);
 }
 

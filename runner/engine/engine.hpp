@@ -47,6 +47,7 @@ struct EngineOptions {
                                          // after its handshake ("" = none: not Python workers)
   bool allow_ptrace = false;             // accept traced workers (and a traced runner): debugging only
   bool interrupt_stops_now = false;      // SIGINT/SIGTERM stops running tasks at once (exec), no grace
+  double start_delay_s = 0;              // at least this long between two tasks' dispatches (exec --delay); 0: none
 };
 
 // How one task ended.

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@ using namespace protocol;
 namespace {
 
 constexpr std::size_t k_queue_capacity = 1024;
+constexpr std::size_t k_pipe_queue_capacity = 2;  // --pipe: chunks read ahead of the workers (each up to a block)
 constexpr std::size_t k_max_held_jobs = 4096;
 constexpr std::size_t k_memory_budget = 64 * 1024 * 1024;  // output held in memory, all jobs together
 constexpr std::size_t k_quote_max = 100;                    // bytes of an argument quoted in a message
@@ -44,7 +46,7 @@ void log(const std::string& text) {
 
 // The exec task args for one job, in CBOR: the argv as byte strings (arguments are bytes, not text), the
 // output streamed back as it comes.
-std::string exec_args(const ExecOptions& o, JobArgs job, int slot) {
+std::string exec_args(const ExecOptions& o, JobArgs job, int slot, const std::string* stdin_bytes = nullptr) {
   job.context_replace = o.multi == ExecOptions::Multi::context;
   job.positions = std::size_t(std::max(0, o.max_args));
   json argv = json::array();
@@ -60,6 +62,7 @@ std::string exec_args(const ExecOptions& o, JobArgs job, int slot) {
     if (!env.empty()) args["env"] = std::move(env);
   }
   if (o.timeout_s) args["timeout"] = *o.timeout_s;
+  if (stdin_bytes) args["stdin"] = json::binary(std::vector<std::uint8_t>(stdin_bytes->begin(), stdin_bytes->end()));
   std::string out;
   json::to_cbor(args, nlohmann::detail::output_adapter<char>(out));
   return out;
@@ -108,6 +111,25 @@ std::optional<std::string> read_values(const std::string& file, char delimiter, 
 // Jobs numbered in `done` are passed over. Returns an error message if a source failed.
 std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<std::uint64_t>& done, int stop_fd,
                                          const std::function<bool(BatchTask)>& sink) {
+  if (o.pipe) {
+    // --pipe: a job per chunk of stdin, the chunk its stdin; no values.
+    std::uint64_t number = 0;
+    return split_stream(
+        0, "stdin", o.pipe_split, stop_fd,
+        [&](std::string chunk) {
+          BatchTask t;
+          t.number = ++number;
+          if (done.count(t.number)) return true;
+          t.id = t.number;
+          t.fn = "exec";
+          t.context = json{{"values", json::array()}};
+          t.args_json = exec_args(o, JobArgs{{}, t.number}, 0, &chunk);
+          t.args_format = BodyFormat::cbor;
+          if (o.timeout_s) t.timeout_s = *o.timeout_s + 10;
+          return sink(std::move(t));
+        },
+        [](const std::string& text) { log("warning: " + text); });
+  }
   {
     std::uint64_t number = 0;
     auto emit = [&](std::vector<std::string> values) {
@@ -222,7 +244,15 @@ class ExecOutput : public ResultHandler {
   }
 
   std::string args_for(const BatchTask& task, int slot) override {
-    return m_slot_args ? exec_args(m_o, job_of(task), slot) : task.args_json;
+    if (!m_slot_args) return task.args_json;
+    if (!m_o.pipe) return exec_args(m_o, job_of(task), slot);
+    // --pipe: the args hold the chunk; only the argv changes with the slot.
+    json args = json::from_cbor(task.args_json);
+    json fresh = json::from_cbor(exec_args(m_o, job_of(task), slot));
+    args["argv"] = std::move(fresh["argv"]);
+    std::string out;
+    json::to_cbor(args, nlohmann::detail::output_adapter<char>(out));
+    return out;
   }
 
   // "0" for a job that exited 0; else "exit N", "signal N", "timeout", or the task error's type.
@@ -495,7 +525,9 @@ int run_exec(const ExecOptions& given) {
   // As GNU parallel does: waiting on a terminal without a word would look like a hang.
   const bool from_stdin = std::any_of(o.command.sources.begin(), o.command.sources.end(),
                                       [](const ArgSource& source) { return source.file == "-"; });
-  if (from_stdin && ::isatty(0) == 1) {
+  if (o.pipe && ::isatty(0) == 1) {
+    log("--pipe: reading stdin to cut it into chunks, one a job (end with Ctrl-D)");
+  } else if (from_stdin && ::isatty(0) == 1) {
     log("reading arguments from stdin, one a line (end with Ctrl-D; give them after ::: to run without stdin)");
   }
   EngineOptions engine = o.engine;
@@ -530,11 +562,22 @@ int run_exec(const ExecOptions& given) {
   output.m_total = total;
   // --halt soon: no job may start after the halt, so none waits queued on a worker.
   if (halt->when != HaltPolicy::When::never) engine.window = 1;
+  // --delay: a job starts only when the one before it has; a second one queued on a worker would start
+  // whenever the first ended.
+  engine.start_delay_s = o.delay_s;
+  if (o.delay_s > 0) engine.window = 1;
+  if (o.pipe) {
+    // A chunk waiting on a busy worker is memory spent for nothing: one job per worker, as parallel's
+    // blocks wait for a free job slot. Chunks are big and short-lived: give their memory back to the
+    // system when freed (glibc's adaptive threshold would otherwise keep them in the heap).
+    engine.window = 1;
+    ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  }
   RunSummary s = run_engine(
       engine,
       [&](std::function<void()> notify) {
         return std::make_unique<TaskFeed>(
-            k_queue_capacity,
+            o.pipe ? k_pipe_queue_capacity : k_queue_capacity,
             [&](TaskFeed::Sink& sink) {
               return generate_jobs(o, done, sink.stop_fd(), [&](BatchTask t) { return sink.emit(std::move(t)); });
             },

@@ -7,6 +7,7 @@
 
 #include "runner/engine/engine.hpp"
 #include "runner/exec/exec_args.hpp"
+#include "runner/exec/exec_pipe.hpp"
 
 namespace authrun::runner {
 
@@ -35,6 +36,11 @@ struct ExecOptions {
   bool ungroup = false;      // -u: output as it comes, lines may mix
   bool resume_failed = false;  // --resume-failed: like --resume, but failed jobs run again
   std::vector<std::string> env;  // --env NAME: this environment variable's value goes to every job (also remote ones)
+  // --pipe: stdin is cut into chunks as GNU parallel cuts it (runner/exec/exec_pipe.hpp), one per job, given to the
+  // job as its stdin; at most a few chunks are held (reading waits while every worker is busy).
+  bool pipe = false;
+  PipeSplit pipe_split;      // --block, --recstart, --recend, and -N as records per chunk
+  double delay_s = 0;        // --delay: at least this long between job starts
 };
 
 // Runs the jobs; returns GNU parallel's exit status: 0 all succeeded, the number of failed jobs up to 100,
