@@ -19,6 +19,25 @@ Connection::Connection(const RunKey& key, HandshakeConfig config, Ephemeral ephe
   m_writer.push(hello.header, hello.payload, {});
 }
 
+std::span<std::uint8_t> Connection::read_space() {
+  if (std::string spent = m_writer.take_spent(); spent.capacity() > 0) m_reader.offer_storage(std::move(spent));
+  return m_reader.read_space();
+}
+
+void Connection::commit(std::size_t n) {
+  m_reader.commit(n);
+  check_arriving();
+}
+
+void Connection::check_arriving() {
+  if (!m_session || m_failed) return;
+  const Frame* large = m_reader.large_frame();
+  if (large == nullptr || is_handshake_type(large->header.type)) return;
+  FrameProtector& rx = m_session->rx;
+  if (!rx.opening()) rx.begin_open(large->header_bytes);
+  if (auto fresh = m_reader.take_fresh_payload(); !fresh.empty()) rx.update_open(fresh);
+}
+
 Error Connection::fail(Error error) {
   if (!m_failed && error.code != ErrorCode::peer_refused && error.code != ErrorCode::program_failed) {
     if (m_session) {
@@ -62,7 +81,10 @@ Result<std::optional<Message>> Connection::receive_one() {
                                                   "banner, the launcher itself), or the program is not an authrun worker");
     }
     AUTHRUN_TRY_ASSIGN(std::optional<Frame> frame, std::move(next));
-    if (!frame) return std::optional<Message>{};
+    if (!frame) {
+      check_arriving();  // a large frame may have just begun
+      return std::optional<Message>{};
+    }
     const std::uint8_t type = frame->header.type;
     if (!m_session) {
       AUTHRUN_TRY_ASSIGN(std::optional<OutFrame> reply, m_handshake.on_frame(*frame));
@@ -88,7 +110,11 @@ Result<std::optional<Message>> Connection::receive_one() {
       return make_error(ErrorCode::unexpected,
                         std::string("unexpected ") + to_string(static_cast<MessageType>(type)) + " after the handshake");
     }
-    AUTHRUN_TRY(m_session->rx.open(frame->header_bytes, frame->payload, frame->tag));
+    if (m_session->rx.opening()) {
+      AUTHRUN_TRY(m_session->rx.finish_open(frame->tag));  // checked as it arrived
+    } else {
+      AUTHRUN_TRY(m_session->rx.open(frame->header_bytes, frame->payload, frame->tag));
+    }
     AUTHRUN_TRY_ASSIGN(Message msg, decode_frame(frame->header, std::move(frame->payload)));
     if (auto* e = std::get_if<ProtocolError>(&msg)) {
       // A Python worker whose modules failed to import: the run stops (retrying cannot help).
@@ -140,14 +166,10 @@ Result<void> Connection::send_frame(MessageType type, std::uint16_t flags, std::
   std::string first(4, '\0');
   store_le32(reinterpret_cast<std::uint8_t*>(first.data()), static_cast<std::uint32_t>(body.size()));
   first += body;
-  if (tx.mode() == ChannelMode::encrypted) {
-    // The AEAD encrypts the payload in one piece: join it (one copy of the attachment).
-    first.append(attachment.view());
-    Tag tag = tx.seal(header, first);
-    m_writer.push(header, std::move(first), std::span<const std::uint8_t>(tag.data(), tx.tag_size()));
-    return {};
-  }
-  Tag tag = tx.seal_parts(header, first, attachment.view());
+  // Sealed in two parts (encrypted in place in encrypted mode): the attachment is never copied.
+  auto* second = reinterpret_cast<std::uint8_t*>(attachment.storage.data()) + attachment.offset;
+  Tag tag = tx.seal_parts(header, std::span(reinterpret_cast<std::uint8_t*>(first.data()), first.size()),
+                          std::span(second, attachment.size()));
   m_writer.push(header, std::move(first), std::move(attachment.storage), attachment.offset,
                 std::span<const std::uint8_t>(tag.data(), tx.tag_size()));
   return {};

@@ -20,9 +20,11 @@ class Connection {
   // Queues this side's hello at once. `key` must outlive the Connection.
   Connection(const RunKey& key, HandshakeConfig config, Ephemeral ephemeral = Ephemeral::random());
 
-  // Where to store received bytes, and how many were stored (see FrameReader).
-  std::span<std::uint8_t> read_space() { return m_reader.read_space(); }
-  void commit(std::size_t n) { m_reader.commit(n); }
+  // Where to store received bytes, and how many were stored (see FrameReader). A large data frame is
+  // checked (and decrypted) piece by piece as its bytes are committed, while they are in the cache; the
+  // storage of a large payload this side has written out is reused for the next large frame received.
+  std::span<std::uint8_t> read_space();
+  void commit(std::size_t n);
   // Bytes waiting to be written to the peer.
   FrameWriter& output() { return m_writer; }
 
@@ -57,6 +59,8 @@ class Connection {
   Result<std::optional<Message>> receive_one();
   Result<void> send_frame(MessageType type, std::uint16_t flags, std::string body, Attachment attachment);
   Error fail(Error error);
+  // Feeds the newly arrived payload bytes of a large data frame to the receiving protector.
+  void check_arriving();
 
   FrameReader m_reader;
   FrameWriter m_writer;

@@ -8,6 +8,8 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 
 #include "protocol/frame.hpp"
@@ -33,19 +35,39 @@ class FrameProtector {
 
   // Protects the next outgoing frame: returns its tag (encrypting `payload` in place in encrypted mode).
   Tag seal(const HeaderBytes& header, std::string& payload);
-  // The same for a payload in two parts (a body and an attachment), without joining them. Not in encrypted
-  // mode (the AEAD needs the payload in one piece).
-  Tag seal_parts(const HeaderBytes& header, std::string_view first, std::string_view second);
+  // The same for a payload in two parts (a body and an attachment), without joining them: the wire carries
+  // `first` then `second`, and the tag is the one seal() gives for their concatenation. In encrypted mode
+  // both parts are encrypted in place (the keystream runs on across the boundary), so neither is copied.
+  Tag seal_parts(const HeaderBytes& header, std::span<std::uint8_t> first, std::span<std::uint8_t> second);
   // Checks the next incoming frame (decrypting `payload` in place in encrypted mode).
   // Errors: bad_mac (names the sequence number).
   Result<void> open(const HeaderBytes& header, std::string& payload, const Tag& tag);
 
+  // The same check for a payload that arrives in pieces (a large frame), done as the pieces arrive, while
+  // they are still in the cache: begin_open() takes the next sequence number, update_open() MACs (and in
+  // encrypted mode then decrypts in place) the next `piece` of the payload, finish_open() compares the
+  // tag. The decrypted bytes must not be used unless finish_open() succeeds. open() must not be called
+  // between begin_open() and finish_open(). Errors: bad_mac, as open().
+  void begin_open(const HeaderBytes& header);
+  void update_open(std::span<std::uint8_t> piece);
+  Result<void> finish_open(const Tag& tag);
+  bool opening() const { return m_opening.has_value(); }
+
   ChannelMode mode() const { return m_mode; }
 
  private:
+  // The running MAC (and keystream position) of a frame being opened in pieces.
+  struct Opening {
+    std::array<std::uint8_t, 12> nonce{};
+    std::uint64_t seq = 0;
+    std::uint64_t length = 0;  // payload bytes seen so far
+    alignas(16) std::array<std::uint8_t, 256> mac_state{};  // a crypto_onetimeauth_state (kept opaque here)
+  };
+
   ChannelMode m_mode;
   Bytes32 m_key;
   std::uint64_t m_seq = 0;
+  std::optional<Opening> m_opening;
 };
 
 }  // namespace authrun::protocol

@@ -13,9 +13,15 @@ FrameReader::FrameReader(std::uint32_t max_payload) : m_buf(limits::read_buffer_
 std::span<std::uint8_t> FrameReader::read_space() {
   if (m_large) {
     if (m_large_filled == m_large->payload.size() && m_large_filled < m_large_total) {
-      // Grow as the bytes arrive (doubling, so each byte is copied about once more): a peer that announces
-      // a large frame and sends little costs little.
-      m_large->payload.resize(std::min(m_large_total, 2 * m_large->payload.size()));
+      std::string& p = m_large->payload;
+      if (p.capacity() > p.size()) {
+        // Storage already held (a reused buffer): use it before growing.
+        p.resize(std::min(m_large_total, p.capacity()));
+      } else {
+        // Grow as the bytes arrive (doubling, so each byte is copied about once more): a peer that announces
+        // a large frame and sends little costs little.
+        p.resize(std::min(m_large_total, 2 * p.size()));
+      }
     }
     auto* p = reinterpret_cast<std::uint8_t*>(m_large->payload.data());
     return {p + m_large_filled, m_large->payload.size() - m_large_filled};
@@ -27,6 +33,20 @@ std::span<std::uint8_t> FrameReader::read_space() {
     m_begin = 0;
   }
   return {m_buf.data() + m_end, m_buf.size() - m_end};
+}
+
+void FrameReader::offer_storage(std::string&& spare) {
+  if (spare.capacity() > m_spare.capacity()) m_spare = std::move(spare);
+}
+
+std::span<std::uint8_t> FrameReader::take_fresh_payload() {
+  if (!m_large) return {};
+  const std::size_t end = std::min<std::size_t>(m_large_filled, m_large->header.length);
+  if (end <= m_large_taken) return {};
+  auto* p = reinterpret_cast<std::uint8_t*>(m_large->payload.data());
+  std::span<std::uint8_t> fresh(p + m_large_taken, end - m_large_taken);
+  m_large_taken = end;
+  return fresh;
 }
 
 void FrameReader::commit(std::size_t n) {
@@ -89,12 +109,20 @@ Result<std::optional<Frame>> FrameReader::next() {
   // Large frame (within the limit checked above): storage for what has come and a first step, grown by
   // read_space as more arrives, never before.
   std::size_t have = avail - k_header_size;
-  frame.payload.resize(std::min(body, std::max(have, limits::read_buffer_size)));
+  if (m_spare.capacity() >= limits::read_buffer_size && body > m_spare.capacity() / 2) {
+    // A spare this frame fills more than half of: no fresh pages (and no zero-filling) for what it holds.
+    frame.payload = std::move(m_spare);
+    m_spare = std::string();
+    frame.payload.resize(std::min(body, std::max(have, frame.payload.capacity())));
+  } else {
+    frame.payload.resize(std::min(body, std::max(have, limits::read_buffer_size)));
+  }
   std::memcpy(frame.payload.data(), start + k_header_size, have);
   m_begin = m_end = 0;
   m_large = std::move(frame);
   m_large_filled = have;
   m_large_total = body;
+  m_large_taken = 0;
   return std::optional<Frame>{};
 }
 

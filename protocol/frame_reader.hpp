@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "protocol/frame.hpp"
@@ -35,6 +36,18 @@ class FrameReader {
   // must not be used further.
   Result<std::optional<Frame>> next();
 
+  // Gives the reader storage to reuse for the next large frame (a payload this side has finished with, such
+  // as a sent attachment), so that receiving one does not fault in fresh zero-filled pages each time. It is
+  // used only for a frame that needs more than half of it; one spare is kept (the larger).
+  void offer_storage(std::string&& spare);
+
+  // The large frame being filled in place, or nullptr: its header is known, its payload is arriving.
+  const Frame* large_frame() const { return m_large ? &*m_large : nullptr; }
+  // The payload bytes of the large frame that arrived since the last call (never its tag), for a caller
+  // that checks a frame as it arrives. They may be changed in place (decrypted); they stay where they are
+  // only until the next read_space().
+  std::span<std::uint8_t> take_fresh_payload();
+
   // True when part of a frame has been read: end of input now means a truncated frame.
   bool mid_frame() const { return m_large.has_value() || m_end > m_begin; }
   // Bytes buffered but not yet returned as frames (the start of the stream, for error messages).
@@ -50,6 +63,8 @@ class FrameReader {
   std::optional<Frame> m_large;
   std::size_t m_large_filled = 0;
   std::size_t m_large_total = 0;  // payload + tag bytes the header announced
+  std::size_t m_large_taken = 0;  // payload bytes handed out by take_fresh_payload()
+  std::string m_spare;            // storage offered for the next large frame
 };
 
 }  // namespace authrun::protocol

@@ -7,6 +7,13 @@
 
 namespace authrun::protocol {
 
+namespace {
+
+// Written-out storage smaller than this goes back to the allocator (which recycles small blocks itself).
+constexpr std::size_t k_worth_reusing = std::size_t(1) << 20;
+
+}  // namespace
+
 void FrameWriter::append_small(const void* data, std::size_t n) {
   if (n == 0) return;
   if (m_chunks.empty() || !m_chunks.back().coalescing || m_chunks.back().bytes.size() >= limits::read_buffer_size) {
@@ -65,6 +72,8 @@ void FrameWriter::consume(std::size_t n) {
       return;
     }
     n -= left;
+    // Only a payload's own storage is worth keeping (a coalescing buffer is small).
+    if (c.bytes.capacity() >= k_worth_reusing && c.bytes.capacity() > m_spent.capacity()) m_spent = std::move(c.bytes);
     m_chunks.pop_front();
     m_front_offset = 0;
   }

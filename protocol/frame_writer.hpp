@@ -6,6 +6,7 @@
 #include <deque>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "protocol/frame.hpp"
@@ -32,6 +33,9 @@ class FrameWriter {
   std::size_t gather(std::span<iovec> out);
   // Records that `n` bytes from the front were written.
   void consume(std::size_t n);
+  // The storage of the largest payload written out since the last call (empty if none): the connection
+  // hands it to its reader for the next large frame instead of letting it go back to the allocator.
+  std::string take_spent() { return std::exchange(m_spent, std::string()); }
 
  private:
   // Appends bytes to the last chunk if it is a coalescing buffer, else starts one.
@@ -48,6 +52,7 @@ class FrameWriter {
   std::deque<Chunk> m_chunks;
   std::size_t m_front_offset = 0;  // bytes of m_chunks.front() already written
   std::size_t m_pending = 0;
+  std::string m_spent;  // the largest own chunk written out (see take_spent)
 };
 
 }  // namespace authrun::protocol

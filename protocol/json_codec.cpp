@@ -5,7 +5,10 @@
 
 #include <cctype>
 #include <climits>
+#include <array>
 #include <limits>
+#include <optional>
+#include <utility>
 
 namespace authrun::protocol {
 
@@ -31,24 +34,37 @@ int scan_depth(std::string_view text, int max_depth) {
   return 0;
 }
 
-// Walks CBOR or MessagePack input without building it, refusing nesting deeper than the limit. The
-// library's binary readers recurse once per level, so stopping at the limit also bounds the stack.
-class DepthCheck : public nlohmann::json_sax<json> {
+// Builds the value of a CBOR or MessagePack body in one pass (nlohmann's own DOM builder), refusing nesting
+// deeper than the limit as it goes. The library's binary readers recurse once per level, so stopping at the
+// limit also bounds the stack; and a byte string is moved into the value, not copied again.
+class DepthLimitedBuilder {
  public:
-  explicit DepthCheck(int max_depth) : m_max(max_depth) {}
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
-  bool start_object(std::size_t) override { return enter(); }
-  bool key(string_t&) override { return true; }
-  bool end_object() override { return leave(); }
-  bool start_array(std::size_t) override { return enter(); }
-  bool end_array() override { return leave(); }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+  using number_integer_t = json::number_integer_t;
+  using number_unsigned_t = json::number_unsigned_t;
+  using number_float_t = json::number_float_t;
+  using string_t = json::string_t;
+  using binary_t = json::binary_t;
+
+  DepthLimitedBuilder(json& result, int max_depth) : m_dom(result, false), m_max(max_depth) {}
+  bool null() { return m_dom.null(); }
+  bool boolean(bool v) { return m_dom.boolean(v); }
+  bool number_integer(number_integer_t v) { return m_dom.number_integer(v); }
+  bool number_unsigned(number_unsigned_t v) { return m_dom.number_unsigned(v); }
+  bool number_float(number_float_t v, const string_t& s) { return m_dom.number_float(v, s); }
+  bool string(string_t& v) { return m_dom.string(v); }
+  bool binary(binary_t& v) { return m_dom.binary(v); }
+  bool start_object(std::size_t n) { return enter() && m_dom.start_object(n); }
+  bool key(string_t& k) { return m_dom.key(k); }
+  bool end_object() {
+    --m_depth;
+    return m_dom.end_object();
+  }
+  bool start_array(std::size_t n) { return enter() && m_dom.start_array(n); }
+  bool end_array() {
+    --m_depth;
+    return m_dom.end_array();
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
     m_error = e.what();
     return false;
   }
@@ -61,29 +77,28 @@ class DepthCheck : public nlohmann::json_sax<json> {
     m_too_deep = true;
     return false;
   }
-  bool leave() {
-    --m_depth;
-    return true;
-  }
+  nlohmann::detail::json_sax_dom_parser<json> m_dom;
   int m_max;
   int m_depth = 0;
   bool m_too_deep = false;
   std::string m_error;
 };
 
-// Parses a CBOR or MessagePack body with the depth limit checked first.
+// Parses a CBOR or MessagePack body with the depth limit checked while it is built.
 Result<json> parse_binary(std::string_view body, BodyFormat format, int max_depth) {
   const char* name = format == BodyFormat::cbor ? "CBOR" : "MessagePack";
   const auto input_format = format == BodyFormat::cbor ? json::input_format_t::cbor : json::input_format_t::msgpack;
-  DepthCheck check(max_depth);
+  json result;
+  DepthLimitedBuilder builder(result, max_depth);
   try {
-    if (!json::sax_parse(body.begin(), body.end(), &check, input_format, true)) {
-      if (check.too_deep()) {
+    if (!json::sax_parse(body.begin(), body.end(), &builder, input_format, true)) {
+      if (builder.too_deep()) {
         return make_error(ErrorCode::json_too_deep, std::string(name) + " nested deeper than " + std::to_string(max_depth) + " levels");
       }
-      return make_error(ErrorCode::malformed, std::string(name) + ": " + check.error());
+      return make_error(ErrorCode::malformed, std::string(name) + ": " +
+                                                  (builder.error().empty() ? std::string("invalid input") : builder.error()));
     }
-    return format == BodyFormat::cbor ? json::from_cbor(body.begin(), body.end()) : json::from_msgpack(body.begin(), body.end());
+    return result;
   } catch (const json::exception& e) {
     return make_error(ErrorCode::malformed, std::string(name) + ": " + e.what());
   }
@@ -326,7 +341,55 @@ Result<json> parse_json(std::string_view text, int max_depth) {
 
 std::string dump_json(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+namespace {
+
+// Appends one value to a CBOR or MessagePack body.
+void append_binary(std::string& out, const json& value, BodyFormat format) {
+  if (format == BodyFormat::cbor) {
+    json::to_cbor(value, nlohmann::detail::output_adapter<char>(out));
+  } else {
+    json::to_msgpack(value, nlohmann::detail::output_adapter<char>(out));
+  }
+}
+
+// A task or successful result in CBOR or MessagePack, written straight from the message: the args or
+// value (which may hold the whole payload) is serialised where it is, not copied into a body object first.
+// The bytes are those nlohmann writes for the body object (a map of three entries, keys in sorted order).
+std::optional<std::string> encode_binary_in_place(const Message& message, BodyFormat format) {
+  const json* big = nullptr;
+  std::array<std::pair<const char*, json>, 2> small;
+  const char* big_key = nullptr;
+  std::array<const char*, 3> order{};
+  if (const auto* t = std::get_if<Task>(&message)) {
+    big = &t->args, big_key = "args";
+    small = {std::pair<const char*, json>{"fn", t->fn}, std::pair<const char*, json>{"id", t->id}};
+    order = {"args", "fn", "id"};
+  } else if (const auto* r = std::get_if<TaskResult>(&message); r && r->ok) {
+    big = &r->value, big_key = "value";
+    small = {std::pair<const char*, json>{"id", r->id}, std::pair<const char*, json>{"ok", true}};
+    order = {"id", "ok", "value"};
+  } else {
+    return std::nullopt;
+  }
+  std::string out;
+  out.push_back(static_cast<char>(format == BodyFormat::cbor ? 0xa3 : 0x83));  // a map of 3 entries
+  for (const char* key : order) {
+    append_binary(out, json(key), format);
+    if (std::string_view(key) == big_key) {
+      append_binary(out, *big, format);
+    } else {
+      append_binary(out, std::string_view(key) == small[0].first ? small[0].second : small[1].second, format);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string encode_body(const Message& message, BodyFormat format) {
+  if (format != BodyFormat::json) {
+    if (auto direct = encode_binary_in_place(message, format)) return std::move(*direct);
+  }
   json j = std::visit(BodyEncoder{}, message);
   std::string out;
   switch (format) {

@@ -128,7 +128,7 @@ bool LauncherBench::time_echoes() {
         policy.warmup = 1;
       }
       bool broken = false;
-      Row row = measure_row(*lane.worker, Codec::raw, lane.mode, payload, policy, broken);
+      Row row = measure_row(*lane.worker, Codec::raw, lane.mode, payload, payload.size(), policy, broken);
       all_ok = all_ok && row.failure.empty();
       if (broken) {
         std::ignore = lane.worker->stop();

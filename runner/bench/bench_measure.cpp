@@ -244,19 +244,55 @@ std::size_t estimated_payload_bytes(Codec codec, std::size_t size) {
   }
 }
 
+namespace {
+
+// The bytes of make_payload(size), produced in pieces: 8-byte words of xorshift64*, then a short tail.
+class PayloadStream {
+ public:
+  explicit PayloadStream(std::size_t size) : m_size(size), m_x(0x9E3779B97F4A7C15ull ^ size) {}
+  // Writes the next `n` bytes (a multiple of 8 unless it reaches the end) to `out`.
+  void fill(char* out, std::size_t n) {
+    const std::size_t end = m_at + n;
+    for (; m_at + 8 <= end && m_at + 8 <= m_size; m_at += 8, out += 8) {
+      // xorshift64*: fast, and every byte value turns up.
+      m_x ^= m_x >> 12;
+      m_x ^= m_x << 25;
+      m_x ^= m_x >> 27;
+      const std::uint64_t v = m_x * 0x2545F4914F6CDD1Dull;
+      std::memcpy(out, &v, 8);
+    }
+    for (; m_at < end; ++m_at, ++out) *out = static_cast<char>(m_at * 131 + 7);
+  }
+
+ private:
+  std::size_t m_size;
+  std::uint64_t m_x;
+  std::size_t m_at = 0;
+};
+
+// Where `got` first differs from make_payload(size) (got.size() if only in length), or nullopt if equal;
+// compared piece by piece, so the bytes need not be held twice.
+std::optional<std::size_t> payload_difference(std::string_view got, std::size_t size) {
+  constexpr std::size_t k_piece = 64 * 1024;
+  PayloadStream stream(size);
+  std::string piece(k_piece, '\0');
+  for (std::size_t at = 0; at < std::min(got.size(), size); at += k_piece) {
+    const std::size_t n = std::min(k_piece, size - at);
+    stream.fill(piece.data(), n);
+    const std::string_view part = got.substr(at, n);
+    if (part != std::string_view(piece.data(), std::min(n, part.size()))) {
+      return at + static_cast<std::size_t>(std::mismatch(part.begin(), part.end(), piece.begin()).first - part.begin());
+    }
+  }
+  if (got.size() != size) return std::min(got.size(), size);
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::string make_payload(std::size_t size) {
   std::string out(size, '\0');
-  std::uint64_t x = 0x9E3779B97F4A7C15ull ^ size;
-  std::size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    // xorshift64*: fast, and every byte value turns up.
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    const std::uint64_t v = x * 0x2545F4914F6CDD1Dull;
-    std::memcpy(out.data() + i, &v, 8);
-  }
-  for (; i < size; ++i) out[i] = static_cast<char>(i * 131 + 7);
+  PayloadStream(size).fill(out.data(), size);
   return out;
 }
 
@@ -267,12 +303,16 @@ int choose_reps(std::size_t size, double rep_s, double target_seconds) {
   return static_cast<int>(std::clamp(n, 3.0, 20000.0));
 }
 
-Row measure_row(BenchWorker& worker, Codec codec, ChannelMode mode, const std::string& payload, const RepsPolicy& policy,
-                bool& broken) {
+Row measure_row(BenchWorker& worker, Codec codec, ChannelMode mode, const std::string& payload, std::size_t size,
+                const RepsPolicy& policy, bool& broken) {
   Row row;
   row.codec = to_string(codec);
   row.mode = mode_label(mode);
-  row.size = payload.size();
+  row.size = size;
+  // Raw rows: the bytes are made once, before the row, and each echo goes out again as the next task's
+  // attachment (as the raw pipe baseline reuses its buffers); every echo is compared with the generator.
+  Attachment circulating;
+  if (codec == Codec::raw) circulating.storage = make_payload(size);
   broken = false;
   Channel& channel = worker.channel();
   const BodyFormat format = format_of(codec);
@@ -284,7 +324,8 @@ Row measure_row(BenchWorker& worker, Codec codec, ChannelMode mode, const std::s
   auto round_trip = [&](double& encode_us, double& rtt_us, double& decode_us) -> bool {
     const std::uint64_t id = next_id++;
     const auto t0 = Clock::now();
-    Task task = make_task(codec, id, payload);
+    Task task = codec == Codec::raw ? Task(id, "echo", json{{"n", size}}, format, std::move(circulating))
+                                    : make_task(codec, id, payload);
     const auto t1 = Clock::now();
     if (auto sent = channel.connection().send(std::move(task), format); !sent) {
       row.failure = "send: " + sent.error().message;
@@ -312,17 +353,24 @@ Row measure_row(BenchWorker& worker, Codec codec, ChannelMode mode, const std::s
       return false;
     }
     std::string why;
-    auto got = extract(codec, *result, payload.size(), scratch, why);
+    auto got = extract(codec, *result, size, scratch, why);
     const auto t3 = Clock::now();
     if (!got) {
       row.failure = why;
       return false;
     }
-    if (*got != payload) {  // untimed
+    if (codec == Codec::raw) {  // untimed
+      if (auto at = payload_difference(*got, size)) {
+        row.failure = got->size() != size ? "echo is " + std::to_string(got->size()) + " bytes, sent " + std::to_string(size)
+                                          : "echo differs at byte " + std::to_string(*at);
+        return false;
+      }
+    } else if (*got != payload) {
       row.failure = mismatch(*got, payload);
       return false;
     }
     const auto t4 = Clock::now();
+    if (codec == Codec::raw) circulating = std::move(result->attachment);
     msg = Message{Shutdown{}};  // frees the result: part of decoding's cost
     const auto t5 = Clock::now();
     encode_us += micros_between(t0, t1);

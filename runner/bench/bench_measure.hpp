@@ -50,10 +50,12 @@ struct RepsPolicy {
 // at least 2000 up to 1 KiB and 300 up to 64 KiB (for a meaningful p99), at most 20000.
 int choose_reps(std::size_t size, double rep_s, double target_seconds);
 
-// One codec x mode x size row over `worker`: every echo verified byte for byte against `payload`. On a
-// wrong echo or a channel error the row stops early with `failure` set; `broken` says the channel is
-// unusable and the worker must be replaced.
-Row measure_row(BenchWorker& worker, Codec codec, protocol::ChannelMode mode, const std::string& payload,
+// One codec x mode x size row over `worker`: every echo verified byte for byte against `payload` (which is
+// make_payload(size); a raw row ignores it and may be given an empty one: it makes its bytes once and sends
+// each echo back as the next task's attachment, checking it against the generator piece by piece, so that
+// the runner holds the payload once). On a wrong echo or a channel error the row stops early with `failure`
+// set; `broken` says the channel is unusable and the worker must be replaced.
+Row measure_row(BenchWorker& worker, Codec codec, protocol::ChannelMode mode, const std::string& payload, std::size_t size,
                 const RepsPolicy& reps, bool& broken);
 
 // In-process cost of the codec for one round trip: 2 x (serialise + parse) of the same args, with

@@ -90,6 +90,10 @@ struct TinyLatency {
   // pinning was not possible.
   Stats same_cpu;
   Stats cross_cpu;
+  // The raw ping-pong measured in rounds alternating with same_cpu / cross_cpu, pinned the same way (the
+  // raw child where the worker is): what those are judged against.
+  Stats same_cpu_pingpong;
+  Stats cross_cpu_pingpong;
 };
 
 // One worker of the launcher section: the local pipe or the launcher, in one channel mode.

@@ -73,7 +73,9 @@ TEST_CASE("bench: --quick writes a table, a JSON object and a CSV file covering 
   CHECK(!bench["baselines"]["tiny_throughput"].empty());
   for (const json& t : bench["baselines"]["tiny_throughput"]) CHECK(t["tasks_per_s"].get<double>() > 0);
   for (const json& s : bench["baselines"]["start"]) CHECK(s["handshake"]["p50_us"].get<double>() > 0);
-  CHECK(bench["targets"].size() == 4);
+  // raw authenticated and encrypted against the pipe, CBOR/MessagePack and JSON against nlohmann, runner RSS,
+  // tiny round trip against the ping-pong pinned alike.
+  CHECK(bench["targets"].size() == 6);
   // --quick measures no large payload: the targets about them are "not measured", not missed.
   int unmeasured = 0;
   for (const json& t : bench["targets"]) {
@@ -86,7 +88,11 @@ TEST_CASE("bench: --quick writes a table, a JSON object and a CSV file covering 
       CHECK(r.out.find("[MISSED] " + name) == std::string::npos);
     }
   }
-  CHECK(unmeasured >= 2);
+  CHECK(unmeasured >= 4);
+  for (const json& l : bench["baselines"]["tiny_latency"]) {
+    // Pinned tiny round trips come with a ping-pong pinned the same way (when pinning is allowed at all).
+    if (l["same_cpu"]["count"].get<int>() > 0) CHECK(l["same_cpu_pingpong"]["count"].get<int>() > 0);
+  }
   CHECK(!bench.contains("launcher"));  // no launch options, no launcher section
   CHECK(r.out.find("Launcher:") == std::string::npos);
 
