@@ -399,7 +399,7 @@ Worker* Engine::pick_worker(std::size_t window, int avoid_site) {
 // k_window_budget_us of queued work), but one task at a time while any recent task was long, so that no task
 // waits behind a long one while another worker may be idle (the same as --window 1 there).
 constexpr double k_window_budget_us = 2000;
-constexpr double k_long_task_us = 5000;
+constexpr double k_long_task_us = 50000;  // high enough that a preempted tiny task on a busy machine is not "long"
 constexpr std::size_t k_max_window = 256;
 
 std::size_t Engine::window_of(const Worker& w) const {
