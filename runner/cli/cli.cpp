@@ -111,7 +111,8 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
   cmd.add_option("--handshake-timeout", e.handshake_timeout_s,
                  "Seconds a worker has to complete the handshake (default 5; 30 through a launcher)")
       ->check(CLI::PositiveNumber);
-  cmd.add_option("--window", e.window, "Tasks in flight per worker")->capture_default_str()->check(CLI::Range(1, 64));
+  cmd.add_option("--window", e.window, "Tasks in flight per worker (default: adapted to the task durations each worker shows)")
+      ->check(CLI::Range(1, 1024));
   cmd.add_option("--max-tasks-per-worker", e.max_tasks_per_worker, "Replace a worker after this many tasks (0: never)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd.add_option("--grace", e.grace_s, "After SIGINT/SIGTERM, seconds running tasks may take to finish")
@@ -252,6 +253,8 @@ int run_cli(int argc, char** argv) {
   run_cmd->add_option("tasks", run.input, "Tasks file (JSONL), or - for stdin")->capture_default_str();
   run_cmd->add_option("-o,--output", run.output, "Results file (JSONL), or - for stdout")->capture_default_str();
   run_cmd->add_flag("-k,--keep-order", run.keep_order, "Write results in input order");
+  run_cmd->add_flag("--allow-duplicate-ids", run.allow_duplicate_ids,
+                    "Run tasks whose id an earlier line has (by default they fail as bad_task naming both lines)");
   run_cmd->add_option("--resume", run.resume,
                       "Skip tasks that have an ok result in this results file, and append the new results to it")
       ->excludes("--output");

@@ -15,6 +15,7 @@ struct BatchTask {
   std::uint64_t seq = 0;     // 0-based position among the tasks the engine is given (dense: input order)
   std::uint64_t number = 0;  // 1-based position in the input: a JSONL line number, or an exec job number
   json id;                   // the task's id as the user sees it
+  std::string id_text;       // the id as JSON text exactly as written (JSONL input); empty: use dump of id
   std::string fn;
   std::string args_json;     // the args, encoded once in args_format (sent as is, and again on a retry)
   protocol::BodyFormat args_format = protocol::BodyFormat::json;  // exec: CBOR (arguments are bytes)
@@ -22,5 +23,8 @@ struct BatchTask {
   std::optional<protocol::TaskError> error;  // set when the input was not a valid task (no worker needed)
   json context;              // what the front end needs to report the task (exec: its arguments)
 };
+
+// The task's id as JSON text: as written in the input, else its id dumped.
+std::string id_json(const BatchTask& task);
 
 }  // namespace authrun::runner

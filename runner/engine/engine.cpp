@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <map>
 
 #include <boost/asio/io_context.hpp>
@@ -90,6 +91,11 @@ struct Worker {
   int site = 0;                         // index into EngineOptions::sites
   std::deque<std::uint64_t> in_flight;  // task seqs, in the order sent (the worker runs them in order)
   int done = 0;
+  // The adaptive window (EngineOptions::window 0): how long this worker's tasks take, from the results it
+  // sent. A task's sample runs from when it could start (sent, or the previous result) to its result.
+  Clock::time_point last_result{};
+  double mean_us = 0;        // moving average of the samples
+  double recent_max_us = 0;  // the longest recent sample, decaying by 3% per result
   bool trusted = false;   // its handshake verified
   bool retiring = false;  // shut down once its tasks are done (recycled, or the run ended)
 };
@@ -121,6 +127,10 @@ class Engine {
   Worker* pick_worker(std::size_t window, int avoid_site);
   // --delay: true (and a wake-up armed) while the last dispatch is too recent for another.
   bool start_delayed();
+  // Tasks `w` may have in flight: --window if given, else adapted to how long its tasks take.
+  std::size_t window_of(const Worker& w) const;
+  // Records the time the head task of `w` took, which just ended, for window_of.
+  void observe_duration(Worker& w, const Attempt& head);
   std::optional<BatchTask> next_task();
   std::string host_of(const Worker& w) const;
   std::string describe_worker(const Worker& w) const;
@@ -132,6 +142,9 @@ class Engine {
                       const std::string& message);
   void audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status);
   void maybe_finish();
+  // Has the handler write out the results of this loop turn once the turn's events are handled.
+  void schedule_flush();
+  void flush_results();
   void on_signal(int sig);
   void stop(bool now);
   void give_up(const std::string& why);
@@ -159,6 +172,8 @@ class Engine {
   int m_next_worker_id = 0;
   std::map<std::uint64_t, Attempt> m_in_flight;  // seq -> attempt
   std::deque<Attempt> m_retry;                   // to run again, before new input
+  std::deque<BatchTask> m_taken;                 // taken from the feed in a batch, not yet dispatched
+  static constexpr std::size_t k_take_batch = 64;
   bool m_input_done = false;
   bool m_stopping = false;   // no new tasks (signal, halt or give-up)
   bool m_finishing = false;  // workers told to shut down
@@ -166,6 +181,7 @@ class Engine {
   RunSummary m_summary;
   Clock::time_point m_t0 = Clock::now();
   bool m_progress_shown = false;
+  bool m_flush_posted = false;
 };
 
 bool Engine::open_files() {
@@ -216,6 +232,7 @@ RunSummary Engine::run(const std::function<std::unique_ptr<TaskFeed>(std::functi
   for (int slot = 1; slot < int(m_site_of_slot.size()); ++slot) spawn_worker(slot);
   if (m_o.progress) print_progress(false);
   m_io.run();
+  flush_results();  // lines queued in the last turn (tasks never started release held lines too)
 
   if (auto err = m_feed->error()) {
     log(*err);
@@ -319,8 +336,12 @@ void Engine::on_ready(int id) {
 
 std::optional<BatchTask> Engine::next_task() {
   if (!m_handler.can_take_more()) return std::nullopt;
-  auto t = m_feed->try_pop();
-  if (!t && m_feed->finished()) m_input_done = true;
+  if (m_taken.empty() && m_feed->try_pop_batch(m_taken, k_take_batch) == 0) {
+    if (m_feed->finished()) m_input_done = true;
+    return std::nullopt;
+  }
+  std::optional<BatchTask> t(std::move(m_taken.front()));
+  m_taken.pop_front();
   return t;
 }
 
@@ -328,7 +349,7 @@ void Engine::dispatch() {
   while (!m_stopping) {
     // While some worker is still in its handshake, give no worker a second task: the newcomer may be idle
     // in a moment, and a task queued behind a long one on a busy worker waits for nothing.
-    std::size_t window = std::size_t(m_o.window);
+    std::size_t window = std::numeric_limits<std::size_t>::max();
     for (auto& [id, w] : m_workers) {
       if (!w.trusted && !w.retiring) window = 1;
     }
@@ -384,14 +405,40 @@ bool Engine::start_delayed() {
   return true;
 }
 
-// The trusted worker with the fewest tasks in flight, below the window, not on `avoid_site`.
+// The trusted worker with the fewest tasks in flight, below its window and `window`, not on `avoid_site`.
 Worker* Engine::pick_worker(std::size_t window, int avoid_site) {
   Worker* best = nullptr;
   for (auto& [id, w] : m_workers) {
-    if (w.retiring || !w.link->ready() || w.in_flight.size() >= window || w.site == avoid_site) continue;
+    if (w.retiring || !w.link->ready() || w.site == avoid_site) continue;
+    if (w.in_flight.size() >= std::min(window, window_of(w))) continue;
+    // A worker to be recycled is sent no more than its share.
+    if (m_o.max_tasks_per_worker > 0 && w.done + int(w.in_flight.size()) >= m_o.max_tasks_per_worker) continue;
     if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
   }
   return best;
+}
+
+// Adaptive window: enough tiny tasks in flight that the worker never waits for the round trip (about
+// k_window_budget_us of queued work), but one task at a time while any recent task was long, so that no task
+// waits behind a long one while another worker may be idle (the same as --window 1 there).
+constexpr double k_window_budget_us = 2000;
+constexpr double k_long_task_us = 50000;  // high enough that a preempted tiny task on a busy machine is not "long"
+constexpr std::size_t k_max_window = 256;
+
+std::size_t Engine::window_of(const Worker& w) const {
+  if (m_o.window > 0) return std::size_t(m_o.window);
+  if (w.done == 0) return 2;  // nothing observed yet
+  if (w.recent_max_us >= k_long_task_us) return 1;
+  const double fits = k_window_budget_us / std::max(w.mean_us, 1.0);
+  return std::clamp(std::size_t(fits), std::size_t(2), k_max_window);
+}
+
+void Engine::observe_duration(Worker& w, const Attempt& head) {
+  const Clock::time_point now = Clock::now();
+  const double us = std::chrono::duration<double, std::micro>(now - std::max(head.started, w.last_result)).count();
+  w.last_result = now;
+  w.mean_us = w.done == 0 ? us : 0.9 * w.mean_us + 0.1 * us;
+  w.recent_max_us = std::max(us, 0.97 * w.recent_max_us);
 }
 
 void Engine::arm_deadline(Worker& w) {
@@ -412,7 +459,7 @@ void Engine::arm_deadline(Worker& w) {
 void Engine::record_attempt(const Attempt& a, int attempt, int pid, const std::string& host, const std::string& outcome,
                             const std::string& message) {
   if (!m_joblog) return;
-  m_joblog->record(a.task.number, dump_json(a.task.id), pid, host.empty() ? "-" : host, attempt, a.started_wall,
+  m_joblog->record(a.task.number, id_json(a.task), pid, host.empty() ? "-" : host, attempt, a.started_wall,
                    std::chrono::duration<double>(Clock::now() - a.started).count(), outcome, message);
 }
 
@@ -428,6 +475,7 @@ void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error,
                  ok ? "" : outcome.error.value("message", ""));
   if (m_summary.output_closed) return;  // nobody reads results any more: the task is neither ok nor failed
   ResultHandler::Next next = m_handler.task_done(a.task, std::move(outcome));
+  schedule_flush();
   if (m_handler.write_failed() && errno == EPIPE) {
     // The reader of the results went away (`authrun run ... | head`): stop quietly, as a filter does.
     m_summary.output_closed = true;
@@ -451,6 +499,7 @@ void Engine::on_result(int id, TaskResult&& r) {
   w.in_flight.pop_front();
   auto node = m_in_flight.extract(r.id);
   const Attempt& a = node.mapped();
+  observe_duration(w, a);
   if (r.ok) {
     finish(a, a.failed_attempts + 1, true, with_bytes(std::move(r.value), r.attachment), &w);
   } else {
@@ -606,11 +655,13 @@ void Engine::maybe_finish() {
   if (!m_workers.empty()) return;
   // Tasks taken but never given to a worker (stopped, or no trusted worker) end without a result.
   auto not_started = [this](const BatchTask& t) {
-    m_summary.not_started.push_back(dump_json(t.id));
+    m_summary.not_started.push_back(id_json(t));
     m_handler.task_not_started(t);
   };
   for (auto& a : m_retry) not_started(a.task);
   m_retry.clear();
+  for (auto& t : m_taken) not_started(t);
+  m_taken.clear();
   m_feed->stop();
   while (auto t = m_feed->try_pop()) not_started(*t);
   m_signals.cancel();
@@ -618,6 +669,25 @@ void Engine::maybe_finish() {
   m_grace_timer.cancel();
   m_delay_timer.cancel();
   if (m_o.progress) print_progress(true);
+}
+
+void Engine::schedule_flush() {
+  if (m_flush_posted) return;
+  m_flush_posted = true;
+  asio::post(m_io, [this] { flush_results(); });
+}
+
+void Engine::flush_results() {
+  m_flush_posted = false;
+  if (m_summary.output_closed) return;
+  m_handler.flush();
+  if (!m_handler.write_failed()) return;
+  if (errno == EPIPE) {
+    m_summary.output_closed = true;
+    stop(true);
+  } else {
+    give_up(std::string("cannot write results: ") + std::strerror(errno));
+  }
 }
 
 void Engine::stop(bool now) {

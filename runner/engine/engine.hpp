@@ -33,7 +33,8 @@ struct EngineOptions {
   int retries = 1;                       // extra attempts for a task whose worker died or timed out
   std::optional<double> timeout_s;       // per-task limit, unless the task gives its own
   std::optional<double> handshake_timeout_s;  // default 5 s here, 30 s through a launcher
-  int window = 2;                        // tasks in flight per worker
+  int window = 0;                        // tasks in flight per worker; 0: adapted to the task durations each
+                                         // worker shows (many tiny tasks, one long task at a time)
   int max_tasks_per_worker = 0;          // recycle a worker after this many tasks; 0 = never
   double grace_s = 10;                   // after SIGINT/SIGTERM: how long running tasks may take to finish
   std::optional<protocol::ChannelMode> mode;  // default: authenticated here, encrypted through a launcher
@@ -87,6 +88,9 @@ class ResultHandler {
   virtual void task_not_started(const BatchTask& task) = 0;
   // True if writing output failed (the run stops and ends with a set-up error).
   virtual bool write_failed() const { return false; }
+  // Writes out what task_done queued: called once per event loop turn in which a task ended, and at the
+  // end of the run. Then write_failed() tells whether it worked.
+  virtual void flush() {}
 };
 
 // How a run ended.

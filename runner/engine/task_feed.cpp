@@ -73,6 +73,19 @@ std::optional<BatchTask> TaskFeed::try_pop() {
   return t;
 }
 
+std::size_t TaskFeed::try_pop_batch(std::deque<BatchTask>& out, std::size_t max) {
+  std::size_t n = 0;
+  {
+    std::lock_guard lock(m_mutex);
+    for (; n < max && !m_queue.empty(); ++n) {
+      out.push_back(std::move(m_queue.front()));
+      m_queue.pop_front();
+    }
+  }
+  if (n) m_not_full.notify_one();
+  return n;
+}
+
 bool TaskFeed::finished() {
   std::lock_guard lock(m_mutex);
   return m_ended && m_queue.empty();

@@ -45,6 +45,9 @@ class TaskFeed {
 
   // The next task, if one is ready.
   std::optional<BatchTask> try_pop();
+  // Moves up to `max` ready tasks to the end of `out` under one lock (the reader thread hands over batches);
+  // returns how many.
+  std::size_t try_pop_batch(std::deque<BatchTask>& out, std::size_t max);
   // True once the producer has returned and every task has been taken.
   bool finished();
   // True once the producer has returned having read its whole input: not stopped, no error.

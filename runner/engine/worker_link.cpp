@@ -43,6 +43,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   std::array<std::uint8_t, 64> early{};       // what the worker sent while we waited for its request
   std::size_t early_got = 0;
   bool writing = false;
+  bool kick_posted = false;  // a kick_write is posted for the end of this loop turn
   bool closing_output = false;  // shutdown(): close the worker's stdin once output is flushed
   bool closed = false;          // channel over: no more reads or writes
   bool exited = false;
@@ -349,7 +350,14 @@ Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, cons
     body += '}';
   }
   AUTHRUN_TRY(m_impl->connection.send_body(MessageType::task, std::move(body), format));
-  m_impl->kick_write();
+  // The tasks queued in this loop turn go out together, in one writev, once the turn's events are handled.
+  if (!m_impl->kick_posted && !m_impl->writing) {
+    m_impl->kick_posted = true;
+    asio::post(m_impl->out.get_executor(), [self = m_impl] {
+      self->kick_posted = false;
+      self->kick_write();
+    });
+  }
   return {};
 }
 

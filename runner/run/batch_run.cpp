@@ -38,21 +38,37 @@ class JsonlResults : public ResultHandler {
  public:
   JsonlResults(std::FILE* out, bool keep_order) : m_sink(out, keep_order) {}
 
+  // The line is put together as text, its keys in the order a JSON object of them dumps in: the id goes
+  // out byte for byte as the input had it.
   Next task_done(const BatchTask& task, TaskOutcome&& o) override {
-    json line = {{"id", task.id}, {"ok", o.ok}};
-    if (o.ok) line["value"] = std::move(o.value);
-    else line["error"] = std::move(o.error);
-    line["worker"] = o.worker ? json(o.worker) : json(nullptr);
-    line["host"] = o.host.empty() ? json(nullptr) : json(o.host);
-    line["attempts"] = o.attempts;
-    line["duration_ms"] = o.duration_ms;
-    if (!m_sink.write(task.seq, dump_json(line), o.ok)) m_failed = true;
+    std::string& line = m_line;
+    line.assign("{\"attempts\":");
+    line += std::to_string(o.attempts);
+    line += ",\"duration_ms\":";
+    line += json(o.duration_ms).dump();
+    if (!o.ok) {
+      line += ",\"error\":";
+      line += dump_json(o.error);
+    }
+    line += ",\"host\":";
+    line += o.host.empty() ? std::string("null") : dump_json(json(o.host));
+    line += ",\"id\":";
+    line += id_json(task);
+    line += o.ok ? ",\"ok\":true,\"value\":" : ",\"ok\":false";
+    if (o.ok) line += dump_json(o.value);
+    line += ",\"worker\":";
+    line += o.worker ? std::to_string(o.worker) : std::string("null");
+    line += '}';
+    if (!m_sink.write(task.seq, line, o.ok)) m_failed = true;
     return Next::go_on;
   }
   void task_not_started(const BatchTask& task) override {
     if (!m_sink.skip(task.seq)) m_failed = true;
   }
   bool write_failed() const override { return m_failed; }
+  void flush() override {
+    if (!m_sink.flush()) m_failed = true;
+  }
   const ResultSink& sink() const { return m_sink; }
   bool can_take_more() const override {
     return m_sink.held() < k_max_held_results && m_sink.held_bytes() < k_max_held_bytes;
@@ -60,6 +76,7 @@ class JsonlResults : public ResultHandler {
 
  private:
   ResultSink m_sink;
+  std::string m_line;  // reused for each line
   bool m_failed = false;
 };
 
@@ -136,7 +153,7 @@ int run_batch(const RunOptions& o) {
   std::function<bool(const BatchTask&)> skip;
   if (!done.empty()) {
     skip = [&](const BatchTask& t) {
-      if (!done.count(dump_json(t.id))) return false;
+      if (!done.count(id_json(t))) return false;
       ++skipped;
       return true;
     };
@@ -148,7 +165,7 @@ int run_batch(const RunOptions& o) {
   RunSummary s = run_engine(
       engine,
       [&](std::function<void()> notify) {
-        return std::make_unique<TaskFeed>(k_queue_capacity, jsonl_producer(std::move(in), in_name, max_line, skip),
+        return std::make_unique<TaskFeed>(k_queue_capacity, jsonl_producer(std::move(in), in_name, max_line, skip, o.allow_duplicate_ids),
                                           std::move(notify));
       },
       results);

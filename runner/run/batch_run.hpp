@@ -13,6 +13,7 @@ struct RunOptions {
   std::string output = "-";  // result lines: a path, or "-" for stdout
   bool keep_order = false;   // write results in input order
   std::string resume;        // skip tasks with an ok result in this results file; append to it
+  bool allow_duplicate_ids = false;  // run tasks whose id an earlier line has (else they fail as bad_task)
 };
 
 // Runs the batch; returns the exit status: 0 all tasks ok, 1 some failed, 2 set-up failure (no trusted

@@ -1,9 +1,12 @@
 // The JSONL batch format.
 #include "runner/run/jsonl_input.hpp"
 
+#include <charconv>
 #include <memory>
+#include <unordered_map>
 
 #include "protocol/json_codec.hpp"
+#include "protocol/json_text.hpp"
 #include "runner/engine/line_reader.hpp"
 
 namespace authrun::runner {
@@ -19,6 +22,8 @@ BatchTask bad_line(BatchTask t, const std::string& where, const std::string& why
 
 }  // namespace
 
+std::string id_json(const BatchTask& task) { return task.id_text.empty() ? dump_json(task.id) : task.id_text; }
+
 BatchTask parse_task_line(std::string_view text, std::uint64_t line, const std::string& where, std::size_t max_line) {
   BatchTask t;
   t.number = line;
@@ -27,41 +32,51 @@ BatchTask parse_task_line(std::string_view text, std::uint64_t line, const std::
     return bad_line(std::move(t), where, "line of " + std::to_string(text.size()) + " bytes is longer than the limit of " +
                                              std::to_string(max_line));
   }
-  auto parsed = parse_json(text);
-  if (!parsed) return bad_line(std::move(t), where, "not valid JSON: " + parsed.error().message);
-  json& j = *parsed;
-  if (!j.is_object()) return bad_line(std::move(t), where, std::string("a task must be a JSON object, not ") + j.type_name());
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& k = it.key();
-    if (k != "id" && k != "fn" && k != "args" && k != "timeout") {
-      return bad_line(std::move(t), where, "unknown field '" + k + "' (a task has id, fn, args and timeout)");
+  // Checked in full, split into its fields, nothing rebuilt: the id and args go on as the text they were.
+  thread_local std::vector<JsonMember> members;
+  auto kind = scan_json(text, members);
+  if (!kind) return bad_line(std::move(t), where, "not valid JSON: " + kind.error().message);
+  if (*kind != JsonKind::object) return bad_line(std::move(t), where, std::string("a task must be a JSON object, not ") + to_string(*kind));
+  std::string_view id, fn, args, timeout;
+  for (const JsonMember& m : members) {
+    const std::string key = decode_json_string(m.raw_key);
+    // As nlohmann's objects did: a field given twice counts with its last value.
+    if (key == "id") id = m.value;
+    else if (key == "fn") fn = m.value;
+    else if (key == "args") args = m.value;
+    else if (key == "timeout") timeout = m.value;
+    else return bad_line(std::move(t), where, "unknown field '" + key + "' (a task has id, fn, args and timeout)");
+  }
+  if (!id.empty()) {
+    if (id.front() != '"' && id.front() != '-' && (id.front() < '0' || id.front() > '9')) {
+      return bad_line(std::move(t), where, "field 'id' must be a string or a number");
     }
+    t.id_text = std::string(id);
+  } else {
+    t.id_text = std::to_string(line);
   }
-  if (auto id = j.find("id"); id != j.end()) {
-    if (!id->is_string() && !id->is_number()) return bad_line(std::move(t), where, "field 'id' must be a string or a number");
-    t.id = *id;
-  }
-  auto fn = j.find("fn");
-  if (fn == j.end()) return bad_line(std::move(t), where, "field 'fn' is missing");
-  if (!fn->is_string() || fn->get_ref<const std::string&>().empty()) {
-    return bad_line(std::move(t), where, "field 'fn' must be a non-empty string");
-  }
-  t.fn = fn->get<std::string>();
-  if (auto to = j.find("timeout"); to != j.end()) {
-    if (!to->is_number() || to->get<double>() <= 0) {
+  if (fn.empty()) return bad_line(std::move(t), where, "field 'fn' is missing");
+  if (fn.front() != '"' || fn.size() == 2) return bad_line(std::move(t), where, "field 'fn' must be a non-empty string");
+  t.fn = decode_json_string(fn.substr(1, fn.size() - 2));
+  if (!timeout.empty()) {
+    double seconds = 0;
+    const bool is_number = timeout.front() == '-' || (timeout.front() >= '0' && timeout.front() <= '9');
+    if (!is_number || std::from_chars(timeout.data(), timeout.data() + timeout.size(), seconds).ec != std::errc() ||
+        !(seconds > 0)) {
       return bad_line(std::move(t), where, "field 'timeout' must be a positive number of seconds");
     }
-    t.timeout_s = to->get<double>();
+    t.timeout_s = seconds;
   }
-  auto args = j.find("args");
-  t.args_json = args == j.end() ? "null" : dump_json(*args);
+  t.args_json = args.empty() ? "null" : std::string(args);
   return t;
 }
 
-TaskFeed::Producer jsonl_producer(Fd fd, std::string name, std::size_t max_line, std::function<bool(const BatchTask&)> skip) {
+TaskFeed::Producer jsonl_producer(Fd fd, std::string name, std::size_t max_line, std::function<bool(const BatchTask&)> skip,
+                                  bool allow_duplicate_ids) {
   auto input = std::make_shared<Fd>(std::move(fd));
-  return [input, name = std::move(name), max_line, skip = std::move(skip)](TaskFeed::Sink& sink) {
+  return [input, name = std::move(name), max_line, skip = std::move(skip), allow_duplicate_ids](TaskFeed::Sink& sink) {
     std::uint64_t line = 0;
+    std::unordered_map<std::string, std::uint64_t> seen;  // id text -> the line that has it first
     return read_lines(input->get(), name, sink.stop_fd(), max_line, [&](std::string_view text, std::size_t length) {
       ++line;
       if (length > 0 && text.empty() && length > max_line) {
@@ -74,6 +89,17 @@ TaskFeed::Producer jsonl_producer(Fd fd, std::string name, std::size_t max_line,
       }
       if (text.find_first_not_of(" \t\r") == std::string_view::npos) return true;  // blank line
       BatchTask t = parse_task_line(text, line, name + ":" + std::to_string(line), max_line);
+      if (!t.error && !allow_duplicate_ids) {
+        auto [first, fresh] = seen.try_emplace(t.id_text, line);
+        if (!fresh) {
+          const std::string where = name + ":" + std::to_string(line);
+          t = bad_line(std::move(t), where,
+                       "duplicate id " + t.id_text + ": " + name + ":" + std::to_string(first->second) +
+                           " has it already (--allow-duplicate-ids runs both)");
+          t.error->details["duplicate_of_line"] = first->second;
+          return sink.emit(std::move(t));
+        }
+      }
       if (!t.error && skip && skip(t)) return true;
       return sink.emit(std::move(t));
     });

@@ -13,15 +13,17 @@
 namespace authrun::runner {
 
 // Checks one line: a JSON object with "fn" (a non-empty string), optional "id" (string or number; default
-// the line number), "args" (anything; default null) and "timeout" (seconds > 0), and nothing else. A line
-// that is not a valid task comes back with `error` set (type "bad_task", message "WHERE: what is wrong").
-// `where` names the line ("tasks.jsonl:3").
+// the line number), "args" (anything; default null) and "timeout" (seconds > 0), and nothing else. The
+// whole line is validated as JSON (depth limit included), but nothing is rebuilt: `id_text` and `args_json`
+// are the bytes as written. A line that is not a valid task comes back with `error` set (type "bad_task",
+// message "WHERE: what is wrong"). `where` names the line ("tasks.jsonl:3").
 BatchTask parse_task_line(std::string_view text, std::uint64_t line, const std::string& where, std::size_t max_line);
 
 // A TaskFeed producer reading JSONL from `fd` (owned), named `name` in messages. Blank lines are passed
-// over; lines longer than `max_line` become bad_task errors without being held. Valid tasks for which `skip`
-// (may be empty) returns true are dropped (--resume).
+// over; lines longer than `max_line` become bad_task errors without being held. Unless `allow_duplicate_ids`,
+// a task whose id (as written) an earlier line has already becomes a bad_task naming both lines. Valid
+// tasks for which `skip` (may be empty) returns true are dropped (--resume).
 TaskFeed::Producer jsonl_producer(protocol::Fd fd, std::string name, std::size_t max_line,
-                                  std::function<bool(const BatchTask&)> skip);
+                                  std::function<bool(const BatchTask&)> skip, bool allow_duplicate_ids);
 
 }  // namespace authrun::runner

@@ -1,6 +1,10 @@
 // Result line writer.
 #include "runner/run/result_sink.hpp"
 
+#include <cerrno>
+
+#include <unistd.h>
+
 #include "runner/engine/progress_line.hpp"
 
 namespace authrun::runner {
@@ -8,29 +12,47 @@ namespace authrun::runner {
 ResultSink::ResultSink(std::FILE* out, bool keep_order)
     : m_out(out), m_keep_order(keep_order), m_clears_progress(ProgressLine::on_stderr().shares_terminal_with(::fileno(out))) {}
 
-bool ResultSink::emit(const Line& line) {
+bool ResultSink::emit(std::string_view text, bool ok) {
+  m_pending.append(text);
+  m_pending += '\n';
+  ++(ok ? m_pending_ok : m_pending_failed);
+  return m_pending.size() < k_flush_bytes || flush();
+}
+
+bool ResultSink::flush() {
+  if (m_pending.empty()) return true;
   if (m_clears_progress) ProgressLine::on_stderr().clear();
-  if (std::fwrite(line.text.data(), 1, line.text.size(), m_out) != line.text.size()) return false;
-  if (std::fputc('\n', m_out) == EOF) return false;
-  if (std::fflush(m_out) != 0) return false;
-  ++(line.ok ? m_written_ok : m_written_failed);
-  return true;
+  bool ok = std::fflush(m_out) == 0;  // whatever went through the FILE before (a resumed file's newline)
+  const int fd = ::fileno(m_out);
+  for (std::size_t at = 0; ok && at < m_pending.size();) {
+    const ssize_t n = ::write(fd, m_pending.data() + at, m_pending.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ok = false;
+    else at += std::size_t(n);
+  }
+  if (ok) {
+    m_written_ok += m_pending_ok;
+    m_written_failed += m_pending_failed;
+  }
+  m_pending.clear();
+  m_pending_ok = m_pending_failed = 0;
+  return ok;
 }
 
 bool ResultSink::drain() {
   bool ok = true;
   for (auto it = m_held.begin(); it != m_held.end() && it->first == m_next; it = m_held.erase(it), ++m_next) {
     if (it->second) {
-      ok = emit(*it->second) && ok;
+      ok = emit(it->second->text, it->second->ok) && ok;
       m_held_bytes -= it->second->text.size();
     }
   }
   return ok;
 }
 
-bool ResultSink::write(std::uint64_t seq, const std::string& line, bool ok) {
-  if (!m_keep_order) return emit(Line{line, ok});
-  if (m_held.emplace(seq, Line{line, ok}).second) m_held_bytes += line.size();
+bool ResultSink::write(std::uint64_t seq, std::string_view line, bool ok) {
+  if (!m_keep_order) return emit(line, ok);
+  if (m_held.emplace(seq, Line{std::string(line), ok}).second) m_held_bytes += line.size();
   return drain();
 }
 

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "protocol/json_codec.hpp"
+#include "protocol/json_text.hpp"
 
 namespace authrun::runner {
 
@@ -18,14 +18,22 @@ protocol::Result<std::unordered_set<std::string>> load_done_ids(const std::strin
     if (errno == ENOENT) return done;
     return protocol::make_error(protocol::ErrorCode::io, "cannot read " + path + ": " + std::strerror(errno));
   }
+  std::vector<protocol::JsonMember> members;
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
-    auto j = protocol::parse_json(line);
-    if (!j || !j->is_object() || !j->contains("id") || !j->contains("ok")) {
+    auto kind = protocol::scan_json(line, members);
+    std::string_view id, ok;
+    if (kind && *kind == protocol::JsonKind::object) {
+      for (const auto& m : members) {
+        if (m.raw_key == "id") id = m.value;
+        else if (m.raw_key == "ok") ok = m.value;
+      }
+    }
+    if (id.empty() || ok.empty()) {
       ++unreadable;
       continue;
     }
-    if ((*j)["ok"] == true) done.insert(protocol::dump_json((*j)["id"]));
+    if (ok == "true") done.emplace(id);  // the id's text as written: matched byte for byte
   }
   return done;
 }

@@ -19,6 +19,23 @@ TEST_CASE("result sink: held lines are counted in bytes as well as lines, and re
   REQUIRE(sink.write(0, "first", true));
   CHECK(sink.held() == 0);
   CHECK(sink.held_bytes() == 0);
+  REQUIRE(sink.flush());
+  CHECK(sink.written_ok() == 11);
   CHECK(std::ftell(out) == static_cast<long>(6 + 10 * (big.size() + 1)));
+  std::fclose(out);
+}
+
+TEST_CASE("result sink: lines are queued until flush, then written with one write") {
+  std::FILE* out = std::tmpfile();
+  REQUIRE(out != nullptr);
+  ResultSink sink(out, false);
+  REQUIRE(sink.write(0, "a", true));
+  REQUIRE(sink.write(1, "b", false));
+  CHECK(sink.written_ok() == 0);
+  CHECK(std::ftell(out) == 0);
+  REQUIRE(sink.flush());
+  CHECK(sink.written_ok() == 1);
+  CHECK(sink.written_failed() == 1);
+  CHECK(std::ftell(out) == 4);
   std::fclose(out);
 }

@@ -1,0 +1,37 @@
+// JSON text checked and split without building a DOM: a task line's fields are forwarded as the bytes they
+// were (ids kept exactly as written, args sent on as they came).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/limits.hpp"
+#include "protocol/result.hpp"
+
+namespace authrun::protocol {
+
+// One member of a JSON object: its key as written between the quotes (escapes not decoded) and the exact
+// text of its value.
+struct JsonMember {
+  std::string_view raw_key;
+  std::string_view value;
+};
+
+// What a JSON text's top-level value is.
+enum class JsonKind { object, array, string, number, boolean, null };
+
+// The name nlohmann's type_name() gives the kind ("object", "array", "string", "number", "boolean", "null").
+const char* to_string(JsonKind kind);
+
+// Checks that `text` is exactly one JSON value (RFC 8259: UTF-8 validated, \u escapes and surrogate pairs
+// checked, no NUL byte, whitespace around allowed), nested no deeper than `max_depth`, and says what kind it
+// is. When it is an object, `members` (cleared first) gets its top-level members in order, as views into
+// `text`. Errors: malformed ("... at byte N"), json_too_deep.
+Result<JsonKind> scan_json(std::string_view text, std::vector<JsonMember>& members,
+                           int max_depth = limits::json_max_depth);
+
+// The string a JSON string's raw contents (between its quotes, as scan_json checked them) stand for.
+std::string decode_json_string(std::string_view raw);
+
+}  // namespace authrun::protocol

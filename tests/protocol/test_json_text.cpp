@@ -1,0 +1,56 @@
+// scan_json: accepts and refuses exactly what the JSON parser does, and splits objects into raw members.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "protocol/json_codec.hpp"
+#include "protocol/json_text.hpp"
+
+using namespace authrun::protocol;
+
+TEST_CASE("json text: the scanner agrees with the parser on valid and invalid JSON") {
+  const std::vector<std::string> cases = {
+      "{}", "[]", "0", "-0", "1.5e-3", "-1E+2", "\"\"", "true", "false", "null", " {\"a\" : [1, {\"b\": null}] } ",
+      "\"caf\\u00e9\"", "\"\\ud83d\\ude00\"", "\"\xc3\xa9\"", "\"\xf0\x9f\x98\x80\"", "[1,2,3]", "{\"a\":1,\"a\":2}",
+      // invalid
+      "", " ", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\"}", "{a:1}", "01", "1.", ".5", "-", "1e", "+1", "tru", "nul",
+      "\"abc", "\"\\x\"", "\"\\u12\"", "\"\\ud83d\"", "\"\\ude00\"", "\"\xff\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"",
+      "\"\xf4\x90\x80\x80\"", "\"\t\"", std::string("\"a\0b\"", 5), std::string("[1]\0", 4), "[1] 2", "{\"a\":1}}",
+      "[[[]]", "{\"a\":[1,2}", "NaN", "Infinity"};
+  std::vector<JsonMember> members;
+  for (const auto& text : cases) {
+    CAPTURE(text);
+    const bool parser_ok = parse_json(text).has_value();
+    const bool scanner_ok = scan_json(text, members).has_value();
+    CHECK(scanner_ok == parser_ok);
+  }
+}
+
+TEST_CASE("json text: members keep their raw text; depth is limited") {
+  std::vector<JsonMember> members;
+  auto kind = scan_json(R"( {"id" : 123456789012345678901234567890, "k\"ey":{"x": [1, 2.50]} ,"s":"a\u0041"} )", members);
+  REQUIRE(kind);
+  CHECK(*kind == JsonKind::object);
+  REQUIRE(members.size() == 3);
+  CHECK(members[0].raw_key == "id");
+  CHECK(members[0].value == "123456789012345678901234567890");
+  CHECK(members[1].raw_key == "k\\\"ey");
+  CHECK(decode_json_string(members[1].raw_key) == "k\"ey");
+  CHECK(members[1].value == R"({"x": [1, 2.50]})");
+  CHECK(members[2].value == R"("a\u0041")");
+  CHECK(*scan_json("[1]", members) == JsonKind::array);
+  CHECK(members.empty());
+
+  std::string deep(64, '[');
+  deep += std::string(64, ']');
+  CHECK(scan_json(deep, members).has_value());
+  std::string too_deep = "[" + deep + "]";
+  auto r = scan_json(too_deep, members);
+  REQUIRE(!r);
+  CHECK(r.error().code == ErrorCode::json_too_deep);
+  std::string deep_object = "{\"a\":" + deep + "}";
+  CHECK(scan_json(deep_object, members).error().code == ErrorCode::json_too_deep);
+  std::string huge(1000000, '[');
+  CHECK(scan_json(huge, members).error().code == ErrorCode::json_too_deep);
+}
