@@ -63,7 +63,7 @@ _authrun() {
       COMPREPLY=($(compgen -W "never now,fail=1 soon,fail=1" -- "$cur"))
       return ;;
     -j | --jobs | --timeout | --retries | --window | --grace | --max-payload | --handshake-timeout | \
-      --max-tasks-per-worker | -S | --sshlogin)
+      --max-tasks-per-worker | --max-in-flight-bytes | -S | --sshlogin)
       return ;;
   esac
   if [[ $cur == -* ]]; then

@@ -13,6 +13,11 @@ inline constexpr std::uint32_t pre_auth_max_payload = 512;
 // Default largest payload a peer accepts after the handshake; announced in its hello, configurable.
 inline constexpr std::uint32_t default_max_payload = 256u * 1024 * 1024 + 64 * 1024;
 
+// Default budget of task payload bytes the runner has sent to workers and not yet had answered (held for
+// retries and in the pipes' write buffers): over it, no new task is taken until results come back; a task
+// larger than the budget still runs, alone.
+inline constexpr std::uint64_t default_max_in_flight_bytes = std::uint64_t(256) << 20;
+
 // Hard ceiling on any configured payload limit (the header's length field is 32 bits).
 inline constexpr std::uint32_t absolute_max_payload = 0xFFFFFFF0u;
 

@@ -122,6 +122,10 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
       ->check(CLI::IsMember({"authenticated", "encrypted"}));
   cmd.add_option("--max-payload", e.max_payload, "Largest frame payload in bytes (default 256 MiB + 64 KiB)")
       ->check(CLI::Range(std::uint32_t{1024}, limits::absolute_max_payload));
+  cmd.add_option("--max-in-flight-bytes", e.max_in_flight_bytes,
+                 "Task payload bytes sent to workers and not yet answered; over it no new task is taken until results "
+                 "come back (a larger task runs alone)")
+      ->capture_default_str()->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
   cmd.add_flag("--progress,--bar", f.progress, "Show a progress line on stderr (default when stderr is a terminal)");
   cmd.add_flag("--no-progress", f.no_progress, "Never show the progress line");
   cmd.add_flag("-v,--verbose", e.verbose, "Log every handshake, not only failures");

@@ -75,6 +75,8 @@ struct Attempt {
   BatchTask task;
   int failed_attempts = 0;  // attempts that ended with the worker's death or a timeout
   int failed_site = -1;     // where the last failed attempt ran: a retry goes elsewhere if it can
+  std::size_t needs_payload = 0;  // a worker refused it as too large: only a worker accepting this many bytes takes it
+  std::size_t payload_bytes = 0;  // of the task frame sent, counted against the in-flight byte budget
   Clock::time_point started;
   std::chrono::system_clock::time_point started_wall;
 
@@ -124,13 +126,17 @@ class Engine {
   void on_output(int id, Output&& out);
   void on_gone(int id, const Error& why, int wait_status);
   void dispatch();
-  Worker* pick_worker(std::size_t window, int avoid_site);
+  Worker* pick_worker(std::size_t window, int avoid_site, std::size_t needs_payload = 0);
   // --delay: true (and a wake-up armed) while the last dispatch is too recent for another.
   bool start_delayed();
   // Tasks `w` may have in flight: --window if given, else adapted to how long its tasks take.
   std::size_t window_of(const Worker& w) const;
   // Records the time the head task of `w` took, which just ended, for window_of.
   void observe_duration(Worker& w, const Attempt& head);
+  // The largest payload a trusted worker accepts, and whether a worker still starting may accept more.
+  std::pair<std::uint32_t, bool> largest_limit() const;
+  // Ends the tasks waiting for a worker large enough when no worker, trusted or starting, can take them.
+  void settle_too_large();
   std::optional<BatchTask> next_task();
   std::string host_of(const Worker& w) const;
   std::string describe_worker(const Worker& w) const;
@@ -174,6 +180,7 @@ class Engine {
   std::deque<Attempt> m_retry;                   // to run again, before new input
   std::deque<BatchTask> m_taken;                 // taken from the feed in a batch, not yet dispatched
   static constexpr std::size_t k_take_batch = 64;
+  std::uint64_t m_in_flight_bytes = 0;           // task payload bytes sent and not yet answered
   bool m_input_done = false;
   bool m_stopping = false;   // no new tasks (signal, halt or give-up)
   bool m_finishing = false;  // workers told to shut down
@@ -346,6 +353,7 @@ std::optional<BatchTask> Engine::next_task() {
 }
 
 void Engine::dispatch() {
+  if (!m_retry.empty()) settle_too_large();
   while (!m_stopping) {
     // While some worker is still in its handshake, give no worker a second task: the newcomer may be idle
     // in a moment, and a task queued behind a long one on a busy worker waits for nothing.
@@ -357,14 +365,18 @@ void Engine::dispatch() {
     if (best && start_delayed()) break;
     Attempt a;
     if (!m_retry.empty()) {
+      const std::size_t needs = m_retry.front().needs_payload;
+      if (needs) best = pick_worker(window, -1, needs);
       if (!best) break;
       // A retry goes to another host than the one it failed on, if one is free.
-      if (Worker* elsewhere = pick_worker(window, m_retry.front().failed_site)) best = elsewhere;
+      if (Worker* elsewhere = pick_worker(window, m_retry.front().failed_site, needs)) best = elsewhere;
       a = std::move(m_retry.front());
       m_retry.pop_front();
     } else {
-      // A line that is not a valid task needs no worker, but is taken in turn to keep memory bounded.
-      auto t = best ? next_task() : std::optional<BatchTask>();
+      // A line that is not a valid task needs no worker, but is taken in turn to keep memory bounded. Over
+      // the in-flight byte budget no new task is taken until results come back (a larger task runs alone).
+      const bool over_budget = m_in_flight_bytes >= m_o.max_in_flight_bytes && !m_in_flight.empty();
+      auto t = best && !over_budget ? next_task() : std::optional<BatchTask>();
       if (!t) break;
       a.task = std::move(*t);
       if (a.task.error) {
@@ -376,12 +388,19 @@ void Engine::dispatch() {
       }
     }
     a.start();
-    auto sent = best->link->send_task(a.task.seq, a.task.fn, m_handler.args_for(a.task, best->slot), a.task.args_format);
+    const std::string args = m_handler.args_for(a.task, best->slot);
+    auto sent = best->link->send_task(a.task.seq, a.task.fn, args, a.task.args_format);
     if (!sent) {
-      finish(a, a.failed_attempts + 1, false, json{{"type", "too_large"}, {"message", sent.error().message}}, best);
+      // Too large for this worker: another whose announced limit fits takes it (one still starting may),
+      // else it ends here naming its size and the largest limit.
+      a.needs_payload = WorkerLink::task_payload_size(a.task.seq, a.task.fn, args, a.task.args_format);
+      m_retry.push_front(std::move(a));
+      settle_too_large();
       continue;
     }
     m_last_dispatch = Clock::now();
+    a.payload_bytes = args.size();
+    m_in_flight_bytes += a.payload_bytes;
     const std::uint64_t seq = a.task.seq;
     best->in_flight.push_back(seq);
     m_in_flight.emplace(seq, std::move(a));
@@ -405,12 +424,14 @@ bool Engine::start_delayed() {
   return true;
 }
 
-// The trusted worker with the fewest tasks in flight, below its window and `window`, not on `avoid_site`.
-Worker* Engine::pick_worker(std::size_t window, int avoid_site) {
+// The trusted worker with the fewest tasks in flight, below its window and `window`, not on `avoid_site`,
+// accepting `needs_payload` bytes.
+Worker* Engine::pick_worker(std::size_t window, int avoid_site, std::size_t needs_payload) {
   Worker* best = nullptr;
   for (auto& [id, w] : m_workers) {
     if (w.retiring || !w.link->ready() || w.site == avoid_site) continue;
     if (w.in_flight.size() >= std::min(window, window_of(w))) continue;
+    if (needs_payload && w.link->peer_max_payload() < needs_payload) continue;
     // A worker to be recycled is sent no more than its share.
     if (m_o.max_tasks_per_worker > 0 && w.done + int(w.in_flight.size()) >= m_o.max_tasks_per_worker) continue;
     if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
@@ -439,6 +460,35 @@ void Engine::observe_duration(Worker& w, const Attempt& head) {
   w.last_result = now;
   w.mean_us = w.done == 0 ? us : 0.9 * w.mean_us + 0.1 * us;
   w.recent_max_us = std::max(us, 0.97 * w.recent_max_us);
+}
+
+std::pair<std::uint32_t, bool> Engine::largest_limit() const {
+  std::uint32_t largest = 0;
+  bool starting = !m_deferred.empty();
+  for (const auto& [id, w] : m_workers) {
+    if (w.retiring) continue;
+    if (!w.trusted) starting = true;
+    else if (w.link->ready()) largest = std::max(largest, w.link->peer_max_payload());
+  }
+  return {largest, starting};
+}
+
+void Engine::settle_too_large() {
+  const auto [largest, maybe_more] = largest_limit();
+  if (maybe_more || m_stopping) return;
+  for (std::size_t i = 0; i < m_retry.size();) {
+    if (m_retry[i].needs_payload <= largest) {
+      ++i;
+      continue;
+    }
+    Attempt a = std::move(m_retry[i]);
+    m_retry.erase(m_retry.begin() + std::ptrdiff_t(i));
+    finish(a, a.failed_attempts + 1, false,
+           json{{"type", "too_large"},
+                {"message", "task of " + std::to_string(a.needs_payload) + " payload bytes exceeds every worker's limit (largest: " +
+                                std::to_string(largest) + " bytes)"}},
+           nullptr);
+  }
 }
 
 void Engine::arm_deadline(Worker& w) {
@@ -500,6 +550,7 @@ void Engine::on_result(int id, TaskResult&& r) {
   auto node = m_in_flight.extract(r.id);
   const Attempt& a = node.mapped();
   observe_duration(w, a);
+  m_in_flight_bytes -= a.payload_bytes;
   if (r.ok) {
     finish(a, a.failed_attempts + 1, true, with_bytes(std::move(r.value), r.attachment), &w);
   } else {
@@ -541,6 +592,7 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
     audit(w, "channel_closed", false, &why, describe_wait_status(wait_status));
     for (std::size_t i = w.in_flight.size(); i-- > 0;) {
       m_retry.push_front(std::move(m_in_flight.extract(w.in_flight[i]).mapped()));
+      m_in_flight_bytes -= m_retry.front().payload_bytes;
     }
     if (!m_program_failed) {
       m_program_failed = true;
@@ -576,6 +628,7 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
   for (std::size_t i = w.in_flight.size(); i-- > 0;) {
     auto anode = m_in_flight.extract(w.in_flight[i]);
     Attempt a = std::move(anode.mapped());
+    m_in_flight_bytes -= a.payload_bytes;
     if (i == 0) {
       ++a.failed_attempts;
       a.failed_site = w.site;

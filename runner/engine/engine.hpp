@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/limits.hpp"
 #include "protocol/message.hpp"
 #include "runner/engine/batch_task.hpp"
 #include "runner/engine/launcher.hpp"
@@ -39,6 +40,8 @@ struct EngineOptions {
   double grace_s = 10;                   // after SIGINT/SIGTERM: how long running tasks may take to finish
   std::optional<protocol::ChannelMode> mode;  // default: authenticated here, encrypted through a launcher
   std::uint32_t max_payload = 0;         // 0 = protocol default
+  std::uint64_t max_in_flight_bytes = protocol::limits::default_max_in_flight_bytes;  // task args sent and not
+                                         // yet answered: over it no new task is taken (a larger one runs alone)
   bool progress = false;                 // progress line on stderr
   std::optional<std::uint64_t> total;    // tasks expected, when known (progress shows a bar and an ETA;
                                          // without it the bar is estimated from the tasks read so far)

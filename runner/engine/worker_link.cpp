@@ -330,7 +330,10 @@ std::chrono::microseconds WorkerLink::handshake_time() const { return m_impl->ha
 ChannelMode WorkerLink::mode() const { return m_impl->connection.session().mode; }
 const std::optional<WorkerInfo>& WorkerLink::peer_info() const { return m_impl->connection.peer_info(); }
 
-Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
+namespace {
+
+// A task message's body: {"id", "fn", "args"} with the args as given, in JSON text or CBOR.
+std::string task_body(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
   std::string body;
   body.reserve(args.size() + fn.size() + 48);
   if (format == BodyFormat::cbor) {
@@ -349,7 +352,21 @@ Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, cons
     body += args;
     body += '}';
   }
-  AUTHRUN_TRY(m_impl->connection.send_body(MessageType::task, std::move(body), format));
+  return body;
+}
+
+}  // namespace
+
+std::uint32_t WorkerLink::peer_max_payload() const {
+  return ready() ? m_impl->connection.session().peer_max_payload : 0;
+}
+
+std::size_t WorkerLink::task_payload_size(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
+  return task_body(id, fn, args, format).size();
+}
+
+Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
+  AUTHRUN_TRY(m_impl->connection.send_body(MessageType::task, task_body(id, fn, args, format), format));
   // The tasks queued in this loop turn go out together, in one writev, once the turn's events are handled.
   if (!m_impl->kick_posted && !m_impl->writing) {
     m_impl->kick_posted = true;

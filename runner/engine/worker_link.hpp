@@ -58,6 +58,11 @@ class WorkerLink {
   // Queues a data message (body already encoded) to go out as soon as the handshake completes, ahead of any
   // task: the program of a Python worker. Call right after start(), before the event loop runs again.
   void send_after_handshake(protocol::MessageType type, std::string body);
+  // The largest payload the worker accepts, from its hello (0 until ready()).
+  std::uint32_t peer_max_payload() const;
+  // The payload bytes send_task(id, fn, args, format) would send.
+  static std::size_t task_payload_size(std::uint64_t id, const std::string& fn, const std::string& args,
+                                       protocol::BodyFormat format = protocol::BodyFormat::json);
   // Queues a task whose args are already encoded in `format` (JSON text or CBOR). Errors: frame_too_large
   // (the worker's limit); nothing is sent.
   protocol::Result<void> send_task(std::uint64_t id, const std::string& fn, const std::string& args,

@@ -60,6 +60,8 @@ Playing the worker (use as: authrun run --worker "authrun-impostor MODE ..."):
   oversize | garbage   a hello header claiming a 4 GiB payload / random bytes
   deep-json [DEPTH]    a hello whose body is DEPTH nested arrays (default 100000)
   deep-result [DEPTH]  a worker WITH the key (asked for on fd 3) answering its first task with DEPTH nested arrays
+  big-frame [BYTES]    a worker WITH the key answering its first task with a result header announcing BYTES
+                       (default 256 MiB) and sending 10 of them, then holding the channel open
   steal-key -- W...    read whatever fd 3 holds (with hand-over v2: nothing), then exec the real worker W
   mitm ACTION -- W...  relay between the runner and the real worker W, which is exec'd in our place (keeping
                        the pid the runner started; fd 3 passed through, never read),
@@ -547,6 +549,28 @@ int mode_deep_result(std::size_t depth) {
   std::ignore = flush(c, 1, Clock::now() + 5s);
   auto answer = drive(c, 0, 1, nullptr, false, Clock::now() + 5s);
   say(answer ? "the parent accepted it and went on" : "the parent ended the channel: " + describe(answer.error()));
+  return 1;
+}
+
+int mode_big_frame(std::uint32_t announced) {
+  say("holds the key (fd 3), completes the handshake, answers its first task with a header announcing " +
+      std::to_string(announced) + " bytes, sends 10 and waits");
+  auto key = receive_key_handover(3, Clock::now() + 10s, false);
+  if (!key) {
+    say("no key: " + key.error().message);
+    return 3;
+  }
+  Connection c(*key, worker_config());
+  auto first = drive(c, 0, 1, nullptr, false, Clock::now() + 10s);
+  if (!first || !*first || !std::get_if<Task>(&**first)) {
+    say("no task came");
+    return 1;
+  }
+  std::ignore = flush(c, 1, Clock::now() + 5s);
+  HeaderBytes h = encode_header(FrameHeader{static_cast<std::uint8_t>(MessageType::result), 0, announced});
+  report("big_frames_announced=1");
+  send_raw(1, std::string(reinterpret_cast<const char*>(h.data()), h.size()) + std::string(10, '{'));
+  ::pause();  // until the runner kills us (its task timeout)
   return 1;
 }
 
@@ -1086,6 +1110,8 @@ int run(std::vector<std::string> args) {
       {"deep-json", [&] { return mode_deep_json(depth_arg(params, 100000)); }},
       {"deep-result", [&] { return mode_deep_result(depth_arg(params, 100000)); }},
       {"steal-key", [&] { return mode_steal_key(worker); }},
+      {"big-frame",
+       [&] { return mode_big_frame(params.empty() ? 256u << 20 : std::uint32_t(std::strtoul(params[0].c_str(), nullptr, 10))); }},
       {"record",
        [&] {
          if (params.empty()) return usage_error("record needs FILE");
