@@ -160,7 +160,8 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
       ->check(CLI::IsMember({"authenticated", "encrypted"}));
   cmd.add_option("--max-payload", e.max_payload, "Largest frame payload in bytes (default 256 MiB + 64 KiB)")
       ->check(CLI::Range(std::uint32_t{1024}, limits::absolute_max_payload));
-  cmd.add_flag("--progress,--bar", f.progress, "Show a progress line on stderr (default when stderr is a terminal)");
+  // exec's --progress is GNU parallel's (exec adds it); run's is its --bar.
+  cmd.add_flag(timeout_kills_worker ? "--progress,--bar" : "--bar", f.progress, "Show a progress line on stderr (default when stderr is a terminal)");
   cmd.add_flag("--no-progress", f.no_progress, "Never show the progress line");
   cmd.add_flag("-v,--verbose", e.verbose, "Log every handshake, not only failures");
   cmd.add_flag("--allow-ptrace", e.allow_ptrace,
@@ -338,6 +339,12 @@ int run_cli(int argc, char** argv) {
   exec_cmd->add_flag("--line-buffer,--lb", exec.line_buffer, "Print whole lines as they come instead of a job's output at its end");
   exec_cmd->add_flag("-u,--ungroup", exec.ungroup, "Print output as it comes (lines of jobs may mix)");
   exec_cmd->add_flag("--resume-failed", exec.resume_failed, "Like --resume, but run the failed jobs again");
+  exec_cmd->add_flag("--retry-failed", exec.retry_failed,
+                     "Run the --joblog's failed jobs again, their commands from the joblog (the command line's are ignored)");
+  bool eta = false, parallel_progress = false;
+  exec_cmd->add_flag("--eta", eta, "Show GNU parallel's progress lines with the estimated time left, on stderr");
+  // `exec --progress` is GNU parallel's --progress; --bar is authrun's line (add_engine_options).
+  exec_cmd->add_flag("--progress", parallel_progress, "Show GNU parallel's progress lines on stderr");
   exec_cmd->add_option("--env", exec.env, "Give every job this environment variable's value (also on other hosts)")->allow_extra_args(false);
   add_engine_options(*exec_cmd, exec.engine, exec_flags, false);
   exec_cmd->footer(
@@ -432,6 +439,7 @@ int run_cli(int argc, char** argv) {
       return 255;
     }
     words.insert(words.end(), exec_words.begin(), exec_words.end());
+    if (exec.retry_failed) words = {"true", ":::", ""};  // ignored: the joblog gives the commands
     auto command = split_exec_words(words);
     if (!command) {
       std::fprintf(stderr, "authrun exec: %s\n", command.error().message.c_str());
@@ -469,6 +477,11 @@ int run_cli(int argc, char** argv) {
       return 255;
     }
     if (!finish_engine_options(exec.engine, exec_flags, false)) return 255;
+    if (exec_cmd->count("--retries") > 0) exec.retries = exec.engine.retries;
+    if ((eta || parallel_progress) && !exec_flags.no_progress) {
+      exec.engine.progress = true;
+      exec.engine.progress_style = eta ? EngineOptions::ProgressStyle::parallel_eta : EngineOptions::ProgressStyle::parallel;
+    }
     return run_exec(exec);
   }
   if (!finish_engine_options(run.engine, run_flags, true)) return 2;
