@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -627,6 +628,11 @@ int run_exec(const ExecOptions& given) {
   if (from_stdin && ::isatty(0) == 1) {
     log("reading arguments from stdin, one a line (end with Ctrl-D; give them after ::: to run without stdin)");
   }
+  // Output streams through in frames of up to 1 MiB, each freed as soon as it is written: keep the freed
+  // memory for the next frame (glibc would otherwise hand it back and fault fresh pages in per frame, which
+  // doubled the CPU time of a 100 MiB job).
+  ::mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+  ::mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
   EngineOptions engine = o.engine;
   // The joblog is GNU parallel's, written here per job (not the engine's per-attempt one).
   engine.joblog.clear();
