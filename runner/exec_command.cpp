@@ -253,7 +253,11 @@ class ExecOutput : public ResultHandler {
     if (job.failed_write) return true;
     Stream& stream = is_stderr ? job.err : job.out;
     stream.received += bytes.size();
-    if (!m_o.results_dir.empty()) store_piece(task, job, is_stderr, bytes);
+    if (!m_o.results_dir.empty()) {
+      // As GNU parallel 20221122: with --results the output goes to the files only, not to stdout/stderr.
+      store_piece(task, job, is_stderr, bytes);
+      return true;
+    }
     const bool tagged = m_o.tag || !m_o.tagstring.empty();
     if (live()) {
       // -u: as it comes; --line-buffer: whole lines as they come (a line longer than 1 MiB goes out in parts).
@@ -507,7 +511,7 @@ class ExecOutput : public ResultHandler {
     const std::string paths[3] = {dir ? base + "stdout" : base, dir ? base + "stderr" : base + ".err",
                                   dir ? base + "seq" : base + ".seq"};
     std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(paths[0]).parent_path(), ec);
+    if (const auto parent = std::filesystem::path(paths[0]).parent_path(); !parent.empty()) std::filesystem::create_directories(parent, ec);
     if (ec) {
       errno = ec.value();
       return results_failed(std::filesystem::path(paths[0]).parent_path().string());
