@@ -347,6 +347,9 @@ int run_cli(int argc, char** argv) {
   exec_cmd->add_flag("--progress", parallel_progress, "Show GNU parallel's progress lines on stderr");
   exec_cmd->add_option("--env", exec.env, "Give every job this environment variable's value (also on other hosts)")->allow_extra_args(false);
   add_engine_options(*exec_cmd, exec.engine, exec_flags, false);
+  exec_cmd->get_option("--retries")->description(
+      "Attempts in all for a job whose command fails, is killed or times out, or whose worker dies (0: no limit), "
+      "as GNU parallel's --retries (without it only a worker's death is retried, once)");
   exec_cmd->footer(
       "Arguments (after the command):\n"
       "  ::: A B C     the values A, B and C\n"
