@@ -126,7 +126,8 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
                  "Task payload bytes sent to workers and not yet answered; over it no new task is taken until results "
                  "come back (a larger task runs alone)")
       ->capture_default_str()->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
-  cmd.add_flag("--progress,--bar", f.progress, "Show a progress line on stderr (default when stderr is a terminal)");
+  // exec's --progress is GNU parallel's (exec adds it); run's is its --bar.
+  cmd.add_flag(timeout_kills_worker ? "--progress,--bar" : "--bar", f.progress, "Show a progress line on stderr (default when stderr is a terminal)");
   cmd.add_flag("--no-progress", f.no_progress, "Never show the progress line");
   cmd.add_flag("-v,--verbose", e.verbose, "Log every handshake, not only failures");
   cmd.add_flag("--allow-ptrace", e.allow_ptrace,
@@ -306,6 +307,12 @@ int run_cli(int argc, char** argv) {
   exec_cmd->add_flag("--line-buffer,--lb", exec.line_buffer, "Print whole lines as they come instead of a job's output at its end");
   exec_cmd->add_flag("-u,--ungroup", exec.ungroup, "Print output as it comes (lines of jobs may mix)");
   exec_cmd->add_flag("--resume-failed", exec.resume_failed, "Like --resume, but run the failed jobs again");
+  exec_cmd->add_flag("--retry-failed", exec.retry_failed,
+                     "Run the --joblog's failed jobs again, their commands from the joblog (the command line's are ignored)");
+  bool eta = false, parallel_progress = false;
+  exec_cmd->add_flag("--eta", eta, "Show GNU parallel's progress lines with the estimated time left, on stderr");
+  // `exec --progress` is GNU parallel's --progress; --bar is authrun's line (add_engine_options).
+  exec_cmd->add_flag("--progress", parallel_progress, "Show GNU parallel's progress lines on stderr");
   exec_cmd->add_option("--env", exec.env, "Give every job this environment variable's value (also on other hosts)")->allow_extra_args(false);
   // --pipe and --delay (runner/exec/exec_pipe.hpp): GNU parallel's syntax, checked once parsed.
   PipeFlags pipe_flags;
@@ -318,6 +325,9 @@ int run_cli(int argc, char** argv) {
   CLI::Option* recstart_opt = exec_cmd->add_option("--recstart", recstart_text, "--pipe: records start with this string");
   exec_cmd->add_option("--delay", pipe_flags.delay, "Wait this long between job starts (seconds, or with units: 1m30s)");
   add_engine_options(*exec_cmd, exec.engine, exec_flags, false);
+  exec_cmd->get_option("--retries")->description(
+      "Attempts in all for a job whose command fails, is killed or times out, or whose worker dies (0: no limit), "
+      "as GNU parallel's --retries (without it only a worker's death is retried, once)");
   exec_cmd->footer(
       "Arguments (after the command):\n"
       "  ::: A B C     the values A, B and C\n"
@@ -410,6 +420,7 @@ int run_cli(int argc, char** argv) {
       return 255;
     }
     words.insert(words.end(), exec_words.begin(), exec_words.end());
+    if (exec.retry_failed) words = {"true", ":::", ""};  // ignored: the joblog gives the commands
     auto command = split_exec_words(words);
     if (!command) {
       std::fprintf(stderr, "authrun exec: %s\n", command.error().message.c_str());
@@ -456,6 +467,11 @@ int run_cli(int argc, char** argv) {
       return 255;
     }
     if (!finish_engine_options(exec.engine, exec_flags, false)) return 255;
+    if (exec_cmd->count("--retries") > 0) exec.retries = exec.engine.retries;
+    if ((eta || parallel_progress) && !exec_flags.no_progress) {
+      exec.engine.progress = true;
+      exec.engine.progress_style = eta ? EngineOptions::ProgressStyle::parallel_eta : EngineOptions::ProgressStyle::parallel;
+    }
     return run_exec(exec);
   }
   if (!finish_engine_options(run.engine, run_flags, true)) return 2;

@@ -10,6 +10,7 @@
 #include <deque>
 #include <limits>
 #include <map>
+#include <thread>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -524,6 +525,13 @@ void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error,
   record_attempt(a, attempt, outcome.worker, outcome.host, m_handler.outcome_word(outcome),
                  ok ? "" : outcome.error.value("message", ""));
   if (m_summary.output_closed) return;  // nobody reads results any more: the task is neither ok nor failed
+  if (!ok && attempt > 0 && !m_stopping && m_handler.retry(a.task, outcome)) {
+    Attempt again = a;
+    again.failed_attempts = attempt;
+    if (w) again.failed_site = w->site;
+    m_retry.push_front(std::move(again));
+    return;
+  }
   ResultHandler::Next next = m_handler.task_done(a.task, std::move(outcome));
   schedule_flush();
   if (m_handler.write_failed() && errno == EPIPE) {
@@ -580,7 +588,13 @@ void Engine::on_output(int id, Output&& out) {
     w.link->kill(make_error(ErrorCode::unexpected, "worker sent output for task " + std::to_string(out.id) + ", which did not ask to stream"));
     return;
   }
-  if (m_handler.write_failed()) give_up(std::string("cannot write output: ") + std::strerror(errno));
+  if (m_handler.write_failed() && errno == EPIPE) {
+    // The output's reader went away while a job streamed (`authrun exec cat ::: big | head`): quietly.
+    m_summary.output_closed = true;
+    stop(true);
+  } else if (m_handler.write_failed()) {
+    give_up(std::string("cannot write output: ") + std::strerror(errno));
+  }
 }
 
 void Engine::on_gone(int id, const Error& why, int wait_status) {
@@ -809,7 +823,25 @@ void Engine::print_progress(bool final) {
   total = std::max(total, done);
   std::string text;
   char part_text[160];
-  if (total > 0) {
+  if (m_o.progress_style != EngineOptions::ProgressStyle::bar) {
+    // GNU parallel's --progress / --eta: a header once, then "local:running/done/100%/avg s" per host.
+    if (!m_progress_shown) {
+      ProgressLine::on_stderr().clear();
+      std::fprintf(stderr, "\nComputers / CPU cores / Max jobs to run\n1:local / %u / %d\n\nComputer:jobs running/jobs "
+                           "completed/%%of started jobs/Average seconds to complete\n",
+                   std::max(1u, std::thread::hardware_concurrency()), m_o.jobs);
+    }
+    const double avg = done > 0 ? secs / double(done) : 0.0;
+    if (m_o.progress_style == EngineOptions::ProgressStyle::parallel_eta) {
+      const double eta = rate > 0 ? double(total - done) / rate : 0.0;
+      std::snprintf(part_text, sizeof part_text, "ETA: %.0fs Left: %llu AVG: %.2fs  ", eta,
+                    static_cast<unsigned long long>(total - done), avg);
+      text = part_text;
+    }
+    std::snprintf(part_text, sizeof part_text, "local:%zu/%llu/100%%/%.1fs ", running, static_cast<unsigned long long>(done), avg);
+    text += part_text;
+    ProgressLine::on_stderr().draw(text);
+  } else if (total > 0) {
     const double part = double(done) / double(total);
     char bar[31];
     const int filled = static_cast<int>(part * 30);
@@ -826,8 +858,10 @@ void Engine::print_progress(bool final) {
                 static_cast<unsigned long long>(m_summary.failed), running, count_of(workers, "worker", "workers").c_str(),
                 rate);
   text += part_text;
-  if (known && total > 0 && rate > 0 && !final) text += ", ETA " + clock_text(double(total - done) / rate);
-  ProgressLine::on_stderr().draw("authrun: " + text);
+  if (m_o.progress_style == EngineOptions::ProgressStyle::bar) {
+    if (known && total > 0 && rate > 0 && !final) text += ", ETA " + clock_text(double(total - done) / rate);
+    ProgressLine::on_stderr().draw("authrun: " + text);
+  }
   m_progress_shown = true;
   if (final) return;
   m_progress_timer.expires_after(Millis(250));

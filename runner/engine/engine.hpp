@@ -43,6 +43,9 @@ struct EngineOptions {
   std::uint64_t max_in_flight_bytes = protocol::limits::default_max_in_flight_bytes;  // task args sent and not
                                          // yet answered: over it no new task is taken (a larger one runs alone)
   bool progress = false;                 // progress line on stderr
+  // The progress line's look: authrun's bar, or GNU parallel's --progress / --eta lines (exec).
+  enum class ProgressStyle { bar, parallel, parallel_eta };
+  ProgressStyle progress_style = ProgressStyle::bar;
   std::optional<std::uint64_t> total;    // tasks expected, when known (progress shows a bar and an ETA;
                                          // without it the bar is estimated from the tasks read so far)
   std::string summary_json;              // write the run's summary here as one JSON object (front ends do)
@@ -87,6 +90,10 @@ class ResultHandler {
   // False while the handler holds too much output back (in-order output waiting for a slow task): the
   // engine then takes no new task until a result arrives.
   virtual bool can_take_more() const { return true; }
+  // A task failed (its attempt `outcome.attempts` ended not ok) while the run goes on: returning true runs it
+  // again, before new input, and task_done is not called for this attempt (the handler forgets its output).
+  // By default false (only a worker's death or timeout is retried, up to EngineOptions::retries).
+  virtual bool retry(const BatchTask& /*task*/, const TaskOutcome& /*outcome*/) { return false; }
   // A task taken from the feed will not run (the run stopped first).
   virtual void task_not_started(const BatchTask& task) = 0;
   // True if writing output failed (the run stops and ends with a set-up error).

@@ -27,6 +27,14 @@ OutputBuffer::~OutputBuffer() {
   if (m_file) std::fclose(m_file);
 }
 
+void OutputBuffer::clear() {
+  m_budget.used -= std::min(m_budget.used, m_memory.size());
+  std::string().swap(m_memory);
+  if (m_file) std::fclose(m_file);
+  m_file = nullptr;
+  m_spilled = 0;
+}
+
 Result<void> OutputBuffer::append(std::string_view bytes) {
   if (!m_file && m_budget.used + bytes.size() <= m_budget.limit) {
     m_memory.append(bytes);

@@ -30,6 +30,8 @@ class OutputBuffer {
   protocol::Result<void> append(std::string_view bytes);
   // Writes everything held to `out` (again if called again), then flushes it. Errors: io.
   protocol::Result<void> write_to(std::FILE* out);
+  // Forgets everything held (the memory goes back to the budget, the temporary file is closed).
+  void clear();
   std::uint64_t size() const { return m_memory.size() + m_spilled; }
 
  private:

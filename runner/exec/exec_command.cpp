@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -36,7 +37,8 @@ namespace {
 constexpr std::size_t k_queue_capacity = 1024;
 constexpr std::size_t k_pipe_queue_capacity = 2;  // --pipe: chunks read ahead of the workers (each up to a block)
 constexpr std::size_t k_max_held_jobs = 4096;
-constexpr std::size_t k_memory_budget = 64 * 1024 * 1024;  // output held in memory, all jobs together
+constexpr std::size_t k_memory_budget = 16 * 1024 * 1024;  // output held in memory, all jobs together
+constexpr std::size_t k_stream_after = 1024 * 1024;         // a job holding more stdout streams it, if stdout is free
 constexpr std::size_t k_quote_max = 100;                    // bytes of an argument quoted in a message
 
 void log(const std::string& text) {
@@ -221,6 +223,7 @@ std::optional<std::string> generate_jobs(const ExecOptions& o, const std::set<st
 // words quoted only where needed.
 std::string command_line(const ExecOptions& o, const BatchTask& t) {
   JobArgs job = job_of(t);
+  if (o.retry_failed) return job.values.at(0);  // the joblog's own command line
   job.context_replace = o.multi == ExecOptions::Multi::context;
   job.positions = std::size_t(std::max(0, o.max_args));
   const std::vector<std::string> argv = job_argv(o.command.command, job, 1, o.shell);
@@ -279,6 +282,11 @@ class ExecOutput : public ResultHandler {
     if (job.failed_write) return true;
     Stream& stream = is_stderr ? job.err : job.out;
     stream.received += bytes.size();
+    if (!m_o.results_dir.empty()) {
+      // As GNU parallel 20221122: with --results the output goes to the files only, not to stdout/stderr.
+      store_piece(task, job, is_stderr, bytes);
+      return true;
+    }
     const bool tagged = m_o.tag || !m_o.tagstring.empty();
     if (live()) {
       // -u: as it comes; --line-buffer: whole lines as they come (a line longer than 1 MiB goes out in parts).
@@ -292,8 +300,22 @@ class ExecOutput : public ResultHandler {
       }
       return true;
     }
-    Result<void> appended = tagged ? stream.buffer.append(tag_lines(bytes, prefix_of(task), stream.at_line_start))
-                                   : stream.buffer.append(bytes);
+    std::string tagged_bytes;
+    std::string_view piece = bytes;
+    if (tagged) piece = tagged_bytes = tag_lines(bytes, prefix_of(task), stream.at_line_start);
+    if (!is_stderr && may_stream(task.seq, job, piece.size())) {
+      // This job's stdout goes out as it comes: it is the next to print (-k), or holds much and stdout is
+      // free; jobs that end meanwhile wait for it. Memory stays at a few chunks, whatever the job writes.
+      if (!m_owner) {
+        m_owner = task.seq;
+        ProgressLine::on_stderr().clear();
+        if (!job.out.buffer.write_to(stdout)) m_write_failed = true;
+        job.out.buffer.clear();
+      }
+      write_now(false, piece);
+      return true;
+    }
+    Result<void> appended = stream.buffer.append(piece);
     if (!appended) {
       log(appended.error().message);
       job.failed_write = true;
@@ -328,7 +350,7 @@ class ExecOutput : public ResultHandler {
       job->out.partial.clear();
       job->err.partial.clear();
     }
-    if (!m_o.results_dir.empty()) store(args, *job, status);
+    if (!m_o.results_dir.empty()) close_results(task, *job);
     if (m_joblog) {
       // Exitval as GNU parallel records it: the exit code; -1 for a job killed by a timeout or interrupted;
       // 127 for a program that could not be run (as the shell says).
@@ -350,10 +372,18 @@ class ExecOutput : public ResultHandler {
     if (failed) ++m_failed;
     ++m_ended;
     if (m_o.keep_order) {
+      if (m_owner == task.seq) m_owner.reset();
       m_held.emplace(task.seq, std::move(job));
       drain();
+    } else if (m_owner && *m_owner != task.seq) {
+      m_waiting.push_back(std::move(job));  // printed when the job streaming to stdout ends
     } else {
       print(*job);
+      if (m_owner) {
+        m_owner.reset();
+        for (auto& waiting : m_waiting) print(*waiting);
+        m_waiting.clear();
+      }
     }
     if (!m_halt_status && halt_reached(m_halt, failed, m_ended, m_failed, m_total)) {
       const int job_status = status == "0" ? 0 : status.rfind("exit ", 0) == 0 ? std::stoi(status.substr(5))
@@ -372,8 +402,18 @@ class ExecOutput : public ResultHandler {
     m_held.emplace(task.seq, nullptr);
     drain();
   }
+  // --retries N: a job whose command failed (exit status, signal, timeout) runs again until its N-th attempt,
+  // as GNU parallel does; this attempt's output is forgotten and its --results files are written anew.
+  bool retry(const BatchTask& task, const TaskOutcome& o) override {
+    if (!m_o.retries) return false;
+    const std::string type = o.error.value("type", "error");
+    if (type != "exit_status" && type != "signal" && type != "timeout") return false;
+    if (*m_o.retries != 0 && o.attempts >= *m_o.retries) return false;
+    take_job(task.seq);
+    return true;
+  }
   bool write_failed() const override { return m_write_failed; }
-  bool can_take_more() const override { return m_held.size() < k_max_held_jobs; }
+  bool can_take_more() const override { return m_held.size() + m_waiting.size() < k_max_held_jobs; }
   std::uint64_t failed() const { return m_failed; }
   // The exit status --halt decided on, if it halted.
   std::optional<int> halt_status() const { return m_halt_status; }
@@ -386,9 +426,14 @@ class ExecOutput : public ResultHandler {
     std::uint64_t received = 0;  // bytes the job wrote
     bool at_line_start = true;  // for --tag
   };
+  struct FileCloser {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
   struct Job {
     explicit Job(MemoryBudget& budget) : out(budget), err(budget) {}
     Stream out, err;
+    bool results_opened = false;
+    std::unique_ptr<std::FILE, FileCloser> results[2];  // --results: stdout, stderr files, written as output comes
     bool failed = false;
     bool failed_write = false;
     std::function<void()> log_line;  // its joblog line, written with its output
@@ -438,30 +483,95 @@ class ExecOutput : public ResultHandler {
     }
   }
 
-  void store(const JobArgs& args, Job& job, const std::string& status) {
-    const std::string dir = m_o.results_dir + "/" + std::to_string(args.number);
-    ::mkdir(m_o.results_dir.c_str(), 0777);
-    ::mkdir(dir.c_str(), 0777);
-    auto write = [&](const char* name, auto&& fill) {
-      const std::string path = dir + "/" + name;
-      std::FILE* f = std::fopen(path.c_str(), "we");
-      bool ok = f && fill(f);
-      if (f && std::fclose(f) != 0) ok = false;
-      if (!ok) {
-        log("cannot write " + path + ": " + std::strerror(errno));
-        m_write_failed = true;
-      }
-    };
-    auto text = [](const std::string& t) {
-      return [t](std::FILE* f) { return std::fwrite(t.data(), 1, t.size(), f) == t.size(); };
-    };
-    std::string values;
-    for (const auto& v : args.values) values += v + "\n";
-    write("args", text(values));
-    write("stdout", [&](std::FILE* f) { return job.out.buffer.write_to(f).has_value(); });
-    write("stderr", [&](std::FILE* f) { return job.err.buffer.write_to(f).has_value(); });
-    // The exit code alone for a job that exited; else "signal N", "timeout" or the error's type.
-    write("exit_status", text((status.rfind("exit ", 0) == 0 ? status.substr(5) : status) + "\n"));
+  // Whether this piece of `seq`'s stdout may go straight out (see task_output). Never with --retries: a
+  // failed attempt's output must not show.
+  bool may_stream(std::uint64_t seq, const Job& job, std::size_t bytes) const {
+    if (m_owner) return *m_owner == seq;
+    if (m_o.retries) return false;
+    return m_o.keep_order ? seq == m_next : job.out.buffer.size() + bytes > k_stream_after;
+  }
+
+  // A value as one directory name in GNU parallel's --results layout: backslash, tab, NUL and / written as \\ \t \0 \_,
+  // cut at 255 bytes (the longest name file systems take; parallel cuts at the longest it finds).
+  static std::string dir_name(const std::string& value) {
+    std::string name;
+    for (char c : value) {
+      if (c == '\\') name += "\\\\";
+      else if (c == '\t') name += "\\t";
+      else if (c == '\0') name += "\\0";
+      else if (c == '/') name += "\\_";
+      else name += c;
+    }
+    if (name.size() > 255) name.resize(255);
+    return name;
+  }
+
+  // Where --results puts a job's files, as GNU parallel 20221122 does: DIR/1/<value>/2/<value>/.../ (a
+  // directory: seq, stdout, stderr in it); a DIR with replacement strings is that path, a directory if it ends
+  // in '/', else a file name (FILE, FILE.err, FILE.seq).
+  std::string results_base(const BatchTask& task) const {
+    const JobArgs job = job_of(task);
+    if (m_o.results_dir.find('{') != std::string::npos) {
+      std::string out = replace_in(m_o.results_dir, job, 0, false);
+      if (out != m_o.results_dir) return out;
+    }
+    std::size_t width = m_o.colsep.empty() ? std::max<std::size_t>(1, m_o.command.sources.size()) : job.values.size();
+    if (width == 0 || job.values.size() % width != 0) width = std::max<std::size_t>(1, job.values.size());
+    std::string out = m_o.results_dir;
+    for (std::size_t i = 0; i < job.values.size(); ++i) {
+      out += '/';
+      out += std::to_string(i % width + 1);
+      out += '/';
+      out += dir_name(job.values[i]);
+    }
+    return out + "/";
+  }
+
+  void results_failed(const std::string& path) {
+    log("cannot write " + path + ": " + std::strerror(errno));
+    m_write_failed = true;
+  }
+
+  // Creates the job's --results files (and directories) and writes its seq file.
+  void open_results(const BatchTask& task, Job& job) {
+    job.results_opened = true;
+    const std::string base = results_base(task);
+    const bool dir = !base.empty() && base.back() == '/';
+    const std::string paths[3] = {dir ? base + "stdout" : base, dir ? base + "stderr" : base + ".err",
+                                  dir ? base + "seq" : base + ".seq"};
+    std::error_code ec;
+    if (const auto parent = std::filesystem::path(paths[0]).parent_path(); !parent.empty()) std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      errno = ec.value();
+      return results_failed(std::filesystem::path(paths[0]).parent_path().string());
+    }
+    std::unique_ptr<std::FILE, FileCloser> seq(std::fopen(paths[2].c_str(), "we"));
+    const std::string number = std::to_string(job_of(task).number);
+    if (!seq || std::fwrite(number.data(), 1, number.size(), seq.get()) != number.size() || std::fclose(seq.release()) != 0) {
+      return results_failed(paths[2]);
+    }
+    for (int i = 0; i < 2; ++i) {
+      job.results[i].reset(std::fopen(paths[i].c_str(), "we"));
+      if (!job.results[i]) return results_failed(paths[i]);
+    }
+  }
+
+  // Appends a piece of the job's output (as the job wrote it, untagged) to its --results file.
+  void store_piece(const BatchTask& task, Job& job, bool is_stderr, std::string_view bytes) {
+    if (!job.results_opened) open_results(task, job);
+    std::FILE* f = job.results[is_stderr ? 1 : 0].get();
+    if (f && std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) {
+      job.results[is_stderr ? 1 : 0].reset();
+      results_failed(results_base(task) + (is_stderr ? " (stderr)" : " (stdout)"));
+    }
+  }
+
+  // The job ended: its --results files exist (empty if it wrote nothing) and are closed.
+  void close_results(const BatchTask& task, Job& job) {
+    if (!job.results_opened) open_results(task, job);
+    for (int i = 0; i < 2; ++i) {
+      if (job.results[i] && std::fclose(job.results[i].release()) != 0) results_failed(results_base(task));
+    }
   }
 
   const ExecOptions& m_o;
@@ -478,6 +588,8 @@ class ExecOutput : public ResultHandler {
   std::optional<ExecJobLog> m_joblog;
   std::map<std::uint64_t, std::unique_ptr<Job>> m_running;  // seq -> output so far
   std::map<std::uint64_t, std::unique_ptr<Job>> m_held;     // --keep-order: seq -> output (null: not started)
+  std::vector<std::unique_ptr<Job>> m_waiting;              // ended while another job streams to stdout
+  std::optional<std::uint64_t> m_owner;                     // the job whose stdout streams out as it comes
   std::uint64_t m_next = 0;
 };
 
@@ -495,13 +607,34 @@ int run_exec(const ExecOptions& given) {
     log(halt.error().message);
     return 255;
   }
-  const bool resuming = o.resume || o.resume_failed;
+  const bool resuming = o.resume || o.resume_failed || o.retry_failed;
   if (resuming && o.engine.joblog.empty()) {
-    log("--resume and --resume-failed need --joblog FILE (the joblog of the run to resume)");
+    log("--resume, --resume-failed and --retry-failed need --joblog FILE (the joblog of the run to resume)");
     return 255;
   }
   std::set<std::uint64_t> done;
-  if (resuming) {
+  if (o.retry_failed) {
+    // As GNU parallel: the command line's command and values are ignored; each job of the joblog that never
+    // succeeded runs again, its Command through the shell, under its own number.
+    auto record = read_exec_joblog(o.engine.joblog);
+    if (!record) {
+      log(record.error().message);
+      return 255;
+    }
+    ArgSource commands;
+    const std::uint64_t last = record->commands.empty() ? 0 : record->commands.rbegin()->first;
+    for (std::uint64_t seq = 1; seq <= last; ++seq) {
+      auto it = record->commands.find(seq);
+      commands.values.push_back(it == record->commands.end() ? "" : it->second);
+      if (it == record->commands.end() || record->succeeded.count(seq)) done.insert(seq);
+    }
+    o.command.command = {"/bin/sh", "-c", "{}"};
+    o.command.sources = {std::move(commands)};
+    o.shell = o.link = false;
+    o.max_args = 0;
+    o.multi = ExecOptions::Multi::none;
+    o.colsep.clear();
+  } else if (resuming) {
     auto record = read_exec_joblog(o.engine.joblog);
     if (!record) {
       log(record.error().message);
@@ -530,6 +663,11 @@ int run_exec(const ExecOptions& given) {
   } else if (from_stdin && ::isatty(0) == 1) {
     log("reading arguments from stdin, one a line (end with Ctrl-D; give them after ::: to run without stdin)");
   }
+  // Output streams through in frames of up to 1 MiB, each freed as soon as it is written: keep the freed
+  // memory for the next frame (glibc would otherwise hand it back and fault fresh pages in per frame, which
+  // doubled the CPU time of a 100 MiB job).
+  ::mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+  ::mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
   EngineOptions engine = o.engine;
   // The joblog is GNU parallel's, written here per job (not the engine's per-attempt one).
   engine.joblog.clear();
@@ -543,6 +681,8 @@ int run_exec(const ExecOptions& given) {
     joblog.emplace(std::move(*opened));
   }
   engine.interrupt_stops_now = true;
+  // --retries N: N attempts in all, whether the command fails or its worker dies (0: no limit).
+  if (o.retries) engine.retries = *o.retries == 0 ? 1000000 : std::max(0, *o.retries - 1);
   // With only ::: lists the number of jobs is known up front: the progress line shows a bar and an ETA.
   std::uint64_t total = 1, group = 0;
   for (const auto& source : o.command.sources) {

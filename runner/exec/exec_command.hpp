@@ -2,6 +2,7 @@
 // is an `exec` task, its output printed whole when it ends.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,7 @@ struct ExecOptions {
   bool tag = false;          // prefix each output line with the job's arguments and a tab
   bool dry_run = false;      // print the commands, run nothing
   bool resume = false;       // skip jobs the --joblog shows as done
-  std::string results_dir;   // store each job's stdout, stderr and exit status under DIR/<job number>/
+  std::string results_dir;   // store each job's seq, stdout and stderr under DIR/1/<value>/2/<value>/ (GNU parallel's)
   std::string halt = "never";  // never | now,fail=N | soon,fail=N
   std::optional<double> timeout_s;  // per job (the child is killed; the worker stays)
   // GNU parallel's input and output options.
@@ -35,6 +36,8 @@ struct ExecOptions {
   bool line_buffer = false;  // --line-buffer: whole lines as they come, not a job's output at its end
   bool ungroup = false;      // -u: output as it comes, lines may mix
   bool resume_failed = false;  // --resume-failed: like --resume, but failed jobs run again
+  std::optional<int> retries;  // --retries N: attempts per job whose command fails (0: no limit), as GNU parallel
+  bool retry_failed = false;   // --retry-failed: run the joblog's failed jobs again (their commands, from the joblog)
   std::vector<std::string> env;  // --env NAME: this environment variable's value goes to every job (also remote ones)
   // --pipe: stdin is cut into chunks as GNU parallel cuts it (runner/exec/exec_pipe.hpp), one per job, given to the
   // job as its stdin; at most a few chunks are held (reading waits while every worker is busy).

@@ -75,6 +75,7 @@ Result<JobLogRecord> read_exec_joblog(const std::string& path) {
       if (f.size() < 9) throw std::invalid_argument("fields");
       const std::uint64_t seq = std::stoull(f[0]);
       r.all.insert(seq);
+      r.commands[seq] = f[8];
       if (std::stoi(f[6]) == 0 && std::stoi(f[7]) == 0) r.succeeded.insert(seq);
     } catch (const std::exception&) {
       return make_error(ErrorCode::usage, path + ":" + std::to_string(n) + ": not a joblog line (9 tab-separated fields)");

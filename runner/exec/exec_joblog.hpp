@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <set>
 #include <string>
 #include <utility>
@@ -32,10 +33,12 @@ class ExecJobLog {
   std::FILE* m_file;
 };
 
-// The jobs a joblog records: all of them, and those that succeeded (Exitval 0 and Signal 0). A missing
+// The jobs a joblog records: all of them, those that succeeded (Exitval 0 and Signal 0 on any of their lines,
+// as GNU parallel reads it) and their commands. A missing
 // file records none. Errors: io, usage (not GNU parallel's columns), naming the file and line.
 struct JobLogRecord {
   std::set<std::uint64_t> all, succeeded;
+  std::map<std::uint64_t, std::string> commands;  // each job's Command, from its last line (--retry-failed)
 };
 protocol::Result<JobLogRecord> read_exec_joblog(const std::string& path);
 

@@ -88,15 +88,14 @@ TEST_CASE("exec: --tag prefixes each line with the arguments") {
   CHECK(r.out == "a\t1\na\t2\n");
 }
 
-TEST_CASE("exec: --results stores stdout, stderr and exit status per job") {
+TEST_CASE("exec: --results stores seq, stdout and stderr per job (GNU parallel's layout)") {
   TempDir dir;
   auto r = exec({"--results", dir.path() + "/res", "--", "sh", "-c", "echo out $0; echo err >&2; exit $0", ":::", "0", "3"});
   CHECK(r.exit_code == 1);
-  CHECK(read_file(dir.path() + "/res/1/stdout") == "out 0\n");
-  CHECK(read_file(dir.path() + "/res/1/stderr") == "err\n");
-  CHECK(read_file(dir.path() + "/res/1/exit_status") == "0\n");
-  CHECK(read_file(dir.path() + "/res/2/exit_status") == "3\n");
-  CHECK(read_file(dir.path() + "/res/2/args") == "3\n");
+  CHECK(read_file(dir.path() + "/res/1/0/stdout") == "out 0\n");
+  CHECK(read_file(dir.path() + "/res/1/0/stderr") == "err\n");
+  CHECK(read_file(dir.path() + "/res/1/0/seq") == "1");
+  CHECK(read_file(dir.path() + "/res/1/3/seq") == "2");
 }
 
 TEST_CASE("exec: exit status counts failed jobs, 101 past 100") {
