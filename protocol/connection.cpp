@@ -158,20 +158,28 @@ Result<void> Connection::send_frame(MessageType type, std::uint16_t flags, std::
   }
   HeaderBytes header = encode_header(FrameHeader{static_cast<std::uint8_t>(type), flags, static_cast<std::uint32_t>(size)});
   FrameProtector& tx = m_session->tx;
-  if (!attached) {
+  const bool keyed = tx.tag_size() != 0;
+  if (!attached && (!keyed || body.size() < limits::zero_copy_threshold)) {
     Tag tag = tx.seal(header, body);
     m_writer.push(header, std::move(body), std::span<const std::uint8_t>(tag.data(), tx.tag_size()));
+    return {};
+  }
+  if (!attached) {
+    // A large body is sealed as it is written (see FrameWriter::push_sealing), as an attachment is below.
+    m_writer.push_sealing(header, std::move(body), std::string(), 0, tx.begin_seal(header), tx.tag_size());
     return {};
   }
   std::string first(4, '\0');
   store_le32(reinterpret_cast<std::uint8_t*>(first.data()), static_cast<std::uint32_t>(body.size()));
   first += body;
-  // Sealed in two parts (encrypted in place in encrypted mode): the attachment is never copied.
-  auto* second = reinterpret_cast<std::uint8_t*>(attachment.storage.data()) + attachment.offset;
-  Tag tag = tx.seal_parts(header, std::span(reinterpret_cast<std::uint8_t*>(first.data()), first.size()),
-                          std::span(second, attachment.size()));
-  m_writer.push(header, std::move(first), std::move(attachment.storage), attachment.offset,
-                std::span<const std::uint8_t>(tag.data(), tx.tag_size()));
+  if (!keyed) {
+    m_writer.push(header, std::move(first), std::move(attachment.storage), attachment.offset, {});
+    return {};
+  }
+  // Sealed in two parts, in place, piece by piece as they are written: the attachment is never copied,
+  // and its sealing overlaps the peer's reading of the pieces before.
+  m_writer.push_sealing(header, std::move(first), std::move(attachment.storage), attachment.offset, tx.begin_seal(header),
+                        tx.tag_size());
   return {};
 }
 

@@ -126,25 +126,72 @@ Tag FrameProtector::seal(const HeaderBytes& header, std::string& payload) {
 }
 
 Tag FrameProtector::seal_parts(const HeaderBytes& header, std::span<std::uint8_t> first, std::span<std::uint8_t> second) {
-  Nonce nonce = nonce_for(m_seq++);
-  switch (m_mode) {
-    case ChannelMode::authenticated: return poly1305_tag(m_key, nonce, header, first, second);
-    case ChannelMode::encrypted: {
-      // The AEAD of seal(), composed from its parts so that the two pieces need not be joined.
-      xor_keystream(first.data(), first.size(), 0, nonce, m_key);
-      xor_keystream(second.data(), second.size(), first.size(), nonce, m_key);
-      crypto_onetimeauth_state st;
-      mac_init(&st, m_key, nonce);
-      aead_mac_start(&st, header);
-      mac_update(&st, first.data(), first.size());
-      mac_update(&st, second.data(), second.size());
-      Tag tag = aead_mac_finish(&st, first.size() + second.size());
-      ::sodium_memzero(&st, sizeof st);
-      return tag;
-    }
-    case ChannelMode::insecure_measurement: break;
+  FrameSeal seal = begin_seal(header);
+  seal.update(first);
+  seal.update(second);
+  return seal.finish();
+}
+
+FrameSeal FrameProtector::begin_seal(const HeaderBytes& header) { return FrameSeal(m_mode, m_key, m_seq++, header); }
+
+FrameSeal::FrameSeal(ChannelMode mode, const Bytes32& key, std::uint64_t seq, const HeaderBytes& header)
+    : m_mode(mode), m_key(key) {
+  const Nonce nonce = nonce_for(seq);
+  std::copy(nonce.begin(), nonce.end(), m_nonce.begin());
+  if (m_mode == ChannelMode::insecure_measurement) return;
+  crypto_onetimeauth_state* st = state_of(m_mac_state);
+  mac_init(st, m_key, nonce);
+  if (m_mode == ChannelMode::encrypted) {
+    aead_mac_start(st, header);
+  } else {
+    mac_update(st, header.data(), header.size());
   }
-  return Tag{};
+}
+
+FrameSeal::FrameSeal(FrameSeal&& other) noexcept
+    : m_mode(other.m_mode), m_key(other.m_key), m_nonce(other.m_nonce), m_length(other.m_length), m_mac_state(other.m_mac_state) {
+  other.wipe();
+}
+
+FrameSeal& FrameSeal::operator=(FrameSeal&& other) noexcept {
+  if (this != &other) {
+    m_mode = other.m_mode;
+    m_key = other.m_key;
+    m_nonce = other.m_nonce;
+    m_length = other.m_length;
+    m_mac_state = other.m_mac_state;
+    other.wipe();
+  }
+  return *this;
+}
+
+FrameSeal::~FrameSeal() { wipe(); }
+
+void FrameSeal::wipe() {
+  ::sodium_memzero(m_key.data(), m_key.size());
+  ::sodium_memzero(m_mac_state.data(), m_mac_state.size());
+}
+
+void FrameSeal::update(std::span<std::uint8_t> piece) {
+  if (m_mode == ChannelMode::encrypted) {
+    // The AEAD of seal(), composed from its parts: the keystream runs on across pieces, the MAC covers
+    // the ciphertext.
+    xor_keystream(piece.data(), piece.size(), m_length, m_nonce, m_key);
+  }
+  if (m_mode != ChannelMode::insecure_measurement) mac_update(state_of(m_mac_state), piece.data(), piece.size());
+  m_length += piece.size();
+}
+
+Tag FrameSeal::finish() {
+  Tag tag{};
+  crypto_onetimeauth_state* st = state_of(m_mac_state);
+  if (m_mode == ChannelMode::encrypted) {
+    tag = aead_mac_finish(st, m_length);
+  } else if (m_mode == ChannelMode::authenticated) {
+    ::crypto_onetimeauth_final(st, tag.data());
+  }
+  wipe();
+  return tag;
 }
 
 void FrameProtector::begin_open(const HeaderBytes& header) {

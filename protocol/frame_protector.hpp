@@ -20,6 +20,38 @@ namespace authrun::protocol {
 
 using Tag = std::array<std::uint8_t, k_tag_size>;
 
+// The sealing of one outgoing frame done piece by piece, so that a large payload can be sealed as it is
+// written (the tag follows the payload on the wire): update() MACs (and in encrypted mode first encrypts in
+// place) the next piece of the payload, finish() gives the tag that FrameProtector::seal() gives for the
+// whole. Made by FrameProtector::begin_seal(), which takes the frame's sequence number; independent of the
+// protector afterwards (it holds its own copy of the key, wiped on destruction), so several may be pending.
+class FrameSeal {
+ public:
+  FrameSeal(FrameSeal&& other) noexcept;
+  FrameSeal& operator=(FrameSeal&& other) noexcept;
+  FrameSeal(const FrameSeal&) = delete;
+  FrameSeal& operator=(const FrameSeal&) = delete;
+  ~FrameSeal();
+
+  // Seals the next `piece` of the payload in place (encrypted mode: encrypts it; it must not change after).
+  void update(std::span<std::uint8_t> piece);
+  // The tag, once every piece has been given to update(). Call once.
+  Tag finish();
+  // Payload bytes sealed so far.
+  std::uint64_t length() const { return m_length; }
+
+ private:
+  friend class FrameProtector;
+  FrameSeal(ChannelMode mode, const Bytes32& key, std::uint64_t seq, const HeaderBytes& header);
+  void wipe();
+
+  ChannelMode m_mode;
+  Bytes32 m_key;
+  std::array<std::uint8_t, 12> m_nonce{};
+  std::uint64_t m_length = 0;
+  alignas(16) std::array<std::uint8_t, 256> m_mac_state{};  // a crypto_onetimeauth_state (kept opaque here)
+};
+
 class FrameProtector {
  public:
   // `key` is this direction's session key; it is copied and wiped on destruction.
@@ -39,6 +71,9 @@ class FrameProtector {
   // `first` then `second`, and the tag is the one seal() gives for their concatenation. In encrypted mode
   // both parts are encrypted in place (the keystream runs on across the boundary), so neither is copied.
   Tag seal_parts(const HeaderBytes& header, std::span<std::uint8_t> first, std::span<std::uint8_t> second);
+  // Starts sealing the next outgoing frame piece by piece (see FrameSeal); takes its sequence number now,
+  // so frames sealed after this one, whole or in pieces, get later numbers whenever this one finishes.
+  FrameSeal begin_seal(const HeaderBytes& header);
   // Checks the next incoming frame (decrypting `payload` in place in encrypted mode).
   // Errors: bad_mac (names the sequence number).
   Result<void> open(const HeaderBytes& header, std::string& payload, const Tag& tag);

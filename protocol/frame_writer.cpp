@@ -1,6 +1,8 @@
 // Output queue of encoded frames.
 #include "protocol/frame_writer.hpp"
 
+#include <algorithm>
+
 #include <sys/uio.h>
 
 #include "protocol/limits.hpp"
@@ -11,6 +13,11 @@ namespace {
 
 // Written-out storage smaller than this goes back to the allocator (which recycles small blocks itself).
 constexpr std::size_t k_worth_reusing = std::size_t(1) << 20;
+
+// A frame queued unsealed is sealed in pieces of this size (small enough to stay in the cache between its
+// sealing and its write), until this many bytes are ready to write.
+constexpr std::size_t k_seal_piece = std::size_t(256) << 10;
+constexpr std::size_t k_seal_ahead = std::size_t(256) << 10;
 
 }  // namespace
 
@@ -48,15 +55,85 @@ void FrameWriter::push(const HeaderBytes& header, std::string first, std::string
   append_small(tag.data(), tag.size());
 }
 
+void FrameWriter::push_sealing(const HeaderBytes& header, std::string first, std::string second, std::size_t second_offset,
+                               FrameSeal seal, std::size_t tag_size) {
+  append_small(header.data(), header.size());
+  bool waiting = false;  // a part of this frame waits to be sealed: the parts after it wait too
+  auto add = [&](std::string bytes, std::size_t offset) {
+    const std::size_t n = bytes.size() - offset;
+    if (n == 0) return;
+    if (!waiting && n < limits::zero_copy_threshold) {
+      seal.update(std::span(reinterpret_cast<std::uint8_t*>(bytes.data()) + offset, n));
+      append_small(bytes.data() + offset, n);
+      return;
+    }
+    m_pending += n;
+    m_chunks.push_back(Chunk{std::move(bytes), offset, false, 0});
+    waiting = true;
+  };
+  add(std::move(first), 0);
+  add(std::move(second), second_offset);
+  if (!waiting) {
+    const Tag tag = seal.finish();
+    append_small(tag.data(), tag_size);
+    return;
+  }
+  m_pending += tag_size;
+  m_chunks.push_back(Chunk{std::string(tag_size, '\0'), 0, false, 0, true});
+  m_seals.push_back(std::move(seal));
+}
+
+void FrameWriter::seal_ahead() {
+  if (m_seals.empty()) return;
+  // Bytes ready in front of the first chunk that is not.
+  std::size_t ready = 0;
+  std::size_t written = m_front_offset;
+  auto it = m_chunks.begin();
+  for (; it != m_chunks.end() && it->sealed == std::string::npos; ++it) {
+    ready += it->bytes.size() - it->begin - written;
+    written = 0;
+  }
+  while (ready < k_seal_ahead && it != m_chunks.end()) {
+    Chunk& c = *it;
+    if (c.sealed == std::string::npos) {
+      ready += c.bytes.size() - c.begin - written;
+    } else if (c.tag) {
+      const Tag tag = m_seals.front().finish();
+      m_seals.pop_front();
+      std::copy_n(tag.begin(), c.bytes.size(), c.bytes.begin());
+      c.sealed = std::string::npos;
+      ready += c.bytes.size() - written;
+    } else {
+      ready += c.sealed - written;
+      const std::size_t size = c.bytes.size() - c.begin;
+      while (ready < k_seal_ahead && c.sealed < size) {
+        const std::size_t n = std::min(k_seal_piece, size - c.sealed);
+        m_seals.front().update(std::span(reinterpret_cast<std::uint8_t*>(c.bytes.data()) + c.begin + c.sealed, n));
+        c.sealed += n;
+        ready += n;
+      }
+      if (c.sealed < size) return;
+      c.sealed = std::string::npos;
+    }
+    written = 0;
+    ++it;
+  }
+}
+
 std::size_t FrameWriter::gather(std::span<iovec> out) {
+  seal_ahead();
   std::size_t used = 0;
   std::size_t offset = m_front_offset;
   for (Chunk& c : m_chunks) {
     if (used == out.size()) break;
     c.coalescing = false;  // an async write may hold pointers into it
-    out[used].iov_base = const_cast<char*>(c.bytes.data() + c.begin + offset);
-    out[used].iov_len = c.bytes.size() - c.begin - offset;
-    ++used;
+    const std::size_t end = c.sealed == std::string::npos ? c.bytes.size() : c.begin + c.sealed;
+    if (end > c.begin + offset) {
+      out[used].iov_base = const_cast<char*>(c.bytes.data() + c.begin + offset);
+      out[used].iov_len = end - c.begin - offset;
+      ++used;
+    }
+    if (c.sealed != std::string::npos) break;  // the rest waits for its sealing
     offset = 0;
   }
   return used;

@@ -8,7 +8,10 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
+
+#include <sys/uio.h>
 
 #include "protocol/channel.hpp"
 #include "protocol/connection.hpp"
@@ -546,6 +549,112 @@ TEST_CASE("frame_protector: a payload sealed in two parts is the payload sealed 
           std::span(reinterpret_cast<std::uint8_t*>(second.data()), second.size()));
       CHECK(parts_tag == whole_tag);
       CHECK(first + second == whole);  // the same ciphertext (or, authenticated, the same clear bytes)
+    }
+  }
+}
+
+TEST_CASE("frame_protector: a payload sealed in pieces as it is written is the payload sealed whole") {
+  Bytes32 key{};
+  for (std::size_t i = 0; i < key.size(); ++i) key[i] = static_cast<std::uint8_t>(5 * i + 7);
+  std::string payload(3000, '\0');
+  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 29 + 3);
+  const HeaderBytes h = encode_header(FrameHeader{16, 0, static_cast<std::uint32_t>(payload.size())});
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    FrameProtector whole_tx(mode, key);
+    FrameProtector pieces_tx(mode, key);
+    std::string w1 = payload;
+    std::string w2 = payload;
+    const Tag t1 = whole_tx.seal(h, w1);
+    const Tag t2 = whole_tx.seal(h, w2);
+    // Two frames pending at once, their pieces (of awkward sizes) interleaved; the second frame's sequence
+    // number is taken when it begins, whichever finishes first.
+    std::string p1 = payload;
+    std::string p2 = payload;
+    FrameSeal s1 = pieces_tx.begin_seal(h);
+    FrameSeal s2 = pieces_tx.begin_seal(h);
+    std::size_t at = 0;
+    for (std::size_t piece : {1, 15, 17, 63, 64, 65, 777, 0}) {
+      s1.update(std::span(reinterpret_cast<std::uint8_t*>(p1.data()) + at, piece));
+      s2.update(std::span(reinterpret_cast<std::uint8_t*>(p2.data()) + at, piece));
+      at += piece;
+    }
+    s2.update(std::span(reinterpret_cast<std::uint8_t*>(p2.data()) + at, p2.size() - at));
+    CHECK(s2.finish() == t2);
+    s1.update(std::span(reinterpret_cast<std::uint8_t*>(p1.data()) + at, p1.size() - at));
+    CHECK(s1.length() == payload.size());
+    CHECK(s1.finish() == t1);
+    CHECK(p1 == w1);
+    CHECK(p2 == w2);
+    // The next frame sealed whole takes the number after both.
+    std::string w3 = payload;
+    std::string p3 = payload;
+    CHECK(whole_tx.seal(h, w3) == pieces_tx.seal(h, p3));
+    CHECK(p3 == w3);
+  }
+}
+
+TEST_CASE("frame_protector: a frame queued unsealed goes out as the same bytes as one sealed whole, in any write sizes") {
+  Bytes32 key{};
+  for (std::size_t i = 0; i < key.size(); ++i) key[i] = static_cast<std::uint8_t>(i * 11 + 2);
+  const std::size_t size = 5 * limits::read_buffer_size * 16 + 777;  // several seal pieces
+  std::string attachment(size + 10, '\0');
+  for (std::size_t i = 0; i < attachment.size(); ++i) attachment[i] = static_cast<char>(i * 7 + i / 4096);
+  const std::string body = "{\"id\":1}";
+  std::string first(4, '\0');
+  store_le32(reinterpret_cast<std::uint8_t*>(first.data()), static_cast<std::uint32_t>(body.size()));
+  first += body;
+  const std::string small = "{\"id\":2,\"fn\":\"echo\",\"args\":[]}";
+  const HeaderBytes h1 = encode_header(FrameHeader{16, k_flag_attachment, static_cast<std::uint32_t>(first.size() + size)});
+  const HeaderBytes h2 = encode_header(FrameHeader{16, 0, static_cast<std::uint32_t>(small.size())});
+  const HeaderBytes h3 = encode_header(FrameHeader{16, 0, static_cast<std::uint32_t>(size)});
+  for (ChannelMode mode : k_keyed_modes) {
+    const std::string mode_name = to_string(mode);
+    CAPTURE(mode_name);
+    // Expected: each frame sealed whole, then header, payload, tag.
+    std::string expected;
+    {
+      FrameProtector tx(mode, key);
+      std::string p1 = first + attachment.substr(10);
+      const Tag t1 = tx.seal(h1, p1);
+      std::string p2 = small;
+      const Tag t2 = tx.seal(h2, p2);
+      std::string p3 = attachment.substr(0, size);
+      const Tag t3 = tx.seal(h3, p3);
+      for (auto [h, p, t] : {std::tuple{&h1, &p1, &t1}, std::tuple{&h2, &p2, &t2}, std::tuple{&h3, &p3, &t3}}) {
+        expected.append(reinterpret_cast<const char*>(h->data()), h->size());
+        expected += *p;
+        expected.append(reinterpret_cast<const char*>(t->data()), t->size());
+      }
+    }
+    for (std::size_t write_size : {std::size_t{1000}, std::size_t{65536}, std::size_t{300000}, std::size_t{1} << 30}) {
+      CAPTURE(write_size);
+      FrameProtector tx(mode, key);
+      FrameWriter w;
+      // An attachment that starts 10 bytes into its storage, a small frame queued behind it, then a large body.
+      w.push_sealing(h1, first, attachment, 10, tx.begin_seal(h1), tx.tag_size());
+      std::string p2 = small;
+      const Tag t2 = tx.seal(h2, p2);
+      w.push(h2, std::move(p2), std::span<const std::uint8_t>(t2.data(), t2.size()));
+      w.push_sealing(h3, attachment.substr(0, size), std::string(), 0, tx.begin_seal(h3), tx.tag_size());
+      CHECK(w.pending_bytes() == expected.size());
+      std::string wire;
+      std::string earlier;  // what an earlier gather showed past what was consumed: it must not change
+      while (!w.empty()) {
+        iovec iov[64];
+        const std::size_t n = w.gather(iov);
+        REQUIRE(n > 0);
+        std::string shown;
+        for (std::size_t i = 0; i < n; ++i) shown.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+        CHECK(shown.compare(0, earlier.size(), earlier) == 0);
+        const std::size_t take = std::min(write_size, shown.size());
+        wire += shown.substr(0, take);
+        earlier = shown.substr(take);
+        w.consume(take);
+      }
+      CHECK(wire.size() == expected.size());
+      CHECK(wire == expected);
     }
   }
 }
