@@ -196,7 +196,7 @@ Tag FrameSeal::finish() {
 
 void FrameProtector::begin_open(const HeaderBytes& header) {
   assert(!m_opening);
-  Opening& o = m_opening.emplace();
+  Opening& o = m_opening.emplace(Opening{});  // (not emplace(): clang cannot default-construct a nested class with member initializers there)
   o.seq = m_seq++;
   o.nonce = nonce_for(o.seq);
   if (m_mode == ChannelMode::insecure_measurement) return;
