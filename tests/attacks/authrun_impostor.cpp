@@ -528,26 +528,38 @@ int mode_deep_json(std::size_t depth) {
   return 1;
 }
 
-int mode_deep_result(std::size_t depth) {
-  say("holds the key (fd 3), completes the handshake, answers its first task with " + std::to_string(depth) +
-      " nested arrays");
+// A worker holding the key: takes it from fd 3, completes the handshake on fds 0/1 (in `c`) and waits for the
+// first task. The task, or nothing (said why, with `exit_code` 3 if no key came, 1 if no task came).
+std::optional<Task> keyed_first_task(std::optional<Connection>& c, int& exit_code) {
   auto key = receive_key_handover(3, Clock::now() + 10s, false);
   if (!key) {
     say("no key: " + key.error().message);
-    return 3;
+    exit_code = 3;
+    return std::nullopt;
   }
-  Connection c(*key, worker_config());
-  auto first = drive(c, 0, 1, nullptr, false, Clock::now() + 10s);
+  c.emplace(*key, worker_config());
+  auto first = drive(*c, 0, 1, nullptr, false, Clock::now() + 10s);
   const Task* task = first && *first ? std::get_if<Task>(&**first) : nullptr;
   if (!task) {
     say("no task came: " + (first ? std::string("another message") : describe(first.error())));
-    return 1;
+    exit_code = 1;
+    return std::nullopt;
   }
+  return *task;
+}
+
+int mode_deep_result(std::size_t depth) {
+  say("holds the key (fd 3), completes the handshake, answers its first task with " + std::to_string(depth) +
+      " nested arrays");
+  std::optional<Connection> c;
+  int exit_code = 0;
+  std::optional<Task> task = keyed_first_task(c, exit_code);
+  if (!task) return exit_code;
   std::string body = "{\"id\":" + std::to_string(task->id) + ",\"ok\":true,\"value\":" + nested_arrays(depth) + "}";
   report("deep_results_sent=1");  // now: the runner may kill us as soon as it reads it
-  if (auto sent = c.send_body(MessageType::result, std::move(body)); !sent) say("cannot send: " + describe(sent.error()));
-  std::ignore = flush(c, 1, Clock::now() + 5s);
-  auto answer = drive(c, 0, 1, nullptr, false, Clock::now() + 5s);
+  if (auto sent = c->send_body(MessageType::result, std::move(body)); !sent) say("cannot send: " + describe(sent.error()));
+  std::ignore = flush(*c, 1, Clock::now() + 5s);
+  auto answer = drive(*c, 0, 1, nullptr, false, Clock::now() + 5s);
   say(answer ? "the parent accepted it and went on" : "the parent ended the channel: " + describe(answer.error()));
   return 1;
 }
@@ -555,18 +567,10 @@ int mode_deep_result(std::size_t depth) {
 int mode_big_frame(std::uint32_t announced) {
   say("holds the key (fd 3), completes the handshake, answers its first task with a header announcing " +
       std::to_string(announced) + " bytes, sends 10 and waits");
-  auto key = receive_key_handover(3, Clock::now() + 10s, false);
-  if (!key) {
-    say("no key: " + key.error().message);
-    return 3;
-  }
-  Connection c(*key, worker_config());
-  auto first = drive(c, 0, 1, nullptr, false, Clock::now() + 10s);
-  if (!first || !*first || !std::get_if<Task>(&**first)) {
-    say("no task came");
-    return 1;
-  }
-  std::ignore = flush(c, 1, Clock::now() + 5s);
+  std::optional<Connection> c;
+  int exit_code = 0;
+  if (!keyed_first_task(c, exit_code)) return exit_code;
+  std::ignore = flush(*c, 1, Clock::now() + 5s);
   HeaderBytes h = encode_header(FrameHeader{static_cast<std::uint8_t>(MessageType::result), 0, announced});
   report("big_frames_announced=1");
   send_raw(1, std::string(reinterpret_cast<const char*>(h.data()), h.size()) + std::string(10, '{'));
