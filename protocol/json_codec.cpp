@@ -234,7 +234,36 @@ Result<Message> decode_worker_info(const json& j) {
   }
   if (pid > std::uint64_t(std::numeric_limits<std::int64_t>::max())) return make_error(ErrorCode::malformed, "worker_info field \"pid\" is out of range");
   info.pid = static_cast<std::int64_t>(pid);
+  if (auto batches = j.find("batches"); batches != j.end()) {
+    if (!batches->is_boolean()) return field_error("worker_info", "batches", "must be a boolean");
+    info.batches = batches->get<bool>();
+  }
   return Message{std::move(info)};
+}
+
+// The entries of a task_batch ("tasks") or result_batch ("results") body, each decoded as its own message
+// would be; errors name the entry ("task_batch tasks[3]: ...").
+template <typename Entry>
+Result<std::vector<Entry>> decode_batch(json&& j, const char* type, const char* field,
+                                        Result<Message> (*decode_one)(json&&)) {
+  const std::string what = type;
+  auto entries = j.find(field);
+  if (entries == j.end()) return field_error(what, field, "is missing");
+  if (!entries->is_array() || entries->empty() || entries->size() > limits::max_batch_entries) {
+    const std::string problem = "must be an array of 1 to " + std::to_string(limits::max_batch_entries) + " objects";
+    return field_error(what, field, problem.c_str());
+  }
+  std::vector<Entry> out;
+  out.reserve(entries->size());
+  for (std::size_t i = 0; i < entries->size(); ++i) {
+    json& entry = (*entries)[i];
+    const std::string where = what + " " + field + "[" + std::to_string(i) + "]";
+    if (!entry.is_object()) return make_error(ErrorCode::malformed, where + " must be an object");
+    auto one = decode_one(std::move(entry));
+    if (!one) return with_context(std::move(one).error(), where);
+    out.push_back(std::get<Entry>(std::move(*one)));
+  }
+  return out;
 }
 
 Result<std::vector<std::string>> string_array(const json& j, const char* name, const std::string& what) {
@@ -302,7 +331,21 @@ struct BodyEncoder {
   }
   json operator()(const ProtocolError& e) const { return json{{"code", e.code}, {"message", e.message}}; }
   json operator()(const Shutdown&) const { return json::object(); }
-  json operator()(const WorkerInfo& i) const { return json{{"host", i.host}, {"pid", i.pid}}; }
+  json operator()(const WorkerInfo& i) const {
+    json body{{"host", i.host}, {"pid", i.pid}};
+    if (i.batches) body["batches"] = true;
+    return body;
+  }
+  json operator()(const TaskBatch& b) const {
+    json tasks = json::array();
+    for (const Task& t : b.tasks) tasks.push_back((*this)(t));
+    return json{{"tasks", std::move(tasks)}};
+  }
+  json operator()(const ResultBatch& b) const {
+    json results = json::array();
+    for (const TaskResult& r : b.results) results.push_back((*this)(r));
+    return json{{"results", std::move(results)}};
+  }
   json operator()(const Program& p) const {
     json modules = json::array();
     for (const ProgramModule& m : p.modules) {
@@ -390,6 +433,13 @@ std::string encode_body(const Message& message, BodyFormat format) {
   if (format != BodyFormat::json) {
     if (auto direct = encode_binary_in_place(message, format)) return std::move(*direct);
   }
+  if (const auto* r = std::get_if<TaskResult>(&message); r && r->ok && format == BodyFormat::json) {
+    // The bytes the body object would dump to (keys in sorted order), without copying the value into one.
+    std::string out = "{\"id\":" + std::to_string(r->id) + ",\"ok\":true,\"value\":";
+    out += dump_json(r->value);
+    out += '}';
+    return out;
+  }
   json j = std::visit(BodyEncoder{}, message);
   std::string out;
   switch (format) {
@@ -427,11 +477,15 @@ Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat
     case MessageType::worker_info:
     case MessageType::program:
     case MessageType::output:
+    case MessageType::task_batch:
+    case MessageType::result_batch:
       break;
     default:
       return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
   }
-  auto parsed = format == BodyFormat::json ? parse_json(body) : parse_binary(body, format, limits::json_max_depth);
+  const bool batch = t == MessageType::task_batch || t == MessageType::result_batch;
+  const int depth = limits::json_max_depth + (batch ? 2 : 0);
+  auto parsed = format == BodyFormat::json ? parse_json(body, depth) : parse_binary(body, format, depth);
   if (!parsed) return with_context(std::move(parsed).error(), std::string(to_string(t)) + " body");
   json j = std::move(*parsed);
   if (!j.is_object()) return make_error(ErrorCode::malformed, std::string(to_string(t)) + " body must be a JSON object");
@@ -449,6 +503,14 @@ Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat
     case MessageType::worker_info: return decode_worker_info(j);
     case MessageType::program: return decode_program(j);
     case MessageType::output: return decode_output(j);
+    case MessageType::task_batch: {
+      AUTHRUN_TRY_ASSIGN(auto tasks, decode_batch<Task>(std::move(j), "task_batch", "tasks", decode_task));
+      return Message{TaskBatch{std::move(tasks)}};
+    }
+    case MessageType::result_batch: {
+      AUTHRUN_TRY_ASSIGN(auto results, decode_batch<TaskResult>(std::move(j), "result_batch", "results", decode_result));
+      return Message{ResultBatch{std::move(results)}};
+    }
   }
   return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
 }

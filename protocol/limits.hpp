@@ -24,6 +24,10 @@ inline constexpr std::uint32_t absolute_max_payload = 0xFFFFFFF0u;
 // Deepest nesting of arrays and objects accepted in any JSON body or batch line.
 inline constexpr int json_max_depth = 64;
 
+// Most tasks (results) one task_batch (result_batch) message may hold. Their JSON bodies may nest two
+// levels deeper than json_max_depth: the batch's object and array around each task or result.
+inline constexpr std::size_t max_batch_entries = 4096;
+
 // Default time a handshake may take, from the first byte sent to the peer's proof verified.
 inline constexpr std::chrono::milliseconds default_handshake_timeout{5000};
 

@@ -15,6 +15,8 @@ const char* to_string(MessageType type) {
     case MessageType::worker_info: return "worker_info";
     case MessageType::program: return "program";
     case MessageType::output: return "output";
+    case MessageType::task_batch: return "task_batch";
+    case MessageType::result_batch: return "result_batch";
   }
   return "unknown";
 }
@@ -34,7 +36,7 @@ MessageType type_of(const Message& message) {
   static constexpr MessageType types[] = {MessageType::hello,  MessageType::proof, MessageType::outcome,
                                           MessageType::task,   MessageType::result, MessageType::error,
                                           MessageType::shutdown, MessageType::worker_info, MessageType::program,
-                                          MessageType::output};
+                                          MessageType::output, MessageType::task_batch, MessageType::result_batch};
   return types[message.index()];
 }
 

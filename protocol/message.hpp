@@ -32,6 +32,8 @@ enum class MessageType : std::uint8_t {
   worker_info = 20,
   program = 21,
   output = 22,
+  task_batch = 23,
+  result_batch = 24,
 };
 
 // True for the types exchanged during the handshake.
@@ -119,6 +121,7 @@ struct Shutdown {};
 struct WorkerInfo {
   std::string host;  // the worker's host name
   std::int64_t pid = 0;  // the worker's process id on that host
+  bool batches = false;  // it takes task_batch messages (and answers each with result_batch messages)
 };
 
 // One module of a Python worker's program: its dotted name, and the file it is loaded from ("" when it is to
@@ -144,8 +147,20 @@ struct Output {
   Attachment data;         // the bytes, exactly as the program wrote them
 };
 
-using Message =
-    std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown, WorkerInfo, Program, Output>;
+// Several tasks in one frame (parent -> worker, only to a worker whose worker_info said "batches"): JSON body,
+// no attachments. The worker runs them in order and answers with result_batch messages holding their results
+// in the same order, each result sent at the latest about a millisecond after its task ended.
+struct TaskBatch {
+  std::vector<Task> tasks;
+};
+
+// The results of tasks of a task_batch, in the order the tasks came (worker -> parent).
+struct ResultBatch {
+  std::vector<TaskResult> results;
+};
+
+using Message = std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown, WorkerInfo, Program,
+                             Output, TaskBatch, ResultBatch>;
 
 // The frame type that carries a message.
 MessageType type_of(const Message& message);

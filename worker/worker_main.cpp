@@ -191,7 +191,10 @@ int main(int argc, char** argv, const Registry& registry) {
   if (orphan_watch) start_orphan_watch(in_fd, out_fd);
   // Where it runs, right away: a task that dies before its first result is still placed. A small write on
   // a fresh channel fails only when the parent is gone already (it needed no task): a clean end.
-  if (!channel.send(WorkerInfo{host_name(), ::getpid()}, deadline)) return 0;
+  // It also says this loop takes task batches.
+  WorkerInfo info{host_name(), ::getpid()};
+  info.batches = true;
+  if (!channel.send(std::move(info), deadline)) return 0;
   if (auto served = serve_tasks(channel, registry); !served) {
     log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);
     return 4;

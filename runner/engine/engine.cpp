@@ -600,6 +600,7 @@ void Engine::on_output(int id, Output&& out) {
 void Engine::on_gone(int id, const Error& why, int wait_status) {
   auto node = m_workers.extract(id);
   Worker& w = node.mapped();
+  m_summary.task_frames += w.link->task_frames();
   if (why.code == ErrorCode::program_failed) {
     // A Python worker could not import the program: every worker would fail the same way. The run stops
     // without retries; what this worker was given never started (no result line; listed as not started).

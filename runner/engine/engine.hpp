@@ -115,6 +115,7 @@ struct RunSummary {
   int trusted = 0, handshake_failures = 0, deaths = 0;
   std::vector<std::string> hosts_set_aside;  // hosts whose workers kept failing
   double seconds = 0;
+  std::uint64_t task_frames = 0;  // frames that carried tasks (task and task_batch) to workers
 };
 
 // Runs tasks from `feed` until it ends (or a signal, or a set-up failure). Diagnostics go to stderr.

@@ -27,6 +27,7 @@ json summary_json(const RunSummary& s, std::uint64_t skipped, int slots, int exi
               {"workers",
                {{"slots", slots}, {"trusted", s.trusted}, {"handshake_failures", s.handshake_failures}, {"deaths", s.deaths}}},
               {"hosts_set_aside", s.hosts_set_aside},
+              {"task_frames", s.task_frames},
               {"input_complete", !s.input_cut},
               {"signal", s.signal},
               {"output_closed", s.output_closed},

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <utility>
 
 #include <sys/uio.h>
 
@@ -14,6 +15,7 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/key_handover.hpp"
+#include "protocol/limits.hpp"
 #include "runner/engine/worker_process.hpp"
 
 namespace authrun::runner {
@@ -51,6 +53,44 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   std::optional<Error> failure;  // the first thing that went wrong
   bool gone_reported = false;
   std::optional<std::pair<MessageType, std::string>> first_message;  // sent once established, before any task
+  std::vector<std::string> pending_tasks;  // task bodies for a worker that takes batches, sealed by kick_write
+  std::size_t pending_bytes = 0;
+  std::uint64_t task_frames = 0;  // task and task_batch frames queued
+
+  // Seals the pending tasks: one alone as a task frame, more as task_batch frames, each within the worker's
+  // payload limit and limits::max_batch_entries. Each body fits alone (send_task checked).
+  Result<void> seal_pending_tasks() {
+    if (pending_tasks.empty()) return {};
+    std::vector<std::string> tasks = std::exchange(pending_tasks, {});
+    const std::size_t total = std::exchange(pending_bytes, 0);
+    if (tasks.size() == 1) {
+      ++task_frames;
+      return connection.send_body(MessageType::task, std::move(tasks.front()));
+    }
+    const std::size_t limit = connection.session().peer_max_payload;
+    std::string body;
+    std::size_t count = 0;
+    auto seal = [&] {
+      body += "]}";
+      count = 0;
+      ++task_frames;
+      return connection.send_body(MessageType::task_batch, std::exchange(body, std::string()));
+    };
+    for (std::string& task : tasks) {
+      if (count > 0 && (count == limits::max_batch_entries || body.size() + 1 + task.size() + 2 > limit)) {
+        AUTHRUN_TRY(seal());
+      }
+      if (count == 0) {
+        body.reserve(std::min(limit, total + 16 + tasks.size()));
+        body += "{\"tasks\":[";
+      } else {
+        body += ',';
+      }
+      body += task;
+      ++count;
+    }
+    return seal();
+  }
 
   void start_read() {
     if (closed) return;
@@ -142,6 +182,13 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
         if (closed) return;
         continue;
       }
+      if (auto* batch = std::get_if<ResultBatch>(&**msg)) {
+        for (TaskResult& one : batch->results) {
+          events.on_result(std::move(one));
+          if (closed) return;
+        }
+        continue;
+      }
       if (auto* output = std::get_if<Output>(&**msg)) {
         events.on_output(std::move(*output));
         if (closed) return;
@@ -158,6 +205,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
 
   void kick_write() {
     if (closed || writing || awaiting_key_request || !out.is_open()) return;
+    if (auto sealed = seal_pending_tasks(); !sealed) return close(std::move(sealed).error());
     FrameWriter& w = connection.output();
     if (w.empty()) {
       if (closing_output && out.is_open()) {
@@ -366,7 +414,21 @@ std::size_t WorkerLink::task_payload_size(std::uint64_t id, const std::string& f
 }
 
 Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
-  AUTHRUN_TRY(m_impl->connection.send_body(MessageType::task, task_body(id, fn, args, format), format));
+  Impl& impl = *m_impl;
+  std::string body = task_body(id, fn, args, format);
+  // To a worker that takes batches, JSON tasks wait for kick_write, which seals those queued meanwhile (this
+  // loop turn's, and those queued while a write was under way) into task_batch frames.
+  const auto& info = impl.connection.peer_info();
+  const bool batch = info && info->batches && format == BodyFormat::json && impl.connection.established() &&
+                     body.size() + 16 <= impl.connection.session().peer_max_payload;
+  if (batch) {
+    impl.pending_bytes += body.size();
+    impl.pending_tasks.push_back(std::move(body));
+  } else {
+    AUTHRUN_TRY(impl.seal_pending_tasks());
+    AUTHRUN_TRY(impl.connection.send_body(MessageType::task, std::move(body), format));
+    ++impl.task_frames;
+  }
   // The tasks queued in this loop turn go out together, in one writev, once the turn's events are handled.
   if (!m_impl->kick_posted && !m_impl->writing) {
     m_impl->kick_posted = true;
@@ -377,6 +439,8 @@ Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, cons
   }
   return {};
 }
+
+std::uint64_t WorkerLink::task_frames() const { return m_impl->task_frames; }
 
 void WorkerLink::send_after_handshake(MessageType type, std::string body) {
   m_impl->first_message.emplace(type, std::move(body));
@@ -390,6 +454,7 @@ void WorkerLink::shutdown() {
     if (m_impl->process) m_impl->process->kill();
     return;
   }
+  if (auto sealed = m_impl->seal_pending_tasks(); !sealed) return m_impl->close(std::move(sealed).error());
   std::ignore = m_impl->connection.send(Shutdown{});
   m_impl->closing_output = true;
   m_impl->kick_write();

@@ -67,6 +67,8 @@ class WorkerLink {
   // (the worker's limit); nothing is sent.
   protocol::Result<void> send_task(std::uint64_t id, const std::string& fn, const std::string& args,
                                    protocol::BodyFormat format = protocol::BodyFormat::json);
+  // Frames that carried tasks to the worker so far: one per task, or fewer once tasks go in batches.
+  std::uint64_t task_frames() const;
   // Asks the worker to exit once its queued tasks are done (shutdown message, then end of its stdin).
   void shutdown();
   // Ends the link now: stops the worker (SIGTERM if it was trusted, so it takes its task's child along;

@@ -271,7 +271,7 @@ TEST_CASE("json_codec: protocol error without code") {
 }
 
 TEST_CASE("json_codec: unknown message type") {
-  for (int type : {0, 4, 15, 30, 255}) {  // 21 is program, 22 output
+  for (int type : {0, 4, 15, 30, 255}) {  // 21 is program, 22 output, 23 and 24 the batches
     auto decoded = decode_message(static_cast<std::uint8_t>(type), "{}");
     REQUIRE(!decoded.has_value());
     CHECK(decoded.error().code == ErrorCode::unexpected);
@@ -546,4 +546,64 @@ TEST_CASE("json_codec: output message (type 22) carries its bytes as the attachm
   auto refused = decode_frame(data_header(MessageType::output, static_cast<std::uint16_t>(BodyFormat::cbor), cbor.size()), std::move(cbor));
   REQUIRE_FALSE(refused.has_value());
   CHECK(refused.error().code == ErrorCode::malformed);
+}
+
+TEST_CASE("json_codec: task_batch and result_batch round trip, entries in order") {
+  TaskBatch batch;
+  for (std::uint64_t i = 0; i < 5; ++i) batch.tasks.emplace_back(i, "echo", json{{"i", i}});
+  auto tasks = std::get<TaskBatch>(round_trip(batch)).tasks;
+  REQUIRE(tasks.size() == 5);
+  for (std::uint64_t i = 0; i < 5; ++i) {
+    CHECK(tasks[i].id == i);
+    CHECK(tasks[i].fn == "echo");
+    CHECK(tasks[i].args == json{{"i", i}});
+  }
+  ResultBatch results;
+  results.results.emplace_back(1, true, json("one"));
+  results.results.emplace_back(2, false, nullptr, TaskError{"boom", "it failed", json{{"at", 3}}});
+  auto back = std::get<ResultBatch>(round_trip(results)).results;
+  REQUIRE(back.size() == 2);
+  CHECK((back[0].id == 1 && back[0].ok && back[0].value == "one"));
+  CHECK((back[1].id == 2 && !back[1].ok && back[1].error.type == "boom" && back[1].error.details == json{{"at", 3}}));
+}
+
+TEST_CASE("json_codec: a successful result's JSON body is the bytes its body object dumps to") {
+  // The worker writes it without building the object; a peer in another language must see the same bytes.
+  TaskResult r(9, true, json{{"b", {1, 2.5, "x\u00e9"}}, {"a", nullptr}});
+  CHECK(encode_body(r) == json{{"id", 9}, {"ok", true}, {"value", r.value}}.dump());
+}
+
+TEST_CASE("json_codec: a bad batch names the batch and the entry") {
+  check_fails(MessageType::task_batch, R"({})", ErrorCode::malformed, {"task_batch", "'tasks'", "missing"});
+  check_fails(MessageType::task_batch, R"({"tasks":[]})", ErrorCode::malformed, {"task_batch", "'tasks'", "1 to 4096"});
+  check_fails(MessageType::task_batch, R"({"tasks":{"id":1}})", ErrorCode::malformed, {"'tasks'", "array"});
+  check_fails(MessageType::task_batch, R"({"tasks":[{"id":1,"fn":"a"},7]})", ErrorCode::malformed,
+              {"task_batch tasks[1]", "object"});
+  check_fails(MessageType::task_batch, R"({"tasks":[{"id":1,"fn":"a"},{"id":2}]})", ErrorCode::malformed,
+              {"task_batch tasks[1]", "'fn'"});
+  check_fails(MessageType::result_batch, R"({"results":[{"id":1,"ok":"yes"}]})", ErrorCode::malformed,
+              {"result_batch results[0]", "'ok'"});
+  std::string many = R"({"tasks":[)";
+  for (std::size_t i = 0; i <= limits::max_batch_entries; ++i) many += (i ? "," : "") + std::string(R"({"id":1,"fn":"a"})");
+  check_fails(MessageType::task_batch, many + "]}", ErrorCode::malformed, {"'tasks'", "1 to 4096"});
+}
+
+TEST_CASE("json_codec: a batch's entries may nest as deep as a lone task's, and no deeper") {
+  const int deepest_args = limits::json_max_depth - 1;  // the task object is one level
+  const std::string task = R"({"id":1,"fn":"a","args":)" + nested(deepest_args) + "}";
+  REQUIRE(decode_message(type_byte(MessageType::task), task).has_value());
+  CHECK(decode_message(type_byte(MessageType::task_batch), R"({"tasks":[)" + task + "]}").has_value());
+  const std::string deeper = R"({"id":1,"fn":"a","args":)" + nested(deepest_args + 1) + "}";
+  check_fails(MessageType::task_batch, R"({"tasks":[)" + deeper + "]}", ErrorCode::json_too_deep, {"task_batch body"});
+}
+
+TEST_CASE("json_codec: worker_info says whether the worker takes batches") {
+  WorkerInfo info{"h", 1};
+  CHECK(encode_body(info) == R"({"host":"h","pid":1})");  // unchanged for a worker without batches
+  info.batches = true;
+  auto back = std::get<WorkerInfo>(round_trip(info));
+  CHECK(back.batches);
+  CHECK(!std::get<WorkerInfo>(round_trip(WorkerInfo{"h", 1})).batches);
+  check_fails(MessageType::worker_info, R"({"host":"h","pid":1,"batches":"yes"})", ErrorCode::malformed,
+              {"worker_info", "'batches'", "boolean"});
 }

@@ -236,3 +236,65 @@ TEST_CASE("worker and runner: a key file that is a FIFO is refused at once (no h
   CHECK(r.signal == 0);
   CHECK(contains(r.err, "not a regular file"));
 }
+
+TEST_CASE("worker: it says it takes batches, and answers a task_batch with result_batch frames, every result in order") {
+  test::TempDir dir;
+  const auto key = protocol::RunKey::generate();
+  Child c = spawn_child({test::worker_bin(), "--key-file", write_key(dir, key)});
+  protocol::Channel channel(std::move(c.out), std::move(c.in), key, parent_config());
+  REQUIRE(channel.handshake(in_seconds(20)));
+  protocol::TaskBatch batch;
+  for (std::uint64_t i = 0; i < 300; ++i) batch.tasks.emplace_back(i, "echo", json{{"n", i}});
+  batch.tasks.emplace_back(300, "no_such_function", nullptr);
+  REQUIRE(channel.send(std::move(batch), in_seconds(20)));
+  std::vector<protocol::TaskResult> results;
+  while (results.size() < 301) {
+    auto msg = channel.receive(in_seconds(20));
+    REQUIRE_MESSAGE(msg.has_value(), "no result: " << msg.error().message);
+    auto* got = std::get_if<protocol::ResultBatch>(&*msg);
+    REQUIRE_MESSAGE(got != nullptr, "a result_batch was expected, not a " << protocol::to_string(protocol::type_of(*msg)));
+    for (auto& r : got->results) results.push_back(std::move(r));
+  }
+  for (std::uint64_t i = 0; i < 300; ++i) {
+    CHECK(results[i].id == i);
+    CHECK(results[i].value == json{{"n", i}});
+  }
+  CHECK(results[300].id == 300);
+  CHECK(results[300].error.type == "unknown_function");
+  REQUIRE(channel.connection().peer_info().has_value());
+  CHECK(channel.connection().peer_info()->batches);
+  REQUIRE(channel.send(protocol::Shutdown{}, in_seconds(20)));
+  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 0);
+}
+
+TEST_CASE("worker: in a batch, a finished result does not wait for the long task behind it") {
+  test::TempDir dir;
+  const auto key = protocol::RunKey::generate();
+  Child c = spawn_child({test::worker_bin(), "--key-file", write_key(dir, key)});
+  protocol::Channel channel(std::move(c.out), std::move(c.in), key, parent_config());
+  REQUIRE(channel.handshake(in_seconds(20)));
+  protocol::TaskBatch batch;
+  batch.tasks.emplace_back(1, "echo", json("quick"));
+  batch.tasks.emplace_back(2, "sleep", json(3));
+  REQUIRE(channel.send(std::move(batch), in_seconds(20)));
+  auto receive_batch = [&] {
+    auto msg = channel.receive(in_seconds(30));
+    REQUIRE_MESSAGE(msg.has_value(), "no result: " << msg.error().message);
+    REQUIRE(std::holds_alternative<protocol::ResultBatch>(*msg));
+    return std::get<protocol::ResultBatch>(std::move(*msg)).results;
+  };
+  // Held, the quick result would come with the slow one, 3 s later. It comes alone, about 1 ms after it
+  // ended; the slow one's comes seconds after it (a margin of 1.5 s of the 3 s, for a loaded machine).
+  auto first = receive_batch();
+  const auto first_at = Clock::now();
+  REQUIRE(first.size() == 1);
+  CHECK(first[0].id == 1);
+  CHECK(first[0].value == "quick");
+  auto second = receive_batch();
+  const auto gap = Clock::now() - first_at;
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].id == 2);
+  CHECK(gap > std::chrono::milliseconds(1500));
+  REQUIRE(channel.send(protocol::Shutdown{}, in_seconds(20)));
+  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 0);
+}

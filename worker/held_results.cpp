@@ -1,0 +1,115 @@
+// Held results and their watchdog.
+#include "worker/held_results.hpp"
+
+#include "protocol/json_codec.hpp"
+#include "protocol/limits.hpp"
+
+namespace authrun::worker {
+
+using namespace protocol;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::string_view k_open = "{\"results\":[";
+constexpr std::string_view k_close = "]}";
+
+}  // namespace
+
+HeldResults::HeldResults(Channel& channel) : m_channel(channel) {}
+
+HeldResults::~HeldResults() {
+  {
+    std::lock_guard lock(m_mutex);
+    m_stop = true;
+  }
+  m_wake.notify_one();
+  if (m_watcher.joinable()) m_watcher.join();
+}
+
+Result<void> HeldResults::add(TaskResult result) {
+  std::lock_guard lock(m_mutex);
+  if (m_failed) return *m_failed;
+  if (!m_watcher.joinable()) m_watcher = std::thread([this] { watch(); });
+  const std::size_t limit = m_channel.connection().session().peer_max_payload;
+  std::string entry = encode_body(result);
+  if (k_open.size() + entry.size() + k_close.size() > limit) {
+    TaskResult too_large(result.id, false, nullptr,
+                         TaskError{"result_too_large",
+                                   "result of " + std::to_string(entry.size()) + " bytes exceeds the peer's limit of " +
+                                       std::to_string(limit),
+                                   nullptr});
+    entry = encode_body(too_large);
+  }
+  if (m_count == limits::max_batch_entries || (m_count > 0 && m_body.size() + 1 + entry.size() + k_close.size() > limit)) {
+    AUTHRUN_TRY(queue_locked());
+  }
+  if (m_count == 0) {
+    if (m_channel.connection().output().empty()) m_held_since = Clock::now();
+    m_body = k_open;
+  } else {
+    m_body += ',';
+  }
+  m_body += entry;
+  ++m_count;
+  return {};
+}
+
+Result<void> HeldResults::queue() {
+  std::lock_guard lock(m_mutex);
+  if (m_failed) return *m_failed;
+  return queue_locked();
+}
+
+Result<void> HeldResults::queue_locked() {
+  if (m_count == 0) return {};
+  m_body += k_close;
+  m_count = 0;
+  return m_channel.connection().send_body(MessageType::result_batch, std::exchange(m_body, std::string()));
+}
+
+Result<void> HeldResults::write_locked() { return m_channel.flush(no_deadline()); }
+
+void HeldResults::begin_task() {
+  std::lock_guard lock(m_mutex);
+  m_in_task = true;
+  if (m_watcher_idle && (m_count > 0 || !m_channel.connection().output().empty())) m_wake.notify_one();
+}
+
+void HeldResults::end_task() {
+  std::lock_guard lock(m_mutex);
+  m_in_task = false;
+}
+
+Result<void> HeldResults::send_now(Message message) {
+  std::lock_guard lock(m_mutex);
+  if (m_failed) return *m_failed;
+  AUTHRUN_TRY(queue_locked());
+  return m_channel.send(std::move(message));
+}
+
+void HeldResults::watch() {
+  std::unique_lock lock(m_mutex);
+  // Only while a task runs (m_in_task) is the channel ours to touch: the task loop then waits for the lock
+  // before it uses the channel again.
+  auto holding = [this] { return m_in_task && (m_count > 0 || !m_channel.connection().output().empty()); };
+  for (;;) {
+    m_watcher_idle = true;
+    m_wake.wait(lock, [&] { return m_stop || holding(); });
+    m_watcher_idle = false;
+    if (m_stop) return;
+    const auto due = m_held_since + max_hold;
+    if (Clock::now() < due) {
+      m_wake.wait_until(lock, due, [this] { return m_stop; });
+      continue;
+    }
+    auto sent = queue_locked();
+    if (sent) sent = write_locked();
+    if (!sent) {
+      m_failed = std::move(sent).error();
+      return;
+    }
+  }
+}
+
+}  // namespace authrun::worker

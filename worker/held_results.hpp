@@ -1,0 +1,61 @@
+// The results of a task_batch's tasks, held so that many go out in one result_batch frame and one write, and
+// a watchdog thread that sends them when a result has waited about a millisecond while a task runs: a
+// finished result never waits behind a long task.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "protocol/channel.hpp"
+
+namespace authrun::worker {
+
+class HeldResults {
+ public:
+  // How long a finished result may wait before the watchdog sends it.
+  static constexpr std::chrono::microseconds max_hold{1000};
+
+  // Results go out on `channel`, which must outlive this. The watchdog thread starts with the first result.
+  explicit HeldResults(protocol::Channel& channel);
+  // Stops the watchdog (what is still held is dropped: call queue() first).
+  ~HeldResults();
+  HeldResults(const HeldResults&) = delete;
+  HeldResults& operator=(const HeldResults&) = delete;
+
+  // Holds the result of a task that just ended (between tasks). A result too large for the peer becomes a
+  // result_too_large error. Errors: a failed write of the watchdog's, reported here.
+  protocol::Result<void> add(protocol::TaskResult result);
+  // Seals what is held into a result_batch frame queued on the channel, unwritten: the channel writes it
+  // before it next waits for input, or the watchdog does while a task runs. Errors: as add().
+  protocol::Result<void> queue();
+  // Brackets each task's function: only inside may the watchdog write (the task loop is not using the
+  // channel then).
+  void begin_task();
+  void end_task();
+  // Sends a message from inside a task (its streamed output), after what is held, and writes it all.
+  protocol::Result<void> send_now(protocol::Message message);
+
+ private:
+  protocol::Result<void> queue_locked();
+  protocol::Result<void> write_locked();
+  void watch();
+
+  protocol::Channel& m_channel;
+  std::mutex m_mutex;
+  std::condition_variable m_wake;
+  std::string m_body;      // "{\"results\":[" and the entries so far, unclosed
+  std::size_t m_count = 0;  // entries in m_body
+  std::chrono::steady_clock::time_point m_held_since;  // when the oldest unwritten result was held
+  bool m_in_task = false;
+  bool m_watcher_idle = false;
+  bool m_stop = false;
+  std::optional<protocol::Error> m_failed;
+  std::thread m_watcher;
+};
+
+}  // namespace authrun::worker
