@@ -3,11 +3,12 @@
 
 #include <charconv>
 #include <memory>
-#include <unordered_map>
+#include <utility>
 
 #include "protocol/json_codec.hpp"
 #include "protocol/json_text.hpp"
 #include "runner/engine/line_reader.hpp"
+#include "runner/run/id_table.hpp"
 
 namespace authrun::runner {
 
@@ -76,7 +77,7 @@ TaskFeed::Producer jsonl_producer(Fd fd, std::string name, std::size_t max_line,
   auto input = std::make_shared<Fd>(std::move(fd));
   return [input, name = std::move(name), max_line, skip = std::move(skip), allow_duplicate_ids](TaskFeed::Sink& sink) {
     std::uint64_t line = 0;
-    std::unordered_map<std::string, std::uint64_t> seen;  // id text -> the line that has it first
+    IdTable seen;
     return read_lines(input->get(), name, sink.stop_fd(), max_line, [&](std::string_view text, std::size_t length) {
       ++line;
       if (length > 0 && text.empty() && length > max_line) {
@@ -90,13 +91,12 @@ TaskFeed::Producer jsonl_producer(Fd fd, std::string name, std::size_t max_line,
       if (text.find_first_not_of(" \t\r") == std::string_view::npos) return true;  // blank line
       BatchTask t = parse_task_line(text, line, name + ":" + std::to_string(line), max_line);
       if (!t.error && !allow_duplicate_ids) {
-        auto [first, fresh] = seen.try_emplace(t.id_text, line);
-        if (!fresh) {
+        if (auto first = seen.insert(t.id_text, line)) {
           const std::string where = name + ":" + std::to_string(line);
           t = bad_line(std::move(t), where,
-                       "duplicate id " + t.id_text + ": " + name + ":" + std::to_string(first->second) +
+                       "duplicate id " + t.id_text + ": " + name + ":" + std::to_string(*first) +
                            " has it already (--allow-duplicate-ids runs both)");
-          t.error->details["duplicate_of_line"] = first->second;
+          t.error->details["duplicate_of_line"] = *first;
           return sink.emit(std::move(t));
         }
       }
