@@ -51,7 +51,10 @@ bool TaskFeed::push(BatchTask task) {
   bool was_empty = false;
   {
     std::unique_lock lock(m_mutex);
-    m_not_full.wait(lock, [&] { return m_queue.size() < m_capacity || m_stopping; });
+    if (m_queue.size() >= m_capacity) {
+      // Full: wait until the consumer has taken half (try_pop_batch), or any task (try_pop).
+      m_not_full.wait(lock, [&] { return m_queue.size() < m_capacity || m_stopping; });
+    }
     if (m_stopping) return false;
     task.seq = m_next_seq++;
     was_empty = m_queue.empty();
@@ -75,14 +78,18 @@ std::optional<BatchTask> TaskFeed::try_pop() {
 
 std::size_t TaskFeed::try_pop_batch(std::deque<BatchTask>& out, std::size_t max) {
   std::size_t n = 0;
+  std::size_t left = 0;
   {
     std::lock_guard lock(m_mutex);
     for (; n < max && !m_queue.empty(); ++n) {
       out.push_back(std::move(m_queue.front()));
       m_queue.pop_front();
     }
+    left = m_queue.size();
   }
-  if (n) m_not_full.notify_one();
+  // The producer is woken once the queue is down to half (not for every batch taken): it then refills half
+  // the queue in one go, instead of one batch per wake-up.
+  if (n && left <= m_capacity / 2) m_not_full.notify_one();
   return n;
 }
 
