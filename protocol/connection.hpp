@@ -36,6 +36,10 @@ class Connection {
   // program_failed (the peer is a Python worker whose modules failed to load; the message says where).
   Result<std::optional<Message>> receive();
 
+  // Successful results in result_batch messages keep their values as JSON text (see decode_frame), for a
+  // receiver that passes them on unparsed.
+  void set_values_as_text(bool on) { m_values_as_text = on; }
+
   // True once the peer's proof verified: data messages may be sent and will be accepted.
   bool established() const { return m_session.has_value(); }
   // The agreed terms; only when established().
@@ -70,6 +74,7 @@ class Connection {
   std::optional<Session> m_session;
   std::optional<WorkerInfo> m_peer_info;
   bool m_failed = false;
+  bool m_values_as_text = false;
 };
 
 }  // namespace authrun::protocol

@@ -4,11 +4,14 @@
 #include <sodium.h>
 
 #include <cctype>
+#include <charconv>
 #include <climits>
 #include <array>
 #include <limits>
 #include <optional>
 #include <utility>
+
+#include "protocol/json_text.hpp"
 
 namespace authrun::protocol {
 
@@ -464,6 +467,63 @@ Result<std::uint64_t> uint_field(const json& object, const char* field, const st
 
 namespace {
 
+// A successful result entry {"id":N,"ok":true,"value":V} (keys in any order, none other) whose value
+// has no line break, kept as text; nullopt for any other entry, which is then decoded as usual.
+std::optional<TaskResult> result_as_text(std::string_view entry, std::vector<JsonMember>& members) {
+  auto kind = scan_json(entry, members);
+  if (!kind || *kind != JsonKind::object || members.size() != 3) return std::nullopt;
+  std::string_view id, ok, value;
+  for (const JsonMember& m : members) {
+    if (m.raw_key == "id") id = m.value;
+    else if (m.raw_key == "ok") ok = m.value;
+    else if (m.raw_key == "value") value = m.value;
+  }
+  if (id.empty() || ok != "true" || value.empty() || value.find_first_of("\r\n") != std::string_view::npos) {
+    return std::nullopt;
+  }
+  TaskResult r;
+  auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), r.id);
+  if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;  // negative, fraction, too big
+  r.value_json = std::string(value);
+  return r;
+}
+
+// A JSON result_batch body with its successful results' values kept as text (decode_frame).
+Result<Message> decode_result_batch_text(std::string_view body) {
+  thread_local std::vector<JsonMember> members;
+  thread_local std::vector<std::string_view> entries;
+  auto kind = scan_json(body, members, limits::json_max_depth + 2);
+  if (!kind) return with_context(std::move(kind).error(), "result_batch body");
+  if (*kind != JsonKind::object) return make_error(ErrorCode::malformed, "result_batch body must be a JSON object");
+  std::string_view results;
+  for (const JsonMember& m : members) {
+    if (m.raw_key == "results") results = m.value;
+  }
+  if (results.empty()) return field_error("result_batch", "results", "is missing");
+  const std::string problem = "must be an array of 1 to " + std::to_string(limits::max_batch_entries) + " objects";
+  if (results.front() != '[') return field_error("result_batch", "results", problem.c_str());
+  AUTHRUN_TRY(scan_json_array(results, entries, limits::json_max_depth + 1));
+  if (entries.empty() || entries.size() > limits::max_batch_entries) {
+    return field_error("result_batch", "results", problem.c_str());
+  }
+  ResultBatch batch;
+  batch.results.reserve(entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (auto fast = result_as_text(entries[i], members)) {
+      batch.results.push_back(std::move(*fast));
+      continue;
+    }
+    const std::string where = "result_batch results[" + std::to_string(i) + "]";
+    auto parsed = parse_json(entries[i]);
+    if (!parsed) return with_context(std::move(parsed).error(), where);
+    if (!parsed->is_object()) return make_error(ErrorCode::malformed, where + " must be an object");
+    auto one = decode_result(std::move(*parsed));
+    if (!one) return with_context(std::move(one).error(), where);
+    batch.results.push_back(std::get<TaskResult>(std::move(*one)));
+  }
+  return Message{std::move(batch)};
+}
+
 Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat format) {
   auto t = static_cast<MessageType>(type);
   switch (t) {
@@ -521,7 +581,7 @@ Result<Message> decode_message(std::uint8_t type, std::string_view body) {
   return decode_body(type, body, BodyFormat::json);
 }
 
-Result<Message> decode_frame(const FrameHeader& header, std::string&& payload) {
+Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, bool values_as_text) {
   const auto format = static_cast<BodyFormat>(header.flags & k_flag_format_mask);
   std::string_view body = payload;
   std::size_t attachment_offset = 0;
@@ -535,6 +595,10 @@ Result<Message> decode_frame(const FrameHeader& header, std::string&& payload) {
     }
     body = body.substr(4, body_size);
     attachment_offset = 4 + std::size_t(body_size);
+  }
+  if (values_as_text && header.type == static_cast<std::uint8_t>(MessageType::result_batch) &&
+      format == BodyFormat::json && !has_attachment) {
+    return decode_result_batch_text(body);
   }
   AUTHRUN_TRY_ASSIGN(Message msg, decode_body(header.type, body, format));
   auto attach = [&](auto& m) {

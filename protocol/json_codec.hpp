@@ -29,7 +29,10 @@ Result<Message> decode_message(std::uint8_t type, std::string_view body);
 // Decodes a whole data or handshake frame payload according to its header flags: the body format and, for
 // tasks and results, an attachment, which keeps `payload`'s storage (no copy). Errors: as decode_message,
 // and malformed for a bad attachment prefix or an attachment on another message type.
-Result<Message> decode_frame(const FrameHeader& header, std::string&& payload);
+// With `values_as_text`, a JSON result_batch's successful results keep their values as checked JSON text
+// (TaskResult::value_json) instead of a parsed value, for a receiver that only passes them on; a value
+// that spans lines (whitespace with line breaks) is parsed as usual.
+Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, bool values_as_text = false);
 
 // Reads a required field of `object`, which is described as `what` in errors ("task", "line 3").
 // Errors: malformed ("task: field 'fn' is missing" / "must be a string").

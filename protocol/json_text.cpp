@@ -13,6 +13,41 @@ class Scanner {
  public:
   Scanner(std::string_view text, int max_depth) : m_p(text.data()), m_begin(text.data()), m_end(text.data() + text.size()), m_max_depth(max_depth) {}
 
+  // Scans the whole text, which must be one array; fills `elements` with its elements' texts.
+  Result<void> run_array(std::vector<std::string_view>& elements) {
+    elements.clear();
+    skip_space();
+    if (m_p == m_end || *m_p != '[') return fail("a JSON array was expected");
+    ++m_p;
+    m_depth = 1;
+    if (m_depth > m_max_depth) return make_error(ErrorCode::json_too_deep, "JSON nested deeper than " + std::to_string(m_max_depth));
+    skip_space();
+    if (m_p != m_end && *m_p == ']') {
+      ++m_p;
+    } else {
+      for (;;) {
+        skip_space();
+        const char* start = m_p;
+        AUTHRUN_TRY(value());
+        elements.emplace_back(start, std::size_t(m_p - start));
+        skip_space();
+        if (m_p == m_end) return fail("the array is not closed");
+        if (*m_p == ',') {
+          ++m_p;
+          continue;
+        }
+        if (*m_p == ']') {
+          ++m_p;
+          break;
+        }
+        return fail("',' or ']' was expected in an array");
+      }
+    }
+    skip_space();
+    if (m_p != m_end) return fail("unexpected text after the JSON value");
+    return {};
+  }
+
   // Scans the whole text; fills `members` when the top level is an object.
   Result<JsonKind> run(std::vector<JsonMember>& members) {
     members.clear();
@@ -289,6 +324,10 @@ const char* to_string(JsonKind kind) {
 
 Result<JsonKind> scan_json(std::string_view text, std::vector<JsonMember>& members, int max_depth) {
   return Scanner(text, max_depth).run(members);
+}
+
+Result<void> scan_json_array(std::string_view text, std::vector<std::string_view>& elements, int max_depth) {
+  return Scanner(text, max_depth).run_array(elements);
 }
 
 std::string decode_json_string(std::string_view raw) {

@@ -31,6 +31,12 @@ const char* to_string(JsonKind kind);
 Result<JsonKind> scan_json(std::string_view text, std::vector<JsonMember>& members,
                            int max_depth = limits::json_max_depth);
 
+// Checks that `text` is exactly one JSON array, as scan_json checks a value, and puts the exact text of
+// each of its elements in `elements` (cleared first), in order. Errors: as scan_json, and malformed when
+// the value is not an array.
+Result<void> scan_json_array(std::string_view text, std::vector<std::string_view>& elements,
+                             int max_depth = limits::json_max_depth);
+
 // The string a JSON string's raw contents (between its quotes, as scan_json checked them) stand for.
 std::string decode_json_string(std::string_view raw);
 

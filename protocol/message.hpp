@@ -102,6 +102,8 @@ struct TaskResult {
   std::uint64_t id = 0;
   bool ok = true;
   json value;       // when ok
+  std::string value_json;  // when ok and decoded as text (see decode_frame): the value's JSON text, checked
+                           // and on one line; `value` is then null
   TaskError error;  // when !ok
   BodyFormat format = BodyFormat::json;
   Attachment attachment;

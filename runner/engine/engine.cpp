@@ -144,7 +144,8 @@ class Engine {
   void arm_deadline(Worker& w);
   // Reports the task's end (and writes its joblog line). `attempt` counts the attempts made, 0 if none;
   // `w` is the worker that ran it last, if any.
-  void finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w);
+  // `value_json`: an ok value as JSON text (then value_or_error is null), see TaskOutcome.
+  void finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w, std::string value_json = {});
   void record_attempt(const Attempt& a, int attempt, int pid, const std::string& host, const std::string& outcome,
                       const std::string& message);
   void audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status);
@@ -272,6 +273,7 @@ void Engine::spawn_worker(int slot) {
   WorkerLink::Events ev;
   ev.on_ready = [this, id] { on_ready(id); };
   ev.on_result = [this, id](TaskResult&& r) { on_result(id, std::move(r)); };
+  ev.values_as_text = m_handler.takes_value_text();
   ev.on_output = [this, id](Output&& out) { on_output(id, std::move(out)); };
   ev.on_gone = [this, id](const Error& why, int status) { on_gone(id, why, status); };
   const KeyDelivery delivery = site.local ? KeyDelivery::inherited_fd : m_o.key_delivery;
@@ -514,10 +516,11 @@ void Engine::record_attempt(const Attempt& a, int attempt, int pid, const std::s
                    std::chrono::duration<double>(Clock::now() - a.started).count(), outcome, message);
 }
 
-void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w) {
+void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w, std::string value_json) {
   TaskOutcome outcome;
   outcome.ok = ok;
   (ok ? outcome.value : outcome.error) = std::move(value_or_error);
+  outcome.value_json = std::move(value_json);
   outcome.worker = w ? w->pid : 0;
   if (w) outcome.host = host_of(*w);
   outcome.attempts = attempt;
@@ -560,7 +563,7 @@ void Engine::on_result(int id, TaskResult&& r) {
   observe_duration(w, a);
   m_in_flight_bytes -= a.payload_bytes;
   if (r.ok) {
-    finish(a, a.failed_attempts + 1, true, with_bytes(std::move(r.value), r.attachment), &w);
+    finish(a, a.failed_attempts + 1, true, with_bytes(std::move(r.value), r.attachment), &w, std::move(r.value_json));
   } else {
     // The worker's words go to the results, the joblog and the terminal: escaped (ESC, newlines, tabs).
     json err{{"type", escape_peer_text(r.error.type, 64)}, {"message", escape_peer_text(r.error.message, k_peer_result_text_max)}};

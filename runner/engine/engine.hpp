@@ -61,6 +61,8 @@ struct EngineOptions {
 struct TaskOutcome {
   bool ok = false;
   json value;          // when ok
+  std::string value_json;  // when ok, for a handler that takes_value_text(): the value as JSON text, if the
+                           // worker's result came that way (value is then null)
   json error;          // when !ok: {"type", "message", "details"?}
   int worker = 0;      // pid (of the launcher, for a launched worker), 0 when no worker ran it
   std::string host;    // where it ran ("local", a host name), empty when no worker ran it
@@ -94,6 +96,9 @@ class ResultHandler {
   // again, before new input, and task_done is not called for this attempt (the handler forgets its output).
   // By default false (only a worker's death or timeout is retried, up to EngineOptions::retries).
   virtual bool retry(const BatchTask& /*task*/, const TaskOutcome& /*outcome*/) { return false; }
+  // True if task_done takes a value as JSON text (TaskOutcome::value_json) as well as parsed: results then
+  // go from the worker's frame to the handler without being parsed and dumped again.
+  virtual bool takes_value_text() const { return false; }
   // A task taken from the feed will not run (the run stopped first).
   virtual void task_not_started(const BatchTask& task) = 0;
   // True if writing output failed (the run stops and ends with a set-up error).

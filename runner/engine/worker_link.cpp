@@ -337,6 +337,7 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
   }
 
   auto impl = std::make_shared<Impl>(io, std::move(key), std::move(config), std::move(events));
+  impl->connection.set_values_as_text(impl->events.values_as_text);
   WorkerProcess::Pipes pipes;
   impl->spawned_at = Clock::now();
   AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(meeting.worker), pipes, launched));

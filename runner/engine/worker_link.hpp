@@ -31,6 +31,8 @@ class WorkerLink {
     // The channel is closed and the process reaped; called once, last. `why` is the first thing that went
     // wrong (eof for a clean exit), `wait_status` as from waitpid.
     std::function<void(const protocol::Error& why, int wait_status)> on_gone;
+    // Results of task batches keep their values as JSON text (TaskResult::value_json), not parsed.
+    bool values_as_text = false;
   };
 
   // Spawns `argv`, hands it a fresh key (or `shared_key` when given) as `delivery` says (inherited_fd: the

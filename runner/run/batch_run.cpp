@@ -55,7 +55,7 @@ class JsonlResults : public ResultHandler {
     line += ",\"id\":";
     line += id_json(task);
     line += o.ok ? ",\"ok\":true,\"value\":" : ",\"ok\":false";
-    if (o.ok) line += dump_json(o.value);
+    if (o.ok) line += o.value_json.empty() ? dump_json(o.value) : o.value_json;
     line += ",\"worker\":";
     line += o.worker ? std::to_string(o.worker) : std::string("null");
     line += '}';
@@ -65,6 +65,7 @@ class JsonlResults : public ResultHandler {
   void task_not_started(const BatchTask& task) override {
     if (!m_sink.skip(task.seq)) m_failed = true;
   }
+  bool takes_value_text() const override { return true; }
   bool write_failed() const override { return m_failed; }
   void flush() override {
     if (!m_sink.flush()) m_failed = true;

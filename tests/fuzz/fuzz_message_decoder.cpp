@@ -1,6 +1,7 @@
 // libFuzzer target: message bodies and JSON text. Input: [mode][a][b] then the bytes.
 //   mode 0: decode_message(type a, body)          mode 1: decode_frame(type a, flags b, payload)
 //   mode 2: parse_json(text, depth a)             mode 3: runner's parse_task_line(text, line a, max_line b)
+//   mode 4: a result_batch body decoded with values as text, against the same body parsed
 // Whatever decodes must encode and decode again to the same bytes; parse_json must agree with nlohmann's
 // own validator whenever the depth is within the limit.
 #include <algorithm>
@@ -170,16 +171,42 @@ void fuzz_task_line(std::string_view text, std::uint64_t line, std::size_t max_l
   AUTHRUN_FUZZ_CHECK(args.has_value());
 }
 
+// Values kept as text must be accepted exactly when the parsed decoding accepts them, and stand for the
+// same values, on one line.
+void fuzz_result_batch_text(std::string_view body) {
+  const FrameHeader header{static_cast<std::uint8_t>(MessageType::result_batch), 0, static_cast<std::uint32_t>(body.size())};
+  auto as_text = decode_frame(header, std::string(body), true);
+  auto parsed = decode_frame(header, std::string(body), false);
+  AUTHRUN_FUZZ_CHECK(as_text.has_value() == parsed.has_value());
+  if (!as_text) return;
+  const auto& text_results = std::get<ResultBatch>(*as_text).results;
+  const auto& parsed_results = std::get<ResultBatch>(*parsed).results;
+  AUTHRUN_FUZZ_CHECK(text_results.size() == parsed_results.size());
+  for (std::size_t i = 0; i < text_results.size(); ++i) {
+    const TaskResult& t = text_results[i];
+    const TaskResult& p = parsed_results[i];
+    AUTHRUN_FUZZ_CHECK(t.id == p.id && t.ok == p.ok);
+    if (t.value_json.empty()) {
+      AUTHRUN_FUZZ_CHECK(t.value == p.value);
+      continue;
+    }
+    AUTHRUN_FUZZ_CHECK(t.value_json.find_first_of("\r\n") == std::string::npos);
+    auto value = parse_json(t.value_json);
+    AUTHRUN_FUZZ_CHECK(value.has_value() && *value == p.value);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 3) return 0;
   const std::string_view rest(reinterpret_cast<const char*>(data + 3), size - 3);
-  switch (data[0] % 4) {
+  switch (data[0] % 5) {
     case 0: fuzz_decode_message(data[1], rest); break;
     case 1: fuzz_decode_frame(data[1], data[2], rest); break;
     case 2: fuzz_parse_json(rest, data[1] == 255 ? limits::json_max_depth : data[1] % 80); break;
     case 3: fuzz_task_line(rest, data[1], data[2] == 0 ? std::size_t(1) << 20 : std::size_t(data[2]) * 16); break;
+    case 4: fuzz_result_batch_text(rest); break;
   }
   return 0;
 }

@@ -607,3 +607,55 @@ TEST_CASE("json_codec: worker_info says whether the worker takes batches") {
   check_fails(MessageType::worker_info, R"({"host":"h","pid":1,"batches":"yes"})", ErrorCode::malformed,
               {"worker_info", "'batches'", "boolean"});
 }
+
+namespace {
+
+Result<Message> decode_as_text(const std::string& body) {
+  FrameHeader header{static_cast<std::uint8_t>(MessageType::result_batch), 0, static_cast<std::uint32_t>(body.size())};
+  return decode_frame(header, std::string(body), true);
+}
+
+}  // namespace
+
+TEST_CASE("json_codec: a result_batch decoded for passing on keeps successful values as their text") {
+  auto decoded = decode_as_text(
+      R"({"results":[{"id":1,"ok":true,"value":{"b":[1,2.5,"caf\u00e9"],"a":null}},)"
+      R"({"value":"x","ok":true,"id":2},)"
+      R"({"id":3,"ok":false,"error":{"type":"boom","message":"m"}},)"
+      "{\"id\":4,\"ok\":true,\"value\":[1,\n2]}]}");
+  REQUIRE(decoded.has_value());
+  auto& results = std::get<ResultBatch>(*decoded).results;
+  REQUIRE(results.size() == 4);
+  // As sent, byte for byte, with the parsed value left empty.
+  CHECK(results[0].id == 1);
+  CHECK(results[0].value_json == R"({"b":[1,2.5,"caf\u00e9"],"a":null})");
+  CHECK(results[0].value.is_null());
+  CHECK((results[1].id == 2 && results[1].value_json == "\"x\""));
+  // A failure, and a value spanning lines (it would break a JSONL line), are decoded as usual.
+  CHECK((results[2].id == 3 && !results[2].ok && results[2].error.type == "boom"));
+  CHECK((results[3].id == 4 && results[3].value_json.empty() && results[3].value == json{1, 2}));
+}
+
+TEST_CASE("json_codec: a result_batch decoded for passing on is checked as strictly as a parsed one") {
+  auto fails = [](const std::string& body, ErrorCode code, const char* part) {
+    CAPTURE(body);
+    auto decoded = decode_as_text(body);
+    REQUIRE(!decoded.has_value());
+    CHECK(decoded.error().code == code);
+    INFO("message: " << decoded.error().message);
+    CHECK(decoded.error().message.find(part) != std::string::npos);
+  };
+  fails("{\"results\":[{\"id\":1,\"ok\":true,\"value\":\"\xff\"}]}", ErrorCode::malformed, "UTF-8");
+  fails(R"({"results":[{"id":1,"ok":true,"value":[1,]}]})", ErrorCode::malformed, "result_batch body");
+  fails(R"({"results":[{"id":-1,"ok":true,"value":1}]})", ErrorCode::malformed, "result_batch results[0]");
+  fails(R"({"results":[{"id":1,"ok":true}]})", ErrorCode::malformed, "'value'");
+  fails(R"({"results":[7]})", ErrorCode::malformed, "results[0] must be an object");
+  fails(R"({"results":[]})", ErrorCode::malformed, "1 to 4096");
+  fails(R"({"results":{}})", ErrorCode::malformed, "1 to 4096");
+  fails(R"({"other":1})", ErrorCode::malformed, "'results'");
+  fails(R"([1])", ErrorCode::malformed, "must be a JSON object");
+  const std::string deep = R"({"results":[{"id":1,"ok":true,"value":)" + nested(limits::json_max_depth - 1) + "}]}";
+  CHECK(decode_as_text(deep).has_value());
+  const std::string deeper = R"({"results":[{"id":1,"ok":true,"value":)" + nested(limits::json_max_depth) + "}]}";
+  fails(deeper, ErrorCode::json_too_deep, "result_batch");
+}

@@ -54,3 +54,23 @@ TEST_CASE("json text: members keep their raw text; depth is limited") {
   std::string huge(1000000, '[');
   CHECK(scan_json(huge, members).error().code == ErrorCode::json_too_deep);
 }
+
+TEST_CASE("json text: an array splits into its elements' exact texts, checked as a whole") {
+  std::vector<std::string_view> elements;
+  REQUIRE(scan_json_array(" [ {\"a\" : [1,2]} , \"x,]\" ,3.5e1,[] ] ", elements));
+  REQUIRE(elements.size() == 4);
+  CHECK(elements[0] == "{\"a\" : [1,2]}");
+  CHECK(elements[1] == "\"x,]\"");
+  CHECK(elements[2] == "3.5e1");
+  CHECK(elements[3] == "[]");
+  REQUIRE(scan_json_array("[]", elements));
+  CHECK(elements.empty());
+  for (const char* bad : {"{}", "1", "[1,]", "[1 2]", "[1", "[1] 2", "[\"\xff\"]"}) {
+    CAPTURE(bad);
+    auto r = scan_json_array(bad, elements);
+    REQUIRE(!r);
+    CHECK(r.error().code == ErrorCode::malformed);
+  }
+  CHECK(scan_json_array("[[[1]]]", elements, 3));
+  CHECK(scan_json_array("[[[1]]]", elements, 2).error().code == ErrorCode::json_too_deep);
+}
