@@ -1,6 +1,7 @@
 // The table of ids seen.
 #include "runner/run/id_table.hpp"
 
+#include <algorithm>
 #include <utility>
 
 namespace authrun::runner {
@@ -37,13 +38,29 @@ std::optional<std::uint64_t> IdTable::insert(std::string_view id_text, std::uint
 }
 
 std::optional<std::uint64_t> IdTable::insert_number(std::uint64_t key, std::uint64_t line) {
-  if ((m_numbers + 1) * 2 > m_slots.size()) grow();
+  // A key may be in the hash table from before the dense array reached it: look in both.
+  const std::uint64_t dense_limit = std::max<std::uint64_t>(65536, 4 * (m_numbers + 1));
+  if (key < m_dense.size() || key < dense_limit) {
+    if (key < m_dense.size() && m_dense[key] != 0) return m_dense[key];
+    if (!m_slots.empty()) {
+      const std::size_t mask = m_slots.size() - 1;
+      for (std::size_t i = mix(key) & mask; m_slots[i].key_plus_one != 0; i = (i + 1) & mask) {
+        if (m_slots[i].key_plus_one == key + 1) return m_slots[i].line;
+      }
+    }
+    if (key >= m_dense.size()) m_dense.resize(std::min<std::uint64_t>(dense_limit, std::max<std::uint64_t>(key + 1, 2 * m_dense.size())));
+    m_dense[key] = line;
+    ++m_numbers;
+    return std::nullopt;
+  }
+  if ((m_hashed + 1) * 2 > m_slots.size()) grow();
   const std::size_t mask = m_slots.size() - 1;
   for (std::size_t i = mix(key) & mask;; i = (i + 1) & mask) {
     Slot& slot = m_slots[i];
     if (slot.key_plus_one == 0) {
       slot = Slot{key + 1, line};
       ++m_numbers;
+      ++m_hashed;
       return std::nullopt;
     }
     if (slot.key_plus_one == key + 1) return slot.line;

@@ -39,3 +39,16 @@ TEST_CASE("id_table: 300,000 integer ids, then every one again, through the tabl
   for (std::uint64_t i = 0; i < 300000; ++i) REQUIRE(!t.insert(std::to_string(i * 7919), i + 1));
   for (std::uint64_t i = 0; i < 300000; ++i) REQUIRE(t.insert(std::to_string(i * 7919), 0) == i + 1);
 }
+
+TEST_CASE("id_table: sparse ids first, then the dense range grows over them: each is still found once") {
+  IdTable t;
+  // 1,000,000 and up are far past the dense range at first, so they go to the hash table...
+  for (std::uint64_t i = 0; i < 1000; ++i) REQUIRE(!t.insert(std::to_string(1000000 + i * 3), i + 1));
+  // ...then 400,000 dense ids widen the dense range past them.
+  for (std::uint64_t i = 0; i < 400000; ++i) REQUIRE(!t.insert(std::to_string(i), 2000 + i));
+  for (std::uint64_t i = 0; i < 1000; ++i) REQUIRE(t.insert(std::to_string(1000000 + i * 3), 0) == i + 1);
+  for (std::uint64_t i = 0; i < 400000; i += 997) REQUIRE(t.insert(std::to_string(i), 0) == 2000 + i);
+  // Ids the dense range now covers, not seen before, are new.
+  CHECK(!t.insert("1000001", 7));
+  CHECK(t.insert("1000001", 8) == 7u);
+}
