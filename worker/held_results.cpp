@@ -31,6 +31,19 @@ Result<void> HeldResults::add(TaskResult result) {
   std::lock_guard lock(m_mutex);
   if (m_failed) return *m_failed;
   if (!m_watcher.joinable()) m_watcher = std::thread([this] { watch(); });
+  if (!result.attachment.empty() || result.format != BodyFormat::json) {
+    // Bytes returned (a function that set its attachment): they go raw, in a result frame of their own,
+    // after what is held, so that the order stays the tasks'.
+    AUTHRUN_TRY(queue_locked());
+    if (m_channel.connection().output().empty()) m_held_since = Clock::now();
+    const std::uint64_t id = result.id;
+    const BodyFormat format = result.format;
+    auto sent = m_channel.connection().send(std::move(result), format);
+    if (!sent && sent.error().code == ErrorCode::frame_too_large) {
+      sent = m_channel.connection().send(TaskResult(id, false, nullptr, TaskError{"result_too_large", sent.error().message, nullptr}));
+    }
+    return sent;
+  }
   const std::size_t limit = m_channel.connection().session().peer_max_payload;
   std::string entry = encode_body(result);
   if (k_open.size() + entry.size() + k_close.size() > limit) {
