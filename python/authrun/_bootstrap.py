@@ -23,6 +23,7 @@ import socket
 import stat
 import struct
 import sys
+import threading
 import time
 
 # ---- Constants (protocol/PROTOCOL.md) ----
@@ -39,8 +40,11 @@ FLAG_FORMAT_MASK = 0x0003
 FLAG_ATTACHMENT = 0x0004
 T_HELLO, T_PROOF, T_OUTCOME = 1, 2, 3
 T_TASK, T_RESULT, T_ERROR, T_SHUTDOWN, T_WORKER_INFO, T_PROGRAM = 16, 17, 18, 19, 20, 21
+T_TASK_BATCH, T_RESULT_BATCH = 23, 24
 TYPE_NAMES = {1: "hello", 2: "proof", 3: "outcome", 16: "task", 17: "result", 18: "error", 19: "shutdown",
-              20: "worker_info", 21: "program"}
+              20: "worker_info", 21: "program", 23: "task_batch", 24: "result_batch"}
+MAX_BATCH_ENTRIES = 4096
+MAX_HOLD_SECONDS = 0.001  # a finished result of a batch waits at most this long (PROTOCOL.md section 3)
 MODES = ("authenticated", "encrypted", "insecure-measurement-only")
 KEY_REQUEST = b"ARUNKEY?"
 EXIT_USAGE, EXIT_KEY, EXIT_PROTOCOL, EXIT_PROGRAM = 2, 3, 4, 5
@@ -807,6 +811,12 @@ def run_task(functions, payload, flags):
         raise ProtocolError("malformed", "this worker reads JSON task bodies only (CBOR and MessagePack are not in "
                                          "Python's standard library)")
     task = parse_body(T_TASK, body)
+    return run_parsed(functions, task, attachment, b"$bytes" in body)
+
+
+def run_parsed(functions, task, attachment, has_bytes):
+    """The result body (and attachment, or None) for a task body already parsed; `has_bytes` if its text
+    holds a {"$bytes": ...} somewhere."""
     task_id = task.get("id")
     if type(task_id) is not int or not 0 <= task_id < 1 << 64:
         field(task, "id", "uint", "task")
@@ -818,7 +828,7 @@ def run_task(functions, payload, flags):
         f = functions.find(fn)
     except LookupError as e:
         return _error(task_id, "unknown_function", str(e)), None
-    if b"$bytes" in body:
+    if has_bytes:
         try:
             args = _from_json(args)
         except ValueError as e:
@@ -857,6 +867,122 @@ def run_task(functions, payload, flags):
     return out, None
 
 
+class HeldResults:
+    """The results of a task_batch, held to go out many to a result_batch frame, and a watchdog thread that
+    sends them once one has waited MAX_HOLD_SECONDS while a task runs (with a busy GIL, the thread gets to run
+    within the interpreter's switch interval, 5 ms by default). One lock guards the channel's sealing."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.cond = threading.Condition()
+        self.entries = []
+        self.size = 0
+        self.since = 0.0
+        self.in_task = False
+        self.error = None
+        self.thread = None
+
+    def _send_held(self):
+        if not self.entries:
+            return
+        body = b'{"results":[' + b",".join(self.entries) + b"]}"
+        self.entries, self.size = [], 0
+        write_all(self.channel.out_fd, self.channel.frame(T_RESULT_BATCH, body))
+
+    def add(self, task_id, body, attachment):
+        """Holds one result; one with bytes (an attachment) is written alone, after what is held."""
+        with self.cond:
+            if self.error is not None:
+                raise self.error
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._watch, name="authrun-held-results", daemon=True)
+                self.thread.start()
+            limit = self.channel.peer_max_payload
+            if attachment is not None:
+                self._send_held()
+                try:
+                    frame = self.channel.frame(T_RESULT, body, attachment)
+                except ProtocolError as e:
+                    frame = self.channel.frame(T_RESULT, _error(task_id, "result_too_large", e.message))
+                write_all(self.channel.out_fd, frame)
+                return
+            if len(body) + 14 > limit:
+                body = _error(task_id, "result_too_large",
+                              "result of %d bytes exceeds the peer's limit of %d" % (len(body), limit))
+            if self.entries and (self.size + len(body) + 15 > limit or len(self.entries) == MAX_BATCH_ENTRIES):
+                self._send_held()
+            if not self.entries:
+                self.since = time.monotonic()
+            self.entries.append(body)
+            self.size += len(body) + 1
+
+    def send(self):
+        with self.cond:
+            if self.error is not None:
+                raise self.error
+            self._send_held()
+
+    def task_started(self):
+        with self.cond:
+            self.in_task = True
+            if self.entries:
+                self.cond.notify()
+
+    def task_ended(self):
+        with self.cond:
+            self.in_task = False
+
+    def _watch(self):
+        with self.cond:
+            while True:
+                while not (self.in_task and self.entries):
+                    self.cond.wait()
+                wait = self.since + MAX_HOLD_SECONDS - time.monotonic()
+                if wait > 0:
+                    self.cond.wait(wait)
+                    continue
+                try:
+                    self._send_held()
+                except (OSError, ProtocolError) as e:
+                    self.error = e if isinstance(e, ProtocolError) else ProtocolError("io", str(e))
+                    self.entries, self.size = [], 0
+                    return
+
+
+def run_batch(functions, held, payload, flags, stdout_flush):
+    """Runs a task_batch's tasks in order; their results go out through `held`."""
+    if flags:
+        raise ProtocolError("malformed", "task_batch frames carry JSON bodies and no attachment")
+    check_depth(payload, JSON_MAX_DEPTH + 2)
+    try:
+        batch = json.loads(payload)
+    except (ValueError, RecursionError) as e:
+        raise ProtocolError("malformed", "task_batch body: not valid JSON: %s" % e)
+    if not isinstance(batch, dict):
+        raise ProtocolError("malformed", "task_batch body must be a JSON object")
+    tasks = batch.get("tasks")
+    if not isinstance(tasks, list) or not 1 <= len(tasks) <= MAX_BATCH_ENTRIES:
+        raise ProtocolError("malformed", "task_batch: field 'tasks' must be an array of 1 to %d objects" %
+                            MAX_BATCH_ENTRIES)
+    has_bytes = b"$bytes" in payload
+    for i, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            raise ProtocolError("malformed", "task_batch tasks[%d] must be an object" % i)
+        held.task_started()
+        try:
+            body, attachment = run_parsed(functions, task, None, has_bytes)
+        except ProtocolError as e:
+            raise ProtocolError(e.code, "task_batch tasks[%d]: %s" % (i, e.message))
+        finally:
+            held.task_ended()
+        try:
+            stdout_flush()
+        except (OSError, ValueError):
+            pass
+        held.add(task["id"], body, attachment)
+    held.send()
+
+
 def serve(channel, log):
     """Receives the program, loads it, answers tasks until shutdown or end of input. Returns the exit status.
     print() in a task goes to the runner's stderr (fd 1 is a copy of fd 2 here)."""
@@ -878,11 +1004,15 @@ def serve(channel, log):
             channel.fail(e)  # the runner says it, once for the run
             return EXIT_PROGRAM
         stdout_flush = sys.stdout.flush
+        held = HeldResults(channel)
         while True:
             got = channel.receive()
             if got is None or got[0] == T_SHUTDOWN:
                 return 0
             ftype, flags, payload = got
+            if ftype == T_TASK_BATCH:
+                run_batch(functions, held, payload, flags, stdout_flush)
+                continue
             if ftype != T_TASK:
                 raise ProtocolError("unexpected", "worker got a %s message" % TYPE_NAMES[ftype])
             body, attachment = run_task(functions, payload, flags)
@@ -1060,7 +1190,7 @@ def main(argv=None):
         _start_orphan_watch(in_fd, out_fd)
     try:
         # Where it runs, right away. A write that fails here means the parent is gone: a clean end.
-        info = dump({"host": socket.gethostname()[:255], "pid": os.getpid()})
+        info = dump({"batches": True, "host": socket.gethostname()[:255], "pid": os.getpid()})
         write_all(out_fd, channel.frame(T_WORKER_INFO, info))
     except OSError:
         return 0

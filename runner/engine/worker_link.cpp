@@ -23,10 +23,17 @@ namespace authrun::runner {
 namespace asio = boost::asio;
 using namespace protocol;
 
+namespace {
+
+// How long the first tasks for a worker wait for its worker_info (see WorkerLink::Impl::info_timer).
+constexpr std::chrono::milliseconds k_info_wait{5};
+
+}  // namespace
+
 struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   Impl(asio::io_context& io, RunKey k, HandshakeConfig config, Events ev)
       : key(std::move(k)), connection(key, std::move(config)), events(std::move(ev)), in(io), out(io), rendezvous(io),
-        handshake_timer(io), deadline_timer(io), linger_timer(io) {}
+        handshake_timer(io), deadline_timer(io), linger_timer(io), info_timer(io) {}
 
   RunKey key;  // declared before connection, which refers to it
   Connection connection;
@@ -39,6 +46,11 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   asio::steady_timer handshake_timer;
   asio::steady_timer deadline_timer;
   asio::steady_timer linger_timer;  // bounds the wait for the end once the worker stopped reading or exited
+  // The first tasks wait (at most k_info_wait) for the worker's worker_info, which says whether it takes
+  // batches and usually comes right behind its proof; a worker that sends none gets single tasks after that.
+  asio::steady_timer info_timer;
+  bool info_timer_started = false;
+  bool info_given_up = false;
   Clock::time_point spawned_at;
   std::chrono::microseconds handshake_time{0};
   bool awaiting_key_request = false;          // key on stdin: nothing is sent before the worker asks
@@ -59,10 +71,34 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
 
   // Seals the pending tasks: one alone as a task frame, more as task_batch frames, each within the worker's
   // payload limit and limits::max_batch_entries. Each body fits alone (send_task checked).
+  // True while tasks wait for the worker's worker_info.
+  bool awaiting_info() const { return !connection.peer_info() && !info_given_up; }
+
+  // Batches or not, as the worker's worker_info says: decided when the tasks are sealed.
+  bool takes_batches() const { return connection.peer_info() && connection.peer_info()->batches; }
+
+  void wait_for_info() {
+    if (info_timer_started) return;
+    info_timer_started = true;
+    info_timer.expires_after(k_info_wait);
+    info_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec || self->closed) return;
+      self->info_given_up = true;
+      self->kick_write();
+    });
+  }
+
   Result<void> seal_pending_tasks() {
     if (pending_tasks.empty()) return {};
     std::vector<std::string> tasks = std::exchange(pending_tasks, {});
     const std::size_t total = std::exchange(pending_bytes, 0);
+    if (!takes_batches()) {
+      for (std::string& task : tasks) {
+        ++task_frames;
+        AUTHRUN_TRY(connection.send_body(MessageType::task, std::move(task)));
+      }
+      return {};
+    }
     if (tasks.size() == 1) {
       ++task_frames;
       return connection.send_body(MessageType::task, std::move(tasks.front()));
@@ -205,7 +241,11 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
 
   void kick_write() {
     if (closed || writing || awaiting_key_request || !out.is_open()) return;
-    if (auto sealed = seal_pending_tasks(); !sealed) return close(std::move(sealed).error());
+    if (connection.established() && awaiting_info() && !pending_tasks.empty()) {
+      wait_for_info();
+    } else if (auto sealed = seal_pending_tasks(); !sealed) {
+      return close(std::move(sealed).error());
+    }
     FrameWriter& w = connection.output();
     if (w.empty()) {
       if (closing_output && out.is_open()) {
@@ -257,6 +297,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     handshake_timer.cancel();
     deadline_timer.cancel();
     linger_timer.cancel();
+    info_timer.cancel();
     in.close(ignored);
     out.close(ignored);
     rendezvous.close(ignored);
@@ -419,9 +460,8 @@ Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, cons
   std::string body = task_body(id, fn, args, format);
   // To a worker that takes batches, JSON tasks wait for kick_write, which seals those queued meanwhile (this
   // loop turn's, and those queued while a write was under way) into task_batch frames.
-  const auto& info = impl.connection.peer_info();
-  const bool batch = info && info->batches && format == BodyFormat::json && impl.connection.established() &&
-                     body.size() + 16 <= impl.connection.session().peer_max_payload;
+  const bool batch = (impl.takes_batches() || impl.awaiting_info()) && format == BodyFormat::json &&
+                     impl.connection.established() && body.size() + 16 <= impl.connection.session().peer_max_payload;
   if (batch) {
     impl.pending_bytes += body.size();
     impl.pending_tasks.push_back(std::move(body));
@@ -455,6 +495,7 @@ void WorkerLink::shutdown() {
     if (m_impl->process) m_impl->process->kill();
     return;
   }
+  m_impl->info_given_up = true;
   if (auto sealed = m_impl->seal_pending_tasks(); !sealed) return m_impl->close(std::move(sealed).error());
   std::ignore = m_impl->connection.send(Shutdown{});
   m_impl->closing_output = true;

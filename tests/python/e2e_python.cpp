@@ -2,6 +2,8 @@
 // running python/authrun/_bootstrap.py over real pipes, with modules written into a temporary directory.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <map>
 #include <set>
 #include <string>
@@ -22,6 +24,7 @@ using test::parse_results;
 using test::run_batch;
 using test::summary_of;
 using test::task_line;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -388,4 +391,31 @@ TEST_CASE("python: usage errors: a missing module file, a module given twice, --
   auto no_exe = run_batch({"--python", module, "--python-exe", "/no/such/python", "-"}, "");
   CHECK(no_exe.exit_code == 2);
   CHECK(contains(no_exe.err, "/no/such/python"));
+}
+
+TEST_CASE("python: tasks come in batches, and a finished result goes out while the next task of its batch runs") {
+  test::TempDir dir;
+  const std::string module = dir.write("napping.py", "import time\ndef quick(n):\n    return n\ndef nap(s):\n    time.sleep(s)\n    return s\n");
+  const std::string summary = dir.path() + "/summary.json";
+  // One interpreter, two tasks in flight: both go in one task_batch once the interpreter is ready.
+  test::Child runner = test::spawn_child({test::authrun_bin(), "run", "--no-progress", "--python", module, "--python-exe",
+                                          k_python, "-j", "1", "--window", "2", "--summary-json", summary, "-"});
+  test::write_text(runner.in.get(), task_line(json{{"id", 1}, {"fn", "quick"}, {"args", {1}}}) +
+                                        task_line(json{{"id", 2}, {"fn", "nap"}, {"args", {3}}}));
+  runner.in.close();
+  std::string out;
+  auto lines_read = [&](std::size_t n) {
+    return [&out, n](const std::string& b) { return std::size_t(std::count(b.begin(), b.end(), '\n')) >= n; };
+  };
+  REQUIRE(test::read_until(runner.out.get(), out, lines_read(1), Clock::now() + test::scaled(std::chrono::seconds(60))));
+  const auto first_at = Clock::now();
+  CHECK(contains(out, "\"id\":1,\"ok\":true,\"value\":1"));
+  REQUIRE(test::read_until(runner.out.get(), out, lines_read(2), Clock::now() + test::scaled(std::chrono::seconds(60))));
+  // Held for its batch, result 1 would come with result 2, 3 s later.
+  CHECK(Clock::now() - first_at > std::chrono::milliseconds(1500));
+  CHECK(contains(out, "\"id\":2,\"ok\":true,\"value\":3"));
+  REQUIRE(WIFEXITED(runner.wait()));
+  auto s = protocol::parse_json(test::read_file(summary));
+  REQUIRE(s.has_value());
+  CHECK((*s)["task_frames"] == 1);
 }
