@@ -237,12 +237,32 @@ TEST_CASE("worker and runner: a key file that is a FIFO is refused at once (no h
   CHECK(contains(r.err, "not a regular file"));
 }
 
-TEST_CASE("worker: it says it takes batches, and answers a task_batch with result_batch frames, every result in order") {
+namespace {
+
+// authrun-worker with a key file of a fresh key, its handshake done with this test as its parent.
+struct ShakenWorker {
   test::TempDir dir;
-  const auto key = protocol::RunKey::generate();
-  Child c = spawn_child({test::worker_bin(), "--key-file", write_key(dir, key)});
-  protocol::Channel channel(std::move(c.out), std::move(c.in), key, parent_config());
-  REQUIRE(channel.handshake(in_seconds(20)));
+  protocol::RunKey key = protocol::RunKey::generate();
+  Child child;
+  std::optional<protocol::Channel> channel;
+
+  ShakenWorker() : child(spawn_child({test::worker_bin(), "--key-file", write_key(dir, key)})) {
+    channel.emplace(std::move(child.out), std::move(child.in), key, parent_config());
+    REQUIRE(channel->handshake(in_seconds(20)));
+  }
+
+  // Sends shutdown; the worker exits 0.
+  void finish() {
+    REQUIRE(channel->send(protocol::Shutdown{}, in_seconds(20)));
+    CHECK(exit_code(wait_for_exit(child, in_seconds(20))) == 0);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("worker: it says it takes batches, and answers a task_batch with result_batch frames, every result in order") {
+  ShakenWorker w;
+  protocol::Channel& channel = *w.channel;
   protocol::TaskBatch batch;
   for (std::uint64_t i = 0; i < 300; ++i) batch.tasks.emplace_back(i, "echo", json{{"n", i}});
   batch.tasks.emplace_back(300, "no_such_function", nullptr);
@@ -263,16 +283,12 @@ TEST_CASE("worker: it says it takes batches, and answers a task_batch with resul
   CHECK(results[300].error.type == "unknown_function");
   REQUIRE(channel.connection().peer_info().has_value());
   CHECK(channel.connection().peer_info()->batches);
-  REQUIRE(channel.send(protocol::Shutdown{}, in_seconds(20)));
-  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 0);
+  w.finish();
 }
 
 TEST_CASE("worker: in a batch, a finished result does not wait for the long task behind it") {
-  test::TempDir dir;
-  const auto key = protocol::RunKey::generate();
-  Child c = spawn_child({test::worker_bin(), "--key-file", write_key(dir, key)});
-  protocol::Channel channel(std::move(c.out), std::move(c.in), key, parent_config());
-  REQUIRE(channel.handshake(in_seconds(20)));
+  ShakenWorker w;
+  protocol::Channel& channel = *w.channel;
   protocol::TaskBatch batch;
   batch.tasks.emplace_back(1, "echo", json("quick"));
   batch.tasks.emplace_back(2, "sleep", json(3));
@@ -295,6 +311,5 @@ TEST_CASE("worker: in a batch, a finished result does not wait for the long task
   REQUIRE(second.size() == 1);
   CHECK(second[0].id == 2);
   CHECK(gap > std::chrono::milliseconds(1500));
-  REQUIRE(channel.send(protocol::Shutdown{}, in_seconds(20)));
-  CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 0);
+  w.finish();
 }
