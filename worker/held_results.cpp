@@ -32,17 +32,9 @@ Result<void> HeldResults::add(TaskResult result) {
   if (m_failed) return *m_failed;
   if (!m_watcher.joinable()) m_watcher = std::thread([this] { watch(); });
   if (!result.attachment.empty() || result.format != BodyFormat::json) {
-    // Bytes returned (a function that set its attachment): they go raw, in a result frame of their own,
-    // after what is held, so that the order stays the tasks'.
-    AUTHRUN_TRY(queue_locked());
-    if (m_channel.connection().output().empty()) m_held_since = Clock::now();
-    const std::uint64_t id = result.id;
-    const BodyFormat format = result.format;
-    auto sent = m_channel.connection().send(std::move(result), format);
-    if (!sent && sent.error().code == ErrorCode::frame_too_large) {
-      sent = m_channel.connection().send(TaskResult(id, false, nullptr, TaskError{"result_too_large", sent.error().message, nullptr}));
-    }
-    return sent;
+    // Bytes returned (a function that set its attachment): they go raw, in a result frame of their own.
+    if (m_count == 0 && m_channel.connection().output().empty()) m_held_since = Clock::now();
+    return queue_alone_locked(std::move(result));
   }
   const std::size_t limit = m_channel.connection().session().peer_max_payload;
   std::string entry = encode_body(result);
@@ -79,6 +71,25 @@ Result<void> HeldResults::queue_locked() {
   m_body += k_close;
   m_count = 0;
   return m_channel.connection().send_body(MessageType::result_batch, std::exchange(m_body, std::string()));
+}
+
+Result<void> HeldResults::queue_alone_locked(TaskResult result) {
+  AUTHRUN_TRY(queue_locked());
+  const std::uint64_t id = result.id;
+  const BodyFormat format = result.format;
+  auto queued = m_channel.connection().send(std::move(result), format);
+  if (!queued && queued.error().code == ErrorCode::frame_too_large) {
+    queued = m_channel.connection().send(
+        TaskResult(id, false, nullptr, TaskError{"result_too_large", queued.error().message, nullptr}));
+  }
+  return queued;
+}
+
+Result<void> HeldResults::send_alone(TaskResult result) {
+  std::lock_guard lock(m_mutex);
+  if (m_failed) return *m_failed;
+  AUTHRUN_TRY(queue_alone_locked(std::move(result)));
+  return write_locked();
 }
 
 Result<void> HeldResults::write_locked() { return m_channel.flush(no_deadline()); }

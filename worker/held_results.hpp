@@ -38,11 +38,15 @@ class HeldResults {
   // channel then).
   void begin_task();
   void end_task();
+  // Sends a result in a result frame of its own (a task that came alone; one too large for the peer becomes a
+  // result_too_large error), after what is held, and writes it all. Errors: as add(), and the write's.
+  protocol::Result<void> send_alone(protocol::TaskResult result);
   // Sends a message from inside a task (its streamed output), after what is held, and writes it all.
   protocol::Result<void> send_now(protocol::Message message);
 
  private:
   protocol::Result<void> queue_locked();
+  protocol::Result<void> queue_alone_locked(protocol::TaskResult result);
   protocol::Result<void> write_locked();
   void watch();
 

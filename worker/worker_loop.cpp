@@ -65,17 +65,7 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry) {
       std::ignore = channel.send(ProtocolError{to_string(e.code), e.message});
       return e;
     }
-    TaskResult result = run_task(*task, registry, held);
-    const BodyFormat format = result.format;
-    auto sent = channel.send(std::move(result), no_deadline(), format);
-    if (!sent && sent.error().code == ErrorCode::frame_too_large) {
-      TaskResult too_large;
-      too_large.id = task->id;
-      too_large.ok = false;
-      too_large.error = TaskError{"result_too_large", sent.error().message, nullptr};
-      sent = channel.send(std::move(too_large));
-    }
-    if (!sent) return std::move(sent).error();
+    AUTHRUN_TRY(held.send_alone(run_task(*task, registry, held)));
   }
 }
 

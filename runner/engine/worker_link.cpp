@@ -65,12 +65,10 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   std::optional<Error> failure;  // the first thing that went wrong
   bool gone_reported = false;
   std::optional<std::pair<MessageType, std::string>> first_message;  // sent once established, before any task
-  std::vector<std::string> pending_tasks;  // task bodies for a worker that takes batches, sealed by kick_write
+  std::vector<std::string> pending_tasks;  // JSON task bodies, sealed by kick_write (in batches if it takes them)
   std::size_t pending_bytes = 0;
   std::uint64_t task_frames = 0;  // task and task_batch frames queued
 
-  // Seals the pending tasks: one alone as a task frame, more as task_batch frames, each within the worker's
-  // payload limit and limits::max_batch_entries. Each body fits alone (send_task checked).
   // True while tasks wait for the worker's worker_info.
   bool awaiting_info() const { return !connection.peer_info() && !info_given_up; }
 
@@ -88,6 +86,9 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     });
   }
 
+  // Seals the pending tasks: to a worker that takes batches, one alone as a task frame and more as task_batch
+  // frames, each within the worker's payload limit and limits::max_batch_entries (each body fits alone:
+  // send_task checked); to another, each as a task frame.
   Result<void> seal_pending_tasks() {
     if (pending_tasks.empty()) return {};
     std::vector<std::string> tasks = std::exchange(pending_tasks, {});
@@ -458,11 +459,12 @@ std::size_t WorkerLink::task_payload_size(std::uint64_t id, const std::string& f
 Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
   Impl& impl = *m_impl;
   std::string body = task_body(id, fn, args, format);
-  // To a worker that takes batches, JSON tasks wait for kick_write, which seals those queued meanwhile (this
-  // loop turn's, and those queued while a write was under way) into task_batch frames.
-  const bool batch = (impl.takes_batches() || impl.awaiting_info()) && format == BodyFormat::json &&
-                     impl.connection.established() && body.size() + 16 <= impl.connection.session().peer_max_payload;
-  if (batch) {
+  // JSON tasks wait for kick_write, which seals those queued meanwhile (this loop turn's, and those queued
+  // while a write was under way) into task_batch frames for a worker that takes batches; until its
+  // worker_info says whether it does, they wait for that too.
+  const bool queued = (impl.takes_batches() || impl.awaiting_info()) && format == BodyFormat::json &&
+                      impl.connection.established() && body.size() + 16 <= impl.connection.session().peer_max_payload;
+  if (queued) {
     impl.pending_bytes += body.size();
     impl.pending_tasks.push_back(std::move(body));
   } else {
