@@ -244,27 +244,38 @@ Result<Message> decode_worker_info(const json& j) {
   return Message{std::move(info)};
 }
 
-// The entries of a task_batch ("tasks") or result_batch ("results") body, each decoded as its own message
-// would be; errors name the entry ("task_batch tasks[3]: ...").
+// A batch's entry list that is not an array of 1 to max_batch_entries entries.
+Error batch_size_error(const char* type, const char* field) {
+  const std::string problem = "must be an array of 1 to " + std::to_string(limits::max_batch_entries) + " objects";
+  return field_error(type, field, problem.c_str());
+}
+
+// Entry `i` of a batch's `field`, decoded as its own message would be; errors name the entry
+// ("task_batch tasks[3]: ...").
+template <typename Entry>
+Result<Entry> decode_batch_entry(json&& entry, const char* type, const char* field, std::size_t i,
+                                 Result<Message> (*decode_one)(json&&)) {
+  const std::string where = std::string(type) + " " + field + "[" + std::to_string(i) + "]";
+  if (!entry.is_object()) return make_error(ErrorCode::malformed, where + " must be an object");
+  auto one = decode_one(std::move(entry));
+  if (!one) return with_context(std::move(one).error(), where);
+  return std::get<Entry>(std::move(*one));
+}
+
+// The entries of a task_batch ("tasks") or result_batch ("results") body.
 template <typename Entry>
 Result<std::vector<Entry>> decode_batch(json&& j, const char* type, const char* field,
                                         Result<Message> (*decode_one)(json&&)) {
-  const std::string what = type;
   auto entries = j.find(field);
-  if (entries == j.end()) return field_error(what, field, "is missing");
+  if (entries == j.end()) return field_error(type, field, "is missing");
   if (!entries->is_array() || entries->empty() || entries->size() > limits::max_batch_entries) {
-    const std::string problem = "must be an array of 1 to " + std::to_string(limits::max_batch_entries) + " objects";
-    return field_error(what, field, problem.c_str());
+    return batch_size_error(type, field);
   }
   std::vector<Entry> out;
   out.reserve(entries->size());
   for (std::size_t i = 0; i < entries->size(); ++i) {
-    json& entry = (*entries)[i];
-    const std::string where = what + " " + field + "[" + std::to_string(i) + "]";
-    if (!entry.is_object()) return make_error(ErrorCode::malformed, where + " must be an object");
-    auto one = decode_one(std::move(entry));
-    if (!one) return with_context(std::move(one).error(), where);
-    out.push_back(std::get<Entry>(std::move(*one)));
+    AUTHRUN_TRY_ASSIGN(Entry one, decode_batch_entry<Entry>(std::move((*entries)[i]), type, field, i, decode_one));
+    out.push_back(std::move(one));
   }
   return out;
 }
@@ -500,12 +511,9 @@ Result<Message> decode_result_batch_text(std::string_view body) {
     if (m.raw_key == "results") results = m.value;
   }
   if (results.empty()) return field_error("result_batch", "results", "is missing");
-  const std::string problem = "must be an array of 1 to " + std::to_string(limits::max_batch_entries) + " objects";
-  if (results.front() != '[') return field_error("result_batch", "results", problem.c_str());
+  if (results.front() != '[') return batch_size_error("result_batch", "results");
   AUTHRUN_TRY(scan_json_array(results, entries, limits::json_max_depth + 1));
-  if (entries.empty() || entries.size() > limits::max_batch_entries) {
-    return field_error("result_batch", "results", problem.c_str());
-  }
+  if (entries.empty() || entries.size() > limits::max_batch_entries) return batch_size_error("result_batch", "results");
   ResultBatch batch;
   batch.results.reserve(entries.size());
   for (std::size_t i = 0; i < entries.size(); ++i) {
@@ -513,13 +521,12 @@ Result<Message> decode_result_batch_text(std::string_view body) {
       batch.results.push_back(std::move(*fast));
       continue;
     }
-    const std::string where = "result_batch results[" + std::to_string(i) + "]";
+    // Any other entry is parsed and decoded as a parsed batch's would be (the text was checked above).
     auto parsed = parse_json(entries[i]);
-    if (!parsed) return with_context(std::move(parsed).error(), where);
-    if (!parsed->is_object()) return make_error(ErrorCode::malformed, where + " must be an object");
-    auto one = decode_result(std::move(*parsed));
-    if (!one) return with_context(std::move(one).error(), where);
-    batch.results.push_back(std::get<TaskResult>(std::move(*one)));
+    if (!parsed) return with_context(std::move(parsed).error(), "result_batch results[" + std::to_string(i) + "]");
+    AUTHRUN_TRY_ASSIGN(TaskResult one,
+                       decode_batch_entry<TaskResult>(std::move(*parsed), "result_batch", "results", i, decode_result));
+    batch.results.push_back(std::move(one));
   }
   return Message{std::move(batch)};
 }

@@ -33,7 +33,7 @@ Result<void> HeldResults::add(TaskResult result) {
   if (!m_watcher.joinable()) m_watcher = std::thread([this] { watch(); });
   if (!result.attachment.empty() || result.format != BodyFormat::json) {
     // Bytes returned (a function that set its attachment): they go raw, in a result frame of their own.
-    if (m_count == 0 && m_channel.connection().output().empty()) m_held_since = Clock::now();
+    mark_held();
     return queue_alone_locked(std::move(result));
   }
   const std::size_t limit = m_channel.connection().session().peer_max_payload;
@@ -50,7 +50,7 @@ Result<void> HeldResults::add(TaskResult result) {
     AUTHRUN_TRY(queue_locked());
   }
   if (m_count == 0) {
-    if (m_channel.connection().output().empty()) m_held_since = Clock::now();
+    mark_held();
     m_body = k_open;
   } else {
     m_body += ',';
@@ -58,6 +58,10 @@ Result<void> HeldResults::add(TaskResult result) {
   m_body += entry;
   ++m_count;
   return {};
+}
+
+void HeldResults::mark_held() {
+  if (m_count == 0 && m_channel.connection().output().empty()) m_held_since = Clock::now();
 }
 
 Result<void> HeldResults::queue() {

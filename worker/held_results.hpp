@@ -45,6 +45,8 @@ class HeldResults {
   protocol::Result<void> send_now(protocol::Message message);
 
  private:
+  // Starts the hold clock if nothing was held or queued unwritten before (the oldest result sets it).
+  void mark_held();
   protocol::Result<void> queue_locked();
   protocol::Result<void> queue_alone_locked(protocol::TaskResult result);
   protocol::Result<void> write_locked();

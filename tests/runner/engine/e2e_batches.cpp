@@ -87,7 +87,12 @@ TEST_CASE("batches: values passed on as text come out byte for byte as parsed on
     return by_id;
   };
   const auto alone = value_texts({"-j", "2", "--window", "1"});
-  const auto batched = value_texts({"-j", "2", "--window", "64"});
+  TempDir dir;
+  const std::string summary = dir.path() + "/summary.json";
+  const auto batched = value_texts({"-j", "2", "--window", "64", "--summary-json", summary});
+  auto s = authrun::protocol::parse_json(read_file(summary));
+  REQUIRE(s.has_value());
+  CHECK((*s)["task_frames"].get<std::uint64_t>() < 40 * values.size());  // the second run did go in batches
   REQUIRE(alone.size() == 40 * values.size());
   CHECK(alone == batched);
   CHECK(alone.at("10") == ",\"ok\":true,\"value\":\"\xf0\x9f\x98\x80\"");
