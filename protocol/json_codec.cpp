@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <climits>
+#include <cmath>
 #include <array>
 #include <limits>
 #include <optional>
@@ -398,6 +399,35 @@ Result<json> parse_json(std::string_view text, int max_depth) {
 
 std::string dump_json(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+void append_json(std::string& out, const json& value) {
+  nlohmann::detail::serializer<json> writer(nlohmann::detail::output_adapter<char>(out), ' ',
+                                            json::error_handler_t::replace);
+  writer.dump(value, false, false, 0);
+}
+
+void append_json_string(std::string& out, std::string_view value) {
+  for (char c : value) {
+    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {  // escapes, or UTF-8 to check: as nlohmann writes them
+      out += dump_json(json(std::string(value)));
+      return;
+    }
+  }
+  out += '"';
+  out += value;
+  out += '"';
+}
+
+void append_json_double(std::string& out, double value) {
+  if (!std::isfinite(value)) {
+    out += "null";
+    return;
+  }
+  char text[400];  // fixed notation of the largest double: 309 digits and a sign
+  auto [end, ec] = std::to_chars(text, text + sizeof text, value, std::chars_format::fixed);
+  out.append(text, end);
+  if (std::string_view(text, std::size_t(end - text)).find('.') == std::string_view::npos) out += ".0";
+}
+
 namespace {
 
 // Appends one value to a CBOR or MessagePack body.
@@ -449,8 +479,13 @@ std::string encode_body(const Message& message, BodyFormat format) {
   }
   if (const auto* r = std::get_if<TaskResult>(&message); r && r->ok && format == BodyFormat::json) {
     // The bytes the body object would dump to (keys in sorted order), without copying the value into one.
-    std::string out = "{\"id\":" + std::to_string(r->id) + ",\"ok\":true,\"value\":";
-    out += dump_json(r->value);
+    std::string out;
+    out.reserve(64);
+    char digits[24];
+    out += "{\"id\":";
+    out.append(digits, std::to_chars(digits, digits + sizeof digits, r->id).ptr);
+    out += ",\"ok\":true,\"value\":";
+    append_json(out, r->value);
     out += '}';
     return out;
   }
@@ -499,34 +534,68 @@ std::optional<TaskResult> result_as_text(std::string_view entry, std::vector<Jso
   return r;
 }
 
-// A JSON result_batch body with its successful results' values kept as text (decode_frame).
-Result<Message> decode_result_batch_text(std::string_view body) {
+std::vector<Task>& batch_entries(TaskBatch& batch) { return batch.tasks; }
+std::vector<TaskResult>& batch_entries(ResultBatch& batch) { return batch.results; }
+
+// A plain task entry {"id":N,"fn":"NAME","args":A} (keys in any order, args optional, none other, no
+// escapes in the keys) with its args parsed alone; nullopt for any other entry, which is then decoded as
+// usual. As with a parsed object, a key given twice counts with its last value.
+std::optional<Task> task_from_text(std::string_view entry, std::vector<JsonMember>& members) {
+  auto kind = scan_json(entry, members);
+  if (!kind || *kind != JsonKind::object) return std::nullopt;
+  std::string_view id, fn, args;
+  for (const JsonMember& m : members) {
+    if (m.raw_key == "id") id = m.value;
+    else if (m.raw_key == "fn") fn = m.value;
+    else if (m.raw_key == "args") args = m.value;
+    else return std::nullopt;
+  }
+  if (id.empty() || fn.size() < 2 || fn.front() != '"') return std::nullopt;
+  Task t;
+  auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), t.id);
+  if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;  // negative, fraction, too big
+  t.fn = decode_json_string(fn.substr(1, fn.size() - 2));
+  if (!args.empty()) {
+    auto parsed = parse_json(args);  // within the depth the whole body was checked for
+    if (!parsed) return std::nullopt;
+    t.args = std::move(*parsed);
+  }
+  return t;
+}
+
+// A JSON batch body decoded from its text: checked in full by the scanner (UTF-8, syntax, depth), then
+// each entry taken by `from_text`, or parsed and decoded as a parsed batch's entry would be when
+// `from_text` declines it. The same messages come out as from the parsed path (fuzz_message_decoder
+// compares them).
+template <typename Entry, typename Batch>
+Result<Message> decode_batch_text(std::string_view body, const char* type, const char* field,
+                                  std::optional<Entry> (*from_text)(std::string_view, std::vector<JsonMember>&),
+                                  Result<Message> (*decode_one)(json&&)) {
   thread_local std::vector<JsonMember> members;
   thread_local std::vector<std::string_view> entries;
   auto kind = scan_json(body, members, limits::json_max_depth + 2);
-  if (!kind) return with_context(std::move(kind).error(), "result_batch body");
-  if (*kind != JsonKind::object) return make_error(ErrorCode::malformed, "result_batch body must be a JSON object");
-  std::string_view results;
+  if (!kind) return with_context(std::move(kind).error(), std::string(type) + " body");
+  if (*kind != JsonKind::object) return make_error(ErrorCode::malformed, std::string(type) + " body must be a JSON object");
+  std::string_view list;
   for (const JsonMember& m : members) {
-    if (m.raw_key == "results") results = m.value;
+    if (m.raw_key == field) list = m.value;
   }
-  if (results.empty()) return field_error("result_batch", "results", "is missing");
-  if (results.front() != '[') return batch_size_error("result_batch", "results");
-  AUTHRUN_TRY(scan_json_array(results, entries, limits::json_max_depth + 1));
-  if (entries.empty() || entries.size() > limits::max_batch_entries) return batch_size_error("result_batch", "results");
-  ResultBatch batch;
-  batch.results.reserve(entries.size());
+  if (list.empty()) return field_error(type, field, "is missing");
+  if (list.front() != '[') return batch_size_error(type, field);
+  AUTHRUN_TRY(scan_json_array(list, entries, limits::json_max_depth + 1));
+  if (entries.empty() || entries.size() > limits::max_batch_entries) return batch_size_error(type, field);
+  Batch batch;
+  auto& out = batch_entries(batch);
+  out.reserve(entries.size());
   for (std::size_t i = 0; i < entries.size(); ++i) {
-    if (auto fast = result_as_text(entries[i], members)) {
-      batch.results.push_back(std::move(*fast));
+    if (auto fast = from_text(entries[i], members)) {
+      out.push_back(std::move(*fast));
       continue;
     }
-    // Any other entry is parsed and decoded as a parsed batch's would be (the text was checked above).
     auto parsed = parse_json(entries[i]);
-    if (!parsed) return with_context(std::move(parsed).error(), "result_batch results[" + std::to_string(i) + "]");
-    AUTHRUN_TRY_ASSIGN(TaskResult one,
-                       decode_batch_entry<TaskResult>(std::move(*parsed), "result_batch", "results", i, decode_result));
-    batch.results.push_back(std::move(one));
+    if (!parsed) return with_context(std::move(parsed).error(), std::string(type) + " " + field + "[" + std::to_string(i) + "]");
+    AUTHRUN_TRY_ASSIGN(Entry one, decode_batch_entry<Entry>(std::move(*parsed), type, field, i, decode_one));
+    out.push_back(std::move(one));
   }
   return Message{std::move(batch)};
 }
@@ -603,9 +672,15 @@ Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, b
     body = body.substr(4, body_size);
     attachment_offset = 4 + std::size_t(body_size);
   }
-  if (values_as_text && header.type == static_cast<std::uint8_t>(MessageType::result_batch) &&
-      format == BodyFormat::json && !has_attachment) {
-    return decode_result_batch_text(body);
+  if (format == BodyFormat::json && !has_attachment) {
+    // Batches are taken from their text: only a task's args are parsed (into the json a function gets),
+    // and with values_as_text a result's value is kept as the text it was.
+    if (header.type == static_cast<std::uint8_t>(MessageType::task_batch)) {
+      return decode_batch_text<Task, TaskBatch>(body, "task_batch", "tasks", task_from_text, decode_task);
+    }
+    if (values_as_text && header.type == static_cast<std::uint8_t>(MessageType::result_batch)) {
+      return decode_batch_text<TaskResult, ResultBatch>(body, "result_batch", "results", result_as_text, decode_result);
+    }
   }
   AUTHRUN_TRY_ASSIGN(Message msg, decode_body(header.type, body, format));
   auto attach = [&](auto& m) {

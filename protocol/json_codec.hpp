@@ -19,6 +19,18 @@ Result<json> parse_json(std::string_view text, int max_depth = limits::json_max_
 // Dumps compact JSON. Invalid UTF-8 in strings is replaced (U+FFFD), never a throw.
 std::string dump_json(const json& value);
 
+// Appends dump_json(value) to `out`, without a string of its own.
+void append_json(std::string& out, const json& value);
+
+// Appends `value` to `out` as dump_json(json(value)) would write it, without building a json: the
+// common case (printable ASCII) is copied as is.
+void append_json_string(std::string& out, std::string_view value);
+
+// Appends a finite number in fixed notation with the fewest digits that read back as `value`, and ".0"
+// when it has no fraction (1.5, 100.0, 0.00012): the same bytes as dump_json for the values a duration
+// takes; a value that is not finite is written as null, as dump_json does.
+void append_json_double(std::string& out, double value);
+
 // Encodes a message body (not its attachment) in `format`.
 std::string encode_body(const Message& message, BodyFormat format = BodyFormat::json);
 

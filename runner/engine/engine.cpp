@@ -79,12 +79,8 @@ struct Attempt {
   std::size_t needs_payload = 0;  // a worker refused it as too large: only a worker accepting this many bytes takes it
   std::size_t payload_bytes = 0;  // of the task frame sent, counted against the in-flight byte budget
   Clock::time_point started;
-  std::chrono::system_clock::time_point started_wall;
 
-  void start() {
-    started = Clock::now();
-    started_wall = std::chrono::system_clock::now();
-  }
+  void start() { started = Clock::now(); }
 };
 
 struct Worker {
@@ -391,7 +387,7 @@ void Engine::dispatch() {
       }
     }
     a.start();
-    const std::string args = m_handler.args_for(a.task, best->slot);
+    const std::string& args = m_handler.args_for(a.task, best->slot);
     auto sent = best->link->send_task(a.task.seq, a.task.fn, args, a.task.args_format);
     if (!sent) {
       // Too large for this worker: another whose announced limit fits takes it (one still starting may),
@@ -401,7 +397,7 @@ void Engine::dispatch() {
       settle_too_large();
       continue;
     }
-    m_last_dispatch = Clock::now();
+    m_last_dispatch = a.started;
     a.payload_bytes = args.size();
     m_in_flight_bytes += a.payload_bytes;
     const std::uint64_t seq = a.task.seq;
@@ -512,8 +508,10 @@ void Engine::arm_deadline(Worker& w) {
 void Engine::record_attempt(const Attempt& a, int attempt, int pid, const std::string& host, const std::string& outcome,
                             const std::string& message) {
   if (!m_joblog) return;
-  m_joblog->record(a.task.number, id_json(a.task), pid, host.empty() ? "-" : host, attempt, a.started_wall,
-                   std::chrono::duration<double>(Clock::now() - a.started).count(), outcome, message);
+  const Clock::duration took = Clock::now() - a.started;
+  const auto started_wall = std::chrono::system_clock::now() - std::chrono::duration_cast<std::chrono::system_clock::duration>(took);
+  m_joblog->record(a.task.number, id_json(a.task), pid, host.empty() ? "-" : host, attempt, started_wall,
+                   std::chrono::duration<double>(took).count(), outcome, message);
 }
 
 void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w, std::string value_json) {

@@ -76,8 +76,8 @@ class ResultHandler {
   enum class Next { go_on, stop_soon, stop_now };
   virtual ~ResultHandler() = default;
   // The args to send for `task` to the worker in slot `slot` (1-based), in task.args_format; by default its
-  // args_json.
-  virtual std::string args_for(const BatchTask& task, int /*slot*/) { return task.args_json; }
+  // args_json. What it returns stays valid until the next call.
+  virtual const std::string& args_for(const BatchTask& task, int /*slot*/) { return task.args_json; }
   // A task ended (called once per task that was taken from the feed and started or refused). Returns
   // whether to go on: stop_soon stops dispatching, stop_now also kills running tasks.
   virtual Next task_done(const BatchTask& task, TaskOutcome&& outcome) = 0;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <utility>
 
 #include <sys/uio.h>
@@ -65,8 +66,10 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   std::optional<Error> failure;  // the first thing that went wrong
   bool gone_reported = false;
   std::optional<std::pair<MessageType, std::string>> first_message;  // sent once established, before any task
-  std::vector<std::string> pending_tasks;  // JSON task bodies, sealed by kick_write (in batches if it takes them)
-  std::size_t pending_bytes = 0;
+  // JSON task bodies one after another, sealed by kick_write (in batches if it takes them); each ends at its
+  // entry of pending_ends.
+  std::string pending_text;
+  std::vector<std::size_t> pending_ends;
   std::uint64_t task_frames = 0;  // task and task_batch frames queued
 
   // True while tasks wait for the worker's worker_info.
@@ -90,43 +93,49 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   // frames, each within the worker's payload limit and limits::max_batch_entries (each body fits alone:
   // send_task checked); to another, each as a task frame.
   Result<void> seal_pending_tasks() {
-    if (pending_tasks.empty()) return {};
-    std::vector<std::string> tasks = std::exchange(pending_tasks, {});
-    const std::size_t total = std::exchange(pending_bytes, 0);
-    if (!takes_batches()) {
-      for (std::string& task : tasks) {
-        ++task_frames;
-        AUTHRUN_TRY(connection.send_body(MessageType::task, std::move(task)));
-      }
-      return {};
-    }
-    if (tasks.size() == 1) {
-      ++task_frames;
-      return connection.send_body(MessageType::task, std::move(tasks.front()));
-    }
-    const std::size_t limit = connection.session().peer_max_payload;
-    std::string body;
-    std::size_t count = 0;
-    auto seal = [&] {
-      body += "]}";
-      count = 0;
-      ++task_frames;
-      return connection.send_body(MessageType::task_batch, std::exchange(body, std::string()));
+    if (pending_ends.empty()) return {};
+    std::string text = std::exchange(pending_text, {});
+    const std::vector<std::size_t> ends = std::exchange(pending_ends, {});
+    auto task = [&](std::size_t i) {
+      const std::size_t begin = i == 0 ? 0 : ends[i - 1];
+      return std::string_view(text).substr(begin, ends[i] - begin);
     };
-    for (std::string& task : tasks) {
-      if (count > 0 && (count == limits::max_batch_entries || body.size() + 1 + task.size() + 2 > limit)) {
-        AUTHRUN_TRY(seal());
+    auto sealed = [&]() -> Result<void> {
+      if (!takes_batches() || ends.size() == 1) {
+        for (std::size_t i = 0; i < ends.size(); ++i) {
+          ++task_frames;
+          AUTHRUN_TRY(connection.send_body(MessageType::task, std::string(task(i))));
+        }
+        return {};
       }
-      if (count == 0) {
-        body.reserve(std::min(limit, total + 16 + tasks.size()));
-        body += "{\"tasks\":[";
-      } else {
-        body += ',';
+      const std::size_t limit = connection.session().peer_max_payload;
+      std::string body;
+      std::size_t count = 0;
+      auto seal = [&] {
+        body += "]}";
+        count = 0;
+        ++task_frames;
+        return connection.send_body(MessageType::task_batch, std::exchange(body, std::string()));
+      };
+      for (std::size_t i = 0; i < ends.size(); ++i) {
+        const std::string_view one = task(i);
+        if (count > 0 && (count == limits::max_batch_entries || body.size() + 1 + one.size() + 2 > limit)) {
+          AUTHRUN_TRY(seal());
+        }
+        if (count == 0) {
+          body.reserve(std::min(limit, text.size() + 16 + ends.size()));
+          body += "{\"tasks\":[";
+        } else {
+          body += ',';
+        }
+        body += one;
+        ++count;
       }
-      body += task;
-      ++count;
-    }
-    return seal();
+      return seal();
+    }();
+    text.clear();
+    pending_text = std::move(text);  // its buffer serves the next tasks
+    return sealed;
   }
 
   void start_read() {
@@ -242,7 +251,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
 
   void kick_write() {
     if (closed || writing || awaiting_key_request || !out.is_open()) return;
-    if (connection.established() && awaiting_info() && !pending_tasks.empty()) {
+    if (connection.established() && awaiting_info() && !pending_ends.empty()) {
       wait_for_info();
     } else if (auto sealed = seal_pending_tasks(); !sealed) {
       return close(std::move(sealed).error());
@@ -423,10 +432,9 @@ const std::optional<WorkerInfo>& WorkerLink::peer_info() const { return m_impl->
 
 namespace {
 
-// A task message's body: {"id", "fn", "args"} with the args as given, in JSON text or CBOR.
-std::string task_body(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
-  std::string body;
-  body.reserve(args.size() + fn.size() + 48);
+// Appends a task message's body: {"id", "fn", "args"} with the args as given, in JSON text or CBOR.
+void append_task_body(std::string& body, std::uint64_t id, const std::string& fn, const std::string& args,
+                      BodyFormat format) {
   if (format == BodyFormat::cbor) {
     // A map of three: "id", "fn", then "args" with its CBOR as given.
     body += static_cast<char>(0xA3);
@@ -435,14 +443,21 @@ std::string task_body(std::uint64_t id, const std::string& fn, const std::string
     }
     body += args;
   } else {
+    char digits[24];
     body += "{\"id\":";
-    body += std::to_string(id);
+    body.append(digits, std::to_chars(digits, digits + sizeof digits, id).ptr);
     body += ",\"fn\":";
-    body += dump_json(fn);
+    append_json_string(body, fn);
     body += ",\"args\":";
     body += args;
     body += '}';
   }
+}
+
+std::string task_body(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
+  std::string body;
+  body.reserve(args.size() + fn.size() + 48);
+  append_task_body(body, id, fn, args, format);
   return body;
 }
 
@@ -458,16 +473,24 @@ std::size_t WorkerLink::task_payload_size(std::uint64_t id, const std::string& f
 
 Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
   Impl& impl = *m_impl;
-  std::string body = task_body(id, fn, args, format);
   // JSON tasks wait for kick_write, which seals those queued meanwhile (this loop turn's, and those queued
   // while a write was under way) into task_batch frames for a worker that takes batches; until its
-  // worker_info says whether it does, they wait for that too.
-  const bool queued = (impl.takes_batches() || impl.awaiting_info()) && format == BodyFormat::json &&
-                      impl.connection.established() && body.size() + 16 <= impl.connection.session().peer_max_payload;
-  if (queued) {
-    impl.pending_bytes += body.size();
-    impl.pending_tasks.push_back(std::move(body));
-  } else {
+  // worker_info says whether it does, they wait for that too. The body is written where it waits.
+  const bool may_wait = (impl.takes_batches() || impl.awaiting_info()) && format == BodyFormat::json &&
+                        impl.connection.established();
+  bool waiting = false;
+  if (may_wait) {
+    const std::size_t begin = impl.pending_text.size();
+    append_task_body(impl.pending_text, id, fn, args, format);
+    waiting = impl.pending_text.size() - begin + 16 <= impl.connection.session().peer_max_payload;
+    if (waiting) {
+      impl.pending_ends.push_back(impl.pending_text.size());
+    } else {
+      impl.pending_text.resize(begin);  // too large to wait: it goes alone (or is refused) below
+    }
+  }
+  if (!waiting) {
+    std::string body = task_body(id, fn, args, format);
     AUTHRUN_TRY(impl.seal_pending_tasks());
     AUTHRUN_TRY(impl.connection.send_body(MessageType::task, std::move(body), format));
     ++impl.task_frames;

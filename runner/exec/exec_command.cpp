@@ -246,16 +246,16 @@ class ExecOutput : public ResultHandler {
     m_budget.limit = k_memory_budget;
   }
 
-  std::string args_for(const BatchTask& task, int slot) override {
+  const std::string& args_for(const BatchTask& task, int slot) override {
     if (!m_slot_args) return task.args_json;
-    if (!m_o.pipe) return exec_args(m_o, job_of(task), slot);
+    if (!m_o.pipe) return m_slot_args_text = exec_args(m_o, job_of(task), slot);
     // --pipe: the args hold the chunk; only the argv changes with the slot.
     json args = json::from_cbor(task.args_json);
     json fresh = json::from_cbor(exec_args(m_o, job_of(task), slot));
     args["argv"] = std::move(fresh["argv"]);
-    std::string out;
-    json::to_cbor(args, nlohmann::detail::output_adapter<char>(out));
-    return out;
+    m_slot_args_text.clear();
+    json::to_cbor(args, nlohmann::detail::output_adapter<char>(m_slot_args_text));
+    return m_slot_args_text;
   }
 
   // "0" for a job that exited 0; else "exit N", "signal N", "timeout", or the task error's type.
@@ -577,6 +577,7 @@ class ExecOutput : public ResultHandler {
   const ExecOptions& m_o;
   HaltPolicy m_halt;
   bool m_slot_args;
+  std::string m_slot_args_text;  // args_for's answer when the slot is in them
   MemoryBudget m_budget;  // declared before the jobs, which give their memory back to it
   std::uint64_t m_failed = 0;
   std::uint64_t m_ended = 0;

@@ -45,17 +45,19 @@ class JsonlResults : public ResultHandler {
     line.assign("{\"attempts\":");
     line += std::to_string(o.attempts);
     line += ",\"duration_ms\":";
-    line += json(o.duration_ms).dump();
+    append_json_double(line, o.duration_ms);
     if (!o.ok) {
       line += ",\"error\":";
-      line += dump_json(o.error);
+      append_json(line, o.error);
     }
     line += ",\"host\":";
-    line += o.host.empty() ? std::string("null") : dump_json(json(o.host));
+    if (o.host.empty()) line += "null";
+    else append_json_string(line, o.host);
     line += ",\"id\":";
     line += id_json(task);
     line += o.ok ? ",\"ok\":true,\"value\":" : ",\"ok\":false";
-    if (o.ok) line += o.value_json.empty() ? dump_json(o.value) : o.value_json;
+    if (o.ok && o.value_json.empty()) append_json(line, o.value);
+    else if (o.ok) line += o.value_json;
     line += ",\"worker\":";
     line += o.worker ? std::to_string(o.worker) : std::string("null");
     line += '}';

@@ -2,6 +2,7 @@
 //   mode 0: decode_message(type a, body)          mode 1: decode_frame(type a, flags b, payload)
 //   mode 2: parse_json(text, depth a)             mode 3: runner's parse_task_line(text, line a, max_line b)
 //   mode 4: a result_batch body decoded with values as text, against the same body parsed
+//   mode 5: a task_batch body decoded from its text (decode_frame), against the same body parsed
 // Whatever decodes must encode and decode again to the same bytes; parse_json must agree with nlohmann's
 // own validator whenever the depth is within the limit.
 #include <algorithm>
@@ -155,7 +156,7 @@ void fuzz_parse_json(std::string_view text, int max_depth) {
 
 void fuzz_task_line(std::string_view text, std::uint64_t line, std::size_t max_line) {
   const std::string where = "fuzz:" + std::to_string(line);
-  authrun::runner::BatchTask t = authrun::runner::parse_task_line(text, line, where, max_line);
+  authrun::runner::BatchTask t = authrun::runner::parse_task_line(text, line, "fuzz", max_line);
   AUTHRUN_FUZZ_CHECK(t.number == line);
   if (t.error) {
     AUTHRUN_FUZZ_CHECK(t.error->type == "bad_task");
@@ -196,17 +197,39 @@ void fuzz_result_batch_text(std::string_view body) {
   }
 }
 
+// A task batch taken from its text (only the args parsed) must be accepted exactly when the parsed
+// decoding accepts it, with the same tasks.
+void fuzz_task_batch_text(std::string_view body) {
+  const FrameHeader header{static_cast<std::uint8_t>(MessageType::task_batch), 0, static_cast<std::uint32_t>(body.size())};
+  auto from_text = decode_frame(header, std::string(body));
+  auto parsed = decode_message(static_cast<std::uint8_t>(MessageType::task_batch), body);
+  AUTHRUN_FUZZ_CHECK(from_text.has_value() == parsed.has_value());
+  if (!from_text) {
+    AUTHRUN_FUZZ_CHECK(from_text.error().code == parsed.error().code);
+    return;
+  }
+  const auto& text_tasks = std::get<TaskBatch>(*from_text).tasks;
+  const auto& parsed_tasks = std::get<TaskBatch>(*parsed).tasks;
+  AUTHRUN_FUZZ_CHECK(text_tasks.size() == parsed_tasks.size());
+  for (std::size_t i = 0; i < text_tasks.size(); ++i) {
+    AUTHRUN_FUZZ_CHECK(text_tasks[i].id == parsed_tasks[i].id);
+    AUTHRUN_FUZZ_CHECK(text_tasks[i].fn == parsed_tasks[i].fn);
+    AUTHRUN_FUZZ_CHECK(text_tasks[i].args == parsed_tasks[i].args);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 3) return 0;
   const std::string_view rest(reinterpret_cast<const char*>(data + 3), size - 3);
-  switch (data[0] % 5) {
+  switch (data[0] % 6) {
     case 0: fuzz_decode_message(data[1], rest); break;
     case 1: fuzz_decode_frame(data[1], data[2], rest); break;
     case 2: fuzz_parse_json(rest, data[1] == 255 ? limits::json_max_depth : data[1] % 80); break;
     case 3: fuzz_task_line(rest, data[1], data[2] == 0 ? std::size_t(1) << 20 : std::size_t(data[2]) * 16); break;
     case 4: fuzz_result_batch_text(rest); break;
+    case 5: fuzz_task_batch_text(rest); break;
   }
   return 0;
 }

@@ -30,6 +30,16 @@ void check_fails(MessageType type, const std::string& body, ErrorCode code, std:
     INFO("message: ", decoded.error().message, "; expected to contain: ", part);
     CHECK(decoded.error().message.find(part) != std::string::npos);
   }
+  if (type != MessageType::task_batch) return;
+  // A task_batch frame is taken from its text (decode_frame): it must fail alike.
+  FrameHeader header{type_byte(type), 0, static_cast<std::uint32_t>(body.size())};
+  auto from_text = decode_frame(header, std::string(body));
+  REQUIRE(!from_text.has_value());
+  CHECK(from_text.error().code == code);
+  for (const char* part : parts) {
+    INFO("from its text: ", from_text.error().message, "; expected to contain: ", part);
+    CHECK(from_text.error().message.find(part) != std::string::npos);
+  }
 }
 
 const std::string k_hex64(64, 'a');
@@ -565,6 +575,41 @@ TEST_CASE("json_codec: task_batch and result_batch round trip, entries in order"
   REQUIRE(back.size() == 2);
   CHECK((back[0].id == 1 && back[0].ok && back[0].value == "one"));
   CHECK((back[1].id == 2 && !back[1].ok && back[1].error.type == "boom" && back[1].error.details == json{{"at", 3}}));
+}
+
+TEST_CASE("json_codec: a task_batch frame is taken from its text: the same tasks as parsed") {
+  // Plain entries (only their args parsed) and unusual ones (decoded as a parsed batch's are) alike.
+  const std::string body =
+      R"({"tasks":[{"id":1,"fn":"echo","args":[1,"caf\u00e9\n",{"b":2.5,"a":null}]},)"
+      R"({"args":-7,"fn":"f\u006e","id":2},)"  // keys in another order; an escape in the fn
+      R"({"i\u0064":3,"fn":"x"},)"              // an escape in a key
+      R"({"id":4,"fn":"y","other":true},)"      // a field a task does not have
+      R"({"id":5,"fn":"z","id":6},)"            // a key twice: its last value counts
+      R"({"id":7,"fn":"w"}]})";                // no args
+  FrameHeader header{type_byte(MessageType::task_batch), 0, static_cast<std::uint32_t>(body.size())};
+  auto from_text = decode_frame(header, std::string(body));
+  auto parsed = decode_message(type_byte(MessageType::task_batch), body);
+  REQUIRE(from_text.has_value());
+  REQUIRE(parsed.has_value());
+  const auto& got = std::get<TaskBatch>(*from_text).tasks;
+  const auto& want = std::get<TaskBatch>(*parsed).tasks;
+  REQUIRE(got.size() == 6);
+  REQUIRE(want.size() == 6);
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got[i].id == want[i].id);
+    CHECK(got[i].fn == want[i].fn);
+    CHECK(got[i].args == want[i].args);
+  }
+  CHECK(got[0].args == json::parse(R"([1,"caf\u00e9\n",{"a":null,"b":2.5}])"));
+  CHECK((got[1].id == 2 && got[1].fn == "fn" && got[1].args == -7));
+  CHECK((got[2].id == 3 && got[3].id == 4 && got[4].id == 6 && got[5].args.is_null()));
+  // Numbers that are no task id fail as they do parsed.
+  check_fails(MessageType::task_batch, R"({"tasks":[{"id":18446744073709551616,"fn":"a"}]})", ErrorCode::malformed,
+              {"task_batch tasks[0]", "'id'"});
+  check_fails(MessageType::task_batch, R"({"tasks":[{"id":-1,"fn":"a"}]})", ErrorCode::malformed, {"tasks[0]", "'id'"});
+  check_fails(MessageType::task_batch, R"({"tasks":[{"id":1.0,"fn":"a"}]})", ErrorCode::malformed, {"tasks[0]", "'id'"});
+  check_fails(MessageType::task_batch, R"({"tasks":[{"id":1,"fn":"a","args":[1e400]}]})", ErrorCode::malformed, {});
 }
 
 TEST_CASE("json_codec: a successful result's JSON body is the bytes its body object dumps to") {
