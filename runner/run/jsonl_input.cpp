@@ -16,8 +16,9 @@ using namespace protocol;
 
 namespace {
 
-BatchTask bad_line(BatchTask t, const std::string& where, const std::string& why) {
-  t.error = TaskError{"bad_task", where + ": " + why, json{{"line", t.number}}};
+// Task `t` (its number set) refused: the message names the input `name` and the line.
+BatchTask bad_line(BatchTask t, std::string_view name, const std::string& why) {
+  t.error = TaskError{"bad_task", std::string(name) + ":" + std::to_string(t.number) + ": " + why, json{{"line", t.number}}};
   return t;
 }
 
@@ -25,19 +26,19 @@ BatchTask bad_line(BatchTask t, const std::string& where, const std::string& why
 
 std::string id_json(const BatchTask& task) { return task.id_text.empty() ? dump_json(task.id) : task.id_text; }
 
-BatchTask parse_task_line(std::string_view text, std::uint64_t line, const std::string& where, std::size_t max_line) {
+BatchTask parse_task_line(std::string_view text, std::uint64_t line, std::string_view name, std::size_t max_line) {
   BatchTask t;
   t.number = line;
   t.id = line;
   if (text.size() > max_line) {
-    return bad_line(std::move(t), where, "line of " + std::to_string(text.size()) + " bytes is longer than the limit of " +
+    return bad_line(std::move(t), name, "line of " + std::to_string(text.size()) + " bytes is longer than the limit of " +
                                              std::to_string(max_line));
   }
   // Checked in full, split into its fields, nothing rebuilt: the id and args go on as the text they were.
   thread_local std::vector<JsonMember> members;
   auto kind = scan_json(text, members);
-  if (!kind) return bad_line(std::move(t), where, "not valid JSON: " + kind.error().message);
-  if (*kind != JsonKind::object) return bad_line(std::move(t), where, std::string("a task must be a JSON object, not ") + to_string(*kind));
+  if (!kind) return bad_line(std::move(t), name, "not valid JSON: " + kind.error().message);
+  if (*kind != JsonKind::object) return bad_line(std::move(t), name, std::string("a task must be a JSON object, not ") + to_string(*kind));
   std::string_view id, fn, args, timeout;
   for (const JsonMember& m : members) {
     const std::string key = decode_json_string(m.raw_key);
@@ -46,25 +47,25 @@ BatchTask parse_task_line(std::string_view text, std::uint64_t line, const std::
     else if (key == "fn") fn = m.value;
     else if (key == "args") args = m.value;
     else if (key == "timeout") timeout = m.value;
-    else return bad_line(std::move(t), where, "unknown field '" + key + "' (a task has id, fn, args and timeout)");
+    else return bad_line(std::move(t), name, "unknown field '" + key + "' (a task has id, fn, args and timeout)");
   }
   if (!id.empty()) {
     if (id.front() != '"' && id.front() != '-' && (id.front() < '0' || id.front() > '9')) {
-      return bad_line(std::move(t), where, "field 'id' must be a string or a number");
+      return bad_line(std::move(t), name, "field 'id' must be a string or a number");
     }
     t.id_text = std::string(id);
   } else {
     t.id_text = std::to_string(line);
   }
-  if (fn.empty()) return bad_line(std::move(t), where, "field 'fn' is missing");
-  if (fn.front() != '"' || fn.size() == 2) return bad_line(std::move(t), where, "field 'fn' must be a non-empty string");
+  if (fn.empty()) return bad_line(std::move(t), name, "field 'fn' is missing");
+  if (fn.front() != '"' || fn.size() == 2) return bad_line(std::move(t), name, "field 'fn' must be a non-empty string");
   t.fn = decode_json_string(fn.substr(1, fn.size() - 2));
   if (!timeout.empty()) {
     double seconds = 0;
     const bool is_number = timeout.front() == '-' || (timeout.front() >= '0' && timeout.front() <= '9');
     if (!is_number || std::from_chars(timeout.data(), timeout.data() + timeout.size(), seconds).ec != std::errc() ||
         !(seconds > 0)) {
-      return bad_line(std::move(t), where, "field 'timeout' must be a positive number of seconds");
+      return bad_line(std::move(t), name, "field 'timeout' must be a positive number of seconds");
     }
     t.timeout_s = seconds;
   }
@@ -84,16 +85,15 @@ TaskFeed::Producer jsonl_producer(Fd fd, std::string name, std::size_t max_line,
         BatchTask t;
         t.number = line;
         t.id = line;
-        return sink.emit(bad_line(std::move(t), name + ":" + std::to_string(line),
+        return sink.emit(bad_line(std::move(t), name,
                                   "line of " + std::to_string(length) + " bytes is longer than the limit of " +
                                       std::to_string(max_line)));
       }
       if (text.find_first_not_of(" \t\r") == std::string_view::npos) return true;  // blank line
-      BatchTask t = parse_task_line(text, line, name + ":" + std::to_string(line), max_line);
+      BatchTask t = parse_task_line(text, line, name, max_line);
       if (!t.error && !allow_duplicate_ids) {
         if (auto first = seen.insert(t.id_text, line)) {
-          const std::string where = name + ":" + std::to_string(line);
-          t = bad_line(std::move(t), where,
+          t = bad_line(std::move(t), name,
                        "duplicate id " + t.id_text + ": " + name + ":" + std::to_string(*first) +
                            " has it already (--allow-duplicate-ids runs both)");
           t.error->details["duplicate_of_line"] = *first;
