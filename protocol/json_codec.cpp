@@ -377,14 +377,10 @@ struct BodyEncoder {
 
 }  // namespace
 
-Result<json> parse_json(std::string_view text, int max_depth) {
-  // The parser takes a NUL byte for the end of input and would ignore whatever follows it.
-  if (auto nul = text.find('\0'); nul != std::string_view::npos) {
-    return make_error(ErrorCode::malformed, "NUL byte at offset " + std::to_string(nul) + " (not JSON text)");
-  }
-  if (scan_depth(text, max_depth) > max_depth) {
-    return make_error(ErrorCode::json_too_deep, "JSON nested deeper than " + std::to_string(max_depth) + " levels");
-  }
+namespace {
+
+// Parses text that has no NUL byte and nests no deeper than allowed (checked by the caller).
+Result<json> parse_checked_json(std::string_view text) {
   try {
     return json::parse(text.begin(), text.end());
   } catch (const json::parse_error& e) {
@@ -395,6 +391,19 @@ Result<json> parse_json(std::string_view text, int max_depth) {
   } catch (const json::exception& e) {
     return make_error(ErrorCode::malformed, e.what());
   }
+}
+
+}  // namespace
+
+Result<json> parse_json(std::string_view text, int max_depth) {
+  // The parser takes a NUL byte for the end of input and would ignore whatever follows it.
+  if (auto nul = text.find('\0'); nul != std::string_view::npos) {
+    return make_error(ErrorCode::malformed, "NUL byte at offset " + std::to_string(nul) + " (not JSON text)");
+  }
+  if (scan_depth(text, max_depth) > max_depth) {
+    return make_error(ErrorCode::json_too_deep, "JSON nested deeper than " + std::to_string(max_depth) + " levels");
+  }
+  return parse_checked_json(text);
 }
 
 std::string dump_json(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
@@ -556,7 +565,7 @@ std::optional<Task> task_from_text(std::string_view entry, std::vector<JsonMembe
   if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;  // negative, fraction, too big
   t.fn = decode_json_string(fn.substr(1, fn.size() - 2));
   if (!args.empty()) {
-    auto parsed = parse_json(args);  // within the depth the whole body was checked for
+    auto parsed = parse_checked_json(args);  // the scanner found no NUL and no nesting too deep in the body
     if (!parsed) return std::nullopt;
     t.args = std::move(*parsed);
   }

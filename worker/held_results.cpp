@@ -29,6 +29,7 @@ HeldResults::~HeldResults() {
 
 Result<void> HeldResults::add(TaskResult result) {
   std::lock_guard lock(m_mutex);
+  m_in_task = false;
   if (m_failed) return *m_failed;
   if (!m_watcher.joinable()) m_watcher = std::thread([this] { watch(); });
   if (!result.attachment.empty() || result.format != BodyFormat::json) {
@@ -91,6 +92,7 @@ Result<void> HeldResults::queue_alone_locked(TaskResult result) {
 
 Result<void> HeldResults::send_alone(TaskResult result) {
   std::lock_guard lock(m_mutex);
+  m_in_task = false;
   if (m_failed) return *m_failed;
   AUTHRUN_TRY(queue_alone_locked(std::move(result)));
   return write_locked();
@@ -102,11 +104,6 @@ void HeldResults::begin_task() {
   std::lock_guard lock(m_mutex);
   m_in_task = true;
   if (m_watcher_idle && (m_count > 0 || !m_channel.connection().output().empty())) m_wake.notify_one();
-}
-
-void HeldResults::end_task() {
-  std::lock_guard lock(m_mutex);
-  m_in_task = false;
 }
 
 Result<void> HeldResults::send_now(Message message) {

@@ -27,19 +27,19 @@ class HeldResults {
   HeldResults(const HeldResults&) = delete;
   HeldResults& operator=(const HeldResults&) = delete;
 
-  // Holds the result of a task that just ended (between tasks). A result too large for the peer becomes a
-  // result_too_large error. One with bytes (an attachment) is queued alone as a result frame, after what is
-  // held. Errors: a failed write of the watchdog's, reported here.
+  // Holds the result of the task that just ran, ending it. A result too large
+  // for the peer becomes a result_too_large error. One with bytes (an attachment) is queued alone as a
+  // result frame, after what is held. Errors: a failed write of the watchdog's, reported here.
   protocol::Result<void> add(protocol::TaskResult result);
   // Seals what is held into a result_batch frame queued on the channel, unwritten: the channel writes it
   // before it next waits for input, or the watchdog does while a task runs. Errors: as add().
   protocol::Result<void> queue();
-  // Brackets each task's function: only inside may the watchdog write (the task loop is not using the
-  // channel then).
+  // Begins a task's function: until add() or send_alone() ends it, the watchdog may write (the task loop
+  // is not using the channel then).
   void begin_task();
-  void end_task();
   // Sends a result in a result frame of its own (a task that came alone; one too large for the peer becomes a
-  // result_too_large error), after what is held, and writes it all. Errors: as add(), and the write's.
+  // result_too_large error), after what is held, and writes it all, ending the task.
+  // Errors: as add(), and the write's.
   protocol::Result<void> send_alone(protocol::TaskResult result);
   // Sends a message from inside a task (its streamed output), after what is held, and writes it all.
   protocol::Result<void> send_now(protocol::Message message);

@@ -24,12 +24,11 @@ TaskResult run_task(Task& task, const Registry& registry, HeldResults& held) {
     out.data.storage.assign(bytes);
     return held.send_now(std::move(out)).has_value();
   });
-  held.begin_task();
+  held.begin_task();  // ended by held.add() or held.send_alone() with the result
   FunctionResult value = [&] {
     RunningTask running;
     return registry.call(task.fn, std::move(task.args), task.attachment);
   }();
-  held.end_task();
   result.attachment = std::move(task.attachment);
   if (value) {
     result.value = std::move(value).value();

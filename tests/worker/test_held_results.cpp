@@ -103,8 +103,7 @@ TEST_CASE("held_results: while a task runs, the watchdog sends what is held") {
   held.begin_task();  // a long task starts; nobody else will send result 1 until it ends
   Message m = p.next();
   CHECK(ids_of(m) == std::vector<std::uint64_t>{1});
-  held.end_task();
-  // Outside a task nothing is written by the watchdog: the task loop does it.
+  // Its result ends the task: outside a task nothing is written by the watchdog, the task loop does it.
   REQUIRE(held.add(TaskResult(2, true, "later")));
   REQUIRE(held.queue());
   REQUIRE(p.worker->flush(no_deadline()));
