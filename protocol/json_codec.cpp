@@ -10,6 +10,7 @@
 #include <array>
 #include <limits>
 #include <optional>
+#include <span>
 #include <utility>
 
 #include "protocol/json_text.hpp"
@@ -523,10 +524,10 @@ Result<std::uint64_t> uint_field(const json& object, const char* field, const st
 namespace {
 
 // A successful result entry {"id":N,"ok":true,"value":V} (keys in any order, none other) whose value
-// has no line break, kept as text; nullopt for any other entry, which is then decoded as usual.
-std::optional<TaskResult> result_as_text(std::string_view entry, std::vector<JsonMember>& members) {
-  auto kind = scan_json(entry, members);
-  if (!kind || *kind != JsonKind::object || members.size() != 3) return std::nullopt;
+// has no line break, kept as text; nullopt for any other entry, which is then decoded as usual. `members`
+// are the entry's, as checked by the scanner (none when it is no object).
+std::optional<TaskResult> result_as_text(std::span<const JsonMember> members) {
+  if (members.size() != 3) return std::nullopt;
   std::string_view id, ok, value;
   for (const JsonMember& m : members) {
     if (m.raw_key == "id") id = m.value;
@@ -548,10 +549,9 @@ std::vector<TaskResult>& batch_entries(ResultBatch& batch) { return batch.result
 
 // A plain task entry {"id":N,"fn":"NAME","args":A} (keys in any order, args optional, none other, no
 // escapes in the keys) with its args parsed alone; nullopt for any other entry, which is then decoded as
-// usual. As with a parsed object, a key given twice counts with its last value.
-std::optional<Task> task_from_text(std::string_view entry, std::vector<JsonMember>& members) {
-  auto kind = scan_json(entry, members);
-  if (!kind || *kind != JsonKind::object) return std::nullopt;
+// usual. As with a parsed object, a key given twice counts with its last value. `members` as for
+// result_as_text.
+std::optional<Task> task_from_text(std::span<const JsonMember> members) {
   std::string_view id, fn, args;
   for (const JsonMember& m : members) {
     if (m.raw_key == "id") id = m.value;
@@ -572,32 +572,45 @@ std::optional<Task> task_from_text(std::string_view entry, std::vector<JsonMembe
   return t;
 }
 
-// A JSON batch body decoded from its text: checked in full by the scanner (UTF-8, syntax, depth), then
-// each entry taken by `from_text`, or parsed and decoded as a parsed batch's entry would be when
-// `from_text` declines it. The same messages come out as from the parsed path (fuzz_message_decoder
-// compares them).
+// A JSON batch body decoded from its text: checked in full by the scanner (UTF-8, syntax, depth) in one
+// pass over the entries, which also splits each entry into its members; then each entry taken by
+// `from_text`, or parsed and decoded as a parsed batch's entry would be when `from_text` declines it. The
+// same messages come out as from the parsed path (fuzz_message_decoder compares them).
 template <typename Entry, typename Batch>
 Result<Message> decode_batch_text(std::string_view body, const char* type, const char* field,
-                                  std::optional<Entry> (*from_text)(std::string_view, std::vector<JsonMember>&),
+                                  std::optional<Entry> (*from_text)(std::span<const JsonMember>),
                                   Result<Message> (*decode_one)(json&&)) {
   thread_local std::vector<JsonMember> members;
   thread_local std::vector<std::string_view> entries;
-  auto kind = scan_json(body, members, limits::json_max_depth + 2);
-  if (!kind) return with_context(std::move(kind).error(), std::string(type) + " body");
-  if (*kind != JsonKind::object) return make_error(ErrorCode::malformed, std::string(type) + " body must be a JSON object");
-  std::string_view list;
-  for (const JsonMember& m : members) {
-    if (m.raw_key == field) list = m.value;
+  thread_local ElementMembers entry_members;
+  // The body as our encoders write it, {"FIELD":[...]}, has nothing to check but its entries; any other
+  // spelling (or a failure) is checked whole, for the error to name what is wrong.
+  const std::string opening = std::string("{\"") + field + "\":[";
+  bool scanned = false;
+  if (body.size() > opening.size() && body.substr(0, opening.size()) == opening && body.back() == '}') {
+    const std::string_view list = body.substr(opening.size() - 1, body.size() - opening.size());
+    scanned = scan_json_array(list, entries, limits::json_max_depth + 1, &entry_members).has_value();
   }
-  if (list.empty()) return field_error(type, field, "is missing");
-  if (list.front() != '[') return batch_size_error(type, field);
-  AUTHRUN_TRY(scan_json_array(list, entries, limits::json_max_depth + 1));
+  if (!scanned) {
+    auto kind = scan_json(body, members, limits::json_max_depth + 2);
+    if (!kind) return with_context(std::move(kind).error(), std::string(type) + " body");
+    if (*kind != JsonKind::object) return make_error(ErrorCode::malformed, std::string(type) + " body must be a JSON object");
+    std::string_view list;
+    for (const JsonMember& m : members) {
+      if (m.raw_key == field) list = m.value;
+    }
+    if (list.empty()) return field_error(type, field, "is missing");
+    if (list.front() != '[') return batch_size_error(type, field);
+    AUTHRUN_TRY(scan_json_array(list, entries, limits::json_max_depth + 1, &entry_members));
+  }
   if (entries.empty() || entries.size() > limits::max_batch_entries) return batch_size_error(type, field);
   Batch batch;
   auto& out = batch_entries(batch);
   out.reserve(entries.size());
   for (std::size_t i = 0; i < entries.size(); ++i) {
-    if (auto fast = from_text(entries[i], members)) {
+    const std::size_t first = i == 0 ? 0 : entry_members.ends[i - 1];
+    const std::span<const JsonMember> its(entry_members.members.data() + first, entry_members.ends[i] - first);
+    if (auto fast = from_text(its)) {
       out.push_back(std::move(*fast));
       continue;
     }

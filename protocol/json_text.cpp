@@ -14,8 +14,12 @@ class Scanner {
   Scanner(std::string_view text, int max_depth) : m_p(text.data()), m_begin(text.data()), m_end(text.data() + text.size()), m_max_depth(max_depth) {}
 
   // Scans the whole text, which must be one array; fills `elements` with its elements' texts.
-  Result<void> run_array(std::vector<std::string_view>& elements) {
+  Result<void> run_array(std::vector<std::string_view>& elements, ElementMembers* element_members) {
     elements.clear();
+    if (element_members) {
+      element_members->members.clear();
+      element_members->ends.clear();
+    }
     skip_space();
     if (m_p == m_end || *m_p != '[') return fail("a JSON array was expected");
     ++m_p;
@@ -28,7 +32,12 @@ class Scanner {
       for (;;) {
         skip_space();
         const char* start = m_p;
-        AUTHRUN_TRY(value());
+        if (element_members && m_p != m_end && *m_p == '{') {
+          AUTHRUN_TRY(object(element_members->members));
+        } else {
+          AUTHRUN_TRY(value());
+        }
+        if (element_members) element_members->ends.push_back(element_members->members.size());
         elements.emplace_back(start, std::size_t(m_p - start));
         skip_space();
         if (m_p == m_end) return fail("the array is not closed");
@@ -55,7 +64,7 @@ class Scanner {
     if (m_p == m_end) return fail("empty input, a JSON value was expected");
     const JsonKind kind = kind_at();
     if (kind == JsonKind::object) {
-      AUTHRUN_TRY(top_object(members));
+      AUTHRUN_TRY(object(members));
     } else {
       AUTHRUN_TRY(value());
     }
@@ -84,13 +93,15 @@ class Scanner {
     while (m_p != m_end && (*m_p == ' ' || *m_p == '\t' || *m_p == '\n' || *m_p == '\r')) ++m_p;
   }
 
-  Result<void> top_object(std::vector<JsonMember>& members) {
+  // The object at m_p, inside m_depth containers, its members appended to `members`.
+  Result<void> object(std::vector<JsonMember>& members) {
     ++m_p;  // '{'
-    m_depth = 1;
+    ++m_depth;
     if (m_depth > m_max_depth) return make_error(ErrorCode::json_too_deep, "JSON nested deeper than " + std::to_string(m_max_depth));
     skip_space();
     if (m_p != m_end && *m_p == '}') {
       ++m_p;
+      --m_depth;
       return {};
     }
     for (;;) {
@@ -114,6 +125,7 @@ class Scanner {
       }
       if (*m_p == '}') {
         ++m_p;
+        --m_depth;
         return {};
       }
       return fail("',' or '}' was expected in an object");
@@ -326,8 +338,9 @@ Result<JsonKind> scan_json(std::string_view text, std::vector<JsonMember>& membe
   return Scanner(text, max_depth).run(members);
 }
 
-Result<void> scan_json_array(std::string_view text, std::vector<std::string_view>& elements, int max_depth) {
-  return Scanner(text, max_depth).run_array(elements);
+Result<void> scan_json_array(std::string_view text, std::vector<std::string_view>& elements, int max_depth,
+                             ElementMembers* element_members) {
+  return Scanner(text, max_depth).run_array(elements, element_members);
 }
 
 std::string decode_json_string(std::string_view raw) {

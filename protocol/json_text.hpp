@@ -31,11 +31,19 @@ const char* to_string(JsonKind kind);
 Result<JsonKind> scan_json(std::string_view text, std::vector<JsonMember>& members,
                            int max_depth = limits::json_max_depth);
 
+// The members of an array's object elements, found in the same pass: element i's are
+// members[ends[i - 1]] up to members[ends[i]] (ends[-1] taken as 0); an element that is no object has none.
+struct ElementMembers {
+  std::vector<JsonMember> members;
+  std::vector<std::size_t> ends;
+};
+
 // Checks that `text` is exactly one JSON array, as scan_json checks a value, and puts the exact text of
-// each of its elements in `elements` (cleared first), in order. Errors: as scan_json, and malformed when
-// the value is not an array.
+// each of its elements in `elements` (cleared first), in order; with `element_members`, the members of
+// each element that is an object too (cleared first). Errors: as scan_json, and malformed when the value
+// is not an array.
 Result<void> scan_json_array(std::string_view text, std::vector<std::string_view>& elements,
-                             int max_depth = limits::json_max_depth);
+                             int max_depth = limits::json_max_depth, ElementMembers* element_members = nullptr);
 
 // The string a JSON string's raw contents (between its quotes, as scan_json checked them) stand for.
 std::string decode_json_string(std::string_view raw);

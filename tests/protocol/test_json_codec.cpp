@@ -604,6 +604,17 @@ TEST_CASE("json_codec: a task_batch frame is taken from its text: the same tasks
   CHECK(got[0].args == json::parse(R"([1,"caf\u00e9\n",{"a":null,"b":2.5}])"));
   CHECK((got[1].id == 2 && got[1].fn == "fn" && got[1].args == -7));
   CHECK((got[2].id == 3 && got[3].id == 4 && got[4].id == 6 && got[5].args.is_null()));
+  // Another spelling of the body (checked whole first) gives the same, and a member after the tasks too.
+  for (const std::string& other : {std::string(R"( { "tasks" : [{"id":1,"fn":"echo"}] } )"),
+                                  std::string(R"({"tasks":[{"id":1,"fn":"echo"}],"x":[2]})")}) {
+    CAPTURE(other);
+    FrameHeader h{type_byte(MessageType::task_batch), 0, static_cast<std::uint32_t>(other.size())};
+    auto decoded = decode_frame(h, std::string(other));
+    REQUIRE(decoded.has_value());
+    const auto& tasks = std::get<TaskBatch>(*decoded).tasks;
+    REQUIRE(tasks.size() == 1);
+    CHECK((tasks[0].id == 1 && tasks[0].fn == "echo" && tasks[0].args.is_null()));
+  }
   // Numbers that are no task id fail as they do parsed.
   check_fails(MessageType::task_batch, R"({"tasks":[{"id":18446744073709551616,"fn":"a"}]})", ErrorCode::malformed,
               {"task_batch tasks[0]", "'id'"});

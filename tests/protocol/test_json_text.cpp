@@ -74,3 +74,21 @@ TEST_CASE("json text: an array splits into its elements' exact texts, checked as
   CHECK(scan_json_array("[[[1]]]", elements, 3));
   CHECK(scan_json_array("[[[1]]]", elements, 2).error().code == ErrorCode::json_too_deep);
 }
+
+TEST_CASE("json text: an array's object elements are split into their members in the same pass") {
+  std::vector<std::string_view> elements;
+  ElementMembers em;
+  REQUIRE(scan_json_array(R"([{"id":1,"v":{"a":[1]}}, 7, {}, { "k" : "x,}" }])", elements, limits::json_max_depth, &em));
+  REQUIRE(elements.size() == 4);
+  REQUIRE(em.ends == std::vector<std::size_t>{2, 2, 2, 3});
+  CHECK((em.members[0].raw_key == "id" && em.members[0].value == "1"));
+  CHECK((em.members[1].raw_key == "v" && em.members[1].value == R"({"a":[1]})"));
+  CHECK((em.members[2].raw_key == "k" && em.members[2].value == R"("x,}")"));
+  // The depth counts the array: its objects are at 2, their values' containers below.
+  CHECK(scan_json_array(R"([{"a":[1]}])", elements, 3, &em));
+  CHECK(scan_json_array(R"([{"a":[1]}])", elements, 2, &em).error().code == ErrorCode::json_too_deep);
+  CHECK(scan_json_array(R"([{"a":1}])", elements, 1, &em).error().code == ErrorCode::json_too_deep);
+  // A bad element is refused as without the members.
+  CHECK(scan_json_array(R"([{"a":1,}])", elements, limits::json_max_depth, &em).error().code == ErrorCode::malformed);
+  CHECK(scan_json_array(R"([{"a" 1}])", elements, limits::json_max_depth, &em).error().code == ErrorCode::malformed);
+}
