@@ -95,7 +95,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   Result<void> seal_pending_tasks() {
     if (pending_ends.empty()) return {};
     std::string text = std::exchange(pending_text, {});
-    const std::vector<std::size_t> ends = std::exchange(pending_ends, {});
+    std::vector<std::size_t> ends = std::exchange(pending_ends, {});
     auto task = [&](std::size_t i) {
       const std::size_t begin = i == 0 ? 0 : ends[i - 1];
       return std::string_view(text).substr(begin, ends[i] - begin);
@@ -134,7 +134,9 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
       return seal();
     }();
     text.clear();
-    pending_text = std::move(text);  // its buffer serves the next tasks
+    ends.clear();
+    pending_text = std::move(text);  // their buffers serve the next tasks
+    pending_ends = std::move(ends);
     return sealed;
   }
 
