@@ -65,8 +65,9 @@ Playing the worker (use as: authrun run --worker "authrun-impostor MODE ..."):
   steal-key -- W...    read whatever fd 3 holds (with hand-over v2: nothing), then exec the real worker W
   mitm ACTION -- W...  relay between the runner and the real worker W, which is exec'd in our place (keeping
                        the pid the runner started; fd 3 passed through, never read),
-                       then tamper with the first data frame: flip-task, drop-task, reorder-tasks,
-                       inject-task, replay-task, flip-result (or none)
+                       then tamper with the second task frame (task or task_batch) or the first result
+                       frame (result or result_batch): flip-task, drop-task, reorder-tasks, inject-task,
+                       replay-task, flip-result (or none)
   record FILE [-- W...]  save the worker frames of a successful handshake to FILE: relaying to W as a
                        MITM, or, without W, from a handshake between two in-process channels
 Playing the parent, against the real worker W (given a random key through the fd-3 hand-over):
@@ -208,7 +209,10 @@ class Spy {
     while (auto f = m_frames.next()) {
       if (frame_type(*f) < k_first_data_type) continue;
       m_bytes += payload_size(*f);
-      if (frame_type(*f) == static_cast<std::uint8_t>(MessageType::task)) ++m_tasks;
+      if (frame_type(*f) == static_cast<std::uint8_t>(MessageType::task) ||
+          frame_type(*f) == static_cast<std::uint8_t>(MessageType::task_batch)) {
+        ++m_tasks;  // task frames: a task_batch counts once
+      }
       report_now();
     }
   }
@@ -691,9 +695,16 @@ class Tamperer {
             " bytes) to " + m_record_path);
       }
     }
-    if (to_worker && type == static_cast<std::uint8_t>(MessageType::task)) return on_task(std::move(frame));
-    if (!to_worker && type == static_cast<std::uint8_t>(MessageType::result) && m_action == Action::flip_result &&
-        ++m_results == 1) {
+    // Tasks go alone or many to a task_batch frame, results alone or in a result_batch (as timing has it):
+    // either kind is the frame tampered with.
+    if (to_worker && (type == static_cast<std::uint8_t>(MessageType::task) ||
+                      type == static_cast<std::uint8_t>(MessageType::task_batch))) {
+      return on_task(std::move(frame));
+    }
+    if (!to_worker &&
+        (type == static_cast<std::uint8_t>(MessageType::result) ||
+         type == static_cast<std::uint8_t>(MessageType::result_batch)) &&
+        m_action == Action::flip_result && ++m_results == 1) {
       const std::size_t at = flip_bit(frame);
       tampered("flipped one bit (payload byte " + std::to_string(at) + ") of the first result frame");
     }
@@ -708,36 +719,41 @@ class Tamperer {
   }
 
  private:
+  // The second task frame is the one tampered with. The first may carry every task the window allows (a
+  // task_batch), and a frame dropped or held back is noticed only when a later one comes: the second is
+  // sent when a result of the first comes back, while the first's other tasks still run.
+  static constexpr int k_target = 2;
+
   std::string on_task(std::string frame) {
     ++m_tasks;
     switch (m_action) {
       case Action::flip_task:
-        if (m_tasks == 1) {
+        if (m_tasks == k_target) {
           const std::size_t at = flip_bit(frame);
-          tampered("flipped one bit (payload byte " + std::to_string(at) + ") of the first task frame");
+          tampered("flipped one bit (payload byte " + std::to_string(at) + ") of the second task frame");
         }
         return frame;
       case Action::drop_task:
-        if (m_tasks != 1) return frame;
-        tampered("dropped the first task frame");
+        if (m_tasks != k_target) return frame;
+        tampered("dropped the second task frame");
         return {};
       case Action::reorder_tasks:
-        if (m_tasks == 1) {
+        if (m_tasks == k_target) {
           m_held = std::move(frame);
           return {};
         }
-        if (m_tasks == 2) {
-          tampered("sent the second task frame before the first");
+        if (m_tasks == k_target + 1) {
+          tampered("sent the third task frame before the second");
           return frame + leftover();
         }
         return frame;
       case Action::inject_task:
-        if (m_tasks != 1) return frame;
-        tampered("inserted a forged task frame (exec touch MARKER, made-up tag) before the first task");
+        if (m_tasks != k_target) return frame;
+        tampered("inserted a forged task frame (exec touch MARKER, made-up tag) before the second task frame");
         return forged_task_frame() + frame;
       case Action::replay_task:
-        if (m_tasks != 1) return frame;
-        tampered("sent the first task frame twice");
+        if (m_tasks != k_target) return frame;
+        tampered("sent the second task frame twice");
         return frame + frame;
       default:
         return frame;

@@ -239,15 +239,17 @@ namespace {
 
 // Runs 4 tasks (each appends its id to DIR/log) with a MITM in `action` on the first worker only. The
 // tampering must end that channel at a frame MAC ("failed authentication"), run nothing forged, and every
-// task must still end ok exactly once on the next worker.
+// task must still end ok exactly once on the next worker. Task 2 takes a second: the first frame carries
+// tasks 1 and 2 (the window), and the second, the one tampered with, goes out when task 1's result comes
+// back, while task 2 runs; a third frame follows task 2's result, whatever became of the second.
 void check_mitm(const std::string& action, bool detected_by_worker, bool tampered_task_may_rerun = false) {
   TempDir dir;
   const std::string marker = dir.path() + "/MARKER";
   const std::string log = dir.path() + "/log";
   std::string tasks;
   for (int i = 1; i <= 4; ++i) {
-    tasks += json{{"id", i}, {"fn", "exec"}, {"args", {{"argv", {"sh", "-c", "echo " + std::to_string(i) + " >> " + log}}}}}
-                 .dump() + "\n";
+    const std::string run = std::string(i == 2 ? "sleep 1; " : "") + "echo " + std::to_string(i) + " >> " + log;
+    tasks += json{{"id", i}, {"fn", "exec"}, {"args", {{"argv", {"sh", "-c", run}}}}}.dump() + "\n";
   }
   const std::string mitm = impostor_bin() + " --marker " + marker + " mitm " + action + " -- " + worker_bin();
   RunOutput r = run_batch(first_only(dir, mitm), tasks, "1", {"--window", "2", "--timeout", "10"});
