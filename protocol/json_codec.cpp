@@ -415,6 +415,11 @@ void append_json(std::string& out, const json& value) {
   writer.dump(value, false, false, 0);
 }
 
+void append_json_uint(std::string& out, std::uint64_t value) {
+  char digits[20];  // 2^64 - 1 has 20
+  out.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
+}
+
 void append_json_string(std::string& out, std::string_view value) {
   for (char c : value) {
     if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {  // escapes, or UTF-8 to check: as nlohmann writes them
@@ -491,9 +496,8 @@ std::string encode_body(const Message& message, BodyFormat format) {
     // The bytes the body object would dump to (keys in sorted order), without copying the value into one.
     std::string out;
     out.reserve(64);
-    char digits[24];
     out += "{\"id\":";
-    out.append(digits, std::to_chars(digits, digits + sizeof digits, r->id).ptr);
+    append_json_uint(out, r->id);
     out += ",\"ok\":true,\"value\":";
     append_json(out, r->value);
     out += '}';

@@ -22,6 +22,9 @@ std::string dump_json(const json& value);
 // Appends dump_json(value) to `out`, without a string of its own.
 void append_json(std::string& out, const json& value);
 
+// Appends a non-negative integer's digits, as dump_json writes it.
+void append_json_uint(std::string& out, std::uint64_t value);
+
 // Appends `value` to `out` as dump_json(json(value)) would write it, without building a json: the
 // common case (printable ASCII) is copied as is.
 void append_json_string(std::string& out, std::string_view value);

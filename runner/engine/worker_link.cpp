@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <utility>
 
 #include <sys/uio.h>
@@ -445,9 +444,8 @@ void append_task_body(std::string& body, std::uint64_t id, const std::string& fn
     }
     body += args;
   } else {
-    char digits[24];
     body += "{\"id\":";
-    body.append(digits, std::to_chars(digits, digits + sizeof digits, id).ptr);
+    append_json_uint(body, id);
     body += ",\"fn\":";
     append_json_string(body, fn);
     body += ",\"args\":";

@@ -43,7 +43,7 @@ class JsonlResults : public ResultHandler {
   Next task_done(const BatchTask& task, TaskOutcome&& o) override {
     std::string& line = m_line;
     line.assign("{\"attempts\":");
-    line += std::to_string(o.attempts);
+    append_json_uint(line, std::uint64_t(o.attempts));
     line += ",\"duration_ms\":";
     append_json_double(line, o.duration_ms);
     if (!o.ok) {
@@ -59,7 +59,8 @@ class JsonlResults : public ResultHandler {
     if (o.ok && o.value_json.empty()) append_json(line, o.value);
     else if (o.ok) line += o.value_json;
     line += ",\"worker\":";
-    line += o.worker ? std::to_string(o.worker) : std::string("null");
+    if (o.worker > 0) append_json_uint(line, std::uint64_t(o.worker));
+    else line += "null";
     line += '}';
     if (!m_sink.write(task.seq, line, o.ok)) m_failed = true;
     return Next::go_on;
