@@ -177,6 +177,7 @@ class Engine {
   std::map<std::uint64_t, Attempt> m_in_flight;  // seq -> attempt
   std::deque<Attempt> m_retry;                   // to run again, before new input
   std::deque<BatchTask> m_taken;                 // taken from the feed in a batch, not yet dispatched
+  std::vector<std::string> m_spent;              // args of finished tasks, their buffers for the feed to reuse
   static constexpr std::size_t k_take_batch = 64;
   std::uint64_t m_in_flight_bytes = 0;           // task payload bytes sent and not yet answered
   bool m_input_done = false;
@@ -342,6 +343,7 @@ void Engine::on_ready(int id) {
 
 std::optional<BatchTask> Engine::next_task() {
   if (!m_handler.can_take_more()) return std::nullopt;
+  if (m_taken.empty() && !m_spent.empty()) m_feed->recycle(m_spent);
   if (m_taken.empty() && m_feed->try_pop_batch(m_taken, k_take_batch) == 0) {
     if (m_feed->finished()) m_input_done = true;
     return std::nullopt;
@@ -568,6 +570,7 @@ void Engine::on_result(int id, TaskResult&& r) {
     if (!r.error.details.is_null()) err["details"] = std::move(r.error.details);
     finish(a, a.failed_attempts + 1, false, std::move(err), &w);
   }
+  m_spent.push_back(std::move(node.mapped().task.args_json));
   m_health->succeeded(std::size_t(w.site));
   ++w.done;
   arm_deadline(w);

@@ -3,14 +3,31 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace authrun::runner {
 
 bool TaskFeed::Sink::emit(BatchTask task) { return m_feed.push(std::move(task)); }
 
+std::string TaskFeed::Sink::spare() {
+  if (m_spares.empty()) {
+    std::lock_guard lock(m_feed.m_mutex);
+    m_feed.m_wants_spares = true;
+    m_spares.swap(m_feed.m_spares);  // the whole pool: one lock for many tasks
+  }
+  std::string s;
+  if (!m_spares.empty()) {
+    s = std::move(m_spares.back());
+    m_spares.pop_back();
+    s.clear();
+  }
+  return s;
+}
+
 int TaskFeed::Sink::stop_fd() const { return m_feed.m_stop_read.get(); }
 
 TaskFeed::TaskFeed(std::size_t capacity, Producer producer, std::function<void()> notify)
-    : m_capacity(capacity), m_notify(std::move(notify)) {
+    : m_capacity(std::max<std::size_t>(capacity, 1)), m_notify(std::move(notify)), m_ring(m_capacity) {
   auto p = protocol::make_pipe();
   if (p) {
     m_stop_read = std::move(p->read);
@@ -51,14 +68,15 @@ bool TaskFeed::push(BatchTask task) {
   bool was_empty = false;
   {
     std::unique_lock lock(m_mutex);
-    if (m_queue.size() >= m_capacity) {
+    if (m_count >= m_capacity) {
       // Full: wait until the consumer has taken half (try_pop_batch), or any task (try_pop).
-      m_not_full.wait(lock, [&] { return m_queue.size() < m_capacity || m_stopping; });
+      m_not_full.wait(lock, [&] { return m_count < m_capacity || m_stopping; });
     }
     if (m_stopping) return false;
     task.seq = m_next_seq++;
-    was_empty = m_queue.empty();
-    m_queue.push_back(std::move(task));
+    was_empty = m_count == 0;
+    m_ring[(m_head + m_count) % m_capacity] = std::move(task);
+    ++m_count;
   }
   if (was_empty) m_notify();
   return true;
@@ -68,9 +86,10 @@ std::optional<BatchTask> TaskFeed::try_pop() {
   std::optional<BatchTask> t;
   {
     std::lock_guard lock(m_mutex);
-    if (m_queue.empty()) return t;
-    t = std::move(m_queue.front());
-    m_queue.pop_front();
+    if (m_count == 0) return t;
+    t = std::move(m_ring[m_head]);
+    m_head = (m_head + 1) % m_capacity;
+    --m_count;
   }
   m_not_full.notify_one();
   return t;
@@ -81,11 +100,12 @@ std::size_t TaskFeed::try_pop_batch(std::deque<BatchTask>& out, std::size_t max)
   std::size_t left = 0;
   {
     std::lock_guard lock(m_mutex);
-    for (; n < max && !m_queue.empty(); ++n) {
-      out.push_back(std::move(m_queue.front()));
-      m_queue.pop_front();
+    for (; n < max && m_count > 0; ++n) {
+      out.push_back(std::move(m_ring[m_head]));
+      m_head = (m_head + 1) % m_capacity;
+      --m_count;
     }
-    left = m_queue.size();
+    left = m_count;
   }
   // The producer is woken once the queue is down to half (not for every batch taken): it then refills half
   // the queue in one go, instead of one batch per wake-up.
@@ -93,9 +113,21 @@ std::size_t TaskFeed::try_pop_batch(std::deque<BatchTask>& out, std::size_t max)
   return n;
 }
 
+void TaskFeed::recycle(std::vector<std::string>& spent) {
+  {
+    std::lock_guard lock(m_mutex);
+    for (std::string& s : spent) {
+      if (!m_wants_spares || m_spares.size() >= k_max_spares) break;
+      // A string short enough to live in itself (SSO) has no buffer to give.
+      if (s.capacity() > std::string().capacity() && s.capacity() <= k_max_spare_bytes) m_spares.push_back(std::move(s));
+    }
+  }
+  spent.clear();  // what was not kept is freed here, outside the lock
+}
+
 bool TaskFeed::finished() {
   std::lock_guard lock(m_mutex);
-  return m_ended && m_queue.empty();
+  return m_ended && m_count == 0;
 }
 
 bool TaskFeed::input_complete() {

@@ -26,8 +26,10 @@ BatchTask bad_line(BatchTask t, std::string_view name, const std::string& why) {
 
 std::string id_json(const BatchTask& task) { return task.id_text.empty() ? dump_json(task.id) : task.id_text; }
 
-BatchTask parse_task_line(std::string_view text, std::uint64_t line, std::string_view name, std::size_t max_line) {
+BatchTask parse_task_line(std::string_view text, std::uint64_t line, std::string_view name, std::size_t max_line,
+                          std::string spare) {
   BatchTask t;
+  t.args_json = std::move(spare);
   t.number = line;
   t.id = line;
   if (text.size() > max_line) {
@@ -69,7 +71,7 @@ BatchTask parse_task_line(std::string_view text, std::uint64_t line, std::string
     }
     t.timeout_s = seconds;
   }
-  t.args_json = args.empty() ? "null" : std::string(args);
+  t.args_json.assign(args.empty() ? std::string_view("null") : args);
   return t;
 }
 
@@ -90,7 +92,7 @@ TaskFeed::Producer jsonl_producer(Fd fd, std::string name, std::size_t max_line,
                                       std::to_string(max_line)));
       }
       if (text.find_first_not_of(" \t\r") == std::string_view::npos) return true;  // blank line
-      BatchTask t = parse_task_line(text, line, name, max_line);
+      BatchTask t = parse_task_line(text, line, name, max_line, sink.spare());
       if (!t.error && !allow_duplicate_ids) {
         if (auto first = seen.insert(t.id_text, line)) {
           t = bad_line(std::move(t), name,

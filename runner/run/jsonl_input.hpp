@@ -16,8 +16,10 @@ namespace authrun::runner {
 // the line number), "args" (anything; default null) and "timeout" (seconds > 0), and nothing else. The
 // whole line is validated as JSON (depth limit included), but nothing is rebuilt: `id_text` and `args_json`
 // are the bytes as written. A line that is not a valid task comes back with `error` set (type "bad_task",
-// message "NAME:LINE: what is wrong": "tasks.jsonl:3: ..."), `name` naming the input.
-BatchTask parse_task_line(std::string_view text, std::uint64_t line, std::string_view name, std::size_t max_line);
+// message "NAME:LINE: what is wrong": "tasks.jsonl:3: ..."), `name` naming the input. `spare`: a buffer to
+// build `args_json` in (TaskFeed::Sink::spare), so that a task costs no allocation.
+BatchTask parse_task_line(std::string_view text, std::uint64_t line, std::string_view name, std::size_t max_line,
+                          std::string spare = {});
 
 // A TaskFeed producer reading JSONL from `fd` (owned), named `name` in messages. Blank lines are passed
 // over; lines longer than `max_line` become bad_task errors without being held. Unless `allow_duplicate_ids`,
