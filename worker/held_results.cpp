@@ -103,6 +103,7 @@ Result<void> HeldResults::write_locked() { return m_channel.flush(no_deadline())
 void HeldResults::begin_task() {
   std::lock_guard lock(m_mutex);
   m_in_task = true;
+  ++m_begun;
   if (m_watcher_idle && (m_count > 0 || !m_channel.connection().output().empty())) m_wake.notify_one();
 }
 
@@ -118,22 +119,36 @@ void HeldResults::watch() {
   // Only while a task runs (m_in_task) is the channel ours to touch: the task loop then waits for the lock
   // before it uses the channel again.
   auto holding = [this] { return m_in_task && (m_count > 0 || !m_channel.connection().output().empty()); };
+  std::uint64_t begun_seen = m_begun;
   for (;;) {
+    if (m_stop) return;
+    if (holding()) {
+      const auto due = m_held_since + max_hold;
+      if (Clock::now() < due) {
+        m_wake.wait_until(lock, due, [this] { return m_stop; });
+        continue;
+      }
+      auto sent = queue_locked();
+      if (sent) sent = write_locked();
+      if (!sent) {
+        m_failed = std::move(sent).error();
+        return;
+      }
+      continue;
+    }
+    if (m_begun != begun_seen) {
+      // Tasks keep coming: look again after max_hold (a result held meanwhile is still sent max_hold after it
+      // was held) instead of being woken by begin_task, which would cost the task loop a futex call and this
+      // thread a wake-up for every batch.
+      begun_seen = m_begun;
+      m_wake.wait_for(lock, max_hold, [this] { return m_stop; });
+      continue;
+    }
+    // No task began for max_hold: sleep until begin_task wakes us.
     m_watcher_idle = true;
     m_wake.wait(lock, [&] { return m_stop || holding(); });
     m_watcher_idle = false;
-    if (m_stop) return;
-    const auto due = m_held_since + max_hold;
-    if (Clock::now() < due) {
-      m_wake.wait_until(lock, due, [this] { return m_stop; });
-      continue;
-    }
-    auto sent = queue_locked();
-    if (sent) sent = write_locked();
-    if (!sent) {
-      m_failed = std::move(sent).error();
-      return;
-    }
+    begun_seen = m_begun;
   }
 }
 

@@ -1,11 +1,13 @@
 // The results of a task_batch's tasks, held so that many go out in one result_batch frame and one write, and
 // a watchdog thread that sends them when a result has waited about a millisecond while a task runs: a
-// finished result never waits behind a long task.
+// finished result never waits behind a long task. While tasks keep beginning the watchdog looks every
+// millisecond; after a millisecond without one it sleeps until a task begins with a result held.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -59,7 +61,8 @@ class HeldResults {
   std::size_t m_count = 0;  // entries in m_body
   std::chrono::steady_clock::time_point m_held_since;  // when the oldest unwritten result was held
   bool m_in_task = false;
-  bool m_watcher_idle = false;
+  std::uint64_t m_begun = 0;    // tasks begun: while it moves, the watchdog polls instead of being woken
+  bool m_watcher_idle = false;  // the watchdog waits for begin_task to wake it
   bool m_stop = false;
   std::optional<protocol::Error> m_failed;
   std::thread m_watcher;
