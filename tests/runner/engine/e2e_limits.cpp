@@ -26,12 +26,16 @@ using protocol::json;
 
 constexpr int k_small_limit = 4096;
 
-// A worker command: the first worker it starts announces a limit of k_small_limit bytes, every later one the
-// default (256 MiB + 64 KiB). The wrapper execs the worker, which keeps its pid.
+// A worker command: the first worker it starts announces a limit of k_small_limit bytes and writes its pid to
+// DIR/small_pid; every later one waits half a second, then announces the default (256 MiB + 64 KiB). The
+// wait makes the small worker the first trusted, so that it is offered a large task and refuses it; without
+// it, on a busy machine the large worker could run every task before the small one is through its handshake.
+// The wrapper execs the worker, which keeps its pid.
 std::string first_small_worker(const TempDir& dir) {
   const std::string script = dir.write(
-      "worker.sh", "#!/bin/sh\nif mkdir '" + dir.path() + "/first' 2>/dev/null; then exec '" + worker_bin() +
-                       "' --max-payload " + std::to_string(k_small_limit) + "; fi\nexec '" + worker_bin() + "'\n");
+      "worker.sh", "#!/bin/sh\nif mkdir '" + dir.path() + "/first' 2>/dev/null; then echo $$ > '" + dir.path() +
+                       "/small_pid'; exec '" + worker_bin() + "' --max-payload " + std::to_string(k_small_limit) +
+                       "; fi\nsleep 0.5\nexec '" + worker_bin() + "'\n");
   REQUIRE(::chmod(script.c_str(), 0755) == 0);
   return script;
 }
@@ -54,16 +58,24 @@ TEST_CASE("limits: a task too large for one worker runs on a worker whose limit 
   CHECK(run.exit_code == 0);
   const auto results = parse_results(run.out);
   CHECK(check_each_ok_once(results, n) == 0);
-  std::set<int> big_ran_on, small_ran_on;
+  std::ifstream pid_file(dir.path() + "/small_pid");
+  int small_pid = 0;
+  pid_file >> small_pid;
+  REQUIRE(small_pid > 0);
+  std::set<int> big_ran_on;
+  int small_ran = 0;
   for (const json& r : results) {
     if (!r.value("ok", false)) continue;
     const int id = r["id"].get<int>();
     CHECK(r["value"] == (id % 2 == 0 ? json(std::string(8000, 'x')) : json(id)));
-    (id % 2 == 0 ? big_ran_on : small_ran_on).insert(r["worker"].get<int>());
+    if (id % 2 == 0) big_ran_on.insert(r["worker"].get<int>());
+    if (r["worker"].get<int>() == small_pid) ++small_ran;
   }
-  // Two workers were trusted; every large task ran on the one that takes it.
+  // Both workers took part; every large task ran on the one that takes it, none on the small one.
   CHECK(contains(summary_of(run.err), "2 workers trusted"));
+  CHECK(small_ran > 0);
   CHECK(big_ran_on.size() == 1);
+  CHECK(big_ran_on.count(small_pid) == 0);
   CHECK_FALSE(contains(run.err, "too_large"));
 }
 
