@@ -144,7 +144,7 @@ void HeldResults::watch() {
       m_wake.wait_for(lock, max_hold, [this] { return m_stop; });
       continue;
     }
-    // No task began for max_hold: sleep until begin_task wakes us.
+    // No task began since the last look: sleep until begin_task wakes us.
     m_watcher_idle = true;
     m_wake.wait(lock, [&] { return m_stop || holding(); });
     m_watcher_idle = false;

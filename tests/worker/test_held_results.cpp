@@ -109,3 +109,36 @@ TEST_CASE("held_results: while a task runs, the watchdog sends what is held") {
   REQUIRE(p.worker->flush(no_deadline()));
   CHECK(ids_of(p.next()) == std::vector<std::uint64_t>{2});
 }
+
+TEST_CASE("held_results: after a stream of short tasks, a long task's held result is still sent while it runs") {
+  Pair p;
+  HeldResults held(*p.worker);
+  // Batches of short tasks for 10 ms or more, as the task loop runs them: the watchdog, seeing tasks keep
+  // beginning, looks every millisecond instead of waiting to be woken. 50 batches of 10 small results
+  // stay within the pipe's buffer, so nothing needs reading yet.
+  std::uint64_t id = 0;
+  for (int batch = 0; batch < 50; ++batch) {
+    for (int i = 0; i < 10; ++i) {
+      held.begin_task();
+      REQUIRE(held.add(TaskResult(++id, true, "short")));
+    }
+    REQUIRE(held.queue());
+    REQUIRE(p.worker->flush(no_deadline()));
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  // One more short task, then a long one begins: only the watchdog can send the short one's result now.
+  held.begin_task();
+  REQUIRE(held.add(TaskResult(++id, true, "short")));
+  held.begin_task();
+  std::vector<std::uint64_t> got;
+  while (got.empty() || got.back() != id) {
+    for (std::uint64_t r : ids_of(p.next())) got.push_back(r);
+  }
+  // Every result, in order, once; the last of them arrived while the long task still ran.
+  REQUIRE(got.size() == id);
+  for (std::uint64_t i = 0; i < id; ++i) CHECK(got[i] == i + 1);
+  REQUIRE(held.add(TaskResult(id + 1, true, "long")));
+  REQUIRE(held.queue());
+  REQUIRE(p.worker->flush(no_deadline()));
+  CHECK(ids_of(p.next()) == std::vector<std::uint64_t>{id + 1});
+}
