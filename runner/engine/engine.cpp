@@ -364,20 +364,34 @@ void Engine::dispatch() {
     }
     Worker* best = pick_worker(window, -1);
     if (best && start_delayed()) break;
+    if (!best) break;
     Attempt a;
-    if (!m_retry.empty()) {
-      const std::size_t needs = m_retry.front().needs_payload;
-      if (needs) best = pick_worker(window, -1, needs);
-      if (!best) break;
+    // Retries go before new input: the first one a worker has room for now. A task parked for a worker
+    // with a larger limit (needs_payload) holds back nothing while no such worker has room.
+    std::size_t parked_bytes = 0;
+    std::optional<std::size_t> retry;
+    for (std::size_t i = 0; i < m_retry.size() && !retry; ++i) {
+      const std::size_t needs = m_retry[i].needs_payload;
+      Worker* to = needs ? pick_worker(window, -1, needs) : best;
+      if (!to) {
+        parked_bytes += needs;
+        continue;
+      }
       // A retry goes to another host than the one it failed on, if one is free.
-      if (Worker* elsewhere = pick_worker(window, m_retry.front().failed_site, needs)) best = elsewhere;
-      a = std::move(m_retry.front());
-      m_retry.pop_front();
+      if (Worker* elsewhere = pick_worker(window, m_retry[i].failed_site, needs)) to = elsewhere;
+      best = to;
+      retry = i;
+    }
+    if (retry) {
+      a = std::move(m_retry[*retry]);
+      m_retry.erase(m_retry.begin() + std::ptrdiff_t(*retry));
     } else {
       // A line that is not a valid task needs no worker, but is taken in turn to keep memory bounded. Over
-      // the in-flight byte budget no new task is taken until results come back (a larger task runs alone).
-      const bool over_budget = m_in_flight_bytes >= m_o.max_in_flight_bytes && !m_in_flight.empty();
-      auto t = best && !over_budget ? next_task() : std::optional<BatchTask>();
+      // the in-flight byte budget no new task is taken until results come back (a larger task runs alone);
+      // parked tasks count against it too, until a worker takes them or none can.
+      const bool over_budget = (m_in_flight_bytes >= m_o.max_in_flight_bytes && !m_in_flight.empty()) ||
+                               parked_bytes >= m_o.max_in_flight_bytes;
+      auto t = !over_budget ? next_task() : std::optional<BatchTask>();
       if (!t) break;
       a.task = std::move(*t);
       if (a.task.error) {
