@@ -29,9 +29,9 @@ class HeldResults {
   HeldResults(const HeldResults&) = delete;
   HeldResults& operator=(const HeldResults&) = delete;
 
-  // Holds the result of the task that just ran, ending it. A result too large
-  // for the peer becomes a result_too_large error. One with bytes (an attachment) is queued alone as a
-  // result frame, after what is held. Errors: a failed write of the watchdog's, reported here.
+  // Holds the result of the task that just ran, ending it. A result too large for the peer becomes a
+  // result_too_large error. One with bytes (an attachment) is queued alone as a result frame, after what is
+  // held. Errors: a failed write of the watchdog's, reported here.
   protocol::Result<void> add(protocol::TaskResult result);
   // Seals what is held into a result_batch frame queued on the channel, unwritten: the channel writes it
   // before it next waits for input, or the watchdog does while a task runs. Errors: as add().

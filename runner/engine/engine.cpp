@@ -363,14 +363,13 @@ void Engine::dispatch() {
       if (!w.trusted && !w.retiring) window = 1;
     }
     Worker* best = pick_worker(window, -1);
-    if (best && start_delayed()) break;
-    if (!best) break;
+    if (!best || start_delayed()) break;
     Attempt a;
     // Retries go before new input: the first one a worker has room for now. A task parked for a worker
     // with a larger limit (needs_payload) holds back nothing while no such worker has room.
     std::size_t parked_bytes = 0;
     std::optional<std::size_t> retry;
-    for (std::size_t i = 0; i < m_retry.size() && !retry; ++i) {
+    for (std::size_t i = 0; i < m_retry.size(); ++i) {
       const std::size_t needs = m_retry[i].needs_payload;
       Worker* to = needs ? pick_worker(window, -1, needs) : best;
       if (!to) {
@@ -381,6 +380,7 @@ void Engine::dispatch() {
       if (Worker* elsewhere = pick_worker(window, m_retry[i].failed_site, needs)) to = elsewhere;
       best = to;
       retry = i;
+      break;
     }
     if (retry) {
       a = std::move(m_retry[*retry]);

@@ -82,14 +82,19 @@ bool TaskFeed::push(BatchTask task) {
   return true;
 }
 
+BatchTask TaskFeed::take_front_locked() {
+  BatchTask t = std::move(m_ring[m_head]);
+  m_head = (m_head + 1) % m_capacity;
+  --m_count;
+  return t;
+}
+
 std::optional<BatchTask> TaskFeed::try_pop() {
   std::optional<BatchTask> t;
   {
     std::lock_guard lock(m_mutex);
     if (m_count == 0) return t;
-    t = std::move(m_ring[m_head]);
-    m_head = (m_head + 1) % m_capacity;
-    --m_count;
+    t = take_front_locked();
   }
   m_not_full.notify_one();
   return t;
@@ -100,11 +105,7 @@ std::size_t TaskFeed::try_pop_batch(std::deque<BatchTask>& out, std::size_t max)
   std::size_t left = 0;
   {
     std::lock_guard lock(m_mutex);
-    for (; n < max && m_count > 0; ++n) {
-      out.push_back(std::move(m_ring[m_head]));
-      m_head = (m_head + 1) % m_capacity;
-      --m_count;
-    }
+    for (; n < max && m_count > 0; ++n) out.push_back(take_front_locked());
     left = m_count;
   }
   // The producer is woken once the queue is down to half (not for every batch taken): it then refills half

@@ -77,6 +77,8 @@ class TaskFeed {
 
  private:
   bool push(BatchTask task);
+  // The oldest queued task, taken out of its slot (m_count > 0, m_mutex held).
+  BatchTask take_front_locked();
 
   std::size_t m_capacity;
   std::function<void()> m_notify;

@@ -150,6 +150,15 @@ bool marker_exists() {
 std::string nested_arrays(std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
 
 std::uint8_t frame_type(const std::string& frame) { return static_cast<std::uint8_t>(frame[5]); }
+// Tasks travel alone or many to a task_batch frame, results alone or in a result_batch, as timing has it:
+// either kind is a task (result) frame.
+bool is_task_frame(std::uint8_t type) {
+  return type == static_cast<std::uint8_t>(MessageType::task) || type == static_cast<std::uint8_t>(MessageType::task_batch);
+}
+bool is_result_frame(std::uint8_t type) {
+  return type == static_cast<std::uint8_t>(MessageType::result) ||
+         type == static_cast<std::uint8_t>(MessageType::result_batch);
+}
 std::uint32_t payload_size(const std::string& frame) {
   return load_le32(reinterpret_cast<const std::uint8_t*>(frame.data()) + 8);
 }
@@ -209,10 +218,7 @@ class Spy {
     while (auto f = m_frames.next()) {
       if (frame_type(*f) < k_first_data_type) continue;
       m_bytes += payload_size(*f);
-      if (frame_type(*f) == static_cast<std::uint8_t>(MessageType::task) ||
-          frame_type(*f) == static_cast<std::uint8_t>(MessageType::task_batch)) {
-        ++m_tasks;  // task frames: a task_batch counts once
-      }
+      if (is_task_frame(frame_type(*f))) ++m_tasks;  // task frames: a task_batch counts once
       report_now();
     }
   }
@@ -695,16 +701,8 @@ class Tamperer {
             " bytes) to " + m_record_path);
       }
     }
-    // Tasks go alone or many to a task_batch frame, results alone or in a result_batch (as timing has it):
-    // either kind is the frame tampered with.
-    if (to_worker && (type == static_cast<std::uint8_t>(MessageType::task) ||
-                      type == static_cast<std::uint8_t>(MessageType::task_batch))) {
-      return on_task(std::move(frame));
-    }
-    if (!to_worker &&
-        (type == static_cast<std::uint8_t>(MessageType::result) ||
-         type == static_cast<std::uint8_t>(MessageType::result_batch)) &&
-        m_action == Action::flip_result && ++m_results == 1) {
+    if (to_worker && is_task_frame(type)) return on_task(std::move(frame));
+    if (!to_worker && is_result_frame(type) && m_action == Action::flip_result && ++m_results == 1) {
       const std::size_t at = flip_bit(frame);
       tampered("flipped one bit (payload byte " + std::to_string(at) + ") of the first result frame");
     }

@@ -17,19 +17,8 @@ using authrun::runner::TaskFeed;
 
 namespace {
 
-// Counts the producer's notifications, so that a test can wait for one instead of sleeping.
-struct Notified {
-  std::mutex mutex;
-  std::condition_variable cv;
-  int count = 0;
-  std::function<void()> callback() {
-    return [this] {
-      std::lock_guard lock(mutex);
-      ++count;
-      cv.notify_all();
-    };
-  }
-};
+// The consumer in these tests polls: it needs no wake-up.
+void no_wake_up() {}
 
 // The args of task `i` in the ordering test.
 std::string args_of(std::uint64_t i) {
@@ -59,7 +48,6 @@ std::deque<BatchTask> drain(TaskFeed& feed, std::size_t batch) {
 }  // namespace
 
 TEST_CASE("task feed: tasks come out in order, numbered by seq, through a ring smaller than the input") {
-  Notified n;
   constexpr std::uint64_t k_tasks = 1000;
   TaskFeed feed(
       7,
@@ -69,7 +57,7 @@ TEST_CASE("task feed: tasks come out in order, numbered by seq, through a ring s
         }
         return std::nullopt;
       },
-      n.callback());
+      no_wake_up);
   // Odd batch sizes, so that batches straddle the ring's end.
   std::deque<BatchTask> got = drain(feed, 3);
   REQUIRE(got.size() == k_tasks);
@@ -84,7 +72,6 @@ TEST_CASE("task feed: tasks come out in order, numbered by seq, through a ring s
 }
 
 TEST_CASE("task feed: a full ring blocks the producer until the consumer takes, and stop() releases it") {
-  Notified n;
   std::atomic<int> emitted{0};
   auto feed = std::make_unique<TaskFeed>(
       4,
@@ -94,7 +81,7 @@ TEST_CASE("task feed: a full ring blocks the producer until the consumer takes, 
           ++emitted;
         }
       },
-      n.callback());
+      no_wake_up);
   // The producer fills the 4 slots and then waits: the fifth emit does not return.
   while (emitted.load() < 4) std::this_thread::yield();
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -112,7 +99,6 @@ TEST_CASE("task feed: a full ring blocks the producer until the consumer takes, 
 }
 
 TEST_CASE("task feed: recycled buffers reach the producer as spares, empty, and only while it asks") {
-  Notified n;
   std::mutex mutex;
   std::condition_variable cv;
   bool recycled = false;
@@ -136,7 +122,7 @@ TEST_CASE("task feed: recycled buffers reach the producer as spares, empty, and 
         }
         return std::nullopt;
       },
-      n.callback());
+      no_wake_up);
   std::deque<BatchTask> got;
   while (got.empty()) feed.try_pop_batch(got, 8);
   const char* buffer = got.front().args_json.data();
@@ -158,7 +144,6 @@ TEST_CASE("task feed: recycled buffers reach the producer as spares, empty, and 
 }
 
 TEST_CASE("task feed: buffers recycled before the producer first asks for a spare are not kept for it") {
-  Notified n;
   std::mutex mutex;
   std::condition_variable cv;
   bool recycled = false;
@@ -172,7 +157,7 @@ TEST_CASE("task feed: buffers recycled before the producer first asks for a spar
         spare_capacity = sink.spare().capacity();
         return std::nullopt;
       },
-      n.callback());
+      no_wake_up);
   std::deque<BatchTask> got;
   while (got.empty()) feed.try_pop_batch(got, 4);
   std::vector<std::string> spent{std::move(got.front().args_json)};
