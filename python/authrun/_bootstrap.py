@@ -819,6 +819,13 @@ def run_task(functions, payload, flags):
     return run_parsed(functions, task, attachment, b"$bytes" in body)
 
 
+_INTERRUPTED = []
+
+
+def _on_interrupt(signum, frame):
+    _INTERRUPTED.append(signum)
+
+
 def run_parsed(functions, task, attachment, has_bytes):
     """The result body (and attachment, or None) for a task body already parsed; `has_bytes` if its text
     holds a {"$bytes": ...} somewhere."""
@@ -829,6 +836,8 @@ def run_parsed(functions, task, attachment, has_bytes):
     if not isinstance(fn, str):
         field(task, "fn", "string", "task %d" % task_id)
     args = task.get("args")
+    if _INTERRUPTED:
+        return _error(task_id, "interrupted", "not started: the run was interrupted (SIGINT)"), None
     try:
         f = functions.find(fn)
     except LookupError as e:
@@ -1009,6 +1018,9 @@ def serve(channel, log):
                 raise
             channel.fail(e)  # the runner says it, once for the run
             return EXIT_PROGRAM
+        # Where it runs, once the program is in: the parent times the import until this comes.
+        info = dump({"batches": True, "host": socket.gethostname()[:255], "pid": os.getpid()})
+        write_all(channel.out_fd, channel.frame(T_WORKER_INFO, info))
         stdout_flush = sys.stdout.flush
         held = HeldResults(channel)
         while True:
@@ -1153,7 +1165,8 @@ def main(argv=None):
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: never outlive the runner
     if os.getppid() != parent:
         return 0
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
+    # Ctrl-C is the runner's to handle for the running task; tasks not started yet do not start.
+    signal.signal(signal.SIGINT, _on_interrupt)
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         # A tracer attached before the prctl above stays attached and could read the key: refuse.
@@ -1194,12 +1207,6 @@ def main(argv=None):
         key.wipe()
     if opts.orphan_watch:
         _start_orphan_watch(in_fd, out_fd)
-    try:
-        # Where it runs, right away. A write that fails here means the parent is gone: a clean end.
-        info = dump({"batches": True, "host": socket.gethostname()[:255], "pid": os.getpid()})
-        write_all(out_fd, channel.frame(T_WORKER_INFO, info))
-    except OSError:
-        return 0
     try:
         return serve(channel, _log)
     finally:

@@ -205,10 +205,15 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   void process_input() {
     for (;;) {
       const bool was_ready = connection.established();
+      const bool had_info = connection.peer_info().has_value();
       auto msg = connection.receive();
       if (!msg) {
         flush_now();
         return close(std::move(msg).error());
+      }
+      if (!had_info && connection.peer_info() && events.on_info) {
+        events.on_info();
+        if (closed) return;
       }
       if (!was_ready && connection.established()) {
         handshake_timer.cancel();

@@ -24,6 +24,8 @@ class WorkerLink {
   struct Events {
     // The worker's proof verified: it may be given tasks.
     std::function<void()> on_ready;
+    // The worker's worker_info arrived (a Python worker sends it once its program has loaded).
+    std::function<void()> on_info;
     // A result arrived (results arrive in the order tasks were sent).
     std::function<void(protocol::TaskResult&&)> on_result;
     // A piece of a running task's streamed output arrived (before that task's result).
