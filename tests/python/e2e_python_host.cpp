@@ -279,6 +279,7 @@ void make_tree(const std::string& root) {
     REQUIRE(::mkdir((root + d).c_str(), 0755) == 0);
   }
   REQUIRE(test::run_program({"/bin/cp", runner, root + "/bin/authrun"}).exit_code == 0);
+  REQUIRE(test::run_program({"/bin/cp", bin_dir + "/authrun-worker", root + "/bin/authrun-worker"}).exit_code == 0);
   REQUIRE(test::run_program({"/bin/cp", bin_dir + "/../share/authrun/python/authrun/_bootstrap.py",
                              root + "/share/authrun/python/authrun/_bootstrap.py"})
               .exit_code == 0);

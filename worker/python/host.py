@@ -184,8 +184,34 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
                             sort_keys=True)
 
 
+def _key_text(k):
+    """A dict key as JSON writes it: str as is; int, float, bool and None as their JSON text."""
+    if isinstance(k, str):
+        return k
+    if k is True or k is False or k is None:
+        return json.dumps(k)
+    if isinstance(k, (int, float)):
+        return json.dumps(k) if isinstance(k, float) else int.__repr__(k)
+    raise TypeError("keys must be str, int, float, bool or None, not %s" % type(k).__name__)
+
+
+def _keys_as_text(value):
+    """Every dict's keys made text first, so that keys of mixed types sort (as text)."""
+    if isinstance(value, dict):
+        return {_key_text(k): _keys_as_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_keys_as_text(v) for v in value]
+    return value
+
+
 def _encode(value):
-    text = _ENCODER.encode(value)
+    try:
+        text = _ENCODER.encode(value)
+    except TypeError as e:
+        if "not supported between instances" not in str(e):
+            raise
+        value = _keys_as_text(value)
+        text = _ENCODER.encode(value)
     if '"$' in text:
         text = _ENCODER.encode(_escape(value))
     return text
