@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#include <csignal>
+
+#include <fcntl.h>
 #include <sodium.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -448,4 +451,41 @@ if __name__ == "__main__":
   CHECK(contains(shown, "{\"raised\":true} SystemExit(4)\n"));
   CHECK(::access(marker.c_str(), F_OK) != 0);
   CHECK(WIFEXITED(c.wait()));
+}
+
+TEST_CASE("python host: after Ctrl-C (SIGINT to the runner and its workers) tasks queued in a worker's window do not start") {
+  test::TempDir dir;
+  const std::string go = dir.path() + "/GO";
+  const std::string module = dir.write("gated.py", "import os, time\n"
+                                                   "def task(n):\n"
+                                                   "    open(" + json(dir.path() + "/started-").dump() + " + str(n), 'w')\n"
+                                                   "    while n == 0 and not os.path.exists(" + json(go).dump() + "):\n"
+                                                   "        time.sleep(0.01)\n"
+                                                   "    return n\n");
+  const std::string other = dir.path() + "/otherpython3";
+  REQUIRE(test::run_program({"/bin/cp", "/usr/bin/python3", other}).exit_code == 0);
+  for (const std::string& exe : {std::string(), other}) {
+    CAPTURE(exe);
+    for (int i = 0; i < 4; ++i) std::remove((dir.path() + "/started-" + std::to_string(i)).c_str());
+    std::remove(go.c_str());
+    std::vector<std::string> argv{test::authrun_bin(), "run", "--no-progress", "--python", module, "-j", "1", "--window", "4", "-"};
+    if (!exe.empty()) argv.insert(argv.end() - 1, {"--python-exe", exe});
+    test::Child runner = test::spawn_child(argv);
+    std::string input;
+    for (int i = 0; i < 4; ++i) input += task_line(json{{"id", i}, {"fn", "task"}, {"args", {i}}});
+    test::write_text(runner.in.get(), input);
+    runner.in.close();
+    REQUIRE(test::eventually([&] { return ::access((dir.path() + "/started-0").c_str(), F_OK) == 0; }));
+    // The terminal's Ctrl-C: the whole foreground group, runner and workers.
+    for (int pid : test::children_of(runner.pid)) ::kill(pid, SIGINT);
+    ::kill(runner.pid, SIGINT);
+    // Let the runner take it in (its log line) before the running task ends.
+    std::string err;
+    REQUIRE(test::read_until(runner.err.get(), err, [](const std::string& e) { return contains(e, "got SIGINT"); },
+                             std::chrono::steady_clock::now() + test::scaled(std::chrono::seconds(20))));
+    ::close(::open(go.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    const int status = runner.wait();
+    CHECK(WIFEXITED(status));
+    for (int i = 1; i < 4; ++i) CHECK(::access((dir.path() + "/started-" + std::to_string(i)).c_str(), F_OK) != 0);
+  }
 }
