@@ -275,6 +275,7 @@ void Engine::spawn_worker(int slot) {
   ev.on_ready = [this, id] { on_ready(id); };
   ev.on_result = [this, id](TaskResult&& r) { on_result(id, std::move(r)); };
   ev.on_info = [this, id] { on_info(id); };
+  ev.await_info = !m_o.program.empty();
   ev.values_as_text = m_handler.takes_value_text();
   ev.on_output = [this, id](Output&& out) { on_output(id, std::move(out)); };
   ev.on_gone = [this, id](const Error& why, int status) { on_gone(id, why, status); };

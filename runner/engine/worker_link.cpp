@@ -80,6 +80,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   void wait_for_info() {
     if (info_timer_started) return;
     info_timer_started = true;
+    if (events.await_info) return;
     info_timer.expires_after(k_info_wait);
     info_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
       if (ec || self->closed) return;

@@ -35,6 +35,9 @@ class WorkerLink {
     std::function<void(const protocol::Error& why, int wait_status)> on_gone;
     // Results of task batches keep their values as JSON text (TaskResult::value_json), not parsed.
     bool values_as_text = false;
+    // The first tasks wait for the worker's worker_info however long it takes, not k_info_wait: a Python
+    // worker sends it once its program has loaded, and runs no task before (its import deadline bounds it).
+    bool await_info = false;
   };
 
   // Spawns `argv`, hands it a fresh key (or `shared_key` when given) as `delivery` says (inherited_fd: the

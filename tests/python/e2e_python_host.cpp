@@ -124,9 +124,23 @@ std::map<std::uint64_t, std::string> value_texts(const std::string& out) {
   return texts;
 }
 
+// The interpreters each value and error case runs on: authrun-python ("", the default) and the ctypes
+// bootstrap (a copy of the interpreter in `dir`, which authrun-python does not serve).
+std::vector<std::string> interpreters(const test::TempDir& dir) {
+  const std::string other = dir.path() + "/otherpython3";
+  REQUIRE(test::run_program({"/bin/cp", "/usr/bin/python3", other}).exit_code == 0);
+  return {"", other};
+}
+
+// `options` with --python-exe `exe` in front when it is not "".
+std::vector<std::string> with_exe(const std::string& exe, std::vector<std::string> options) {
+  if (!exe.empty()) options.insert(options.begin(), {"--python-exe", exe});
+  return options;
+}
+
 }  // namespace
 
-TEST_CASE("python host: integers beyond 64 bits come back exact, alone (window 1) and in batches") {
+TEST_CASE("python host: integers beyond 64 bits come back exact, alone (window 1) and in batches, also on the bootstrap") {
   test::TempDir dir;
   const std::string module = dir.write("vals.py", k_values_module);
   std::string input;
@@ -134,9 +148,11 @@ TEST_CASE("python host: integers beyond 64 bits come back exact, alone (window 1
   const std::string huge = big_digits(200);
   REQUIRE(huge.size() > 60);
   input += "{\"id\":40,\"fn\":\"twice\",\"args\":[" + huge + "]}\n";
+  for (const std::string& exe : interpreters(dir))
   for (const char* window : {"1", "16"}) {
+    CAPTURE(exe);
     CAPTURE(window);
-    auto r = run_batch({"--python", module, "-j", "1", "--window", window, "-k", "-"}, input);
+    auto r = run_batch(with_exe(exe, {"--python", module, "-j", "1", "--window", window, "-k", "-"}), input);
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     auto texts = value_texts(r.out);
@@ -162,7 +178,9 @@ TEST_CASE("python host: text that is not Unicode is a bad_result naming the char
   input += task_line(json{{"id", 6}, {"fn", "Shape.area"}, {"args", {3, 4}}});
   input += task_line(json{{"id", 7}, {"fn", "LIMIT"}});
   input += task_line(json{{"id", 8}, {"fn", "nothing_here"}});
-  auto r = run_batch({"--python", module, "-j", "1", "-k", "-"}, input);
+  for (const std::string& exe : interpreters(dir)) {
+  CAPTURE(exe);
+  auto r = run_batch(with_exe(exe, {"--python", module, "-j", "1", "-k", "-"}), input);
   INFO(r.err);
   auto res = by_id(parse_results(r.out));
   REQUIRE(res.size() == 9);
@@ -179,6 +197,7 @@ TEST_CASE("python host: text that is not Unicode is a bad_result naming the char
   CHECK(res[7]["error"]["type"] == "not_callable");
   CHECK(contains(res[7]["error"]["message"].get<std::string>(), "not callable"));
   CHECK(res[8]["error"]["type"] == "unknown_function");
+  }
 }
 
 TEST_CASE("python host: an error is str(e) exactly, its type module-qualified, long messages kept, attributes kept") {
@@ -195,7 +214,9 @@ TEST_CASE("python host: an error is str(e) exactly, its type module-qualified, l
   input += task_line(json{{"id", 1}, {"fn", "vals.fail_custom"}});
   input += task_line(json{{"id", 2}, {"fn", "vals.fail_text"}, {"args", {long_text}}});
   input += task_line(json{{"id", 3}, {"fn", "user.f"}});
-  auto r = run_batch({"--python", module, "--python", user, "-j", "1", "-k", "-"}, input);
+  for (const std::string& exe : interpreters(dir)) {
+  CAPTURE(exe);
+  auto r = run_batch(with_exe(exe, {"--python", module, "--python", user, "-j", "1", "-k", "-"}), input);
   INFO(r.err);
   auto res = by_id(parse_results(r.out));
   REQUIRE(res.size() == 4);
@@ -208,6 +229,7 @@ TEST_CASE("python host: an error is str(e) exactly, its type module-qualified, l
   CHECK(res[2]["error"]["message"] == long_text);
   CHECK(res[3]["error"]["type"] == "mypkg.errors.Custom");
   CHECK(res[3]["error"]["message"] == "deep");
+  }
 }
 
 TEST_CASE("python host: sys.exit and KeyboardInterrupt in a task end that task only: same interpreter, no retry") {
@@ -219,7 +241,9 @@ TEST_CASE("python host: sys.exit and KeyboardInterrupt in a task end that task o
   input += task_line(json{{"id", 2}, {"fn", "interrupted"}});
   input += task_line(json{{"id", 3}, {"fn", "exits"}, {"args", {"bye"}}});
   input += task_line(json{{"id", 4}, {"fn", "pid"}});
-  auto r = run_batch({"--python", module, "-j", "1", "--retries", "3", "-k", "-"}, input);
+  for (const std::string& exe : interpreters(dir)) {
+  CAPTURE(exe);
+  auto r = run_batch(with_exe(exe, {"--python", module, "-j", "1", "--retries", "3", "-k", "-"}), input);
   INFO(r.err);
   auto res = by_id(parse_results(r.out));
   REQUIRE(res.size() == 5);
@@ -233,6 +257,7 @@ TEST_CASE("python host: sys.exit and KeyboardInterrupt in a task end that task o
   CHECK(res[0]["value"] == res[4]["value"]);
   CHECK(res[0]["value"] == res[0]["worker"]);
   CHECK(contains(test::summary_of(r.err), "0 worker deaths"));
+  }
 }
 
 TEST_CASE("python host: --timeout counts from the end of the import; --import-timeout fails the program once") {

@@ -135,6 +135,10 @@ def _find(fn):
     for part in path.split("."):
         obj = getattr(obj, part, _MISSING) if part else _MISSING
         if obj is _MISSING:
+            if not best and "." in path:
+                return None, ("unknown_function", "unknown function '%s': no module '%s' in the program (%s), "
+                              "nor '%s' in module '%s'" % (fn, path.split(".")[0], module.__name__, path,
+                                                           module.__name__))
             return None, ("unknown_function", "unknown function '%s': module '%s' has no '%s'" %
                           (fn, module.__name__, path))
     if not callable(obj):
