@@ -208,7 +208,12 @@ def _keys_as_text(value):
     return value
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _encode(value):
+    if type(value) in _SCALARS:  # nothing inside to escape or sort
+        return _ENCODER.encode(value)
     try:
         text = _ENCODER.encode(value)
     except TypeError as e:
@@ -296,7 +301,7 @@ def call(fn, args_json, attachment):
         if f is None:
             return (False, why[0], why[1], None)
         _cache[fn] = f
-    args = json.loads(args_json)
+    args = None if args_json == "null" else json.loads(args_json)
     if '"$' in args_json:
         try:
             args = _from_json(args)
@@ -322,11 +327,8 @@ def call(fn, args_json, attachment):
             value = f(args, attachment)
     except BaseException as e:  # noqa: B902 - SystemExit, KeyboardInterrupt: that task's error, no more
         return _error(e, fn)
-    finally:
-        try:
-            sys.stdout.flush()
-        except BaseException:  # noqa: B902
-            pass
+    if value is None:
+        return (True, "null", None)
     if isinstance(value, (bytes, bytearray, memoryview)) and len(value):
         # The protocol's binary path: the bytes travel raw after the body. (No bytes at all go as
         # {"$bytes": ""}: an empty attachment cannot be told from none.)

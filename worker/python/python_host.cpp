@@ -110,6 +110,7 @@ Result<void> load(const HostOptions& options, const std::string& program_json) {
 
 // Whether a JSON value's text may nest deeper than the protocol allows: only if it has that many brackets.
 bool may_be_too_deep(std::string_view text, int depth) {
+  if (text.empty() || (text.front() != '[' && text.front() != '{')) return false;  // a scalar
   const auto opens = std::count_if(text.begin(), text.end(), [](char c) { return c == '[' || c == '{'; });
   return opens > depth;
 }
