@@ -5,9 +5,12 @@
 #include "worker/python/python_host.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <unistd.h>
 
 #include "protocol/json_codec.hpp"
 #include "protocol/json_text.hpp"
@@ -23,6 +26,7 @@ namespace {
 // The host module's two entry points, set once the interpreter runs (the GIL is held only inside a call).
 PyObject* g_load = nullptr;
 PyObject* g_call = nullptr;
+PyThreadState* g_main_thread = nullptr;  // saved while no call runs (the GIL released)
 
 // The text of the Python exception being raised (cleared), for a message: "Type: message".
 std::string take_python_error() {
@@ -104,7 +108,7 @@ Result<void> load(const HostOptions& options, const std::string& program_json) {
   }
   Py_XDECREF(failed);
   // From here on the GIL is taken for each call only: threads a task started run between tasks too.
-  PyEval_SaveThread();
+  g_main_thread = PyEval_SaveThread();
   return out;
 }
 
@@ -170,6 +174,16 @@ Result<std::string, TaskError> call(std::string_view fn, std::string_view args_j
 }
 
 }  // namespace
+
+void exit_python(int status) {
+  if (g_main_thread != nullptr) {
+    PyEval_RestoreThread(g_main_thread);
+    g_main_thread = nullptr;
+    if (Py_FinalizeEx() < 0 && status == 0) status = 120;  // as python3 does when flushing fails
+  }
+  std::fflush(nullptr);
+  ::_exit(status);
+}
 
 DynamicFunctions python_functions(const HostOptions& options) {
   DynamicFunctions f;
