@@ -112,11 +112,13 @@ Result<void> load(const HostOptions& options, const std::string& program_json) {
   return out;
 }
 
-// Whether a JSON value's text may nest deeper than the protocol allows: only if it has that many brackets.
-bool may_be_too_deep(std::string_view text, int depth) {
+// Whether a JSON value's text nests deeper than `depth`: scanned only when it has that many brackets.
+bool too_deep(std::string_view text, int depth) {
   if (text.empty() || (text.front() != '[' && text.front() != '{')) return false;  // a scalar
   const auto opens = std::count_if(text.begin(), text.end(), [](char c) { return c == '[' || c == '{'; });
-  return opens > depth;
+  if (opens <= depth) return false;
+  std::vector<JsonMember> members;
+  return !scan_json(text, members, depth).has_value();
 }
 
 Result<std::string, TaskError> call(std::string_view fn, std::string_view args_json, Attachment& attachment) {
@@ -138,11 +140,7 @@ Result<std::string, TaskError> call(std::string_view fn, std::string_view args_j
                          std::string(fn) + " returned text that is not valid Unicode (" + why +
                              "); return bytes for such data, or decode it with errors='replace'",
                          nullptr};
-    } else if (may_be_too_deep(text, limits::json_max_depth - 1) &&
-               ![&] {
-                 std::vector<JsonMember> members;
-                 return scan_json(text, members, limits::json_max_depth - 1).has_value();
-               }()) {
+    } else if (too_deep(text, limits::json_max_depth - 1)) {
       result = TaskError{"bad_result", std::string(fn) + " returned a value nested deeper than " +
                                            std::to_string(limits::json_max_depth - 1) + " levels", nullptr};
     } else {
