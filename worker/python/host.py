@@ -4,6 +4,7 @@
 # call() for each task. PROTOCOL.md section 11 is the contract these functions follow.
 import base64
 import json
+import json.encoder
 import os
 import sys
 
@@ -209,10 +210,17 @@ def _keys_as_text(value):
 
 
 _SCALARS = (str, int, float, bool, type(None))
+_encode_str = json.encoder.encode_basestring  # what the encoder uses for str with ensure_ascii=False
 
 
 def _encode(value):
-    if type(value) in _SCALARS:  # nothing inside to escape or sort
+    t = type(value)
+    # The common scalars without an encoder's set-up (the bytes JSONEncoder.encode would write).
+    if t is int:
+        return int.__repr__(value)
+    if t is str:
+        return _encode_str(value)
+    if t in _SCALARS:  # nothing inside to escape or sort
         return _ENCODER.encode(value)
     try:
         text = _ENCODER.encode(value)
