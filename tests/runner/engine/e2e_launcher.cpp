@@ -114,6 +114,25 @@ TEST_CASE("launched: something printed before the worker starts is a clean error
   CHECK(r.out.empty());
 }
 
+TEST_CASE("launched: a worker that prints before asking for its key gets no key and not a byte more (no hello)") {
+  // The "worker" moves to a session of its own first (the runner kills the launcher's group), then prints,
+  // then copies everything the runner writes to its stdin into a file until the runner closes it.
+  for (const std::string banner : {"Welcome to node7, last login yesterday", "hi", "ARUNX"}) {
+    CAPTURE(banner);
+    test::TempDir dir;
+    const std::string got = dir.path() + "/got";
+    const std::string launcher = "sh -c 'exec setsid -w sh -c \"printf %s \\\"" + banner + "\\\"; cat > " + got +
+                                 ".part; mv " + got + ".part " + got + "\"' sh";
+    auto r = run_batch({"-j", "1", "--launcher", launcher, "--launcher-encrypted", "-"}, echo_tasks(1));
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(summary_of(r.err), "0 workers trusted, 3 handshake failures"));
+    // Each of the three tries ends with the runner's end of the worker's stdin closed: the copies end.
+    REQUIRE(test::eventually([&] { return ::access(got.c_str(), F_OK) == 0; }));
+    CHECK(test::read_file(got).empty());
+  }
+}
+
 TEST_CASE("launched: a host whose workers keep failing is set aside and the batch goes on elsewhere") {
   test::TempDir dir;
   const std::string joblog = dir.path() + "/joblog.tsv";
