@@ -2,7 +2,8 @@
 """The test vectors of protocol/PROTOCOL.md section 10, checked with the Python worker's own code
 (python/authrun/_bootstrap.py): hellos, transcript hash, proofs, session keys and data frames of both modes,
 including frames after the first (seq >= 1), an attachment, an error message and every other data message
-(program, task_batch, shutdown, worker_info, output, result_batch). Also drives the worker's
+(program, task_batch, shutdown, worker_info, output, result_batch). Also the worker's checks of a task_batch
+(the whole frame before any task runs). Also drives the worker's
 handshake over real pipes against a scripted parent whose frames are the documented ones.
 
 Run: python3 tests/python/test_vectors.py (the suite runs it with /usr/bin/python3). Exit 0 when all pass."""
@@ -148,6 +149,64 @@ def worker_over_pipes(hello_p, proof_p_mac, mode, frames_after):
     return written, ch
 
 
+class _Module:
+    """A program module of one function that records its calls."""
+    __name__ = "m"
+
+    def __init__(self):
+        self.calls = []
+
+    def f(self, *args):
+        self.calls.append(args)
+        return len(self.calls)
+
+
+class _Held:
+    """Stands in for HeldResults: keeps what would be sent."""
+
+    def __init__(self):
+        self.results = []
+
+    def task_started(self):
+        pass
+
+    def task_ended(self):
+        pass
+
+    def add(self, task_id, body, attachment):
+        self.results.append(task_id)
+
+    def send(self):
+        pass
+
+
+def check_batch_refusals():
+    """PROTOCOL.md sections 3 and 6: a task_batch is checked whole before any of its tasks runs; its format is
+    checked (malformed) before anything else about it."""
+    module = _Module()
+    functions = b.Functions({"m": module})
+    good = b'{"tasks":[{"id":1,"fn":"f","args":[1]},{"id":2,"fn":"f","args":[2]}]}'
+    held = _Held()
+    b.run_batch(functions, held, good, 0, lambda: None)
+    check("a good batch runs every task", str(held.results), "[1, 2]")
+    for name, payload in (("a bad last entry", b'{"tasks":[{"id":3,"fn":"f"},{"id":4}]}'),
+                          ("an entry that is no object", b'{"tasks":[{"id":5,"fn":"f"},7]}'),
+                          ("an id of the wrong type", b'{"tasks":[{"id":6,"fn":"f"},{"id":"7","fn":"f"}]}')):
+        calls, held = len(module.calls), _Held()
+        try:
+            b.run_batch(functions, held, payload, 0, lambda: None)
+            failures.append(name + " accepted")
+        except b.ProtocolError as e:
+            check(name + ": malformed", e.code, "malformed")
+            check(name + ": names the entry", str("task_batch tasks[1]" in e.message), "True")
+        check(name + ": none of the batch ran", str((len(module.calls) - calls, held.results)), "(0, [])")
+    try:
+        b.run_batch(functions, _Held(), good, 1, lambda: None)  # CBOR flag
+        failures.append("a CBOR task_batch accepted")
+    except b.ProtocolError as e:
+        check("a CBOR task_batch: malformed", e.code, "malformed")
+
+
 def main():
     hello_a, p2w_a, w2p_a = run("A", ["authenticated"])
     hello_b, p2w_b, w2p_b = run("B", ["encrypted"])
@@ -216,6 +275,8 @@ def main():
     for name, body in (("k_program_frame", program), ("k_task_batch_frame", batch), ("k_shutdown_frame", b"{}")):
         f = bytes.fromhex(OTHER[name])
         check(name + " opened", rx.open(f[:12], f[12:-16], f[-16:]), body.hex())
+
+    check_batch_refusals()
 
     if failures:
         print("%d FAILED: %s" % (len(failures), ", ".join(failures)))

@@ -4,9 +4,11 @@
 // without an sshd. tests/test_launch_*.cpp do the same through a real sshd and a real Slurm.
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
@@ -120,7 +122,7 @@ TEST_CASE("launched: a worker that prints before asking for its key gets no key 
   for (const std::string banner : {"Welcome to node7, last login yesterday", "hi", "ARUNX"}) {
     CAPTURE(banner);
     test::TempDir dir;
-    const std::string got = dir.path() + "/got";
+    const std::string got = dir.path() + "/got.$$";  // one file per try
     const std::string launcher = "sh -c 'exec setsid -w sh -c \"printf %s \\\"" + banner + "\\\"; cat > " + got +
                                  ".part; mv " + got + ".part " + got + "\"' sh";
     auto r = run_batch({"-j", "1", "--launcher", launcher, "--launcher-encrypted", "-"}, echo_tasks(1));
@@ -128,8 +130,15 @@ TEST_CASE("launched: a worker that prints before asking for its key gets no key 
     CHECK(r.exit_code == 2);
     CHECK(contains(summary_of(r.err), "0 workers trusted, 3 handshake failures"));
     // Each of the three tries ends with the runner's end of the worker's stdin closed: the copies end.
-    REQUIRE(test::eventually([&] { return ::access(got.c_str(), F_OK) == 0; }));
-    CHECK(test::read_file(got).empty());
+    std::vector<std::string> copies;
+    REQUIRE(test::eventually([&] {
+      copies.clear();
+      for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+        if (entry.path().extension() != ".part") copies.push_back(entry.path());
+      }
+      return copies.size() == 3;
+    }));
+    for (const std::string& copy : copies) CHECK(test::read_file(copy).empty());
   }
 }
 
