@@ -14,6 +14,13 @@ namespace {
 
 std::atomic<pid_t> g_running_group{0};  // the child's process group while it runs (for the signal handler)
 
+// Milliseconds on the monotonic clock (clock_gettime is async-signal-safe).
+long long monotonic_ms() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<long long>(now.tv_sec) * 1000 + now.tv_nsec / 1'000'000;
+}
+
 }  // namespace
 
 void set_running_child_group(pid_t group) { g_running_group.store(group); }
@@ -24,10 +31,12 @@ void stop_running_child_group() {
   // GNU parallel's termination sequence (--termseq TERM,200,TERM,100,TERM,50,KILL,25): a job may clean up.
   // Done once the child itself is reaped here (the caller exits next); what is left of its group then gets
   // SIGKILL. (The group alone cannot tell: an orphaned zombie still counts as a member until init reaps it.)
+  // The waits are measured on the clock, not counted in naps: on a busy machine each nap lasts longer, and
+  // the sequence must still end (with the SIGKILL) within the runner's grace for a stopped worker.
   static constexpr int k_waits_ms[] = {200, 100, 50};
   for (int wait_ms : k_waits_ms) {
     if (::kill(-group, SIGTERM) != 0) return;
-    for (int waited = 0; waited < wait_ms; waited += 2) {
+    for (const long long until = monotonic_ms() + wait_ms; monotonic_ms() < until;) {
       int status = 0;
       const pid_t r = ::waitpid(group, &status, WNOHANG);
       if (r == group || (r < 0 && errno == ECHILD)) {
