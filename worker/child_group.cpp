@@ -7,12 +7,15 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 namespace authrun::worker {
 
 namespace {
 
 std::atomic<pid_t> g_running_group{0};  // the child's process group while it runs (for the signal handler)
+std::atomic<bool> g_spawning{false};     // a child is being spawned and not recorded yet
+std::atomic<int> g_held_signal{0};       // a SIGTERM or SIGHUP that came meanwhile
 
 // Milliseconds on the monotonic clock (clock_gettime is async-signal-safe).
 long long monotonic_ms() {
@@ -24,6 +27,27 @@ long long monotonic_ms() {
 }  // namespace
 
 void set_running_child_group(pid_t group) { g_running_group.store(group); }
+
+void spawning_child() { g_spawning.store(true); }
+
+void spawned_child_group(pid_t group) {
+  g_running_group.store(group);
+  g_spawning.store(false);
+  // A signal that came while the group was unknown: act on it now (one that comes from here on is the
+  // handler's own to act on, with the group known).
+  if (const int sig = g_held_signal.exchange(0); sig != 0) {
+    stop_running_child_group();
+    ::_exit(128 + sig);
+  }
+}
+
+bool defer_termination(int sig) {
+  if (!g_spawning.load()) return false;
+  g_held_signal.store(sig);
+  if (g_spawning.load()) return true;
+  // The spawn ended meanwhile: spawned_child_group may have missed the signal; take it back and act here.
+  return g_held_signal.exchange(0) == 0;
+}
 
 void stop_running_child_group() {
   const pid_t group = g_running_group.load();

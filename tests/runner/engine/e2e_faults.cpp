@@ -162,7 +162,7 @@ Child start_sleeping_batch(const TempDir& dir, int seconds, std::string& out, st
                      Clock::now() + authrun::test::scaled(std::chrono::seconds(20))));
   std::string input = echo_tasks(2);
   for (int i = 0; i < 2; ++i) {
-    const std::string script = "touch '" + dir.path() + "/started'; exec sleep " + std::to_string(seconds);
+    const std::string script = "touch '" + dir.path() + "/started'; exec sleep " + std::to_string(seconds) + ".0025";
     input += task_line(json{{"id", "sleep-" + std::to_string(i)}, {"fn", "exec"}, {"args", {{"argv", {"sh", "-c", script}}}}});
   }
   write_text(c.in.get(), input);
@@ -226,6 +226,8 @@ TEST_CASE("faults: a second SIGINT stops at once with interrupted results") {
   }
   CHECK(interrupted >= 1);
   CHECK(static_cast<int>(results.size()) + summary_count(err, "not started") == 4);
+  // No sleep outlives its worker, not even one whose spawn the stop interrupted.
+  CHECK(eventually([] { return processes_running("sleep", "600.0025").empty(); }));
 }
 
 namespace {
