@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "protocol/json_text.hpp"
+#include "protocol/peer_text.hpp"
 
 namespace authrun::protocol {
 
@@ -233,10 +234,8 @@ Result<Message> decode_worker_info(const json& j) {
   AUTHRUN_TRY_ASSIGN(info.host, string_field(j, "host", "worker_info"));
   AUTHRUN_TRY_ASSIGN(std::uint64_t pid, uint_field(j, "pid", "worker_info"));
   if (info.host.size() > 255) return make_error(ErrorCode::malformed, "worker_info field \"host\" is longer than 255 bytes");
-  // Shown in logs and results: only the characters of a host name (others become '?').
-  for (char& c : info.host) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') c = '?';
-  }
+  // Shown in logs and results: only the characters of a host name, in UTF-8 (others become '?').
+  info.host = sanitize_host_name(info.host);
   if (pid > std::uint64_t(std::numeric_limits<std::int64_t>::max())) return make_error(ErrorCode::malformed, "worker_info field \"pid\" is out of range");
   info.pid = static_cast<std::int64_t>(pid);
   if (auto batches = j.find("batches"); batches != j.end()) {
@@ -761,7 +760,10 @@ Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, b
     attach(*task);
   } else if (auto* result = std::get_if<TaskResult>(&msg)) {
     attach(*result);
-  } else if (auto* output = std::get_if<Output>(&msg); output && format == BodyFormat::json) {
+  } else if (auto* output = std::get_if<Output>(&msg)) {
+    if (format != BodyFormat::json) {
+      return make_error(ErrorCode::malformed, "output frames carry a JSON body (their bytes go in the attachment)");
+    }
     if (has_attachment) output->data = Attachment{std::move(payload), attachment_offset};
   } else if (has_attachment || format != BodyFormat::json) {
     return make_error(ErrorCode::malformed, std::string(to_string(type_of(msg))) + " frames carry JSON bodies and no attachment");

@@ -119,7 +119,10 @@ Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const R
   }
   if (n == 0 && passed.empty()) return KeyRequestSeen::closed;
   const std::string worker = "worker " + std::to_string(worker_pid);
-  if ((msg.msg_flags & MSG_CTRUNC) != 0) return handover_error("key request for " + worker + " passed more than one fd");
+  if ((msg.msg_flags & MSG_CTRUNC) != 0) {
+    // The room holds one ucred and two fds (alignment): a second fd is refused by the count below.
+    return handover_error("key request for " + worker + " carries more control data than one ucred and one fd (several fds?)");
+  }
   if (std::string_view(data, static_cast<std::size_t>(n)) != k_handover_request) {
     return handover_error("key request for " + worker + " is not \"ARUNKEY?\" (" + std::to_string(n) + " other bytes)");
   }

@@ -1,13 +1,11 @@
 // escape_peer_text: control bytes and invalid UTF-8 made visible, length bounded.
 #include "protocol/peer_text.hpp"
 
+#include <cctype>
 #include <cstdio>
 
 namespace authrun::protocol {
 
-namespace {
-
-// Length of the valid, printable UTF-8 sequence starting at text[i], or 0 if it is not one.
 std::size_t printable_sequence(std::string_view text, std::size_t i) {
   const auto b = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
   const unsigned char c = b(i);
@@ -30,7 +28,24 @@ std::size_t printable_sequence(std::string_view text, std::size_t i) {
   return n;
 }
 
-}  // namespace
+std::string sanitize_host_name(std::string_view host) {
+  std::string out(host);
+  for (std::size_t i = 0; i < out.size();) {
+    const unsigned char c = static_cast<unsigned char>(out[i]);
+    if (c >= 0x80) {
+      const std::size_t n = printable_sequence(out, i);
+      if (n > 1) {
+        i += n;
+        continue;
+      }
+    } else if (std::isalnum(c) || c == '.' || c == '-' || c == '_') {
+      ++i;
+      continue;
+    }
+    out[i++] = '?';
+  }
+  return out;
+}
 
 std::string escape_peer_text(std::string_view text, std::size_t max_bytes) {
   std::string out;

@@ -22,6 +22,14 @@ inline constexpr std::size_t k_peer_result_type_max = 1024;
 // UTF-8 and contains no control byte.
 std::string escape_peer_text(std::string_view text, std::size_t max_bytes = k_peer_text_max);
 
+// The length in bytes of the printable character that starts at text[i] (1 for printable ASCII, 2 to 4 for
+// valid UTF-8 that is not a C1 control or a bidirectional override), or 0 if none starts there.
+std::size_t printable_sequence(std::string_view text, std::size_t i);
+
+// A host name a peer sent, made safe for logs and results: ASCII letters, digits, '.', '-', '_' and printable
+// non-ASCII characters (UTF-8: "nodé") are kept; every other byte becomes '?'. The length in bytes is kept.
+std::string sanitize_host_name(std::string_view host);
+
 }  // namespace authrun::protocol
 
 namespace authrun::protocol {

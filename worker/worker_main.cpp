@@ -39,6 +39,7 @@ void log_line(const std::string& text) {
 // SIGTERM (also what PR_SET_PDEATHSIG sends when the runner dies) and SIGHUP: take the running task's
 // child with us, then go.
 void on_terminate(int sig) {
+  if (defer_termination(sig)) return;  // a task's child is being spawned: acted on once it is recorded
   stop_running_child_group();
   ::_exit(128 + sig);
 }

@@ -40,7 +40,7 @@ FLAG_FORMAT_MASK = 0x0003
 FLAG_ATTACHMENT = 0x0004
 T_HELLO, T_PROOF, T_OUTCOME = 1, 2, 3
 T_TASK, T_RESULT, T_ERROR, T_SHUTDOWN, T_WORKER_INFO, T_PROGRAM = 16, 17, 18, 19, 20, 21
-T_TASK_BATCH, T_RESULT_BATCH = 23, 24
+T_OUTPUT, T_TASK_BATCH, T_RESULT_BATCH = 22, 23, 24
 TYPE_NAMES = {1: "hello", 2: "proof", 3: "outcome", 16: "task", 17: "result", 18: "error", 19: "shutdown",
               20: "worker_info", 21: "program", 23: "task_batch", 24: "result_batch"}
 MAX_BATCH_ENTRIES = 4096
@@ -923,15 +923,21 @@ def _on_interrupt(signum, frame):
     _INTERRUPTED.append(signum)
 
 
-def run_parsed(functions, task, attachment, has_bytes):
-    """The result body (and attachment, or None) for a task body already parsed; `has_bytes` if its text
-    holds a {"$bytes": ...} or {"$dict": ...} somewhere."""
+def check_task_fields(task):
+    """Raises malformed, naming the field, unless `task` has a uint `id` and a string `fn`."""
     task_id = task.get("id")
     if type(task_id) is not int or not 0 <= task_id < 1 << 64:
         field(task, "id", "uint", "task")
-    fn = task.get("fn")
-    if not isinstance(fn, str):
+    if not isinstance(task.get("fn"), str):
         field(task, "fn", "string", "task %d" % task_id)
+
+
+def run_parsed(functions, task, attachment, has_bytes):
+    """The result body (and attachment, or None) for a task body already parsed; `has_bytes` if its text
+    holds a {"$bytes": ...} or {"$dict": ...} somewhere."""
+    check_task_fields(task)
+    task_id = task["id"]
+    fn = task["fn"]
     args = task.get("args")
     if _INTERRUPTED:
         return _error(task_id, "interrupted", "not started: the run was interrupted (SIGINT)"), None
@@ -1088,10 +1094,17 @@ def run_batch(functions, held, payload, flags, stdout_flush):
     if not isinstance(tasks, list) or not 1 <= len(tasks) <= MAX_BATCH_ENTRIES:
         raise ProtocolError("malformed", "task_batch: field 'tasks' must be an array of 1 to %d objects" %
                             MAX_BATCH_ENTRIES)
-    has_bytes = b"$bytes" in payload or b"$dict" in payload
+    # The whole frame is checked before any of its tasks runs (PROTOCOL.md section 3): one bad entry and
+    # none runs.
     for i, task in enumerate(tasks):
         if not isinstance(task, dict):
             raise ProtocolError("malformed", "task_batch tasks[%d] must be an object" % i)
+        try:
+            check_task_fields(task)
+        except ProtocolError as e:
+            raise ProtocolError(e.code, "task_batch tasks[%d]: %s" % (i, e.message))
+    has_bytes = b"$bytes" in payload or b"$dict" in payload
+    for i, task in enumerate(tasks):
         held.task_started()
         try:
             body, attachment = run_parsed(functions, task, None, has_bytes)
@@ -1141,6 +1154,13 @@ def serve(channel, log):
                 run_batch(functions, held, payload, flags, stdout_flush)
                 continue
             if ftype != T_TASK:
+                # Its format and body are checked before its type, as authrun-worker does (PROTOCOL.md section 6).
+                if flags & FLAG_FORMAT_MASK and ftype != T_RESULT:
+                    raise ProtocolError("malformed", "%s frames carry a JSON body" % TYPE_NAMES[ftype])
+                if flags & FLAG_ATTACHMENT and ftype not in (T_RESULT, T_OUTPUT):
+                    raise ProtocolError("malformed", "%s frames carry no attachment" % TYPE_NAMES[ftype])
+                if not flags:
+                    parse_body(ftype, payload)
                 raise ProtocolError("unexpected", "worker got a %s message" % TYPE_NAMES[ftype])
             body, attachment = run_task(functions, payload, flags)
             try:

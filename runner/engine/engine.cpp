@@ -592,7 +592,7 @@ void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error,
 void Engine::on_result(int id, TaskResult&& r) {
   Worker& w = m_workers.at(id);
   if (w.in_flight.empty() || w.in_flight.front() != r.id) {
-    w.link->kill(make_error(ErrorCode::unexpected, "worker answered task " + std::to_string(r.id) + " out of turn"));
+    w.link->refuse(make_error(ErrorCode::unexpected, "worker answered task " + std::to_string(r.id) + " out of turn"));
     return;
   }
   w.in_flight.pop_front();
@@ -625,11 +625,11 @@ void Engine::on_result(int id, TaskResult&& r) {
 void Engine::on_output(int id, Output&& out) {
   Worker& w = m_workers.at(id);
   if (w.in_flight.empty() || w.in_flight.front() != out.id) {
-    w.link->kill(make_error(ErrorCode::unexpected, "worker sent output for task " + std::to_string(out.id) + ", which is not running"));
+    w.link->refuse(make_error(ErrorCode::unexpected, "worker sent output for task " + std::to_string(out.id) + ", which is not running"));
     return;
   }
   if (!m_handler.task_output(m_in_flight.at(out.id).task, out.is_stderr, out.data.view())) {
-    w.link->kill(make_error(ErrorCode::unexpected, "worker sent output for task " + std::to_string(out.id) + ", which did not ask to stream"));
+    w.link->refuse(make_error(ErrorCode::unexpected, "worker sent output for task " + std::to_string(out.id) + ", which did not ask to stream"));
     return;
   }
   if (m_handler.write_failed() && errno == EPIPE) {

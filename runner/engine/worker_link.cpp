@@ -170,7 +170,8 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   }
 
   // Bytes before the worker's key request: the request (then the key goes out, and the hello after it), or
-  // anything else, which goes to the Connection to be refused as a dirty channel, quoted.
+  // anything else: a dirty channel, which gets no key and not a byte more from us (not our hello, not an
+  // outcome); the Connection only says what came, quoted.
   void on_early_read(const boost::system::error_code& ec, std::size_t n) {
     if (closed) return;
     if (!ec) early_got += n;
@@ -183,15 +184,18 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
       kick_write();  // our hello
       return start_read();
     }
+    boost::system::error_code ignored;
+    out.close(ignored);  // nothing queued (our hello) is ever written now
     auto space = connection.read_space();
     const std::size_t fed = std::min(space.size(), early_got);
     std::copy_n(early.begin(), fed, space.begin());
     connection.commit(fed);
-    if (!ended) return process_input();
-    // The end before a complete request: say what came, if it was anything to say (a banner, an error).
     auto msg = connection.receive();
-    if (!msg) return close(std::move(msg).error());
-    close(connection.end_of_input());
+    if (!msg) return close(std::move(msg).error());  // a banner, an error message: quoted
+    if (ended) return close(connection.end_of_input());
+    // The start of a frame (a worker that did not ask for its key on its stdin) or of a quiet banner.
+    close(make_error(ErrorCode::unexpected, "the worker sent " + std::to_string(early_got) +
+                                                " bytes before asking for its key (ARUNKEY?); is it started with --key-stdin?"));
   }
 
   void on_read(const boost::system::error_code& ec, std::size_t n) {
@@ -247,10 +251,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
         if (closed) return;
         continue;
       }
-      Error e = make_error(ErrorCode::unexpected, std::string("worker sent a ") + to_string(type_of(**msg)) + " message");
-      std::ignore = connection.send(ProtocolError{to_string(e.code), e.message});
-      flush_now();
-      return close(std::move(e));
+      return refuse(make_error(ErrorCode::unexpected, std::string("worker sent a ") + to_string(type_of(**msg)) + " message"));
     }
     kick_write();
     start_read();
@@ -294,6 +295,14 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     });
   }
 
+  // Ends the channel for a violation of the protocol by the worker: an error message tells it why.
+  void refuse(Error why) {
+    if (closed) return;
+    std::ignore = connection.send(ProtocolError{to_string(why.code), why.message.substr(0, 1000)});
+    flush_now();
+    close(std::move(why));
+  }
+
   // Best-effort, non-blocking write of what is queued (the frame telling the peer why we close).
   void flush_now() {
     if (writing || !out.is_open()) return;
@@ -320,7 +329,10 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     rendezvous.close(ignored);
     // A worker that ended the channel itself is expected to exit at once. A trusted worker we stop (timeout,
     // signal, halt) gets SIGTERM, so that it takes its task's child process along. Either way SIGKILL
-    // follows if it has not exited. One that never proved itself gets SIGKILL at once.
+    // follows if it has not exited: two seconds on, over five times the 350 ms of the worker's termination
+    // sequence for its task's child group (TERM, 200 ms, TERM, 100 ms, TERM, 50 ms, KILL), which a SIGKILL
+    // to the worker would cut short, leaving a child that ignores TERM running. One that never proved
+    // itself gets SIGKILL at once.
     if (process && failure->code != ErrorCode::eof) {
       if (connection.established()) {
         process->terminate();
@@ -328,7 +340,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
         process->kill();
       }
     }
-    deadline_timer.expires_after(std::chrono::seconds(failure->code == ErrorCode::eof ? 2 : 1));
+    deadline_timer.expires_after(std::chrono::seconds(2));
     deadline_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
       if (!ec && self->process) self->process->kill();
     });
@@ -534,6 +546,8 @@ void WorkerLink::shutdown() {
 }
 
 void WorkerLink::kill(Error why) { m_impl->close(std::move(why)); }
+
+void WorkerLink::refuse(Error why) { m_impl->refuse(std::move(why)); }
 
 void WorkerLink::set_deadline(std::optional<std::chrono::milliseconds> after, Error why) {
   auto& timer = m_impl->deadline_timer;

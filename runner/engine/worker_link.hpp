@@ -81,6 +81,9 @@ class WorkerLink {
   // Ends the link now: stops the worker (SIGTERM if it was trusted, so it takes its task's child along;
   // SIGKILL otherwise or if it lingers); on_gone will report `why`.
   void kill(protocol::Error why);
+  // Ends the link for a protocol violation found above the Connection (a result out of turn, output nobody
+  // asked for): tells the worker why in an error message (best effort, after what is queued), then as kill().
+  void refuse(protocol::Error why);
   // Arms (or with nullopt disarms) a timer that kills the worker with `why` when it fires.
   void set_deadline(std::optional<std::chrono::milliseconds> after, protocol::Error why);
 

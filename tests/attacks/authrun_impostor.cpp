@@ -62,6 +62,9 @@ Playing the worker (use as: authrun run --worker "authrun-impostor MODE ..."):
   deep-result [DEPTH]  a worker WITH the key (asked for on fd 3) answering its first task with DEPTH nested arrays
   big-frame [BYTES]    a worker WITH the key answering its first task with a result header announcing BYTES
                        (default 256 MiB) and sending 10 of them, then holding the channel open
+  stray KIND           a worker WITH the key answering its first task (one that did not ask to stream) out of
+                       turn: KIND output (a piece of stdout for it), result or result-batch (for the next id);
+                       reports what the parent answered (answer=unexpected: an error message said why)
   steal-key -- W...    read whatever fd 3 holds (with hand-over v2: nothing), then exec the real worker W
   mitm ACTION -- W...  relay between the runner and the real worker W, which is exec'd in our place (keeping
                        the pid the runner started; fd 3 passed through, never read),
@@ -585,6 +588,56 @@ int mode_big_frame(std::uint32_t announced) {
   report("big_frames_announced=1");
   send_raw(1, std::string(reinterpret_cast<const char*>(h.data()), h.size()) + std::string(10, '{'));
   ::pause();  // until the runner kills us (its task timeout)
+  return 1;
+}
+
+int mode_stray(const std::string& kind) {
+  say("holds the key (fd 3), completes the handshake, answers its first task with a stray " + kind + " frame");
+  std::optional<Connection> c;
+  int exit_code = 0;
+  std::optional<Task> task = keyed_first_task(c, exit_code);
+  if (!task) return exit_code;
+  std::ignore = flush(*c, 1, Clock::now() + 5s);
+  // The runner stops this process as soon as it has answered: a child in a session of its own, holding the
+  // same channel state, reads that answer and reports it (the runner waits for our stderr's end).
+  const pid_t listener = ::fork();
+  if (listener < 0) return 1;
+  if (listener == 0) {
+    ::setsid();
+    ::close(1);
+    auto answer = drive(*c, 0, 1, nullptr, false, Clock::now() + 60s);
+    while (answer && *answer) answer = drive(*c, 0, 1, nullptr, false, Clock::now() + 60s);  // more tasks
+    if (answer) {
+      report("stray_sent=1 answer=none");
+      say("the parent accepted it and went on");
+    } else {
+      const std::string refused = "peer closed the channel: ";
+      const Error& e = answer.error();
+      const auto at = e.message.find(refused);
+      const std::string code = e.code == ErrorCode::peer_refused && at != std::string::npos
+                                   ? e.message.substr(at + refused.size(), e.message.find(':', at + refused.size()) - at - refused.size())
+                                   : to_string(e.code);
+      report("stray_sent=1 answer=" + code);
+      say("the parent ended the channel: " + describe(e));
+    }
+    ::_exit(0);
+  }
+  const std::string next = std::to_string(task->id + 1);
+  Result<void> sent;
+  if (kind == "output") {
+    Output piece;
+    piece.id = task->id;
+    const std::string text = "not asked for\n";
+    piece.data = Attachment{std::string(text), 0};
+    sent = c->send(std::move(piece));
+  } else if (kind == "result") {
+    sent = c->send_body(MessageType::result, "{\"id\":" + next + ",\"ok\":true,\"value\":1}");
+  } else {
+    sent = c->send_body(MessageType::result_batch, "{\"results\":[{\"id\":" + next + ",\"ok\":true,\"value\":1}]}");
+  }
+  if (!sent) say("cannot send: " + describe(sent.error()));
+  std::ignore = flush(*c, 1, Clock::now() + 5s);
+  ::pause();  // until the runner stops us
   return 1;
 }
 
@@ -1127,6 +1180,7 @@ int run(std::vector<std::string> args) {
       {"garbage", mode_garbage},
       {"deep-json", [&] { return mode_deep_json(depth_arg(params, 100000)); }},
       {"deep-result", [&] { return mode_deep_result(depth_arg(params, 100000)); }},
+      {"stray", [&] { return params.empty() ? usage_error("stray needs KIND") : mode_stray(params[0]); }},
       {"steal-key", [&] { return mode_steal_key(worker); }},
       {"big-frame",
        [&] { return mode_big_frame(params.empty() ? 256u << 20 : std::uint32_t(std::strtoul(params[0].c_str(), nullptr, 10))); }},

@@ -300,6 +300,23 @@ TEST_CASE("json_codec: worker_info round trip and field errors") {
   auto escaped = decode_message(static_cast<std::uint8_t>(MessageType::worker_info), "{\"host\":\"n\\u001b[2Jx\",\"pid\":1}");
   REQUIRE(escaped.has_value());
   CHECK(std::get<WorkerInfo>(*escaped).host == "n??2Jx");
+  // Non-ASCII characters are kept whole (UTF-8), each byte of anything unprintable becomes '?': invalid
+  // UTF-8, a C1 control (U+009B, a CSI), a bidirectional override (U+202E).
+  auto host_of = [](const std::string& host) {
+    auto got = decode_message(static_cast<std::uint8_t>(MessageType::worker_info), json{{"host", host}, {"pid", 1}}.dump());
+    REQUIRE(got.has_value());
+    return std::get<WorkerInfo>(*got).host;
+  };
+  CHECK(host_of("nod\xc3\xa9") == "nod\xc3\xa9");
+  CHECK(host_of("\xe3\x83\x8e\xe3\x83\xbc\xe3\x83\x89-7") == "\xe3\x83\x8e\xe3\x83\xbc\xe3\x83\x89-7");
+  CHECK(host_of("a\xc2\x9b" "b") == "a??b");
+  CHECK(host_of("a\xe2\x80\xae" "b") == "a???b");
+  CHECK(host_of("a b/c") == "a?b?c");
+  CHECK(host_of(std::string(255, 'h')).size() == 255);
+  // Bytes, not characters, count: 128 two-byte characters are 256 bytes.
+  std::string wide;
+  for (int i = 0; i < 128; ++i) wide += "\xc3\xa9";
+  check_fails(MessageType::worker_info, json{{"host", wide}, {"pid", 1}}.dump(), ErrorCode::malformed, {"worker_info", "255 bytes"});
   check_fails(MessageType::worker_info, R"({"pid":1})", ErrorCode::malformed, {"worker_info", "'host'"});
   check_fails(MessageType::worker_info, R"({"host":"h","pid":-1})", ErrorCode::malformed, {"worker_info", "pid"});
   check_fails(MessageType::worker_info, "{\"host\":\"" + std::string(256, 'h') + "\",\"pid\":1}", ErrorCode::malformed,
@@ -556,6 +573,9 @@ TEST_CASE("json_codec: output message (type 22) carries its bytes as the attachm
   auto refused = decode_frame(data_header(MessageType::output, static_cast<std::uint16_t>(BodyFormat::cbor), cbor.size()), std::move(cbor));
   REQUIRE_FALSE(refused.has_value());
   CHECK(refused.error().code == ErrorCode::malformed);
+  // The message says what is wrong (the format), not that output frames take no attachment: they do.
+  CHECK(refused.error().message.find("JSON body") != std::string::npos);
+  CHECK(refused.error().message.find("no attachment") == std::string::npos);
 }
 
 TEST_CASE("json_codec: task_batch and result_batch round trip, entries in order") {

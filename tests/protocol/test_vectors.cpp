@@ -431,6 +431,115 @@ TEST_CASE("vectors: fixed inputs give the documented handshake and frames") {
   CHECK(hex(a.parent_proof).substr(0, 24) == "4152554e010200004a000000");
 }
 
+namespace {
+
+// ---- The other data messages (PROTOCOL.md section 10, "The other data messages"): run A's keys. ----
+const char k_program_frame[] =
+    "4152554e01150000500000007b22637764223a222f77222c226d6f64756c6573"
+    "223a5b7b2266696c65223a222f772f7461736b732e7079222c226e616d65223a"
+    "227461736b73227d5d2c227379735f70617468223a5b222f77225d7d05a1d16e"
+    "904405c6f27b1c7f60c07433";
+const char k_task_batch_frame[] =
+    "4152554e011700006c0000007b227461736b73223a5b7b226964223a332c2266"
+    "6e223a226563686f222c2261726773223a5b315d7d2c7b226964223a342c2266"
+    "6e223a2265786563222c2261726773223a7b2261726776223a5b226563686f22"
+    "2c226869225d2c2273747265616d223a747275657d7d5d7d1ffdcafe28975756"
+    "69493de6298a490b";
+const char k_shutdown_frame[] =
+    "4152554e01130000020000007b7d1371d1a629dba990e14102c223d6e1a5";
+const char k_worker_info_frame[] =
+    "4152554e011400002c0000007b2262617463686573223a747275652c22686f73"
+    "74223a226e6f64653037222c22706964223a34313233347d0765e22cc3e939c0"
+    "c53747818095b1fc";
+const char k_output_frame[] =
+    "4152554e01160400210000001a0000007b226964223a342c2273747265616d22"
+    "3a227374646f7574227d68690a5a94462eab73d88d2ab6f7e94ad88162";
+const char k_result_batch_frame[] =
+    "4152554e01180000570000007b22726573756c7473223a5b7b226964223a332c"
+    "226f6b223a747275652c2276616c7565223a5b315d7d2c7b226964223a342c22"
+    "6f6b223a747275652c2276616c7565223a7b22657869745f636f6465223a307d"
+    "7d5d7d2cd3f0ae372edb05240cc4d28a421629";
+
+}  // namespace
+
+TEST_CASE("vectors: program, task_batch, shutdown, worker_info, output and result_batch frames") {
+  REQUIRE(sodium_ready());
+  RunKey key = vector_key();
+  Connection parent(key, HandshakeConfig{Role::parent, {ChannelMode::authenticated}, limits::default_max_payload},
+                    Ephemeral::from_seed(k_parent_nonce, k_parent_seed));
+  Connection worker(key,
+                    HandshakeConfig{Role::worker, {ChannelMode::encrypted, ChannelMode::authenticated},
+                                    limits::default_max_payload},
+                    Ephemeral::from_seed(k_worker_nonce, k_worker_seed));
+  const std::string hello_p = drain(parent);
+  const std::string hello_w = drain(worker);
+  CHECK(feed(worker, hello_p).empty());
+  CHECK(feed(parent, hello_w).empty());
+  CHECK(feed(parent, drain(worker)).empty());
+  CHECK(feed(worker, drain(parent)).empty());
+  REQUIRE(parent.established());
+  REQUIRE(worker.established());
+  const Derived d = derive(hello_p, hello_w);
+  auto size = [](const std::string& t) { return static_cast<std::uint32_t>(t.size()); };
+
+  // Parent -> worker, seq 0, 1, 2: a Python worker's program, a batch of two tasks (the second streams), the end.
+  Program program;
+  program.modules = {ProgramModule{"tasks", "/w/tasks.py"}};
+  program.sys_path = {"/w"};
+  program.cwd = "/w";
+  REQUIRE(parent.send(program));
+  const std::string program_frame = drain(parent);
+  const std::string batch_body =
+      R"({"tasks":[{"id":3,"fn":"echo","args":[1]},{"id":4,"fn":"exec","args":{"argv":["echo","hi"],"stream":true}}]})";
+  REQUIRE(parent.send_body(MessageType::task_batch, batch_body));
+  const std::string batch_frame = drain(parent);
+  REQUIRE(parent.send(Shutdown{}));
+  const std::string shutdown_frame = drain(parent);
+  auto got = feed(worker, program_frame + batch_frame + shutdown_frame);
+  REQUIRE(got.size() == 3);
+  CHECK(std::get<Program>(got[0]).modules.at(0).file == "/w/tasks.py");
+  const auto& tasks = std::get<TaskBatch>(got[1]).tasks;
+  REQUIRE(tasks.size() == 2);
+  CHECK(tasks[1].fn == "exec");
+  CHECK(std::holds_alternative<Shutdown>(got[2]));
+
+  // Worker -> parent, seq 0, 1, 2: where it runs, the streamed task's stdout, both results.
+  REQUIRE(worker.send(WorkerInfo{"node07", 41234, true}));
+  const std::string info_frame = drain(worker);
+  Output piece;
+  piece.id = 4;
+  piece.data = Attachment{"hi\n", 0};
+  REQUIRE(worker.send(std::move(piece)));
+  const std::string output_frame = drain(worker);
+  const std::string results_body = R"({"results":[{"id":3,"ok":true,"value":[1]},{"id":4,"ok":true,"value":{"exit_code":0}}]})";
+  REQUIRE(worker.send_body(MessageType::result_batch, results_body));
+  const std::string results_frame = drain(worker);
+  auto back = feed(parent, info_frame + output_frame + results_frame);
+  REQUIRE(back.size() == 2);  // the Connection takes worker_info in itself
+  REQUIRE(parent.peer_info().has_value());
+  CHECK(parent.peer_info()->batches);
+  CHECK(std::get<Output>(back[0]).data.view() == "hi\n");
+  CHECK(std::get<ResultBatch>(back[1]).results.size() == 2);
+
+  // The same bytes from scratch.
+  const std::string program_body = R"({"cwd":"/w","modules":[{"file":"/w/tasks.py","name":"tasks"}],"sys_path":["/w"]})";
+  const std::string info_body = R"({"batches":true,"host":"node07","pid":41234})";
+  const std::string output_body = R"({"id":4,"stream":"stdout"})";
+  const std::string output_payload = le32(size(output_body)) + output_body + "hi\n";
+  CHECK(program_frame == seal_authenticated(d.p2w, 0, header(21, 0, size(program_body)), program_body));
+  CHECK(batch_frame == seal_authenticated(d.p2w, 1, header(23, 0, size(batch_body)), batch_body));
+  CHECK(shutdown_frame == seal_authenticated(d.p2w, 2, header(19, 0, 2), "{}"));
+  CHECK(info_frame == seal_authenticated(d.w2p, 0, header(20, 0, size(info_body)), info_body));
+  CHECK(output_frame == seal_authenticated(d.w2p, 1, header(22, 4, size(output_payload)), output_payload));
+  CHECK(results_frame == seal_authenticated(d.w2p, 2, header(24, 0, size(results_body)), results_body));
+  check_vector("k_program_frame", hex(program_frame), k_program_frame);
+  check_vector("k_task_batch_frame", hex(batch_frame), k_task_batch_frame);
+  check_vector("k_shutdown_frame", hex(shutdown_frame), k_shutdown_frame);
+  check_vector("k_worker_info_frame", hex(info_frame), k_worker_info_frame);
+  check_vector("k_output_frame", hex(output_frame), k_output_frame);
+  check_vector("k_result_batch_frame", hex(results_frame), k_result_batch_frame);
+}
+
 TEST_CASE("vectors: PROTOCOL.md shows the same vectors as this test") {
   std::ifstream in(std::string(AUTHRUN_SOURCE_DIR) + "/protocol/PROTOCOL.md");
   REQUIRE(in.good());
@@ -451,10 +560,13 @@ TEST_CASE("vectors: PROTOCOL.md shows the same vectors as this test") {
       {"k_error_frame_auth", k_error_frame_auth},   {"k_result_frame_enc", k_result_frame_enc},
       {"k_task2_frame_enc", k_task2_frame_enc},     {"k_result2_frame_enc", k_result2_frame_enc},
       {"k_error_frame_enc", k_error_frame_enc},     {"k_outcome_frame", k_outcome_frame},
+      {"k_program_frame", k_program_frame},         {"k_task_batch_frame", k_task_batch_frame},
+      {"k_shutdown_frame", k_shutdown_frame},       {"k_worker_info_frame", k_worker_info_frame},
+      {"k_output_frame", k_output_frame},           {"k_result_batch_frame", k_result_batch_frame},
   };
   for (const auto& [name, value] : vectors) {
     INFO(name);
-    CHECK(std::string(value).size() >= 64);
+    CHECK(std::string(value).size() >= 2 * (12 + 16));  // at least a header and a tag
     CHECK(doc.find(value) != std::string::npos);
   }
   // The inputs and the public keys derived from them.

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The test vectors of protocol/PROTOCOL.md section 10, checked with the Python worker's own code
 (python/authrun/_bootstrap.py): hellos, transcript hash, proofs, session keys and data frames of both modes,
-including frames after the first (seq >= 1), an attachment and an error message. Also drives the worker's
+including frames after the first (seq >= 1), an attachment, an error message and every other data message
+(program, task_batch, shutdown, worker_info, output, result_batch). Also the worker's checks of a task_batch
+(the whole frame before any task runs). Also drives the worker's
 handshake over real pipes against a scripted parent whose frames are the documented ones.
 
 Run: python3 tests/python/test_vectors.py (the suite runs it with /usr/bin/python3). Exit 0 when all pass."""
@@ -66,6 +68,16 @@ LATER = {
     "k_error_frame_enc": "4152554e011200003d0000008ad6ca4ee5d1285e2ecd2066a941e86b58ddbe800d46a0fdbfb4da641632403b5012636f23a1c20b387e15f7e5c59a9fe25d744333340a0560ecc3648e6316972c7bdb9a340df7f6b388bbd9e4",
     "k_result_frame_enc": "4152554e0111000022000000223eb16e560818dcf9212a19dcad9189bbcfe1fe48c7e105db7a10f3dc6073f344d11db795527511cb74c4cc6cfc9771e37f",
     "k_outcome_frame": "4152554e010300004c0000007b226d657373616765223a227065657227732070726f6f6620646f6573206e6f7420766572696679222c226f6b223a66616c73652c22726561736f6e223a22617574685f6661696c6564227d",
+}
+
+# PROTOCOL.md section 10, "The other data messages": a fresh channel with run A's keys, seq from 0 each way.
+OTHER = {
+    "k_program_frame": "4152554e01150000500000007b22637764223a222f77222c226d6f64756c6573223a5b7b2266696c65223a222f772f7461736b732e7079222c226e616d65223a227461736b73227d5d2c227379735f70617468223a5b222f77225d7d05a1d16e904405c6f27b1c7f60c07433",
+    "k_task_batch_frame": "4152554e011700006c0000007b227461736b73223a5b7b226964223a332c22666e223a226563686f222c2261726773223a5b315d7d2c7b226964223a342c22666e223a2265786563222c2261726773223a7b2261726776223a5b226563686f222c226869225d2c2273747265616d223a747275657d7d5d7d1ffdcafe2897575669493de6298a490b",
+    "k_shutdown_frame": "4152554e01130000020000007b7d1371d1a629dba990e14102c223d6e1a5",
+    "k_worker_info_frame": "4152554e011400002c0000007b2262617463686573223a747275652c22686f7374223a226e6f64653037222c22706964223a34313233347d0765e22cc3e939c0c53747818095b1fc",
+    "k_output_frame": "4152554e01160400210000001a0000007b226964223a342c2273747265616d223a227374646f7574227d68690a5a94462eab73d88d2ab6f7e94ad88162",
+    "k_result_batch_frame": "4152554e01180000570000007b22726573756c7473223a5b7b226964223a332c226f6b223a747275652c2276616c7565223a5b315d7d2c7b226964223a342c226f6b223a747275652c2276616c7565223a7b22657869745f636f6465223a307d7d5d7d2cd3f0ae372edb05240cc4d28a421629",
 }
 
 TASK_BODY = b'{"args":[1,2,3],"fn":"echo","id":1}'
@@ -137,6 +149,64 @@ def worker_over_pipes(hello_p, proof_p_mac, mode, frames_after):
     return written, ch
 
 
+class _Module:
+    """A program module of one function that records its calls."""
+    __name__ = "m"
+
+    def __init__(self):
+        self.calls = []
+
+    def f(self, *args):
+        self.calls.append(args)
+        return len(self.calls)
+
+
+class _Held:
+    """Stands in for HeldResults: keeps what would be sent."""
+
+    def __init__(self):
+        self.results = []
+
+    def task_started(self):
+        pass
+
+    def task_ended(self):
+        pass
+
+    def add(self, task_id, body, attachment):
+        self.results.append(task_id)
+
+    def send(self):
+        pass
+
+
+def check_batch_refusals():
+    """PROTOCOL.md sections 3 and 6: a task_batch is checked whole before any of its tasks runs; its format is
+    checked (malformed) before anything else about it."""
+    module = _Module()
+    functions = b.Functions({"m": module})
+    good = b'{"tasks":[{"id":1,"fn":"f","args":[1]},{"id":2,"fn":"f","args":[2]}]}'
+    held = _Held()
+    b.run_batch(functions, held, good, 0, lambda: None)
+    check("a good batch runs every task", str(held.results), "[1, 2]")
+    for name, payload in (("a bad last entry", b'{"tasks":[{"id":3,"fn":"f"},{"id":4}]}'),
+                          ("an entry that is no object", b'{"tasks":[{"id":5,"fn":"f"},7]}'),
+                          ("an id of the wrong type", b'{"tasks":[{"id":6,"fn":"f"},{"id":"7","fn":"f"}]}')):
+        calls, held = len(module.calls), _Held()
+        try:
+            b.run_batch(functions, held, payload, 0, lambda: None)
+            failures.append(name + " accepted")
+        except b.ProtocolError as e:
+            check(name + ": malformed", e.code, "malformed")
+            check(name + ": names the entry", str("task_batch tasks[1]" in e.message), "True")
+        check(name + ": none of the batch ran", str((len(module.calls) - calls, held.results)), "(0, [])")
+    try:
+        b.run_batch(functions, _Held(), good, 1, lambda: None)  # CBOR flag
+        failures.append("a CBOR task_batch accepted")
+    except b.ProtocolError as e:
+        check("a CBOR task_batch: malformed", e.code, "malformed")
+
+
 def main():
     hello_a, p2w_a, w2p_a = run("A", ["authenticated"])
     hello_b, p2w_b, w2p_b = run("B", ["encrypted"])
@@ -186,6 +256,27 @@ def main():
     rx.open(f0[:12], f0[12:-16], f0[-16:])
     f1 = bytes.fromhex(later["k_task2_frame_enc"])
     check("task2 enc opened", rx.open(f1[:12], f1[12:-16], f1[-16:]), (struct.pack("<I", len(task2)) + task2 + att).hex())
+
+    # The other data messages: the parent's program, task_batch and shutdown, the worker's worker_info, output
+    # (with an attachment) and result_batch, as the bootstrap seals them; and the worker opens the parent's.
+    program = b'{"cwd":"/w","modules":[{"file":"/w/tasks.py","name":"tasks"}],"sys_path":["/w"]}'
+    batch = b'{"tasks":[{"id":3,"fn":"echo","args":[1]},{"id":4,"fn":"exec","args":{"argv":["echo","hi"],"stream":true}}]}'
+    info = b.dump({"batches": True, "host": "node07", "pid": 41234})
+    output = b.dump({"id": 4, "stream": "stdout"})
+    results = b'{"results":[{"id":3,"ok":true,"value":[1]},{"id":4,"ok":true,"value":{"exit_code":0}}]}'
+    auth = "authenticated"
+    check("program", seal(p2w_a, auth, 0, b.T_PROGRAM, program), OTHER["k_program_frame"])
+    check("task_batch", seal(p2w_a, auth, 1, b.T_TASK_BATCH, batch), OTHER["k_task_batch_frame"])
+    check("shutdown", seal(p2w_a, auth, 2, b.T_SHUTDOWN, b"{}"), OTHER["k_shutdown_frame"])
+    check("worker_info", seal(w2p_a, auth, 0, b.T_WORKER_INFO, info), OTHER["k_worker_info_frame"])
+    check("output", seal(w2p_a, auth, 1, b.T_OUTPUT, output, b"hi\n", 4), OTHER["k_output_frame"])
+    check("result_batch", seal(w2p_a, auth, 2, b.T_RESULT_BATCH, results), OTHER["k_result_batch_frame"])
+    rx = b.Protector(p2w_a, auth)
+    for name, body in (("k_program_frame", program), ("k_task_batch_frame", batch), ("k_shutdown_frame", b"{}")):
+        f = bytes.fromhex(OTHER[name])
+        check(name + " opened", rx.open(f[:12], f[12:-16], f[-16:]), body.hex())
+
+    check_batch_refusals()
 
     if failures:
         print("%d FAILED: %s" % (len(failures), ", ".join(failures)))

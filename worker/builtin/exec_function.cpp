@@ -246,7 +246,8 @@ pid_t wait_for(pid_t pid, int* status, int flags) {
 // (an error or exception in the middle), so no child outlives its task.
 class ChildGuard {
  public:
-  explicit ChildGuard(pid_t pid) : m_pid(pid) { set_running_child_group(pid); }
+  // Records the child spawned after spawning_child() (a SIGTERM held back meanwhile acts now).
+  explicit ChildGuard(pid_t pid) : m_pid(pid) { spawned_child_group(pid); }
   ~ChildGuard() {
     set_running_child_group(0);
     if (m_pid > 0) {
@@ -379,7 +380,9 @@ FunctionResult exec_function(json&& args) {
 
   const auto start = Clock::now();
   pid_t pid = -1;
+  spawning_child();  // a SIGTERM from here until the guard records the child waits for it
   rc = posix_spawnp(&pid, argvp[0], actions.get(), attr.get(), argvp.data(), envp.data());
+  if (rc != 0) spawned_child_group(0);
   if (rc != 0) return exec_failed("exec: cannot run '" + cut_for_message(a.argv[0]) + "': " + strerror(rc));
   ChildGuard guard(pid);
 

@@ -127,10 +127,14 @@ TEST_CASE("faults: a task over its time limit ends as a timeout error and the ot
     check_echoes_ok(results, "slow");
     return *slow;
   };
-  const json sleep30 = {{"id", "slow"}, {"fn", "sleep"}, {"args", {{"seconds", 30}}}};
-  SUBCASE("--timeout") { run_with_slow_task({"-j", "2", "--timeout", "0.5", "-"}, sleep30); }
+  // The slow task sleeps far longer than any limit here; --timeout applies to the echoes too, which take
+  // milliseconds: its limit is two seconds (scaled under the sanitizers), a hundred times their work.
+  const json sleep_long = {{"id", "slow"}, {"fn", "sleep"}, {"args", {{"seconds", 3600}}}};
+  SUBCASE("--timeout") {
+    run_with_slow_task({"-j", "2", "--timeout", std::to_string(2 * authrun::test::time_scale()), "-"}, sleep_long);
+  }
   SUBCASE("a task's own timeout field") {
-    json own = sleep30;
+    json own = sleep_long;
     own["timeout"] = 0.5;
     json slow = run_with_slow_task({"-j", "2", "--retries", "0", "-"}, own);
     CHECK(slow["attempts"] == 1);
@@ -150,26 +154,28 @@ TEST_CASE("faults: --max-tasks-per-worker replaces workers and loses no task") {
   for (const auto& [pid, n] : per_worker) CHECK(n <= 4);
 }
 
-// Starts `authrun run -` with two workers and sends two echo tasks, then two sleeps of `seconds`; returns
-// once both echoes are answered, so the sleeps have been handed to the workers (two tasks in flight each).
-Child start_sleeping_batch(int seconds, std::string& out, std::string& err) {
+// Starts `authrun run -` with two workers and sends two echo tasks, then two sleeps of `seconds` (exec tasks
+// that first leave a file in `dir`); returns once both echoes are answered and at least one sleep has begun.
+Child start_sleeping_batch(const TempDir& dir, int seconds, std::string& out, std::string& err) {
   Child c = spawn_child({test::authrun_bin(), "run", "--no-progress", "-v", "-j", "2", "-"});
   REQUIRE(read_until(c.err.get(), err, [&](const std::string& e) { return count(e, "handshake ok") >= 2; },
-                     Clock::now() + std::chrono::seconds(20)));
+                     Clock::now() + authrun::test::scaled(std::chrono::seconds(20))));
   std::string input = echo_tasks(2);
   for (int i = 0; i < 2; ++i) {
-    input += task_line(json{{"id", "sleep-" + std::to_string(i)}, {"fn", "sleep"}, {"args", {{"seconds", seconds}}}});
+    const std::string script = "touch '" + dir.path() + "/started'; exec sleep " + std::to_string(seconds) + ".0025";
+    input += task_line(json{{"id", "sleep-" + std::to_string(i)}, {"fn", "exec"}, {"args", {{"argv", {"sh", "-c", script}}}}});
   }
   write_text(c.in.get(), input);
   REQUIRE(read_until(c.out.get(), out, [&](const std::string& o) { return count(o, "\n") >= 2; },
-                     Clock::now() + std::chrono::seconds(20)));
-  ::usleep(200'000);
+                     Clock::now() + authrun::test::scaled(std::chrono::seconds(20))));
+  REQUIRE(eventually([&] { return ::access((dir.path() + "/started").c_str(), F_OK) == 0; }));
   return c;
 }
 
 TEST_CASE("faults: SIGINT lets running tasks finish and exits 130") {
+  TempDir dir;
   std::string out, err;
-  Child c = start_sleeping_batch(1, out, err);
+  Child c = start_sleeping_batch(dir, 1, out, err);
   REQUIRE(::kill(c.pid, SIGINT) == 0);
   int status = finish(c, out, err, Clock::now() + authrun::test::scaled(std::chrono::seconds(30)));
   REQUIRE(WIFEXITED(status));
@@ -192,15 +198,17 @@ TEST_CASE("faults: SIGINT lets running tasks finish and exits 130") {
 }
 
 TEST_CASE("faults: a second SIGINT stops at once with interrupted results") {
+  // The sleeps take 600 s: a run that ends within a minute (scaled) was stopped, not waited for.
+  TempDir dir;
   std::string out, err;
-  Child c = start_sleeping_batch(30, out, err);
+  Child c = start_sleeping_batch(dir, 600, out, err);
   auto t0 = Clock::now();
   REQUIRE(::kill(c.pid, SIGINT) == 0);
   REQUIRE(read_until(c.err.get(), err, [](const std::string& e) { return contains(e, "SIGINT"); },
-                     Clock::now() + std::chrono::seconds(10)));
+                     Clock::now() + authrun::test::scaled(std::chrono::seconds(30))));
   REQUIRE(::kill(c.pid, SIGINT) == 0);
-  int status = finish(c, out, err, Clock::now() + authrun::test::scaled(std::chrono::seconds(30)));
-  CHECK(Clock::now() - t0 < authrun::test::scaled(std::chrono::seconds(10)));
+  int status = finish(c, out, err, Clock::now() + authrun::test::scaled(std::chrono::seconds(60)));
+  CHECK(Clock::now() - t0 < authrun::test::scaled(std::chrono::seconds(60)));
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 130);
   auto results = parse_results(out);
@@ -218,6 +226,8 @@ TEST_CASE("faults: a second SIGINT stops at once with interrupted results") {
   }
   CHECK(interrupted >= 1);
   CHECK(static_cast<int>(results.size()) + summary_count(err, "not started") == 4);
+  // No sleep outlives its worker, not even one whose spawn the stop interrupted.
+  CHECK(eventually([] { return processes_running("sleep", "600.0025").empty(); }));
 }
 
 namespace {
@@ -246,12 +256,7 @@ TEST_CASE("faults: a timed-out exec task takes its child process along") {
                              "{\"fn\":\"exec\",\"args\":{\"argv\":[\"sleep\",\"77.25\"]},\"timeout\":0.5}\n");
   CHECK(r.exit_code == 1);
   CHECK(r.out.find("\"type\":\"timeout\"") != std::string::npos);
-  int left = 1;
-  for (int i = 0; i < 50 && left > 0; ++i) {
-    left = count_processes("sleep 77.25");
-    if (left) ::usleep(20000);
-  }
-  CHECK(left == 0);
+  CHECK(eventually([] { return count_processes("sleep 77.25") == 0; }));
 }
 
 TEST_CASE("faults: a worker holds only the fds handed to it on purpose") {
@@ -261,21 +266,17 @@ TEST_CASE("faults: a worker holds only the fds handed to it on purpose") {
   Child runner = spawn_child({authrun_bin(), "run", "-j", "1", "--no-progress", "-"});
   write_text(runner.in.get(), "{\"fn\":\"sleep\",\"args\":1}\n");
   std::vector<int> workers;
-  for (int i = 0; i < 200 && workers.empty(); ++i) {
-    ::usleep(10000);
-    workers = children_of(runner.pid);
-  }
+  REQUIRE(eventually([&] { return !(workers = children_of(runner.pid)).empty(); }));
   REQUIRE(workers.size() == 1);
   std::set<std::string> fds;
   const std::set<std::string> expected{"0", "1", "2", "10", "11"};
-  for (int i = 0; i < 400; ++i) {  // until the worker has taken its key and moved its pipes
+  eventually([&] {  // until the worker has taken its key and moved its pipes
     fds.clear();
     for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(workers[0]) + "/fd")) {
       fds.insert(entry.path().filename().string());
     }
-    if (fds == expected) break;
-    ::usleep(5000);
-  }
+    return fds == expected;
+  });
   CHECK(fds == expected);
   runner.in.close();
   CHECK(WEXITSTATUS(runner.wait()) == 0);

@@ -4,9 +4,11 @@
 // without an sshd. tests/test_launch_*.cpp do the same through a real sshd and a real Slurm.
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
@@ -112,6 +114,32 @@ TEST_CASE("launched: something printed before the worker starts is a clean error
   CHECK(contains(r.err, "(via sh)"));
   CHECK(contains(summary_of(r.err), "0 workers trusted, 3 handshake failures"));
   CHECK(r.out.empty());
+}
+
+TEST_CASE("launched: a worker that prints before asking for its key gets no key and not a byte more (no hello)") {
+  // The "worker" moves to a session of its own first (the runner kills the launcher's group), then prints,
+  // then copies everything the runner writes to its stdin into a file until the runner closes it.
+  for (const std::string banner : {"Welcome to node7, last login yesterday", "hi", "ARUNX"}) {
+    CAPTURE(banner);
+    test::TempDir dir;
+    const std::string got = dir.path() + "/got.$$";  // one file per try
+    const std::string launcher = "sh -c 'exec setsid -w sh -c \"printf %s \\\"" + banner + "\\\"; cat > " + got +
+                                 ".part; mv " + got + ".part " + got + "\"' sh";
+    auto r = run_batch({"-j", "1", "--launcher", launcher, "--launcher-encrypted", "-"}, echo_tasks(1));
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(summary_of(r.err), "0 workers trusted, 3 handshake failures"));
+    // Each of the three tries ends with the runner's end of the worker's stdin closed: the copies end.
+    std::vector<std::string> copies;
+    REQUIRE(test::eventually([&] {
+      copies.clear();
+      for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+        if (entry.path().extension() != ".part") copies.push_back(entry.path());
+      }
+      return copies.size() == 3;
+    }));
+    for (const std::string& copy : copies) CHECK(test::read_file(copy).empty());
+  }
 }
 
 TEST_CASE("launched: a host whose workers keep failing is set aside and the batch goes on elsewhere") {

@@ -111,7 +111,10 @@ TEST_CASE("exec: exit status counts failed jobs, 101 past 100") {
 }
 
 TEST_CASE("exec: a job that times out fails and the others run") {
-  auto r = exec({"-k", "--timeout", "0.5", "--", "sh", "-c", "sleep $0; echo done $0", ":::", "30", "0"});
+  // The quick job takes milliseconds: a limit of two seconds (scaled under the sanitizers) is a hundred times
+  // its work; the slow one would take an hour.
+  auto r = exec({"-k", "--timeout", std::to_string(2 * time_scale()), "--", "sh", "-c", "sleep $0; echo done $0", ":::",
+                 "3600", "0"});
   CHECK(r.exit_code == 1);
   CHECK(r.out == "done 0\n");
   CHECK(r.err.find("timed out") != std::string::npos);

@@ -220,10 +220,13 @@ TEST_CASE("worker functions: exec child has default SIGPIPE even though the work
 }
 
 TEST_CASE("worker functions: exec timeout kills the process group") {
+  // The child's first line takes a shell's start (milliseconds): a limit of two seconds (scaled) leaves it a
+  // hundred times that, and the sleep after it would take ten minutes.
+  const double limit = 2 * authrun::test::time_scale();
   const auto start = std::chrono::steady_clock::now();
-  json v = sh_failing("echo started; sleep 10; echo never", "timeout", json{{"timeout", 0.3}});
+  json v = sh_failing("echo started; sleep 600; echo never", "timeout", json{{"timeout", limit}});
   const auto elapsed = std::chrono::steady_clock::now() - start;
-  CHECK(elapsed < authrun::test::scaled(std::chrono::seconds(5)));
+  CHECK(elapsed < authrun::test::scaled(std::chrono::seconds(30)));
   CHECK(v["timed_out"] == true);
   CHECK(v["signal"] == 9);
   CHECK(v["stdout"] == "started\n");
@@ -379,8 +382,8 @@ TEST_CASE("worker functions: exec stream sends the output in order through the s
 TEST_CASE("worker functions: exec sink failure kills the child and fails the task") {
   authrun::worker::TaskOutputScope scope([](bool, std::string_view) { return false; });
   const auto start = std::chrono::steady_clock::now();
-  json v = sh_failing("echo x; sleep 30", "output_lost", json{{"stream", true}});
-  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
+  json v = sh_failing("echo x; sleep 600", "output_lost", json{{"stream", true}});
+  CHECK(std::chrono::steady_clock::now() - start < authrun::test::scaled(std::chrono::seconds(20)));
   CHECK(v["signal"] == 9);
 }
 
