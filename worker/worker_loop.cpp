@@ -2,6 +2,7 @@
 #include "worker/worker_loop.hpp"
 
 #include "worker/held_results.hpp"
+#include "worker/keep_alive.hpp"
 #include "worker/orphan_watch.hpp"
 #include "worker/task_output.hpp"
 
@@ -43,6 +44,7 @@ TaskResult run_task(Task& task, const Registry& registry, HeldResults& held) {
 
 Result<void> serve_tasks(Channel& channel, const Registry& registry) {
   HeldResults held(channel);
+  KeepAlive keep_alive([&held] { return held.keep_alive(); });  // while a task runs (after `held`: stops first)
   for (;;) {
     // A message already buffered comes back at once, and what is queued stays queued; the channel writes
     // it before it waits for input.
