@@ -105,7 +105,9 @@ WindowReport assess_start_window(const std::vector<std::string>& worker_argv) {
 
 std::string window_warning(const WindowReport& r) {
   std::string text;
-  if (r.wrapper) {
+  // Run as root, only root could attach to or open anything of ours: the wrapper exposes nothing more.
+  const bool as_root = ::getuid() == 0 || ::geteuid() == 0;
+  if (r.wrapper && !as_root) {
     text += "authrun: warning: the worker command " + r.worker_program +
             " is a wrapper: until it execs the worker, any process of your user may attach to it (no Yama) or open its "
             "pipes through /proc, make it ask for the key and keep that key, and read its tasks in authenticated "
