@@ -464,7 +464,7 @@ TEST_CASE("vectors: PROTOCOL.md shows the same vectors as this test") {
   };
   for (const auto& [name, value] : vectors) {
     INFO(name);
-    CHECK(std::string(value).size() >= 64);
+    CHECK(std::string(value).size() >= 60);  // the shortest: a keepalive frame (30 bytes)
     CHECK(doc.find(value) != std::string::npos);
   }
   // The inputs and the public keys derived from them.

@@ -182,7 +182,7 @@ TEST_CASE("window: key requests made while the runner was stopped are refused, t
   CHECK(contains(read_file(audit), "the runner was stopped and continued"));
 }
 
-TEST_CASE("window: a long task with keep-alives outlives the silence limit several times; a stopped worker does not") {
+TEST_CASE("window: a long task with keep-alives outlives the silence limit several times, a stopped worker does not") {
   const double limit = std::chrono::duration<double>(scaled(std::chrono::seconds(1))).count();
   RunOutput slow = run_program({authrun_bin(), "run", "--no-progress", "--no-window-warning", "-j", "1", "--silence-limit",
                                 std::to_string(limit), "-"},
@@ -197,7 +197,7 @@ TEST_CASE("window: a long task with keep-alives outlives the silence limit sever
   // A worker stopped (SIGSTOP) in the middle of its task sends nothing: it is stopped for good and the task
   // retried on a fresh worker.
   TempDir dir;
-  const std::string marker = "silence-" + std::to_string(::getpid());
+  const std::string marker = "30." + std::to_string(::getpid());  // a --handshake-timeout value, to find it by
   Child runner = spawn_child({authrun_bin(), "run", "--no-progress", "--no-window-warning", "-j", "1", "--silence-limit",
                               std::to_string(limit), "--worker", marked_worker(marker), "-"});
   write_text(runner.in.get(), sleep_tasks(1, 2 * limit, true));
