@@ -113,7 +113,7 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
   }
   cmd.add_option("--silence-limit", e.silence_limit_s,
                  "Seconds a worker running a task may send nothing, not even its keep-alive (sent every 0.25 s), "
-                 "before it is taken for stopped or hung, killed, and its tasks retried (default 10; 60 through a launcher)")
+                 "before it is taken for stopped or hung, killed, and its tasks retried (default 30; 120 through a launcher)")
       ->check(CLI::PositiveNumber);
   cmd.add_option("--handshake-timeout", e.handshake_timeout_s,
                  "Seconds a worker has to complete the handshake (default 5; 30 through a launcher)")

@@ -513,7 +513,7 @@ void Engine::settle_too_large() {
 }
 
 void Engine::arm_deadline(Worker& w) {
-  const double silence_s = m_o.silence_limit_s.value_or(m_sites[std::size_t(w.site)].local ? 10.0 : 60.0);
+  const double silence_s = m_o.silence_limit_s.value_or(m_sites[std::size_t(w.site)].local ? 30.0 : 120.0);
   w.link->watch_silence(!w.in_flight.empty(), to_millis(silence_s));
   std::optional<double> limit;
   if (!w.in_flight.empty()) {

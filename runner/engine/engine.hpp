@@ -34,7 +34,7 @@ struct EngineOptions {
   int retries = 1;                       // extra attempts for a task whose worker died or timed out
   std::optional<double> timeout_s;       // per-task limit, unless the task gives its own
   std::optional<double> silence_limit_s;  // a busy worker that sends keep-alives and is silent this long is stopped
-                                          // and its tasks retried (default 10 s here, 60 s through a launcher)
+                                          // and its tasks retried (default 30 s here, 120 s through a launcher)
   std::optional<double> handshake_timeout_s;  // default 5 s here, 30 s through a launcher
   int window = 0;                        // tasks in flight per worker; 0: adapted to the task durations each
                                          // worker shows (many tiny tasks, one long task at a time)
