@@ -128,10 +128,9 @@ void impersonate(Fd in, Fd out, const RunKey& key, Tally& tally) {
 }
 
 // Runs one seized worker through steps 2-4.
-void hijack(pid_t pid, bool stop_runner, bool is_runner, Tally& tally) {
+void hijack(pid_t pid, bool stopped, bool stop_runner, bool is_runner, Tally& tally) {
   Fd pidfd(pidfd_open(pid));
   if (!pidfd.valid()) return;
-  ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
   Fd pipe_in(pidfd_getfd(pidfd.get(), 0)), pipe_out(pidfd_getfd(pidfd.get(), 1));
   const pid_t runner = parent_of(pid);
   int status = 0;
@@ -141,6 +140,11 @@ void hijack(pid_t pid, bool stop_runner, bool is_runner, Tally& tally) {
   unsigned long long pair_addr = 0;
   int sig = 0;
   bool runner_stopped = false;
+  if (!stopped) {
+    ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
+    if (!next_stop(pid, status)) return;
+  }
+  ::ptrace(PTRACE_SYSCALL, pid, nullptr, nullptr);
   for (;;) {
     if (!next_stop(pid, status)) return say("worker " + std::to_string(pid) + " is gone");
     const int stop = WSTOPSIG(status);
@@ -279,22 +283,44 @@ int run(std::vector<std::string> args) {
     if (status.find("\nUid:\t" + uid + "\t") == std::string::npos) return;
     if (status.find("\nTgid:\t" + std::to_string(pid) + "\n") == std::string::npos) return;
     const auto give_up = Clock::now() + 50ms;
+    const long options = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC;
     bool seized = false;
-    while (!seized && Clock::now() < give_up) seized = ::ptrace(PTRACE_SEIZE, pid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) == 0;
+    while (!seized && Clock::now() < give_up) seized = ::ptrace(PTRACE_SEIZE, pid, nullptr, reinterpret_cast<void*>(options)) == 0;
+    bool stopped = false;
+    if (seized && comm_of(pid) != name) {
+      // Seized before its execve (a shell's child about to run the target): held through the exec, which
+      // stops it for us; anything else is let go after a moment.
+      const auto wait_exec = Clock::now() + 20ms;
+      int status = 0;
+      while (!stopped && Clock::now() < wait_exec) {
+        const pid_t r = ::waitpid(pid, &status, WNOHANG | __WALL);
+        if (r != pid) {
+          if (r < 0) break;
+          continue;
+        }
+        if (!WIFSTOPPED(status)) break;
+        if ((status >> 8) == (SIGTRAP | (PTRACE_EVENT_EXEC << 8))) {
+          stopped = true;
+          break;
+        }
+        const int sig = (status >> 16) == 0 ? WSTOPSIG(status) : 0;
+        ::ptrace(PTRACE_CONT, pid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig)));
+      }
+    }
     if (std::getenv("HIJACK_DEBUG")) say("pid " + std::to_string(pid) + " " + comm_of(pid) + (seized ? " seized" : " not seized"));
     if (comm_of(pid) != name) {
       if (seized) {
         // Not a target: let it go (a seized tracee must be stopped to be detached).
         int status = 0;
-        ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
-        if (next_stop(pid, status)) ::ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
+        if (!stopped) ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
+        if (stopped || next_stop(pid, status)) ::ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
       }
       return;
     }
     ++tally.seen;
     if (!seized) return;
     ++tally.seized;
-    hijack(pid, stop_runner, name == "authrun", tally);
+    hijack(pid, stopped, stop_runner, name == "authrun", tally);
   };
   auto rescan = Clock::now();
   while (Clock::now() < until) {
