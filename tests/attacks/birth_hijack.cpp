@@ -140,6 +140,7 @@ void hijack(pid_t pid, bool stopped, bool stop_runner, bool is_runner, Tally& ta
   unsigned long long pair_addr = 0;
   int sig = 0;
   bool runner_stopped = false;
+  std::optional<bool> next_is_entry;
   if (!stopped) {
     ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
     if (!next_stop(pid, status)) return;
@@ -156,7 +157,10 @@ void hijack(pid_t pid, bool stopped, bool stop_runner, bool is_runner, Tally& ta
     }
     user_regs_struct regs{};
     ::ptrace(PTRACE_GETREGS, pid, nullptr, &regs);
-    const bool entry = static_cast<long long>(regs.rax) == -ENOSYS;
+    // Entry and exit stops alternate; the first one is told by rax (-ENOSYS on entry), since a skipped call
+    // also leaves -ENOSYS at its exit.
+    const bool entry = next_is_entry.value_or(static_cast<long long>(regs.rax) == -ENOSYS);
+    next_is_entry = !entry;
     const long nr = static_cast<long>(regs.orig_rax);
     if (std::getenv("HIJACK_DEBUG") && std::getenv("HIJACK_DEBUG")[0] == '2') say((entry ? "enter " : "exit ") + std::to_string(nr) + " rax " + std::to_string(static_cast<long long>(regs.rax)));
     if (entry && nr == SYS_prctl && regs.rdi == PR_SET_DUMPABLE) {
@@ -290,7 +294,9 @@ int run(std::vector<std::string> args) {
     if (seized && comm_of(pid) != name) {
       // Seized before its execve (a shell's child about to run the target): held through the exec, which
       // stops it for us; anything else is let go after a moment.
-      const auto wait_exec = Clock::now() + 20ms;
+      const std::string now = comm_of(pid);
+      const bool shell = now == "sh" || now == "dash" || now == "bash";  // a wrapper: it execs the target later
+      const auto wait_exec = Clock::now() + (shell ? 1000ms : 20ms);
       int status = 0;
       while (!stopped && Clock::now() < wait_exec) {
         const pid_t r = ::waitpid(pid, &status, WNOHANG | __WALL);
