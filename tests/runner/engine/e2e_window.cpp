@@ -218,3 +218,78 @@ TEST_CASE("window: a long task with keep-alives outlives the silence limit sever
   CHECK(retried[0]["attempts"] == 2);
   CHECK(contains(err, "worker silent for"));
 }
+
+namespace {
+
+std::string hijack_bin() {
+  const std::string runner = authrun_bin();
+  return runner.substr(0, runner.rfind('/') + 1) + "authrun-hijack";
+}
+
+// The value of `name` on authrun-hijack's RESULT line in `err`; -1 if there is none.
+long hijack_field(const std::string& err, const std::string& name) {
+  for (const std::string& line : split_lines(err)) {
+    const auto result = line.find(" RESULT ");
+    const auto at = line.find(" " + name + "=", result == std::string::npos ? line.size() : result);
+    if (at != std::string::npos) return std::stol(line.substr(at + name.size() + 2));
+  }
+  return -1;
+}
+
+// Runs authrun-hijack (ARGS, as k_other_uid when root) while `batches` runs of `runner` (a shell command line
+// of the same user) go on; returns the hijacker's stderr.
+std::string under_hijack(const std::vector<std::string>& args, const std::string& runner, int batches, std::string& runs_err) {
+  const double seconds = std::chrono::duration<double>(scaled(std::chrono::seconds(25))).count();
+  std::vector<std::string> argv{hijack_bin(), "--uid", std::to_string(k_other_uid)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back(std::to_string(seconds));
+  RunOutput hijack;
+  std::thread attacker([&] { hijack = run_program(argv, "", std::chrono::seconds(120)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // it is watching
+  for (int i = 0; i < batches; ++i) runs_err += run_program(as_user({"/bin/sh", "-c", runner}), "", std::chrono::seconds(60)).err;
+  attacker.join();
+  return hijack.err;
+}
+
+}  // namespace
+
+TEST_CASE("window: ptrace from birth through a wrapper, the worker made to ask, the runner stopped: no key") {
+  if (::access(hijack_bin().c_str(), X_OK) != 0 || !can_switch_user()) {
+    MESSAGE("authrun-hijack is built for x86_64 only (or no setpriv): not run");
+    return;
+  }
+  TempDir dir;
+  ::chmod(dir.path().c_str(), 0755);
+  const std::string tasks = dir.write("tasks.jsonl", echo_tasks(4));
+  ::chmod(tasks.c_str(), 0644);
+  // The wrapper sleeps a little: the attacker seizes the shell and holds it through its exec of the worker.
+  // Against the landed runner (no SIGCONT check) this attack got 36 keys of 36 workers and forged 36 results.
+  const std::string runner = std::string(authrun_bin()) + " run --no-progress --no-window-warning -j 1 --worker \"/bin/sh -c 'sleep 0.1; exec " +
+                             worker_bin() + "'\" " + tasks;
+  std::string runs;
+  const std::string hijack = under_hijack({"--stop-runner"}, runner, 5, runs);
+  INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
+  REQUIRE(hijack_field(hijack, "keys_obtained") >= 0);  // it ran to its end
+  CHECK(hijack_field(hijack, "keys_obtained") == 0);
+  CHECK(hijack_field(hijack, "forged") == 0);
+  if (hijack_field(hijack, "asked") > 0) CHECK(contains(runs, "the runner was stopped and continued (SIGCONT)"));
+  MESSAGE("workers seized from birth: " << hijack_field(hijack, "seized") << ", made to ask: " << hijack_field(hijack, "asked"));
+}
+
+TEST_CASE("window: installed root-owned 0711, no worker can be seized from birth") {
+  if (::geteuid() != 0 || ::access(hijack_bin().c_str(), X_OK) != 0 || ::access("/usr/bin/setpriv", X_OK) != 0) {
+    MESSAGE("needs root (a root-owned install) and authrun-hijack (x86_64): not run");
+    return;
+  }
+  TempDir dir;
+  const std::string bin = sealed_copy(dir);
+  const std::string tasks = dir.write("tasks.jsonl", echo_tasks(8));
+  ::chmod(tasks.c_str(), 0644);
+  std::string runs;
+  const std::string hijack = under_hijack({"--stop-runner"}, bin + "/authrun run --no-progress -j 4 " + tasks, 10, runs);
+  INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
+  REQUIRE(hijack_field(hijack, "seized") >= 0);
+  CHECK(hijack_field(hijack, "seized") == 0);
+  CHECK(hijack_field(hijack, "keys_obtained") == 0);
+  CHECK(count(runs, "8 ok, 0 failed") == 10);
+}
