@@ -293,3 +293,20 @@ TEST_CASE("window: installed root-owned 0711, no worker can be seized from birth
   CHECK(hijack_field(hijack, "keys_obtained") == 0);
   CHECK(count(runs, "8 ok, 0 failed") == 10);
 }
+
+TEST_CASE("window: a Python worker keeps a long task alive too, and a stopped one is found") {
+  if (::access("/usr/bin/python3", X_OK) != 0) return;
+  TempDir dir;
+  const std::string module = dir.write("naps.py", "import time\ndef nap(s):\n    time.sleep(s)\n    return s\n");
+  const double limit = std::chrono::duration<double>(scaled(std::chrono::seconds(1))).count();
+  const std::string task = R"({"id":1,"fn":"nap","args":[)" + std::to_string(3 * limit) + "]}\n";
+  RunOutput r = run_program({authrun_bin(), "run", "--no-progress", "--no-window-warning", "-j", "1", "--silence-limit",
+                             std::to_string(limit), "--python", module, "--python-exe", "/usr/bin/python3", "-"},
+                            task, std::chrono::seconds(120));
+  INFO("stderr:\n" << r.err);
+  CHECK(r.exit_code == 0);
+  auto results = parse_results(r.out);
+  REQUIRE(results.size() == 1);
+  CHECK(results[0]["ok"] == true);
+  CHECK(results[0]["attempts"] == 1);
+}
