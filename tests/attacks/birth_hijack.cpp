@@ -136,7 +136,7 @@ void hijack(pid_t pid, bool stopped, bool stop_runner, bool is_runner, Tally& ta
   int status = 0;
   int status_fd = -1;                 // the fd of its /proc/self/status, while open
   unsigned long long read_buf = 0;    // the buffer of a read() of it in progress
-  std::vector<Fd> pair;               // copies of the fresh socket pair (its key comes into pair[0]'s peer)
+  std::vector<Fd> pair;               // copies of the fresh socket pair (the key comes into one end)
   unsigned long long pair_addr = 0;
   int sig = 0;
   bool runner_stopped = false;
@@ -162,7 +162,6 @@ void hijack(pid_t pid, bool stopped, bool stop_runner, bool is_runner, Tally& ta
     const bool entry = next_is_entry.value_or(static_cast<long long>(regs.rax) == -ENOSYS);
     next_is_entry = !entry;
     const long nr = static_cast<long>(regs.orig_rax);
-    if (std::getenv("HIJACK_DEBUG") && std::getenv("HIJACK_DEBUG")[0] == '2') say((entry ? "enter " : "exit ") + std::to_string(nr) + " rax " + std::to_string(static_cast<long long>(regs.rax)));
     if (entry && nr == SYS_prctl && regs.rdi == PR_SET_DUMPABLE) {
       regs.orig_rax = static_cast<unsigned long long>(-1);  // skipped: it stays dumpable (and ours)
       ::ptrace(PTRACE_SETREGS, pid, nullptr, &regs);
@@ -171,12 +170,10 @@ void hijack(pid_t pid, bool stopped, bool stop_runner, bool is_runner, Tally& ta
       ::ptrace(PTRACE_SETREGS, pid, nullptr, &regs);
     } else if (!entry && nr == SYS_openat && peek(pid, regs.rsi, 18) == std::string("/proc/self/status", 18)) {
       status_fd = static_cast<int>(regs.rax);
-      if (std::getenv("HIJACK_DEBUG")) say("status fd " + std::to_string(status_fd));
     } else if (entry && nr == SYS_read && static_cast<int>(regs.rdi) == status_fd && status_fd >= 0) {
       read_buf = regs.rsi;
     } else if (!entry && nr == SYS_read && read_buf != 0 && static_cast<long long>(regs.rax) > 0) {
       std::string text = peek(pid, read_buf, static_cast<std::size_t>(regs.rax));
-      if (std::getenv("HIJACK_DEBUG")) say("read " + std::to_string(text.size()) + " bytes of status");
       const auto at = text.find("TracerPid:\t");
       if (at != std::string::npos) {
         std::size_t i = at + 11;
@@ -313,7 +310,6 @@ int run(std::vector<std::string> args) {
         ::ptrace(PTRACE_CONT, pid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig)));
       }
     }
-    if (std::getenv("HIJACK_DEBUG")) say("pid " + std::to_string(pid) + " " + comm_of(pid) + (seized ? " seized" : " not seized"));
     if (comm_of(pid) != name) {
       if (seized) {
         // Not a target: let it go (a seized tracee must be stopped to be detached).

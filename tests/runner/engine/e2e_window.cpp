@@ -21,6 +21,8 @@ using namespace authrun::test;
 namespace {
 
 constexpr int k_other_uid = 65531;  // the unprivileged user a root test runs authrun as
+constexpr int k_hijack_uid = 65530;  // ... and the one of the attacks with authrun-hijack: no other test's processes
+                                     // run as it, so that the attacker meets only its own runs
 
 std::string echo_tasks(int n) {
   std::string lines;
@@ -30,10 +32,10 @@ std::string echo_tasks(int n) {
 
 // `argv` as k_other_uid when we are root (root's processes are out of every other user's reach: as root there
 // is no window to see), else as is.
-std::vector<std::string> as_user(std::vector<std::string> argv) {
+std::vector<std::string> as_user(std::vector<std::string> argv, int uid = k_other_uid) {
   if (::geteuid() != 0) return argv;
-  argv.insert(argv.begin(), {"/usr/bin/setpriv", "--reuid=" + std::to_string(k_other_uid),
-                             "--regid=" + std::to_string(k_other_uid), "--clear-groups"});
+  argv.insert(argv.begin(), {"/usr/bin/setpriv", "--reuid=" + std::to_string(uid), "--regid=" + std::to_string(uid),
+                             "--clear-groups"});
   return argv;
 }
 
@@ -240,13 +242,15 @@ long hijack_field(const std::string& err, const std::string& name) {
 // of the same user) go on; returns the hijacker's stderr.
 std::string under_hijack(const std::vector<std::string>& args, const std::string& runner, int batches, std::string& runs_err) {
   const double seconds = std::chrono::duration<double>(scaled(std::chrono::seconds(25))).count();
-  std::vector<std::string> argv{hijack_bin(), "--uid", std::to_string(k_other_uid)};
+  std::vector<std::string> argv{hijack_bin(), "--uid", std::to_string(k_hijack_uid)};
   argv.insert(argv.end(), args.begin(), args.end());
   argv.push_back(std::to_string(seconds));
   RunOutput hijack;
   std::thread attacker([&] { hijack = run_program(argv, "", std::chrono::seconds(120)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // it is watching
-  for (int i = 0; i < batches; ++i) runs_err += run_program(as_user({"/bin/sh", "-c", runner}), "", std::chrono::seconds(60)).err;
+  for (int i = 0; i < batches; ++i) {
+    runs_err += run_program(as_user({"/bin/sh", "-c", runner}, k_hijack_uid), "", std::chrono::seconds(60)).err;
+  }
   attacker.join();
   return hijack.err;
 }
