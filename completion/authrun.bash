@@ -62,7 +62,7 @@ _authrun() {
     --halt)
       COMPREPLY=($(compgen -W "never now,fail=1 soon,fail=1" -- "$cur"))
       return ;;
-    -j | --jobs | --timeout | --retries | --window | --grace | --max-payload | --handshake-timeout | \
+    -j | --jobs | --timeout | --retries | --window | --grace | --max-payload | --handshake-timeout | --silence-limit | \
       --max-tasks-per-worker | --max-in-flight-bytes | -S | --sshlogin)
       return ;;
   esac

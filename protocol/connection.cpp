@@ -129,6 +129,11 @@ Result<std::optional<Message>> Connection::receive_one() {
       m_peer_info = std::move(*info);
       continue;
     }
+    if (std::holds_alternative<KeepAlive>(msg)) {
+      // Its arrival was the point (the worker is alive while a task runs); nothing to hand on.
+      if (m_role != Role::parent) return make_error(ErrorCode::unexpected, "unexpected keepalive message");
+      continue;
+    }
     return std::optional<Message>{std::move(msg)};
   }
 }

@@ -242,6 +242,11 @@ Result<Message> decode_worker_info(const json& j) {
     if (!batches->is_boolean()) return field_error("worker_info", "batches", "must be a boolean");
     info.batches = batches->get<bool>();
   }
+  if (j.contains("keepalive_ms")) {
+    AUTHRUN_TRY_ASSIGN(std::uint64_t every, uint_field(j, "keepalive_ms", "worker_info"));
+    if (every < 1 || every > 3600000) return field_error("worker_info", "keepalive_ms", "must be 1 to 3600000");
+    info.keepalive_ms = static_cast<std::uint32_t>(every);
+  }
   return Message{std::move(info)};
 }
 
@@ -352,8 +357,10 @@ struct BodyEncoder {
   json operator()(const WorkerInfo& i) const {
     json body{{"host", i.host}, {"pid", i.pid}};
     if (i.batches) body["batches"] = true;
+    if (i.keepalive_ms) body["keepalive_ms"] = i.keepalive_ms;
     return body;
   }
+  json operator()(const KeepAlive&) const { return json::object(); }
   json operator()(const TaskBatch& b) const {
     json tasks = json::array();
     for (const Task& t : b.tasks) tasks.push_back((*this)(t));
@@ -665,6 +672,7 @@ Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat
     case MessageType::output:
     case MessageType::task_batch:
     case MessageType::result_batch:
+    case MessageType::keepalive:
       break;
     default:
       return make_error(ErrorCode::unexpected, "unknown message type " + std::to_string(type));
@@ -686,6 +694,7 @@ Result<Message> decode_body(std::uint8_t type, std::string_view body, BodyFormat
     case MessageType::result: return decode_result(std::move(j));
     case MessageType::error: return decode_protocol_error(j);
     case MessageType::shutdown: return Message{Shutdown{}};
+    case MessageType::keepalive: return Message{KeepAlive{}};
     case MessageType::worker_info: return decode_worker_info(j);
     case MessageType::program: return decode_program(j);
     case MessageType::output: return decode_output(j);

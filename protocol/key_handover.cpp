@@ -6,8 +6,10 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "protocol/tracing.hpp"
@@ -86,7 +88,65 @@ Result<Rendezvous> make_rendezvous() {
   return Rendezvous{std::move(pair.read), std::move(pair.write)};
 }
 
+Result<ExecutableId> executable_id(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return make_error(ErrorCode::io, path + ": " + std::strerror(errno));
+  ExecutableId id{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino), path.substr(path.rfind('/') + 1)};
+  id.name = id.name.substr(0, 15);  // TASK_COMM_LEN - 1
+  return id;
+}
+
+namespace {
+
+// The command name of process `pid` (/proc/PID/comm, readable even while it is non-dumpable), "" if gone.
+std::string command_name(int pid) {
+  Fd fd(::open(("/proc/" + std::to_string(pid) + "/comm").c_str(), O_RDONLY | O_CLOEXEC));
+  char text[32] = {};
+  const ssize_t n = fd.valid() ? ::read(fd.get(), text, sizeof text - 1) : -1;
+  if (n <= 0) return {};
+  std::string name(text, static_cast<std::size_t>(n));
+  if (!name.empty() && name.back() == '\n') name.pop_back();
+  return name;
+}
+
+// Whether process `pid` runs `expected`. Errors: key_invalid naming what it runs instead.
+Result<void> check_executable(int pid, const ExecutableId& expected) {
+  const std::string worker = "worker " + std::to_string(pid);
+  struct stat st {};
+  if (::stat(("/proc/" + std::to_string(pid) + "/exe").c_str(), &st) == 0) {
+    if (static_cast<std::uint64_t>(st.st_dev) == expected.dev && static_cast<std::uint64_t>(st.st_ino) == expected.ino) return {};
+    return handover_error("key request from " + worker + ", which no longer runs the program started (" + expected.name +
+                          "): it exec'd another (device " + std::to_string(st.st_dev) + ", inode " + std::to_string(st.st_ino) + ")");
+  }
+  if (errno == ENOENT) return handover_error(worker + " is gone");
+  // EACCES: non-dumpable and we are not root: its exe is closed to us too. Its name is what is left.
+  const std::string name = command_name(pid);
+  if (name == expected.name) return {};
+  return handover_error("key request from " + worker + ", which no longer runs the program started (" + expected.name +
+                        "): it runs \"" + name + "\"");
+}
+
+}  // namespace
+
 Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, bool allow_ptrace) {
+  KeyRequestPolicy policy;
+  policy.allow_ptrace = allow_ptrace;
+  return answer_key_request(runner_fd, worker_pid, key, policy);
+}
+
+Result<void> check_no_second_request(int runner_fd, int worker_pid) {
+  char byte = 0;
+  ssize_t n = 0;
+  do {
+    n = ::recv(runner_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return {};  // nothing, or the end: every copy of the worker's end is closed
+  return handover_error("a second key request on the rendezvous of worker " + std::to_string(worker_pid) +
+                        " (someone else holds a copy of its fd 3): refused, the worker is stopped");
+}
+
+Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, const KeyRequestPolicy& policy) {
+  const bool allow_ptrace = policy.allow_ptrace;
   char data[k_handover_request.size() + 1] = {};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int))] = {};
   iovec iov{data, sizeof data};
@@ -158,6 +218,14 @@ Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const R
     return handover_error(worker + " is still dumpable when it asks for its key (/proc/" + std::to_string(worker_pid) +
                           "/status is owned by uid " + std::to_string(status.owner) + ", not root)");
   }
+  if (policy.executable) AUTHRUN_TRY(check_executable(worker_pid, *policy.executable));
+  // Two requests queued: one of them is not the worker's (its end was copied). Neither is answered.
+  char more = 0;
+  if (::recv(runner_fd, &more, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+    return handover_error("two key requests on the rendezvous of " + worker +
+                          " (someone else holds a copy of its fd 3): neither is answered");
+  }
+  if (policy.last_check) AUTHRUN_TRY(policy.last_check());
   // An empty socket takes 32 bytes at once; a full one means someone else wrote to it: refuse.
   ssize_t w = 0;
   do {

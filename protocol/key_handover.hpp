@@ -4,6 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include "protocol/fd.hpp"
@@ -41,6 +44,27 @@ enum class KeyRequestSeen {
   closed,       // the worker closed its end without asking (it took its key some other way, or exited)
 };
 
+// The executable a worker must be running when it asks (the file the runner started), by device and inode.
+struct ExecutableId {
+  std::uint64_t dev = 0, ino = 0;
+  std::string name;  // its base name, as the kernel records it at execve (comm, 15 bytes at most)
+};
+
+// Reads the id of the file at `path` (following links). Errors: io.
+Result<ExecutableId> executable_id(const std::string& path);
+
+// What the runner checks beyond the fixed checks of answer_key_request.
+struct KeyRequestPolicy {
+  bool allow_ptrace = false;
+  // When set, the asking process must run this executable: /proc/PID/exe by device and inode where the kernel
+  // lets us look (we are root); otherwise (a non-dumpable process's exe is closed to its own user) its
+  // command name, which is weaker: a process may name itself.
+  std::optional<ExecutableId> executable;
+  // Called after every other check, right before the key is written: an error refuses the request (the
+  // runner's own: "was I stopped since this worker started?").
+  std::function<Result<void>()> last_check;
+};
+
 // Without blocking: receives one request on `runner_fd` and checks it came from `worker_pid` (our child):
 // exactly "ARUNKEY?"; SCM_CREDENTIALS with that pid and our euid; exactly one passed fd, a Unix stream
 // socket whose SO_PEERCRED pid is that pid; TracerPid 0 in /proc/PID/status (unless `allow_ptrace`); and,
@@ -48,6 +72,14 @@ enum class KeyRequestSeen {
 // into the passed socket and closes it. Errors: key_invalid, naming the failing check ("key request from
 // pid 1234, not worker 1230", "worker 1230 is traced by pid 99"); no key byte has left then.
 Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, bool allow_ptrace);
+
+// answer_key_request with `policy`'s checks too; and a second request already waiting behind the first is
+// refused (someone else holds a copy of the rendezvous). Errors: as answer_key_request.
+Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, const KeyRequestPolicy& policy);
+
+// After the answer, until the handshake completes: whether the rendezvous has stayed quiet. A second request
+// (anything but the end) fails closed: key_invalid "a second key request ...". Without blocking.
+Result<void> check_no_second_request(int runner_fd, int worker_pid);
 
 // answer_key_request for synchronous callers (the bench, tests): waits until a request comes and answers
 // it, before `deadline`. Errors: as answer_key_request; key_invalid when the worker closed its end without

@@ -17,6 +17,7 @@ const char* to_string(MessageType type) {
     case MessageType::output: return "output";
     case MessageType::task_batch: return "task_batch";
     case MessageType::result_batch: return "result_batch";
+    case MessageType::keepalive: return "keepalive";
   }
   return "unknown";
 }
@@ -36,7 +37,8 @@ MessageType type_of(const Message& message) {
   static constexpr MessageType types[] = {MessageType::hello,  MessageType::proof, MessageType::outcome,
                                           MessageType::task,   MessageType::result, MessageType::error,
                                           MessageType::shutdown, MessageType::worker_info, MessageType::program,
-                                          MessageType::output, MessageType::task_batch, MessageType::result_batch};
+                                          MessageType::output, MessageType::task_batch, MessageType::result_batch,
+                                          MessageType::keepalive};
   return types[message.index()];
 }
 

@@ -34,6 +34,7 @@ enum class MessageType : std::uint8_t {
   output = 22,
   task_batch = 23,
   result_batch = 24,
+  keepalive = 25,
 };
 
 // True for the types exchanged during the handshake.
@@ -127,7 +128,12 @@ struct WorkerInfo {
   std::string host;  // the worker's host name
   std::int64_t pid = 0;  // the worker's process id on that host
   bool batches = false;  // it takes task_batch messages (and answers each with result_batch messages)
+  std::uint32_t keepalive_ms = 0;  // while it runs a task it sends a frame at least this often (0: it does not say)
 };
+
+// "Still running": a worker that announced keepalive_ms sends it at least that often while it has a task
+// running and nothing else to send, so that the parent can tell a long task from a stopped or hung worker.
+struct KeepAlive {};
 
 // One module of a Python worker's program: its dotted name, and the file it is loaded from ("" when it is to
 // be found on sys.path).
@@ -166,7 +172,7 @@ struct ResultBatch {
 };
 
 using Message = std::variant<Hello, Proof, Outcome, Task, TaskResult, ProtocolError, Shutdown, WorkerInfo, Program,
-                             Output, TaskBatch, ResultBatch>;
+                             Output, TaskBatch, ResultBatch, KeepAlive>;
 
 // The frame type that carries a message.
 MessageType type_of(const Message& message);

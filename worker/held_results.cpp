@@ -114,6 +114,18 @@ Result<void> HeldResults::send_now(Message message) {
   return m_channel.send(std::move(message));
 }
 
+Result<void> HeldResults::keep_alive() {
+  std::lock_guard lock(m_mutex);
+  if (m_failed) return *m_failed;
+  if (!m_in_task) return {};
+  AUTHRUN_TRY(queue_locked());
+  if (auto sent = m_channel.send(KeepAlive{}); !sent) {
+    m_failed = sent.error();
+    return sent;
+  }
+  return {};
+}
+
 void HeldResults::watch() {
   std::unique_lock lock(m_mutex);
   // Only while a task runs (m_in_task) is the channel ours to touch: the task loop then waits for the lock

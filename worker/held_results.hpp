@@ -45,6 +45,9 @@ class HeldResults {
   protocol::Result<void> send_alone(protocol::TaskResult result);
   // Sends a message from inside a task (its streamed output), after what is held, and writes it all.
   protocol::Result<void> send_now(protocol::Message message);
+  // From another thread (worker/keep_alive): while a task runs, sends a keepalive message after what is held
+  // and writes it all; otherwise nothing (the task loop owns the channel between tasks). Errors: as add().
+  protocol::Result<void> keep_alive();
 
  private:
   // Starts the hold clock if nothing was held or queued unwritten before (the oldest result sets it).

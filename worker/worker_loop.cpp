@@ -5,6 +5,7 @@
 
 #include "protocol/json_codec.hpp"
 #include "worker/held_results.hpp"
+#include "worker/keep_alive.hpp"
 #include "worker/orphan_watch.hpp"
 #include "worker/task_output.hpp"
 
@@ -117,6 +118,7 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry, WorkerInfo 
   // clean end.
   if (!channel.send(std::move(info))) return {};
   HeldResults held(channel);
+  KeepAlive keep_alive([&held] { return held.keep_alive(); });  // while a task runs (after `held`: stops first)
   for (;;) {
     // A message already buffered comes back at once, and what is queued stays queued; the channel writes
     // it before it waits for input.

@@ -20,6 +20,7 @@
 #include "protocol/tracing.hpp"
 #include "protocol/version.hpp"
 #include "worker/child_group.hpp"
+#include "worker/keep_alive.hpp"
 #include "worker/orphan_watch.hpp"
 #include "worker/worker_loop.hpp"
 
@@ -205,6 +206,7 @@ int main(int argc, char** argv, const Registry& registry, const DynamicFunctions
   // first result is still placed. It also says this loop takes task batches.
   WorkerInfo info{host_name(), ::getpid()};
   info.batches = true;
+  info.keepalive_ms = static_cast<std::uint32_t>(KeepAlive::interval.count());
   if (auto served = serve_tasks(channel, registry, std::move(info), is_dynamic ? &dynamic : nullptr); !served) {
     if (served.error().code == ErrorCode::program_failed) return 5;  // the runner says why, once
     log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);

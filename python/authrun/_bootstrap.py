@@ -40,9 +40,11 @@ FLAG_FORMAT_MASK = 0x0003
 FLAG_ATTACHMENT = 0x0004
 T_HELLO, T_PROOF, T_OUTCOME = 1, 2, 3
 T_TASK, T_RESULT, T_ERROR, T_SHUTDOWN, T_WORKER_INFO, T_PROGRAM = 16, 17, 18, 19, 20, 21
-T_OUTPUT, T_TASK_BATCH, T_RESULT_BATCH = 22, 23, 24
+T_OUTPUT, T_TASK_BATCH, T_RESULT_BATCH, T_KEEPALIVE = 22, 23, 24, 25
 TYPE_NAMES = {1: "hello", 2: "proof", 3: "outcome", 16: "task", 17: "result", 18: "error", 19: "shutdown",
-              20: "worker_info", 21: "program", 23: "task_batch", 24: "result_batch"}
+              20: "worker_info", 21: "program", 23: "task_batch", 24: "result_batch", 25: "keepalive"}
+KEEPALIVE_BODY = b"{}"
+KEEPALIVE_MS = 250  # while a task runs, a frame at least this often (worker_info's keepalive_ms; PROTOCOL.md)
 MAX_BATCH_ENTRIES = 4096
 MAX_HOLD_SECONDS = 0.001  # a finished result of a batch waits at most this long (PROTOCOL.md section 3)
 MODES = ("authenticated", "encrypted", "insecure-measurement-only")
@@ -1079,6 +1081,27 @@ class HeldResults:
                     return
 
 
+def start_keep_alive(held):
+    """A thread that sends a keepalive frame every KEEPALIVE_MS while a task runs (held.in_task), under held's
+    lock, so that the runner can tell a long task from a stopped or hung worker. A failed write is kept in
+    held.error, for the task loop to raise."""
+    def run():
+        while True:
+            time.sleep(KEEPALIVE_MS / 1000.0)
+            with held.cond:
+                if held.error is not None:
+                    return
+                if not held.in_task:
+                    continue
+                try:
+                    held._send_held()
+                    write_all(held.channel.out_fd, held.channel.frame(T_KEEPALIVE, KEEPALIVE_BODY))
+                except (OSError, ProtocolError) as e:
+                    held.error = e if isinstance(e, ProtocolError) else ProtocolError("io", str(e))
+                    return
+    threading.Thread(target=run, name="authrun-keepalive", daemon=True).start()
+
+
 def run_batch(functions, held, payload, flags, stdout_flush):
     """Runs a task_batch's tasks in order; their results go out through `held`."""
     if flags:
@@ -1141,10 +1164,12 @@ def serve(channel, log):
             channel.fail(e)  # the runner says it, once for the run
             return EXIT_PROGRAM
         # Where it runs, once the program is in: the parent times the import until this comes.
-        info = dump({"batches": True, "host": socket.gethostname()[:255], "pid": os.getpid()})
+        info = dump({"batches": True, "host": socket.gethostname()[:255], "keepalive_ms": KEEPALIVE_MS,
+                     "pid": os.getpid()})
         write_all(channel.out_fd, channel.frame(T_WORKER_INFO, info))
         stdout_flush = sys.stdout.flush
         held = HeldResults(channel)
+        start_keep_alive(held)
         while True:
             got = channel.receive()
             if got is None or got[0] == T_SHUTDOWN:
@@ -1162,7 +1187,13 @@ def serve(channel, log):
                 if not flags:
                     parse_body(ftype, payload)
                 raise ProtocolError("unexpected", "worker got a %s message" % TYPE_NAMES[ftype])
-            body, attachment = run_task(functions, payload, flags)
+            held.task_started()
+            try:
+                body, attachment = run_task(functions, payload, flags)
+            finally:
+                held.task_ended()  # from here the channel is this thread's again (the keep-alive waits)
+            if held.error is not None:
+                raise held.error
             try:
                 stdout_flush()
             except (OSError, ValueError):

@@ -22,6 +22,7 @@
 #include "runner/cli/jobs_count.hpp"
 #include "runner/engine/launcher.hpp"
 #include "runner/engine/python_worker.hpp"
+#include "runner/engine/start_window.hpp"
 #include "runner/engine/worker_command.hpp"
 
 namespace authrun::runner {
@@ -52,6 +53,8 @@ struct EngineFlags {
   std::string launcher, remote_worker;
   bool launcher_encrypted = false, slurm = false;
   std::vector<std::string> sshlogins;
+  bool require_sealed = false;     // refuse to run unless runner and workers start sealed (no start-up window)
+  bool no_window_warning = false;  // do not warn that the start-up window is open
 
   // Whether any option asks for workers through a launcher.
   bool launching() const { return slurm || !launcher.empty() || !sshlogins.empty(); }
@@ -108,6 +111,10 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
   if (timeout_kills_worker) {
     cmd.add_option("--timeout", e.timeout_s, "Seconds a task may run (a task's own \"timeout\" wins)")->check(CLI::PositiveNumber);
   }
+  cmd.add_option("--silence-limit", e.silence_limit_s,
+                 "Seconds a worker running a task may send nothing, not even its keep-alive (sent every 0.25 s), "
+                 "before it is taken for stopped or hung, killed, and its tasks retried (default 30; 120 through a launcher)")
+      ->check(CLI::PositiveNumber);
   cmd.add_option("--handshake-timeout", e.handshake_timeout_s,
                  "Seconds a worker has to complete the handshake (default 5; 30 through a launcher)")
       ->check(CLI::PositiveNumber);
@@ -132,6 +139,12 @@ void add_engine_options(CLI::App& cmd, EngineOptions& e, EngineFlags& f, bool ti
   cmd.add_flag("-v,--verbose", e.verbose, "Log every handshake, not only failures");
   cmd.add_flag("--allow-ptrace", e.allow_ptrace,
                "Run even while this runner or a worker is traced (debugging); otherwise a tracer is refused");
+  cmd.add_flag("--require-sealed", f.require_sealed,
+               "Refuse to run unless authrun and its workers start sealed: non-dumpable from their start (installed "
+               "root-owned with mode 0711, or Yama ptrace_scope >= 1), and the worker command is no wrapper script")
+      ->excludes("--allow-ptrace");
+  cmd.add_flag("--no-window-warning", f.no_window_warning,
+               "Do not warn on stderr that the start-up window is open (authrun run from a build tree)");
   add_launch_options(cmd, e, f);
 }
 
@@ -241,9 +254,26 @@ bool finish_engine_options(EngineOptions& e, const EngineFlags& f, bool progress
   return true;
 }
 
+// The start-up window of this run (SECURITY.md): warns once on stderr if it is open, or with --require-sealed
+// refuses to run (message printed, returns false).
+bool check_start_window(const EngineOptions& e, const EngineFlags& f) {
+  const bool local = std::any_of(e.sites.begin(), e.sites.end(), [](const Site& s) { return s.local; });
+  const WindowReport report = assess_start_window(local ? e.worker_argv : std::vector<std::string>{});
+  if (f.require_sealed) {
+    const std::string refusal = sealed_refusal(report);
+    if (refusal.empty()) return true;
+    std::fprintf(stderr, "authrun: %s\n", refusal.c_str());
+    return false;
+  }
+  if (!f.no_window_warning) std::fputs(window_warning(report).c_str(), stderr);
+  return true;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // Before our own prctl: did the kernel start us non-dumpable (an unreadable executable)?
+  note_own_start();
   // Not dumpable: other processes of the user cannot open our pipes through /proc/PID/fd or read the keys
   // in our memory (root and CAP_SYS_PTRACE still can; see SECURITY.md).
   ::prctl(PR_SET_DUMPABLE, 0);
@@ -368,7 +398,7 @@ int run_cli(int argc, char** argv) {
   keygen_cmd->add_option("file", key_path, "Where to write the key (must not exist)")->required();
 
   // --version on authrun and on every subcommand.
-  const std::string version = version_text("authrun");
+  const std::string version = version_text("authrun") + "\n" + window_status_text(own_directory());
   app.set_version_flag("--version", version, "Print the version (authrun's, the protocol's, the git commit) and exit");
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
     sub->set_version_flag("--version", version, "Print the version and exit");
@@ -473,6 +503,7 @@ int run_cli(int argc, char** argv) {
       return 255;
     }
     if (!finish_engine_options(exec.engine, exec_flags, false)) return 255;
+    if (!check_start_window(exec.engine, exec_flags)) return 2;
     if (exec_cmd->count("--retries") > 0) exec.retries = exec.engine.retries;
     if ((eta || parallel_progress) && !exec_flags.no_progress) {
       exec.engine.progress = true;
@@ -487,6 +518,7 @@ int run_cli(int argc, char** argv) {
       return 2;
     }
   }
+  if (!check_start_window(run.engine, run_flags)) return 2;
   return run_batch(run);
 }
 

@@ -26,6 +26,7 @@
 #include "runner/engine/host_health.hpp"
 #include "runner/engine/job_log.hpp"
 #include "runner/engine/progress_line.hpp"
+#include "runner/engine/start_window.hpp"
 #include "runner/engine/worker_link.hpp"
 #include "runner/engine/worker_process.hpp"
 
@@ -231,7 +232,12 @@ RunSummary Engine::run(const std::function<std::unique_ptr<TaskFeed>(std::functi
     m_summary.setup_failed = true;
     return m_summary;
   }
+  // SIGCONT (the runner was stopped) is counted on this thread, before it runs on (start_window.hpp):
+  // the feed's thread is made with it blocked.
+  watch_continues();
+  mask_continue(true);
   m_feed = make_feed([this] { asio::post(m_io, [this] { dispatch(); }); });
+  mask_continue(false);
   m_signals.async_wait([this](const boost::system::error_code& ec, int sig) {
     if (!ec) on_signal(sig);
   });
@@ -531,6 +537,8 @@ void Engine::arm_deadline(Worker& w) {
     w.link->set_deadline(to_millis(m_o.import_timeout_s), make_error(ErrorCode::program_failed, why));
     return;
   }
+  const double silence_s = m_o.silence_limit_s.value_or(m_sites[std::size_t(w.site)].local ? 30.0 : 120.0);
+  w.link->watch_silence(!w.in_flight.empty(), to_millis(silence_s));
   std::optional<double> limit;
   if (!w.in_flight.empty()) {
     const Attempt& head = m_in_flight.at(w.in_flight.front());

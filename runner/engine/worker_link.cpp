@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <utility>
 
 #include <sys/uio.h>
@@ -16,6 +17,7 @@
 #include "protocol/json_codec.hpp"
 #include "protocol/key_handover.hpp"
 #include "protocol/limits.hpp"
+#include "runner/engine/start_window.hpp"
 #include "runner/engine/worker_process.hpp"
 
 namespace authrun::runner {
@@ -33,7 +35,7 @@ constexpr std::chrono::milliseconds k_info_wait{5};
 struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   Impl(asio::io_context& io, RunKey k, HandshakeConfig config, Events ev)
       : key(std::move(k)), connection(key, std::move(config)), events(std::move(ev)), in(io), out(io), rendezvous(io),
-        handshake_timer(io), deadline_timer(io), linger_timer(io), info_timer(io) {}
+        handshake_timer(io), deadline_timer(io), linger_timer(io), silence_timer(io), info_timer(io) {}
 
   RunKey key;  // declared before connection, which refers to it
   Connection connection;
@@ -41,11 +43,17 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   std::optional<WorkerProcess> process;
   asio::posix::stream_descriptor in;   // worker's stdout
   asio::posix::stream_descriptor out;  // worker's stdin
-  asio::posix::stream_descriptor rendezvous;  // our end of the key rendezvous (v2 hand-over), until answered
-  bool allow_ptrace = false;
+  asio::posix::stream_descriptor rendezvous;  // our end of the key rendezvous (v2 hand-over), until the handshake
+  KeyRequestPolicy key_policy;                // what the worker's key request must pass
+  std::uint64_t continues_at_spawn = 0;       // the runner's continues() when the worker was spawned
   asio::steady_timer handshake_timer;
   asio::steady_timer deadline_timer;
   asio::steady_timer linger_timer;  // bounds the wait for the end once the worker stopped reading or exited
+  asio::steady_timer silence_timer;  // watch_silence: fires when a busy worker has said nothing for too long
+  Clock::time_point last_heard{};    // when bytes last came from the worker (or it last became busy)
+  bool busy = false;
+  bool silence_armed = false;
+  std::chrono::milliseconds silence_limit{0};
   // The first tasks wait (at most k_info_wait) for the worker's worker_info, which says whether it takes
   // batches and usually comes right behind its proof; a worker that sends none gets single tasks after that.
   asio::steady_timer info_timer;
@@ -160,13 +168,38 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   void await_key_request() {
     rendezvous.async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
       if (ec || self->closed || !self->rendezvous.is_open()) return;
-      auto seen = answer_key_request(self->rendezvous.native_handle(), self->process->pid(), self->key, self->allow_ptrace);
+      auto seen = answer_key_request(self->rendezvous.native_handle(), self->process->pid(), self->key, self->key_policy);
       if (!seen) return self->close(std::move(seen).error());
       if (*seen == KeyRequestSeen::nothing_yet) return self->await_key_request();
-      // Answered, or the worker closed its end without asking (its exit or its handshake will tell).
+      if (*seen == KeyRequestSeen::answered && !self->connection.established()) return self->watch_rendezvous();
+      // The worker closed its end without asking (its exit or its handshake will tell).
       boost::system::error_code ignored;
       self->rendezvous.close(ignored);
     });
+  }
+
+  // Once answered, until the handshake completes: a second request on the rendezvous fails closed (someone
+  // else holds a copy of the worker's fd 3 and asked too). The end of it (every copy closed) ends the watch.
+  void watch_rendezvous() {
+    rendezvous.async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec || self->closed || !self->rendezvous.is_open()) return;
+      if (auto quiet = check_no_second_request(self->rendezvous.native_handle(), self->process->pid()); !quiet) {
+        return self->close(std::move(quiet).error());
+      }
+      boost::system::error_code ignored;
+      self->rendezvous.close(ignored);
+    });
+  }
+
+  // The runner's own last check before a key leaves: it was not stopped (SIGSTOP, SIGTSTP) since it started
+  // this worker. A stop lets a same-user tracer make the worker ask, then let it turn non-dumpable and detach
+  // before the runner looks: a check made when a request is read says nothing about when it was sent.
+  Result<void> not_stopped_since_spawn() const {
+    if (continues() == continues_at_spawn) return {};
+    return make_error(ErrorCode::key_invalid,
+                      "the runner was stopped and continued (SIGCONT) while worker " + std::to_string(process->pid()) +
+                          " was starting: its key request may have been made under a tracer meanwhile; refused (the "
+                          "worker is replaced)");
   }
 
   // Bytes before the worker's key request: the request (then the key goes out, and the hello after it), or
@@ -202,6 +235,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     if (closed) return;
     if (ec == asio::error::eof || (!ec && n == 0)) return close(connection.end_of_input());
     if (ec) return close(make_error(ErrorCode::io, "reading from worker: " + ec.message()));
+    last_heard = Clock::now();
     connection.commit(n);
     process_input();
   }
@@ -222,6 +256,8 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
       }
       if (!was_ready && connection.established()) {
         handshake_timer.cancel();
+        boost::system::error_code ignored;
+        rendezvous.close(ignored);  // the key is in use: a later request changes nothing
         handshake_time = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - spawned_at);
         if (first_message) {
           if (auto sent = connection.send_body(first_message->first, std::move(first_message->second)); !sent) {
@@ -253,6 +289,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
       }
       return refuse(make_error(ErrorCode::unexpected, std::string("worker sent a ") + to_string(type_of(**msg)) + " message"));
     }
+    if (busy && !silence_armed) arm_silence();  // its worker_info (keepalive_ms) may have come just now
     kick_write();
     start_read();
   }
@@ -323,6 +360,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     handshake_timer.cancel();
     deadline_timer.cancel();
     linger_timer.cancel();
+    silence_timer.cancel();
     info_timer.cancel();
     in.close(ignored);
     out.close(ignored);
@@ -362,6 +400,27 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     }
     deadline_timer.cancel();
     report_if_done();
+  }
+
+  // Arms the silence timer for a busy worker that announced keep-alives (see watch_silence); when it fires
+  // early (something came meanwhile) it re-arms itself from the last sign of life.
+  void arm_silence() {
+    silence_armed = false;
+    const auto& info = connection.peer_info();
+    if (!busy || closed || silence_limit.count() <= 0 || !info || info->keepalive_ms == 0) return;
+    const auto limit = std::max(silence_limit, std::chrono::milliseconds(4 * std::int64_t(info->keepalive_ms)));
+    silence_armed = true;
+    silence_timer.expires_at(last_heard + limit);
+    silence_timer.async_wait([self = shared_from_this(), limit](const boost::system::error_code& ec) {
+      if (ec || self->closed || !self->silence_armed) return;
+      const auto quiet = Clock::now() - self->last_heard;
+      if (quiet < limit) return self->arm_silence();
+      char why[200];
+      std::snprintf(why, sizeof why,
+                    "worker silent for %.1f s while running a task (no keepalive: stopped, hung, or not writing); stopped",
+                    std::chrono::duration<double>(quiet).count());
+      self->close(make_error(ErrorCode::io, why));
+    });
   }
 
   // Gives the reader two seconds to reach the end of the worker's output, then closes with `why`.
@@ -410,9 +469,18 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
   impl->connection.set_values_as_text(impl->events.values_as_text);
   WorkerProcess::Pipes pipes;
   impl->spawned_at = Clock::now();
+  impl->continues_at_spawn = continues();  // before the spawn: a stop from here on refuses its request
   AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(meeting.worker), pipes, launched));
   impl->process.emplace(std::move(process));
-  impl->allow_ptrace = allow_ptrace;
+  impl->key_policy.allow_ptrace = allow_ptrace;
+  // The asker must run what we started; a wrapper execs something else by design (it is warned about).
+  if (!launched && !is_wrapper(argv)) {
+    if (auto id = executable_id(argv[0])) impl->key_policy.executable = std::move(*id);
+  }
+  impl->key_policy.last_check = [weak = std::weak_ptr<Impl>(impl)]() -> Result<void> {
+    auto self = weak.lock();
+    return self ? self->not_stopped_since_spawn() : Result<void>();
+  };
   if (meeting.runner.valid()) {
     impl->rendezvous.assign(meeting.runner.release());
     impl->await_key_request();
@@ -548,6 +616,20 @@ void WorkerLink::shutdown() {
 void WorkerLink::kill(Error why) { m_impl->close(std::move(why)); }
 
 void WorkerLink::refuse(Error why) { m_impl->refuse(std::move(why)); }
+
+void WorkerLink::watch_silence(bool busy, std::chrono::milliseconds limit) {
+  Impl& impl = *m_impl;
+  impl.silence_limit = limit;
+  if (impl.closed || (busy == impl.busy && (impl.silence_armed || !busy))) return;
+  if (busy && !impl.busy) impl.last_heard = std::max(impl.last_heard, Clock::now());  // idle time is no silence
+  impl.busy = busy;
+  if (!busy) {
+    impl.silence_armed = false;
+    impl.silence_timer.cancel();
+    return;
+  }
+  impl.arm_silence();
+}
 
 void WorkerLink::set_deadline(std::optional<std::chrono::milliseconds> after, Error why) {
   auto& timer = m_impl->deadline_timer;

@@ -86,6 +86,10 @@ class WorkerLink {
   void refuse(protocol::Error why);
   // Arms (or with nullopt disarms) a timer that kills the worker with `why` when it fires.
   void set_deadline(std::optional<std::chrono::milliseconds> after, protocol::Error why);
+  // While `busy` (a task of ours is running on it), stops a worker that announced keepalive_ms when nothing at
+  // all has come from it for `limit` (at least 4 of its keep-alive intervals): stopped (SIGSTOP), hung, or no
+  // longer writing. Its tasks then go back as after its death. Call whenever busy may have changed.
+  void watch_silence(bool busy, std::chrono::milliseconds limit);
 
   struct Impl;
 

@@ -105,6 +105,9 @@ const char k_error_frame_enc[] =
     "4152554e011200003d0000008ad6ca4ee5d1285e2ecd2066a941e86b58ddbe80"
     "0d46a0fdbfb4da641632403b5012636f23a1c20b387e15f7e5c59a9fe25d7443"
     "33340a0560ecc3648e6316972c7bdb9a340df7f6b388bbd9e4";
+// The worker's keepalive `{}` (type 25) at seq 2, in both modes (PROTOCOL.md, "Later frames").
+const char k_keepalive_frame_auth[] = "4152554e01190000020000007b7dcba26a6a04976ea371858428e8be51c0";
+const char k_keepalive_frame_enc[] = "4152554e01190000020000008a89a6ce6a43ed6d08c3a5dc3a63bbe14f0b";
 const char k_outcome_frame[] =
     "4152554e010300004c0000007b226d657373616765223a227065657227732070"
     "726f6f6620646f6573206e6f7420766572696679222c226f6b223a66616c7365"
@@ -400,6 +403,12 @@ TEST_CASE("vectors: fixed inputs give the documented handshake and frames") {
   check_vector("k_result2_frame_enc", hex(e.result2_frame), k_result2_frame_enc);
   check_vector("k_error_frame_enc", hex(e.error_frame), k_error_frame_enc);
   check_vector("k_outcome_frame", hex(outcome_bytes), k_outcome_frame);
+  // A keepalive: the library's body and type, sealed as the worker's frame at seq 2.
+  CHECK(encode_body(Message{KeepAlive{}}) == "{}");
+  CHECK(type_of(Message{KeepAlive{}}) == MessageType::keepalive);
+  CHECK(static_cast<int>(MessageType::keepalive) == 25);
+  check_vector("k_keepalive_frame_auth", hex(seal_authenticated(da.w2p, 2, header(25, 0, 2), "{}")), k_keepalive_frame_auth);
+  check_vector("k_keepalive_frame_enc", hex(seal_encrypted(de.w2p, 2, header(25, 0, 2), "{}")), k_keepalive_frame_enc);
 
   // The hellos' public keys are crypto_kx_seed_keypair's.
   CHECK(a.parent_hello.find(hex(seed_keypair(k_parent_seed).pk)) != std::string::npos);
@@ -563,10 +572,11 @@ TEST_CASE("vectors: PROTOCOL.md shows the same vectors as this test") {
       {"k_program_frame", k_program_frame},         {"k_task_batch_frame", k_task_batch_frame},
       {"k_shutdown_frame", k_shutdown_frame},       {"k_worker_info_frame", k_worker_info_frame},
       {"k_output_frame", k_output_frame},           {"k_result_batch_frame", k_result_batch_frame},
+      {"k_keepalive_frame_auth", k_keepalive_frame_auth}, {"k_keepalive_frame_enc", k_keepalive_frame_enc},
   };
   for (const auto& [name, value] : vectors) {
     INFO(name);
-    CHECK(std::string(value).size() >= 2 * (12 + 16));  // at least a header and a tag
+    CHECK(std::string(value).size() >= 60);  // at least a header and a tag; the shortest: a keepalive frame (30 bytes)
     CHECK(doc.find(value) != std::string::npos);
   }
   // The inputs and the public keys derived from them.

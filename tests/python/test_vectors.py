@@ -67,6 +67,8 @@ LATER = {
     "k_result2_frame_enc": "4152554e0111040028000000f657032408ab14ae712b0769220b0d4b5c5e585f566edb12beca3c30d4a2fc9b7dc4a73087236d19deb197e5fc2da1db99a907ad1a9b075b",
     "k_error_frame_enc": "4152554e011200003d0000008ad6ca4ee5d1285e2ecd2066a941e86b58ddbe800d46a0fdbfb4da641632403b5012636f23a1c20b387e15f7e5c59a9fe25d744333340a0560ecc3648e6316972c7bdb9a340df7f6b388bbd9e4",
     "k_result_frame_enc": "4152554e0111000022000000223eb16e560818dcf9212a19dcad9189bbcfe1fe48c7e105db7a10f3dc6073f344d11db795527511cb74c4cc6cfc9771e37f",
+    "k_keepalive_frame_auth": "4152554e01190000020000007b7dcba26a6a04976ea371858428e8be51c0",
+    "k_keepalive_frame_enc": "4152554e01190000020000008a89a6ce6a43ed6d08c3a5dc3a63bbe14f0b",
     "k_outcome_frame": "4152554e010300004c0000007b226d657373616765223a227065657227732070726f6f6620646f6573206e6f7420766572696679222c226f6b223a66616c73652c22726561736f6e223a22617574685f6661696c6564227d",
 }
 
@@ -248,6 +250,7 @@ def main():
         check("task2 " + name, seal(p2w, mode, 1, b.T_TASK, task2, att, 4), later["k_task2_frame_" + name])
         check("result2 " + name, seal(w2p, mode, 1, b.T_RESULT, result2, att, 4), later["k_result2_frame_" + name])
         check("error " + name, seal(w2p, mode, 2, b.T_ERROR, error), later["k_error_frame_" + name])
+        check("keepalive " + name, seal(w2p, mode, 2, b.T_KEEPALIVE, b.KEEPALIVE_BODY), later["k_keepalive_frame_" + name])
     check("result enc seq 0", seal(w2p_b, "encrypted", 0, b.T_RESULT, RESULT_BODY), later["k_result_frame_enc"])
     check("outcome", b.outcome_frame("auth_failed", "peer's proof does not verify"), later["k_outcome_frame"])
     # And the receiving side opens them, in order (seq 0 then 1).

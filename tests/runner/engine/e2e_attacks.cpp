@@ -147,7 +147,8 @@ TEST_CASE("attacks: worker frames recorded from a real handshake do not pass whe
   TempDir dir;
   const std::string recording = dir.path() + "/handshake.bin";
   // A successful run through a recording MITM: the runner and the worker do not notice it.
-  RunOutput rec = run_batch(impostor_bin() + " record " + recording + " -- " + worker_bin(), echo_tasks(2));
+  // (Through sh: the relay keeps the spawned pid and execs the worker, which only a wrapper may do.)
+  RunOutput rec = run_batch("/bin/sh -c 'exec " + impostor_bin() + " record " + recording + " -- " + worker_bin() + "'", echo_tasks(2));
   INFO("recording stderr:\n" << rec.err);
   CHECK(rec.exit_code == 0);
   check_all_ok_once(rec.out, 2);
