@@ -13,7 +13,7 @@ namespace {
 
 // Runs one task with its streamed output (exec's, PROTOCOL.md section 6) sent through `held`, ahead of the
 // result: returns its result, which carries the task's attachment back.
-TaskResult run_task(Task& task, const Registry& registry, HeldResults& held) {
+TaskResult run_task(Task& task, const Registry& registry, HeldResults& held, ProgressMarker* progress) {
   TaskResult result;
   result.id = task.id;
   result.format = task.format;
@@ -25,10 +25,12 @@ TaskResult run_task(Task& task, const Registry& registry, HeldResults& held) {
     return held.send_now(std::move(out)).has_value();
   });
   held.begin_task();  // ended by held.add() or held.send_alone() with the result
+  if (progress) progress->begin(task.id);
   FunctionResult value = [&] {
     RunningTask running;
     return registry.call(task.fn, std::move(task.args), task.attachment);
   }();
+  if (progress) progress->end();
   result.attachment = std::move(task.attachment);
   if (value) {
     result.value = std::move(value).value();
@@ -41,8 +43,8 @@ TaskResult run_task(Task& task, const Registry& registry, HeldResults& held) {
 
 }  // namespace
 
-Result<void> serve_tasks(Channel& channel, const Registry& registry) {
-  HeldResults held(channel);
+Result<void> serve_tasks(Channel& channel, const Registry& registry, ProgressMarker* progress) {
+  HeldResults held(channel, /*write_before_task=*/progress == nullptr);
   for (;;) {
     // A message already buffered comes back at once, and what is queued stays queued; the channel writes
     // it before it waits for input.
@@ -54,7 +56,7 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry) {
     if (std::holds_alternative<Shutdown>(*msg)) return channel.flush(no_deadline());
     if (auto* batch = std::get_if<TaskBatch>(&*msg)) {
       // Results are held, to go out many to a frame, but never long (see HeldResults).
-      for (Task& task : batch->tasks) AUTHRUN_TRY(held.add(run_task(task, registry, held)));
+      for (Task& task : batch->tasks) AUTHRUN_TRY(held.add(run_task(task, registry, held, progress)));
       AUTHRUN_TRY(held.queue());
       continue;
     }
@@ -64,7 +66,7 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry) {
       std::ignore = channel.send(ProtocolError{to_string(e.code), e.message});
       return e;
     }
-    AUTHRUN_TRY(held.send_alone(run_task(*task, registry, held)));
+    AUTHRUN_TRY(held.send_alone(run_task(*task, registry, held, progress)));
   }
 }
 
