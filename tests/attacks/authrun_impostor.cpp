@@ -67,7 +67,7 @@ Playing the worker (use as: authrun run --worker "authrun-impostor MODE ..."):
                        the pid the runner started; fd 3 passed through, never read),
                        then tamper once with what passes, whatever the batching: flip-task, inject-task,
                        replay-task: the first task frame (task or task_batch); drop-task, reorder-tasks: a task
-                       frame held back until a later frame to the worker comes (up to 3 s each);
+                       frame held back until a later frame to the worker comes (up to 5 s each);
                        flip-result: the first result frame (result or result_batch); or none
   record FILE [-- W...]  save the worker frames of a successful handshake to FILE: relaying to W as a
                        MITM, or, without W, from a handshake between two in-process channels
@@ -693,7 +693,7 @@ std::size_t flip_bit(std::string& frame) {
 class Tamperer {
  public:
   // How long a task frame is held back waiting for a later one.
-  static constexpr std::chrono::seconds k_hold{3};
+  static constexpr std::chrono::seconds k_hold{5};
 
   Tamperer(Action action, std::string record_path) : m_action(action), m_record_path(std::move(record_path)) {}
 

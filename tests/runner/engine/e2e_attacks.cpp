@@ -242,8 +242,8 @@ enum class Feed {
   // All at once, task 2 taking a second, --window 2: the first frame carries tasks 1 and 2, later ones go out
   // as results come back.
   at_once,
-  // A fifth of a second apart, default options, as scripts/demo-security sends them: one frame each, however
-  // the runner batches.
+  // Half a second apart, the first once the worker's handshake is done (the audit log says so), default
+  // options, as scripts/demo-security sends them: one frame each, however the runner batches.
   trickled,
 };
 
@@ -272,12 +272,15 @@ void check_mitm(const std::string& action, bool detected_by_worker, bool tampere
     r = run_batch(worker, tasks, "1", {"--window", "2", "--timeout", "10"});
   } else {
     TempDir feeder;
-    std::string script = "#!/bin/sh\n";
-    for (const std::string& line : lines) script += "printf '%s\\n' '" + line + "'\nsleep 0.2\n";
+    const std::string audit = feeder.path() + "/audit";
+    std::string script = "#!/bin/sh\nfor i in $(seq 1200); do grep -qs '\"event\":\"handshake\"' '" + audit +
+                         "' && break; sleep 0.05; done\n";
+    for (const std::string& line : lines) script += "printf '%s\\n' '" + line + "'\nsleep 0.5\n";
     const std::string feed_sh = feeder.write("feed.sh", script);
-    r = run_program({"/bin/sh", "-c", "sh \"$0\" | \"$1\" run --no-progress -j 1 --timeout 10 --worker \"$2\"", feed_sh,
-                     authrun_bin(), worker},
-                    "", std::chrono::seconds(60));
+    r = run_program({"/bin/sh", "-c",
+                     "sh \"$0\" | \"$1\" run --no-progress -j 1 --timeout 10 --audit-log \"$2\" --worker \"$3\"", feed_sh,
+                     authrun_bin(), audit, worker},
+                    "", std::chrono::seconds(120));
   }
   INFO("stderr:\n" << r.err);
   CHECK(r.exit_code == 0);
