@@ -3,7 +3,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,7 +65,6 @@ Result<RunKey> read_key_and_page(Fd sock, Clock::time_point deadline, Fd* page) 
   std::uint8_t bytes[k_run_key_size + 1] = {};
   std::size_t got = 0;
   bool refused = false;  // fds came that are not one page: none is kept
-  std::optional<RunKey> key;
   auto fail = [&](const std::string& why) {
     ::sodium_memzero(bytes, sizeof bytes);
     return handover_error("key socket: " + why);
@@ -113,9 +111,9 @@ Result<RunKey> read_key_and_page(Fd sock, Clock::time_point deadline, Fd* page) 
     if (got > k_run_key_size) return fail("more than 32 bytes");
   }
   if (got < k_run_key_size) return fail("end of input after " + std::to_string(got) + " of 32 bytes");
-  key.emplace(RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(bytes, k_run_key_size)));
+  RunKey key = RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(bytes, k_run_key_size));
   ::sodium_memzero(bytes, sizeof bytes);
-  return std::move(*key);
+  return key;
 }
 
 }  // namespace
