@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sodium.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -60,9 +61,66 @@ Result<void> send_request(int rendezvous_fd, int theirs, Clock::time_point deadl
   }
 }
 
+// Reads the key (exactly 32 bytes, then the end) from `sock` before `deadline`, taking an fd passed with it
+// into `*page` (exactly one fd; any other number passed, or a truncated control message, keeps none).
+Result<RunKey> read_key_and_page(Fd sock, Clock::time_point deadline, Fd* page) {
+  std::uint8_t bytes[k_run_key_size + 1] = {};
+  std::size_t got = 0;
+  bool refused = false;  // fds came that are not one page: none is kept
+  auto fail = [&](const std::string& why) {
+    ::sodium_memzero(bytes, sizeof bytes);
+    return handover_error("key socket: " + why);
+  };
+  for (;;) {
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    iovec iov{bytes + got, sizeof bytes - got};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(sock.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) return fail(got < k_run_key_size ? "timed out" : "no end after the key: timed out");
+      pollfd p{sock.get(), POLLIN, 0};
+      ::poll(&p, 1, left > 1000 ? 1000 : static_cast<int>(left));
+      continue;
+    }
+    if (n < 0) return fail(std::strerror(errno));
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int fd = -1;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        Fd passed(fd);
+        if (page == nullptr || page->valid() || refused || count != 1) {
+          refused = true;
+          if (page) page->close();
+          continue;
+        }
+        *page = std::move(passed);
+      }
+    }
+    if ((msg.msg_flags & MSG_CTRUNC) != 0 && page) {
+      refused = true;
+      page->close();
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+    if (got > k_run_key_size) return fail("more than 32 bytes");
+  }
+  if (got < k_run_key_size) return fail("end of input after " + std::to_string(got) + " of 32 bytes");
+  RunKey key = RunKey::from_bytes(std::span<const std::uint8_t, k_run_key_size>(bytes, k_run_key_size));
+  ::sodium_memzero(bytes, sizeof bytes);
+  return key;
+}
+
 }  // namespace
 
-Result<RunKey> receive_key_handover(int rendezvous_fd, Clock::time_point deadline, bool allow_ptrace) {
+Result<RunKey> receive_key_handover(int rendezvous_fd, Clock::time_point deadline, bool allow_ptrace, Fd* progress_page) {
   sodium_ready();
   Fd rendezvous(rendezvous_fd);
   AUTHRUN_TRY(protect_self(allow_ptrace));
@@ -71,7 +129,7 @@ Result<RunKey> receive_key_handover(int rendezvous_fd, Clock::time_point deadlin
   AUTHRUN_TRY(send_request(rendezvous.get(), fresh.write.get(), deadline));
   fresh.write.close();
   rendezvous.close();
-  auto key = RunKey::read_to_end(fresh.read.release(), deadline);
+  auto key = read_key_and_page(std::move(fresh.read), deadline, progress_page);
   if (!key) {
     return handover_error("no key from the runner (fd " + std::to_string(rendezvous_fd) + "): " + key.error().message +
                           " (a refused request gets no answer: see the runner's message)");
@@ -128,10 +186,11 @@ Result<void> check_executable(int pid, const ExecutableId& expected) {
 
 }  // namespace
 
-Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, bool allow_ptrace) {
+Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, bool allow_ptrace,
+                                          int progress_page) {
   KeyRequestPolicy policy;
   policy.allow_ptrace = allow_ptrace;
-  return answer_key_request(runner_fd, worker_pid, key, policy);
+  return answer_key_request(runner_fd, worker_pid, key, policy, progress_page);
 }
 
 Result<void> check_no_second_request(int runner_fd, int worker_pid) {
@@ -145,7 +204,8 @@ Result<void> check_no_second_request(int runner_fd, int worker_pid) {
                         " (someone else holds a copy of its fd 3): refused, the worker is stopped");
 }
 
-Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, const KeyRequestPolicy& policy) {
+Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, const KeyRequestPolicy& policy,
+                                          int progress_page) {
   const bool allow_ptrace = policy.allow_ptrace;
   char data[k_handover_request.size() + 1] = {};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int))] = {};
@@ -226,10 +286,25 @@ Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const R
                           " (someone else holds a copy of its fd 3): neither is answered");
   }
   if (policy.last_check) AUTHRUN_TRY(policy.last_check());
-  // An empty socket takes 32 bytes at once; a full one means someone else wrote to it: refuse.
+  // An empty socket takes 32 bytes at once; a full one means someone else wrote to it: refuse. The progress
+  // page rides on the same sendmsg: it reaches only the process that reads the key.
+  iovec key_iov{const_cast<std::uint8_t*>(key.data()), key.size()};
+  alignas(cmsghdr) char page_control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr out{};
+  out.msg_iov = &key_iov;
+  out.msg_iovlen = 1;
+  if (progress_page >= 0) {
+    out.msg_control = page_control;
+    out.msg_controllen = sizeof page_control;
+    cmsghdr* c = CMSG_FIRSTHDR(&out);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &progress_page, sizeof progress_page);
+  }
   ssize_t w = 0;
   do {
-    w = ::send(sock, key.data(), key.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    w = ::sendmsg(sock, &out, MSG_DONTWAIT | MSG_NOSIGNAL);
   } while (w < 0 && errno == EINTR);
   if (w != static_cast<ssize_t>(key.size())) {
     return handover_error("writing the key for " + worker + ": " + (w < 0 ? std::strerror(errno) : "short write"));

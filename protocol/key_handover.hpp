@@ -23,8 +23,11 @@ inline constexpr std::string_view k_handover_request = k_key_request;
 // Makes this process non-dumpable and refuses a tracer (protect_self), then asks for the key on
 // `rendezvous_fd` (one sendmsg: "ARUNKEY?", SCM_CREDENTIALS of this process, SCM_RIGHTS of a fresh socket),
 // closes `rendezvous_fd`, and reads exactly 32 bytes and then the end from the fresh socket before
-// `deadline`. Errors: key_invalid (traced, fd 3 is not a socket, no answer in time, short or long answer).
-Result<RunKey> receive_key_handover(int rendezvous_fd, Clock::time_point deadline, bool allow_ptrace);
+// `deadline`. An fd passed with the key (the progress page, section 9.1) goes to `*progress_page` (closed when
+// `progress_page` is null; none kept when more than one came). Errors: key_invalid (traced, fd 3 is not a
+// socket, no answer in time, short or long answer).
+Result<RunKey> receive_key_handover(int rendezvous_fd, Clock::time_point deadline, bool allow_ptrace,
+                                    Fd* progress_page = nullptr);
 
 // --- The runner's side ---
 
@@ -69,13 +72,16 @@ struct KeyRequestPolicy {
 // exactly "ARUNKEY?"; SCM_CREDENTIALS with that pid and our euid; exactly one passed fd, a Unix stream
 // socket whose SO_PEERCRED pid is that pid; TracerPid 0 in /proc/PID/status (unless `allow_ptrace`); and,
 // unless we are root, /proc/PID/status owned by root (the process is non-dumpable). Then writes the 32 key bytes
-// into the passed socket and closes it. Errors: key_invalid, naming the failing check ("key request from
-// pid 1234, not worker 1230", "worker 1230 is traced by pid 99"); no key byte has left then.
-Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, bool allow_ptrace);
+// into the passed socket, with `progress_page` (if >= 0) as SCM_RIGHTS in the same sendmsg, and closes it.
+// Errors: key_invalid, naming the failing check ("key request from pid 1234, not worker 1230", "worker 1230 is
+// traced by pid 99"); no key byte has left then.
+Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, bool allow_ptrace,
+                                          int progress_page = -1);
 
 // answer_key_request with `policy`'s checks too; and a second request already waiting behind the first is
 // refused (someone else holds a copy of the rendezvous). Errors: as answer_key_request.
-Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, const KeyRequestPolicy& policy);
+Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const RunKey& key, const KeyRequestPolicy& policy,
+                                          int progress_page = -1);
 
 // After the answer, until the handshake completes: whether the rendezvous has stayed quiet. A second request
 // (anything but the end) fails closed: key_invalid "a second key request ...". Without blocking.

@@ -16,7 +16,8 @@ constexpr std::string_view k_close = "]}";
 
 }  // namespace
 
-HeldResults::HeldResults(Channel& channel) : m_channel(channel) {}
+HeldResults::HeldResults(Channel& channel, bool write_before_task)
+    : m_channel(channel), m_write_before_task(write_before_task) {}
 
 HeldResults::~HeldResults() {
   {
@@ -102,6 +103,11 @@ Result<void> HeldResults::write_locked() { return m_channel.flush(no_deadline())
 
 void HeldResults::begin_task() {
   std::lock_guard lock(m_mutex);
+  if (m_write_before_task && !m_failed && (m_count > 0 || !m_channel.connection().output().empty())) {
+    auto sent = queue_locked();
+    if (sent) sent = write_locked();
+    if (!sent) m_failed = std::move(sent).error();
+  }
   m_in_task = true;
   ++m_begun;
   if (m_watcher_idle && (m_count > 0 || !m_channel.connection().output().empty())) m_wake.notify_one();

@@ -23,7 +23,9 @@ class HeldResults {
   static constexpr std::chrono::microseconds max_hold{1000};
 
   // Results go out on `channel`, which must outlive this. The watchdog thread starts with the first result.
-  explicit HeldResults(protocol::Channel& channel);
+  // `write_before_task`: begin_task writes whatever is held or queued first (a worker without a progress
+  // page: a result is never held while a later task runs, PROTOCOL.md section 9.1).
+  HeldResults(protocol::Channel& channel, bool write_before_task);
   // Stops the watchdog (what is still held is dropped: call queue() first).
   ~HeldResults();
   HeldResults(const HeldResults&) = delete;
@@ -37,7 +39,8 @@ class HeldResults {
   // before it next waits for input, or the watchdog does while a task runs. Errors: as add().
   protocol::Result<void> queue();
   // Begins a task's function: until add() or send_alone() ends it, the watchdog may write (the task loop
-  // is not using the channel then).
+  // is not using the channel then). With write_before_task, first writes what is held (a failed write is
+  // reported by the next add() or send_alone()).
   void begin_task();
   // Sends a result in a result frame of its own (a task that came alone; one too large for the peer becomes a
   // result_too_large error), after what is held, and writes it all, ending the task.
@@ -58,6 +61,7 @@ class HeldResults {
   void watch();
 
   protocol::Channel& m_channel;
+  const bool m_write_before_task;
   std::mutex m_mutex;
   std::condition_variable m_wake;
   std::string m_body;      // "{\"results\":[" and the entries so far, unclosed

@@ -19,7 +19,8 @@ volatile std::sig_atomic_t g_interrupted = 0;  // set by SIGINT: tasks not start
 
 // Runs one task with its streamed output (exec's, PROTOCOL.md section 6) sent through `held`, ahead of the
 // result: returns its result, which carries the task's attachment back.
-TaskResult run_task(Task& task, const Registry& registry, const DynamicFunctions* dynamic, HeldResults& held) {
+TaskResult run_task(Task& task, const Registry& registry, const DynamicFunctions* dynamic, HeldResults& held,
+                    ProgressMarker* progress) {
   TaskResult result;
   result.id = task.id;
   result.format = task.format;
@@ -40,10 +41,12 @@ TaskResult run_task(Task& task, const Registry& registry, const DynamicFunctions
     const std::string args_text = !task.args_json.empty() ? std::move(task.args_json)
                                   : task.args.is_null()   ? std::string("null")
                                                           : dump_json(task.args);
+    if (progress) progress->begin(task.id);
     Result<std::string, TaskError> text = [&] {
       RunningTask running;
       return dynamic->call(task.fn, args_text, task.attachment);
     }();
+    if (progress) progress->end();
     result.attachment = std::move(task.attachment);
     if (!text) {
       result.ok = false;
@@ -62,10 +65,12 @@ TaskResult run_task(Task& task, const Registry& registry, const DynamicFunctions
     auto parsed = parse_json(task.args_json);
     if (parsed) task.args = std::move(*parsed);
   }
+  if (progress) progress->begin(task.id);
   FunctionResult value = [&] {
     RunningTask running;
     return registry.call(task.fn, std::move(task.args), task.attachment);
   }();
+  if (progress) progress->end();
   result.attachment = std::move(task.attachment);
   if (value) {
     result.value = std::move(value).value();
@@ -109,7 +114,8 @@ Result<bool> load_program(Channel& channel, const DynamicFunctions& dynamic) {
 
 void mark_interrupted() { g_interrupted = 1; }
 
-Result<void> serve_tasks(Channel& channel, const Registry& registry, WorkerInfo info, const DynamicFunctions* dynamic) {
+Result<void> serve_tasks(Channel& channel, const Registry& registry, WorkerInfo info, const DynamicFunctions* dynamic,
+                         ProgressMarker* progress) {
   if (dynamic != nullptr && dynamic->load) {
     AUTHRUN_TRY_ASSIGN(const bool go_on, load_program(channel, *dynamic));
     if (!go_on) return {};
@@ -117,7 +123,7 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry, WorkerInfo 
   // A small write on a fresh channel fails only when the parent is gone already (it needed no task): a
   // clean end.
   if (!channel.send(std::move(info))) return {};
-  HeldResults held(channel);
+  HeldResults held(channel, /*write_before_task=*/progress == nullptr);
   KeepAlive keep_alive([&held] { return held.keep_alive(); });  // while a task runs (after `held`: stops first)
   for (;;) {
     // A message already buffered comes back at once, and what is queued stays queued; the channel writes
@@ -130,7 +136,7 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry, WorkerInfo 
     if (std::holds_alternative<Shutdown>(*msg)) return channel.flush(no_deadline());
     if (auto* batch = std::get_if<TaskBatch>(&*msg)) {
       // Results are held, to go out many to a frame, but never long (see HeldResults).
-      for (Task& task : batch->tasks) AUTHRUN_TRY(held.add(run_task(task, registry, dynamic, held)));
+      for (Task& task : batch->tasks) AUTHRUN_TRY(held.add(run_task(task, registry, dynamic, held, progress)));
       AUTHRUN_TRY(held.queue());
       continue;
     }
@@ -140,7 +146,7 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry, WorkerInfo 
       std::ignore = channel.send(ProtocolError{to_string(e.code), e.message});
       return e;
     }
-    AUTHRUN_TRY(held.send_alone(run_task(*task, registry, dynamic, held)));
+    AUTHRUN_TRY(held.send_alone(run_task(*task, registry, dynamic, held, progress)));
   }
 }
 

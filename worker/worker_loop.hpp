@@ -3,6 +3,7 @@
 
 #include "authrun/worker.hpp"
 #include "protocol/channel.hpp"
+#include "protocol/progress_page.hpp"
 #include "protocol/result.hpp"
 
 namespace authrun::worker {
@@ -17,7 +18,10 @@ void mark_interrupted();
 // sent as program_failed and returned with that code), and a task whose name `registry` lacks goes to
 // dynamic->call.
 // `info` is sent first (with `dynamic`: once the program has loaded, which the parent times as the import).
+// Each task's beginning and end are marked on `progress` (the runner's page, PROTOCOL.md section 9.1) if there
+// is one; without one, what is held is written before each task begins, so that the runner knows the first
+// task it has no result for was the one running.
 protocol::Result<void> serve_tasks(protocol::Channel& channel, const Registry& registry, protocol::WorkerInfo info,
-                                   const DynamicFunctions* dynamic = nullptr);
+                                   const DynamicFunctions* dynamic, protocol::ProgressMarker* progress);
 
 }  // namespace authrun::worker

@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -16,6 +17,7 @@
 
 #include "protocol/channel.hpp"
 #include "protocol/key_handover.hpp"
+#include "protocol/progress_page.hpp"
 #include "protocol/run_key.hpp"
 #include "protocol/tracing.hpp"
 #include "protocol/version.hpp"
@@ -92,15 +94,16 @@ struct KeySource {
 };
 
 // The run key, from `source`; `in_fd` and `out_fd` are the protocol fds. Errors: the line to log (exit 3).
+// The progress page the runner passes with the key on the rendezvous goes to `*progress_page`.
 Result<RunKey> acquire_key(const KeySource& source, int in_fd, int out_fd, Clock::time_point deadline,
-                           bool allow_ptrace) {
+                           bool allow_ptrace, Fd* progress_page) {
   if (source.file.empty() && !source.request && ::fcntl(source.fd, F_GETFD) < 0) {
     return make_error(ErrorCode::key_invalid,
                       "no key: fd " + std::to_string(source.fd) + " is not open (" + g_program +
                           " is started by authrun, which passes its key rendezvous there; or give --key-file)");
   }
   auto key = source.request ? RunKey::request(in_fd, out_fd, deadline)
-             : source.file.empty() ? receive_key_handover(source.fd, deadline, allow_ptrace)
+             : source.file.empty() ? receive_key_handover(source.fd, deadline, allow_ptrace, progress_page)
                                            : RunKey::load_file(source.file);
   if (!key) return make_error(key.error().code, "no usable key, refusing to run: " + key.error().message);
   return key;
@@ -182,10 +185,19 @@ int main(int argc, char** argv, const Registry& registry, const DynamicFunctions
     return 2;
   }
   auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(handshake_timeout));
-  auto key = acquire_key(key_source, fds->first.get(), fds->second.get(), deadline, allow_ptrace);
+  Fd page;
+  auto key = acquire_key(key_source, fds->first.get(), fds->second.get(), deadline, allow_ptrace, &page);
   if (!key) {
     log_line(key.error().message);
     return 3;
+  }
+  // Where the runner reads which task was running if this process dies (PROTOCOL.md section 9.1). Without
+  // one (a launched worker, or a page that is not one) results are never held past the next task's start.
+  std::optional<ProgressMarker> progress;
+  if (page.valid()) {
+    auto mapped = ProgressMarker::map(std::move(page));
+    if (mapped) progress.emplace(std::move(*mapped));
+    else log_line(mapped.error().message + " (going on without it)");
   }
   HandshakeConfig config{Role::worker, {ChannelMode::encrypted}, max_payload};
   if (!allow_encrypted_only) config.modes.push_back(ChannelMode::authenticated);
@@ -207,7 +219,8 @@ int main(int argc, char** argv, const Registry& registry, const DynamicFunctions
   WorkerInfo info{host_name(), ::getpid()};
   info.batches = true;
   info.keepalive_ms = static_cast<std::uint32_t>(KeepAlive::interval.count());
-  if (auto served = serve_tasks(channel, registry, std::move(info), is_dynamic ? &dynamic : nullptr); !served) {
+  if (auto served = serve_tasks(channel, registry, std::move(info), is_dynamic ? &dynamic : nullptr, progress ? &*progress : nullptr);
+      !served) {
     if (served.error().code == ErrorCode::program_failed) return 5;  // the runner says why, once
     log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);
     return 4;

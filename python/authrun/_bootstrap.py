@@ -564,6 +564,75 @@ def _no_more(fd, what):
         raise ProtocolError("key_invalid", "%s: more than 32 bytes" % what)
 
 
+def _read_key_and_page(sock, deadline):
+    """The 32 key bytes from the key socket and the fd passed with them (the progress page, PROTOCOL.md section
+    9.1), or None: exactly one fd is kept; any other number, or a truncated control message, keeps none."""
+    got, fds, refused = b"", [], False
+    while len(got) < 32:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            raise ProtocolError("key_invalid", "key socket: timed out after %d of 32 bytes" % len(got))
+        chunk, ancillary, msg_flags, _ = sock.recvmsg(32 - len(got), socket.CMSG_SPACE(4), socket.MSG_CMSG_CLOEXEC)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                passed = list(struct.unpack("%di" % (len(data) // 4), data[:len(data) - len(data) % 4]))
+                refused = refused or len(passed) != 1 or bool(fds)
+                fds.extend(passed)
+        if msg_flags & socket.MSG_CTRUNC:
+            refused = True
+        if not chunk:
+            for f in fds:
+                os.close(f)
+            raise ProtocolError("key_invalid", "key socket: end of input after %d of 32 bytes (was the key read by "
+                                               "another process?)" % len(got))
+        got += chunk
+    if refused:
+        for f in fds:
+            os.close(f)
+        return got, None
+    return got, (fds[0] if fds else None)
+
+
+class ProgressPage:
+    """The runner's progress page, mapped (PROTOCOL.md section 9.1): the id of the task begun last at byte 8,
+    1 at byte 16 while it runs. After this process dies the runner reads which task was running."""
+
+    def __init__(self, fd):
+        import mmap
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size < 64:
+                raise ValueError("not a file of 64 bytes")
+            if not fcntl.fcntl(fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SHRINK:
+                raise ValueError("not a memfd sealed against shrinking")
+            self.map = mmap.mmap(fd, 64, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        if hasattr(mmap, "MADV_DONTFORK"):
+            self.map.madvise(mmap.MADV_DONTFORK)  # a task's fork must not mark it
+        self.words = memoryview(self.map).cast("Q")  # little-endian on every Linux target; 8-byte stores
+        self.words[2] = 0
+        self.words[0] = 0x313047504E555241  # b"ARUNPG01": the runner now believes the page
+
+    def begin(self, task_id):
+        self.words[1] = task_id
+        self.words[2] = 1
+
+    def end(self):
+        self.words[2] = 0
+
+
+PROGRESS = None  # the ProgressPage, when the runner handed one with the key
+
+
+def _map_progress_page(fd):
+    global PROGRESS
+    try:
+        PROGRESS = ProgressPage(fd)
+    except (OSError, ValueError) as e:
+        _log("progress page: %s (going on without it)" % e)
+
+
 def key_by_request(fd, deadline):
     """Key hand-over v2 (PROTOCOL.md section 9): asks on the rendezvous socket `fd` with one sendmsg carrying
     "ARUNKEY?", our credentials (SCM_CREDENTIALS) and a fresh socket (SCM_RIGHTS); the runner checks who asks
@@ -582,7 +651,10 @@ def key_by_request(fd, deadline):
         finally:
             rendezvous.close()
         theirs.close()
-        key = SecretKey(_read_exact(mine.fileno(), 32, deadline, "key socket"))
+        raw, page_fd = _read_key_and_page(mine, deadline)
+        key = SecretKey(raw)
+        if page_fd is not None:
+            _map_progress_page(page_fd)
         left = max(0.0, deadline - time.monotonic())
         if not select.select([mine], [], [], left)[0]:
             raise ProtocolError("key_invalid", "key socket: the runner did not close it after the key")
@@ -954,6 +1026,8 @@ def run_parsed(functions, task, attachment, has_bytes):
             args = _from_json(args)
         except ValueError as e:
             return _error(task_id, "bad_args", "a {\"$bytes\": ...} in args is not valid base64: %s" % e), None
+    if PROGRESS is not None:
+        PROGRESS.begin(task_id)
     try:
         value = _call(f, args, attachment)
     except BaseException as e:  # noqa: B902 - SystemExit, KeyboardInterrupt: that task's error, no more
@@ -968,6 +1042,9 @@ def run_parsed(functions, task, attachment, has_bytes):
         if attributes:
             details["attributes"] = attributes
         return _error(task_id, _type_name(type(e)), _exc_text(e), details), None
+    finally:
+        if PROGRESS is not None:
+            PROGRESS.end()
     if isinstance(value, (bytes, bytearray, memoryview)) and len(value):
         # The protocol's binary path: the bytes travel raw after the body, not as text. (No bytes at all go
         # as {"$bytes": ""}: an empty attachment cannot be told from none.)
@@ -1128,6 +1205,10 @@ def run_batch(functions, held, payload, flags, stdout_flush):
             raise ProtocolError(e.code, "task_batch tasks[%d]: %s" % (i, e.message))
     has_bytes = b"$bytes" in payload or b"$dict" in payload
     for i, task in enumerate(tasks):
+        if PROGRESS is None:
+            # No progress page: the runner takes the first task it has no result for as the one that ran when
+            # a worker dies, so nothing is held while a later task runs (PROTOCOL.md section 9.1).
+            held.send()
         held.task_started()
         try:
             body, attachment = run_parsed(functions, task, None, has_bytes)

@@ -125,6 +125,9 @@ class Engine {
   void on_result(int id, TaskResult&& r);
   void on_output(int id, Output&& out);
   void on_gone(int id, const Error& why, int wait_status);
+  // The index in `w.in_flight` of the task `w` was running when it went (`why`), if one was: from its progress
+  // page when it kept one, else its first task without a result.
+  std::optional<std::size_t> running_task(const Worker& w, const Error& why) const;
   void dispatch();
   Worker* pick_worker(std::size_t window, int avoid_site, std::size_t needs_payload = 0);
   // --delay: true (and a wake-up armed) while the last dispatch is too recent for another.
@@ -690,13 +693,15 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
       log(describe_worker(w) + " lost: " + why.message + " (" + status + ")");
     }
   }
-  // The head task was running when the worker went: it is the one at fault. The others were only queued
-  // behind it (a worker runs its tasks in order) and go back without counting an attempt.
+  // Only the task that was running when the worker went is at fault. The others were either queued behind
+  // it, not begun (a worker runs its tasks in order), or finished with their results still held in the
+  // worker: all go back without counting an attempt (a finished one runs again).
+  const std::optional<std::size_t> at_fault = running_task(w, why);
   for (std::size_t i = w.in_flight.size(); i-- > 0;) {
     auto anode = m_in_flight.extract(w.in_flight[i]);
     Attempt a = std::move(anode.mapped());
     m_in_flight_bytes -= a.payload_bytes;
-    if (i == 0) {
+    if (at_fault == i) {
       ++a.failed_attempts;
       a.failed_site = w.site;
       const bool timed_out = why.code == ErrorCode::timeout && !m_summary.signal;
@@ -743,6 +748,24 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
     if (m_workers.empty() && work_remains() && !m_stopping) give_up("no worker left: every host was set aside");
   }
   dispatch();
+}
+
+std::optional<std::size_t> Engine::running_task(const Worker& w, const Error& why) const {
+  if (w.in_flight.empty()) return std::nullopt;
+  const ProgressSeen seen = w.link->progress();
+  // No page (a launched worker, or one that did not map it): such a worker holds no result past the start of
+  // its next task, so the first task without a result was the one running (or had not begun: it ran no
+  // other).
+  if (!seen.kept) return 0;
+  if (seen.running) {
+    const auto at = std::find(w.in_flight.begin(), w.in_flight.end(), *seen.running);
+    // A task id that is not in flight here: the page is not to be believed; fall back to the head.
+    return at != w.in_flight.end() ? std::size_t(at - w.in_flight.begin()) : 0;
+  }
+  // Between tasks: nothing of ours was running. Unless it timed out, which the head's time limit decided
+  // (a worker stuck outside its tasks must not come back for ever without a charge).
+  if (why.code == ErrorCode::timeout) return 0;
+  return std::nullopt;
 }
 
 void Engine::audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status) {

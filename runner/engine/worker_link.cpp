@@ -46,6 +46,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   asio::posix::stream_descriptor rendezvous;  // our end of the key rendezvous (v2 hand-over), until the handshake
   KeyRequestPolicy key_policy;                // what the worker's key request must pass
   std::uint64_t continues_at_spawn = 0;       // the runner's continues() when the worker was spawned
+  std::optional<ProgressPage> progress;  // handed over with the key (v2 hand-over only)
   asio::steady_timer handshake_timer;
   asio::steady_timer deadline_timer;
   asio::steady_timer linger_timer;  // bounds the wait for the end once the worker stopped reading or exited
@@ -168,7 +169,8 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   void await_key_request() {
     rendezvous.async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
       if (ec || self->closed || !self->rendezvous.is_open()) return;
-      auto seen = answer_key_request(self->rendezvous.native_handle(), self->process->pid(), self->key, self->key_policy);
+      auto seen = answer_key_request(self->rendezvous.native_handle(), self->process->pid(), self->key, self->key_policy,
+                                     self->progress ? self->progress->fd() : -1);
       if (!seen) return self->close(std::move(seen).error());
       if (*seen == KeyRequestSeen::nothing_yet) return self->await_key_request();
       if (*seen == KeyRequestSeen::answered && !self->connection.established()) return self->watch_rendezvous();
@@ -482,6 +484,8 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
     return self ? self->not_stopped_since_spawn() : Result<void>();
   };
   if (meeting.runner.valid()) {
+    // Without a page (no memfd here) the worker holds no result past its next task's start instead.
+    if (auto page = ProgressPage::create()) impl->progress.emplace(std::move(*page));
     impl->rendezvous.assign(meeting.runner.release());
     impl->await_key_request();
   }
@@ -512,6 +516,7 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
 }
 
 int WorkerLink::pid() const { return m_impl->process ? m_impl->process->pid() : 0; }
+ProgressSeen WorkerLink::progress() const { return m_impl->progress ? m_impl->progress->read() : ProgressSeen{}; }
 bool WorkerLink::ready() const { return m_impl->connection.established() && !m_impl->closed; }
 std::chrono::microseconds WorkerLink::handshake_time() const { return m_impl->handshake_time; }
 ChannelMode WorkerLink::mode() const { return m_impl->connection.session().mode; }

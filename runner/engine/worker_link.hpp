@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "protocol/connection.hpp"
+#include "protocol/progress_page.hpp"
 #include "protocol/run_key.hpp"
 #include "runner/engine/launcher.hpp"
 
@@ -76,6 +77,10 @@ class WorkerLink {
                                    protocol::BodyFormat format = protocol::BodyFormat::json);
   // Frames that carried tasks to the worker so far: one per task, or fewer once tasks go in batches.
   std::uint64_t task_frames() const;
+  // What the worker's progress page says (PROTOCOL.md section 9.1): whether it kept one (only a worker
+  // spawned here, handed its key on the rendezvous, gets one) and which task it was running. Untrusted;
+  // meaningful once the worker is gone (on_gone).
+  protocol::ProgressSeen progress() const;
   // Asks the worker to exit once its queued tasks are done (shutdown message, then end of its stdin).
   void shutdown();
   // Ends the link now: stops the worker (SIGTERM if it was trusted, so it takes its task's child along;

@@ -68,9 +68,10 @@ Playing the worker (use as: authrun run --worker "authrun-impostor MODE ..."):
   steal-key -- W...    read whatever fd 3 holds (with hand-over v2: nothing), then exec the real worker W
   mitm ACTION -- W...  relay between the runner and the real worker W, which is exec'd in our place (keeping
                        the pid the runner started; fd 3 passed through, never read),
-                       then tamper with the second task frame (task or task_batch) or the first result
-                       frame (result or result_batch): flip-task, drop-task, reorder-tasks, inject-task,
-                       replay-task, flip-result (or none)
+                       then tamper once with what passes, whatever the batching: flip-task, inject-task,
+                       replay-task: the first task frame (task or task_batch); drop-task, reorder-tasks: a task
+                       frame held back until a later frame to the worker comes (up to 5 s each);
+                       flip-result: the first result frame (result or result_batch); or none
   record FILE [-- W...]  save the worker frames of a successful handshake to FILE: relaying to W as a
                        MITM, or, without W, from a handshake between two in-process channels
 Playing the parent, against the real worker W (given a random key through the fd-3 hand-over):
@@ -736,10 +737,17 @@ std::size_t flip_bit(std::string& frame) {
   return at - begin;
 }
 
-// What the MITM does to each frame: everything passes, except that `action` applies to the first task
-// frame (runner to worker) or the first result frame (worker to runner).
+// What the MITM does to each frame: everything passes, except that `action` applies once, to what is on the
+// wire whatever the runner's batching: flip-task, inject-task and replay-task to the first task frame (task or
+// task_batch), flip-result to the first result frame (result or result_batch). drop-task and reorder-tasks
+// need a later runner-to-worker frame to be noticed at all (a dropped last frame only stalls the channel):
+// each task frame is held back until the next one comes (then the held one is dropped, or sent after it) or
+// until k_hold passes (then it goes on untouched, and the next one is held instead).
 class Tamperer {
  public:
+  // How long a task frame is held back waiting for a later one.
+  static constexpr std::chrono::seconds k_hold{5};
+
   Tamperer(Action action, std::string record_path) : m_action(action), m_record_path(std::move(record_path)) {}
 
   // The bytes to forward in place of `frame`.
@@ -755,14 +763,31 @@ class Tamperer {
       }
     }
     if (to_worker && is_task_frame(type)) return on_task(std::move(frame));
-    if (!to_worker && is_result_frame(type) && m_action == Action::flip_result && ++m_results == 1) {
+    if (to_worker && m_held) {
+      // Any later frame to the worker (a shutdown) shows the gap as well as a task frame does.
+      return act_on_held(std::move(frame), "frame");
+    }
+    if (!to_worker && is_result_frame(type) && m_action == Action::flip_result && m_tampered == 0) {
       const std::size_t at = flip_bit(frame);
       tampered("flipped one bit (payload byte " + std::to_string(at) + ") of the first result frame");
     }
     return frame;
   }
 
-  // At the end: a task frame still held back is let go (there was no second one to swap it with).
+  // When a held frame is due to go on untouched (nullopt: none held).
+  std::optional<Clock::time_point> release_due() const {
+    return m_held ? std::optional<Clock::time_point>(m_held_since + k_hold) : std::nullopt;
+  }
+
+  // The held frame, if its time is up (else nothing).
+  std::string release_if_due() {
+    if (!m_held || Clock::now() < m_held_since + k_hold) return {};
+    say("no later frame to the worker came within " + std::to_string(k_hold.count()) + " s: task frame " +
+        std::to_string(m_held_number) + " goes on untouched (the next one is held instead)");
+    return *std::exchange(m_held, std::nullopt);
+  }
+
+  // At the end: a task frame still held back is let go (no later one came to tamper with it).
   std::string leftover() { return m_held.has_value() ? *std::exchange(m_held, std::nullopt) : std::string(); }
 
   void report_now() const {
@@ -770,45 +795,43 @@ class Tamperer {
   }
 
  private:
-  // The second task frame is the one tampered with. The first may carry every task the window allows (a
-  // task_batch), and a frame dropped or held back is noticed only when a later one comes: the second is
-  // sent when a result of the first comes back, while the first's other tasks still run.
-  static constexpr int k_target = 2;
-
   std::string on_task(std::string frame) {
     ++m_tasks;
+    if (m_tampered > 0) return frame;
     switch (m_action) {
-      case Action::flip_task:
-        if (m_tasks == k_target) {
-          const std::size_t at = flip_bit(frame);
-          tampered("flipped one bit (payload byte " + std::to_string(at) + ") of the second task frame");
-        }
+      case Action::flip_task: {
+        const std::size_t at = flip_bit(frame);
+        tampered("flipped one bit (payload byte " + std::to_string(at) + ") of the first task frame");
         return frame;
+      }
       case Action::drop_task:
-        if (m_tasks != k_target) return frame;
-        tampered("dropped the second task frame");
-        return {};
       case Action::reorder_tasks:
-        if (m_tasks == k_target) {
-          m_held = std::move(frame);
-          return {};
-        }
-        if (m_tasks == k_target + 1) {
-          tampered("sent the third task frame before the second");
-          return frame + leftover();
-        }
-        return frame;
+        if (m_held) return act_on_held(std::move(frame), "task frame " + std::to_string(m_tasks));
+        m_held = std::move(frame);
+        m_held_since = Clock::now();
+        m_held_number = m_tasks;
+        return {};
       case Action::inject_task:
-        if (m_tasks != k_target) return frame;
-        tampered("inserted a forged task frame (exec touch MARKER, made-up tag) before the second task frame");
+        tampered("inserted a forged task frame (exec touch MARKER, made-up tag) before the first task frame");
         return forged_task_frame() + frame;
       case Action::replay_task:
-        if (m_tasks != k_target) return frame;
-        tampered("sent the second task frame twice");
+        tampered("sent the first task frame twice");
         return frame + frame;
       default:
         return frame;
     }
+  }
+
+  // A frame to the worker came while task frame m_held_number was held: drop the held one, or send it after.
+  std::string act_on_held(std::string next, const std::string& next_name) {
+    std::string held = *std::exchange(m_held, std::nullopt);
+    const std::string held_name = "task frame " + std::to_string(m_held_number);
+    if (m_action == Action::drop_task) {
+      tampered("dropped " + held_name + " (" + next_name + " went on in its place)");
+      return next;
+    }
+    tampered("sent " + next_name + " before " + held_name);
+    return next + held;
   }
 
   void tampered(const std::string& what) {
@@ -821,8 +844,10 @@ class Tamperer {
   std::string m_record_path;
   std::string m_record;
   bool m_recorded = false;
-  int m_tasks = 0, m_results = 0, m_tampered = 0;
-  std::optional<std::string> m_held;
+  int m_tasks = 0, m_tampered = 0;
+  std::optional<std::string> m_held;  // a task frame held back (drop-task, reorder-tasks)
+  Clock::time_point m_held_since{};
+  int m_held_number = 0;
 };
 
 // One direction of the relay.
@@ -868,7 +893,13 @@ int mode_mitm(Action action, const std::string& record_path, const std::vector<s
       }
     }
     if (n == 0) break;
-    if (::poll(pfd.data(), n, -1) < 0 && errno != EINTR) break;
+    int wait_ms = -1;
+    if (auto due = tamperer.release_due()) {
+      wait_ms = static_cast<int>(std::max<long long>(
+          0, std::chrono::ceil<std::chrono::milliseconds>(*due - Clock::now()).count()));
+    }
+    if (::poll(pfd.data(), n, wait_ms) < 0 && errno != EINTR) break;
+    if (std::string late = tamperer.release_if_due(); !late.empty() && flows[0].out_open) flows[0].pending += late;
     for (nfds_t i = 0; i < n; ++i) {
       if (pfd[i].revents == 0) continue;
       Flow& f = *what[i].first;

@@ -59,7 +59,7 @@ std::vector<std::uint64_t> ids_of(const Message& m) {
 
 TEST_CASE("held_results: held results go in one batch; one with bytes goes alone between, in order") {
   Pair p;
-  HeldResults held(*p.worker);
+  HeldResults held(*p.worker, false);
   REQUIRE(held.add(TaskResult(1, true, "a")));
   REQUIRE(held.add(TaskResult(2, true, "b")));
   REQUIRE(held.add(TaskResult(3, true, nullptr, {}, BodyFormat::json, Attachment{std::string("raw\0bytes", 9)})));
@@ -78,7 +78,7 @@ TEST_CASE("held_results: held results go in one batch; one with bytes goes alone
 
 TEST_CASE("held_results: a result too large for the parent becomes a result_too_large error in its place") {
   Pair p(2048);
-  HeldResults held(*p.worker);
+  HeldResults held(*p.worker, false);
   REQUIRE(held.add(TaskResult(1, true, std::string(3000, 'x'))));
   REQUIRE(held.add(TaskResult(2, true, std::string(1500, 'y'))));
   REQUIRE(held.add(TaskResult(3, true, std::string(1500, 'z'))));  // fits alone, not with 2: a new frame
@@ -98,7 +98,7 @@ TEST_CASE("held_results: a result too large for the parent becomes a result_too_
 
 TEST_CASE("held_results: while a task runs, the watchdog sends what is held") {
   Pair p;
-  HeldResults held(*p.worker);
+  HeldResults held(*p.worker, false);
   REQUIRE(held.add(TaskResult(1, true, "done")));
   held.begin_task();  // a long task starts; nobody else will send result 1 until it ends
   Message m = p.next();
@@ -112,7 +112,7 @@ TEST_CASE("held_results: while a task runs, the watchdog sends what is held") {
 
 TEST_CASE("held_results: after a stream of short tasks, a long task's held result is still sent while it runs") {
   Pair p;
-  HeldResults held(*p.worker);
+  HeldResults held(*p.worker, false);
   // Batches of short tasks for 10 ms or more, as the task loop runs them: the watchdog, seeing tasks keep
   // beginning, looks every millisecond instead of waiting to be woken. 50 batches of 10 small results
   // stay within the pipe's buffer, so nothing needs reading yet.
@@ -141,4 +141,22 @@ TEST_CASE("held_results: after a stream of short tasks, a long task's held resul
   REQUIRE(held.queue());
   REQUIRE(p.worker->flush(no_deadline()));
   CHECK(ids_of(p.next()) == std::vector<std::uint64_t>{id + 1});
+}
+
+TEST_CASE("held_results: without a progress page, what is held is written before the next task begins") {
+  Pair p;
+  HeldResults held(*p.worker, /*write_before_task=*/true);
+  held.begin_task();
+  REQUIRE(held.add(TaskResult(1, true, "a")));
+  REQUIRE(held.add(TaskResult(2, true, "b")));  // held, not written: no task runs
+  // The next task's start writes them before its function runs (the watchdog never gets the chance: a
+  // nonblocking look finds them already in the pipe).
+  held.begin_task();
+  auto msg = p.parent->receive(Clock::now());
+  REQUIRE_MESSAGE(msg.has_value(), msg.error().message);
+  CHECK(ids_of(*msg) == std::vector<std::uint64_t>{1, 2});
+  REQUIRE(held.add(TaskResult(3, true, "c")));
+  REQUIRE(held.queue());
+  REQUIRE(p.worker->flush(no_deadline()));
+  CHECK(ids_of(p.next()) == std::vector<std::uint64_t>{3});
 }

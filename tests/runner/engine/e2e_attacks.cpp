@@ -239,22 +239,51 @@ TEST_CASE("attacks: an impostor among honest workers does not stop the batch") {
 
 namespace {
 
+// How the 4 tasks of check_mitm reach the runner.
+enum class Feed {
+  // All at once, task 2 taking a second, --window 2: the first frame carries tasks 1 and 2, later ones go out
+  // as results come back.
+  at_once,
+  // Half a second apart, the first once the worker's handshake is done (the audit log says so), default
+  // options, as scripts/demo-security sends them: one frame each, however the runner batches.
+  trickled,
+};
+
 // Runs 4 tasks (each appends its id to DIR/log) with a MITM in `action` on the first worker only. The
-// tampering must end that channel at a frame MAC ("failed authentication"), run nothing forged, and every
-// task must still end ok exactly once on the next worker. Task 2 takes a second: the first frame carries
-// tasks 1 and 2 (the window), and the second, the one tampered with, goes out when task 1's result comes
-// back, while task 2 runs; a third frame follows task 2's result, whatever became of the second.
-void check_mitm(const std::string& action, bool detected_by_worker, bool tampered_task_may_rerun = false) {
+// tampering must happen (the attacker says tampered=1), end that channel at a frame MAC ("failed
+// authentication"), run nothing forged, and every task must still end ok exactly once on the next worker.
+// Whatever the batching, the attacker finds a frame to tamper with: a dropped or held-back task frame is
+// held until a later frame to the worker comes.
+void check_mitm(const std::string& action, bool detected_by_worker, bool tampered_task_may_rerun = false,
+                Feed feed = Feed::at_once) {
   TempDir dir;
   const std::string marker = dir.path() + "/MARKER";
   const std::string log = dir.path() + "/log";
-  std::string tasks;
+  std::vector<std::string> lines;
   for (int i = 1; i <= 4; ++i) {
-    const std::string run = std::string(i == 2 ? "sleep 1; " : "") + "echo " + std::to_string(i) + " >> " + log;
-    tasks += json{{"id", i}, {"fn", "exec"}, {"args", {{"argv", {"sh", "-c", run}}}}}.dump() + "\n";
+    const bool slow = i == 2 && feed == Feed::at_once;
+    const std::string run = std::string(slow ? "sleep 1; " : "") + "echo " + std::to_string(i) + " >> " + log;
+    lines.push_back(json{{"id", i}, {"fn", "exec"}, {"args", {{"argv", {"sh", "-c", run}}}}}.dump());
   }
   const std::string mitm = impostor_bin() + " --marker " + marker + " mitm " + action + " -- " + worker_bin();
-  RunOutput r = run_batch(first_only(dir, mitm), tasks, "1", {"--window", "2", "--timeout", "10"});
+  const std::string worker = first_only(dir, mitm);
+  RunOutput r;
+  if (feed == Feed::at_once) {
+    std::string tasks;
+    for (const std::string& line : lines) tasks += line + "\n";
+    r = run_batch(worker, tasks, "1", {"--window", "2", "--timeout", "10"});
+  } else {
+    TempDir feeder;
+    const std::string audit = feeder.path() + "/audit";
+    std::string script = "#!/bin/sh\nfor i in $(seq 1200); do grep -qs '\"event\":\"handshake\"' '" + audit +
+                         "' && break; sleep 0.05; done\n";
+    for (const std::string& line : lines) script += "printf '%s\\n' '" + line + "'\nsleep 0.5\n";
+    const std::string feed_sh = feeder.write("feed.sh", script);
+    r = run_program({"/bin/sh", "-c",
+                     "sh \"$0\" | \"$1\" run --no-progress -j 1 --timeout 10 --audit-log \"$2\" --worker \"$3\"", feed_sh,
+                     authrun_bin(), audit, worker},
+                    "", std::chrono::seconds(120));
+  }
   INFO("stderr:\n" << r.err);
   CHECK(r.exit_code == 0);
   check_all_ok_once(r.out, 4);
@@ -294,6 +323,14 @@ TEST_CASE("attacks: mitm inserting a forged task") { check_mitm("inject-task", t
 TEST_CASE("attacks: mitm sending a task twice") { check_mitm("replay-task", true); }
 
 TEST_CASE("attacks: mitm flipping one bit of a result") { check_mitm("flip-result", false, true); }
+
+TEST_CASE("attacks: mitm rows as scripts/demo-security runs them (tasks trickling in) each tamper once and are caught") {
+  for (const char* action : {"flip-task", "drop-task", "reorder-tasks", "inject-task", "replay-task"}) {
+    CAPTURE(action);
+    check_mitm(action, true, false, Feed::trickled);
+  }
+  check_mitm("flip-result", false, true, Feed::trickled);
+}
 
 TEST_CASE("attacks: a parent that skips the handshake gets nothing run") {
   TempDir dir;
