@@ -39,6 +39,9 @@ class Connection {
   // Successful results in result_batch messages keep their values as JSON text (see decode_frame), for a
   // receiver that passes them on unparsed.
   void set_values_as_text(bool on) { m_values_as_text = on; }
+  // Tasks keep their args as JSON text (Task::args_json, see decode_frame), for a worker that parses them
+  // itself.
+  void set_args_as_text(bool on) { m_args_as_text = on; }
 
   // True once the peer's proof verified: data messages may be sent and will be accepted.
   bool established() const { return m_session.has_value(); }
@@ -77,6 +80,7 @@ class Connection {
   std::optional<WorkerInfo> m_peer_info;
   bool m_failed = false;
   bool m_values_as_text = false;
+  bool m_args_as_text = false;
 };
 
 }  // namespace authrun::protocol

@@ -313,6 +313,9 @@ Result<Message> decode_program(const json& j) {
   if (j.contains("cwd")) {
     AUTHRUN_TRY_ASSIGN(p.cwd, string_field(j, "cwd", what));
   }
+  if (j.contains("initializer")) {
+    AUTHRUN_TRY_ASSIGN(p.initializer, string_field(j, "initializer", what));
+  }
   return Message{std::move(p)};
 }
 
@@ -371,6 +374,7 @@ struct BodyEncoder {
     }
     json body{{"modules", std::move(modules)}, {"sys_path", p.sys_path}};
     if (!p.cwd.empty()) body["cwd"] = p.cwd;
+    if (!p.initializer.empty()) body["initializer"] = p.initializer;
     return body;
   }
   json operator()(const Output& o) const { return json{{"id", o.id}, {"stream", o.is_stderr ? "stderr" : "stdout"}}; }
@@ -499,7 +503,8 @@ std::string encode_body(const Message& message, BodyFormat format) {
     out += "{\"id\":";
     append_json_uint(out, r->id);
     out += ",\"ok\":true,\"value\":";
-    append_json(out, r->value);
+    if (r->value_json.empty()) append_json(out, r->value);
+    else out += r->value_json;
     out += '}';
     return out;
   }
@@ -573,6 +578,24 @@ std::optional<Task> task_from_text(std::span<const JsonMember> members) {
     if (!parsed) return std::nullopt;
     t.args = std::move(*parsed);
   }
+  return t;
+}
+
+// task_from_text, with the args kept as their text (Task::args_json) instead of parsed.
+std::optional<Task> task_from_text_raw(std::span<const JsonMember> members) {
+  std::string_view id, fn, args;
+  for (const JsonMember& m : members) {
+    if (m.raw_key == "id") id = m.value;
+    else if (m.raw_key == "fn") fn = m.value;
+    else if (m.raw_key == "args") args = m.value;
+    else return std::nullopt;
+  }
+  if (id.empty() || fn.size() < 2 || fn.front() != '"') return std::nullopt;
+  Task t;
+  auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), t.id);
+  if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;
+  t.fn = decode_json_string(fn.substr(1, fn.size() - 2));
+  t.args_json = std::string(args);
   return t;
 }
 
@@ -683,7 +706,7 @@ Result<Message> decode_message(std::uint8_t type, std::string_view body) {
   return decode_body(type, body, BodyFormat::json);
 }
 
-Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, bool values_as_text) {
+Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, bool values_as_text, bool args_as_text) {
   const auto format = static_cast<BodyFormat>(header.flags & k_flag_format_mask);
   std::string_view body = payload;
   std::size_t attachment_offset = 0;
@@ -702,10 +725,29 @@ Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, b
     // Batches are taken from their text: only a task's args are parsed (into the json a function gets),
     // and with values_as_text a result's value is kept as the text it was.
     if (header.type == static_cast<std::uint8_t>(MessageType::task_batch)) {
-      return decode_batch_text<Task, TaskBatch>(body, "task_batch", "tasks", task_from_text, decode_task);
+      return decode_batch_text<Task, TaskBatch>(body, "task_batch", "tasks", args_as_text ? task_from_text_raw : task_from_text,
+                                                decode_task);
+    }
+    if (values_as_text && header.type == static_cast<std::uint8_t>(MessageType::result)) {
+      // A lone result's value kept as text too: a number beyond 64 bits reads the same as in a batch.
+      thread_local std::vector<JsonMember> members;
+      auto kind = scan_json(body, members);
+      if (kind && *kind == JsonKind::object) {
+        if (auto r = result_as_text(members)) return Message{std::move(*r)};
+      }
     }
     if (values_as_text && header.type == static_cast<std::uint8_t>(MessageType::result_batch)) {
       return decode_batch_text<TaskResult, ResultBatch>(body, "result_batch", "results", result_as_text, decode_result);
+    }
+  }
+  if (args_as_text && format == BodyFormat::json && header.type == static_cast<std::uint8_t>(MessageType::task)) {
+    thread_local std::vector<JsonMember> members;
+    auto kind = scan_json(body, members);
+    if (kind && *kind == JsonKind::object) {
+      if (auto t = task_from_text_raw(members)) {
+        if (has_attachment) t->attachment = Attachment{std::move(payload), attachment_offset};
+        return Message{std::move(*t)};
+      }
     }
   }
   AUTHRUN_TRY_ASSIGN(Message msg, decode_body(header.type, body, format));

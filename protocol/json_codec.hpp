@@ -46,8 +46,12 @@ Result<Message> decode_message(std::uint8_t type, std::string_view body);
 // and malformed for a bad attachment prefix or an attachment on another message type.
 // With `values_as_text`, a JSON result_batch's successful results keep their values as checked JSON text
 // (TaskResult::value_json) instead of a parsed value, for a receiver that only passes them on; a value
-// that spans lines (whitespace with line breaks) is parsed as usual.
-Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, bool values_as_text = false);
+// that spans lines (whitespace with line breaks) is parsed as usual; so does a lone JSON result's.
+// With `args_as_text`, a JSON task's args (alone or in a task_batch) are kept as checked JSON text
+// (Task::args_json) instead of parsed, for a worker that parses them itself (authrun-python: integers of
+// any size); a task spelt otherwise (escapes in its keys, extra members) is parsed as usual.
+Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, bool values_as_text = false,
+                             bool args_as_text = false);
 
 // Reads a required field of `object`, which is described as `what` in errors ("task", "line 3").
 // Errors: malformed ("task: field 'fn' is missing" / "must be a string").

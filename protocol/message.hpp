@@ -87,6 +87,8 @@ struct Task {
   std::uint64_t id = 0;
   std::string fn;
   json args;
+  std::string args_json;  // when decoded with args as text (see decode_frame): the args' JSON text, checked;
+                          // `args` is then null ("" when the task had none)
   BodyFormat format = BodyFormat::json;  // as received; the result is sent back in the same format
   Attachment attachment;
 };
@@ -103,7 +105,8 @@ struct TaskResult {
   bool ok = true;
   json value;       // when ok
   std::string value_json;  // when ok and decoded as text (see decode_frame): the value's JSON text, checked
-                           // and on one line; `value` is then null
+                           // and on one line; `value` is then null. When sending: if set, sent instead of
+                           // `value` (the sender vouches that it is valid JSON on one line)
   TaskError error;  // when !ok
   BodyFormat format = BodyFormat::json;
   Attachment attachment;
@@ -139,6 +142,7 @@ struct Program {
   std::vector<ProgramModule> modules;  // imported in this order
   std::vector<std::string> sys_path;   // put in front of sys.path, in this order
   std::string cwd;                     // the directory to work in ("" = stay)
+  std::string initializer;             // base64 of a pickle of (function, args) run once after the import ("" = none)
 };
 
 // A piece of what a running task's program wrote (worker -> parent, only for a task that asked for it with

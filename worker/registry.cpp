@@ -27,6 +27,12 @@ Registry& Registry::add_function(std::string name, std::string summary, Function
   return *this;
 }
 
+bool Registry::has(std::string_view name) const {
+  auto at = std::lower_bound(m_entries.begin(), m_entries.end(), name,
+                             [](const Entry& e, std::string_view n) { return e.name < n; });
+  return at != m_entries.end() && at->name == name;
+}
+
 FunctionResult Registry::call(std::string_view name, json&& args, Attachment& attachment) const {
   auto at = std::lower_bound(m_entries.begin(), m_entries.end(), name,
                              [](const Entry& e, std::string_view n) { return e.name < n; });

@@ -1,6 +1,7 @@
 // The worker's task loop.
 #include "worker/worker_loop.hpp"
 
+#include "protocol/json_codec.hpp"
 #include "worker/held_results.hpp"
 #include "worker/orphan_watch.hpp"
 #include "worker/task_output.hpp"
@@ -13,7 +14,7 @@ namespace {
 
 // Runs one task with its streamed output (exec's, PROTOCOL.md section 6) sent through `held`, ahead of the
 // result: returns its result, which carries the task's attachment back.
-TaskResult run_task(Task& task, const Registry& registry, HeldResults& held) {
+TaskResult run_task(Task& task, const Registry& registry, const DynamicFunctions* dynamic, HeldResults& held) {
   TaskResult result;
   result.id = task.id;
   result.format = task.format;
@@ -25,6 +26,32 @@ TaskResult run_task(Task& task, const Registry& registry, HeldResults& held) {
     return held.send_now(std::move(out)).has_value();
   });
   held.begin_task();  // ended by held.add() or held.send_alone() with the result
+  if (dynamic != nullptr && !registry.has(task.fn)) {
+    const std::string args_text = !task.args_json.empty() ? std::move(task.args_json)
+                                  : task.args.is_null()   ? std::string("null")
+                                                          : dump_json(task.args);
+    Result<std::string, TaskError> text = [&] {
+      RunningTask running;
+      return dynamic->call(task.fn, args_text, task.attachment);
+    }();
+    result.attachment = std::move(task.attachment);
+    if (!text) {
+      result.ok = false;
+      result.error = std::move(text).error();
+    } else if (task.format == BodyFormat::json) {
+      result.value_json = std::move(*text);
+    } else if (auto parsed = parse_json(*text)) {  // a binary body holds the value itself
+      result.value = std::move(*parsed);
+    } else {
+      result.ok = false;
+      result.error = TaskError{"bad_result", "the value is not JSON: " + parsed.error().message, nullptr};
+    }
+    return result;
+  }
+  if (!task.args_json.empty()) {
+    auto parsed = parse_json(task.args_json);
+    if (parsed) task.args = std::move(*parsed);
+  }
   FunctionResult value = [&] {
     RunningTask running;
     return registry.call(task.fn, std::move(task.args), task.attachment);
@@ -41,7 +68,40 @@ TaskResult run_task(Task& task, const Registry& registry, HeldResults& held) {
 
 }  // namespace
 
-Result<void> serve_tasks(Channel& channel, const Registry& registry) {
+namespace {
+
+// The program message, first after the handshake, given to `dynamic.load`. Returns false at a clean end
+// (shutdown or end of input before it). Errors: unexpected (another message came first), program_failed
+// (sent to the parent as such), and those of the channel.
+Result<bool> load_program(Channel& channel, const DynamicFunctions& dynamic) {
+  auto msg = channel.receive();
+  if (!msg) {
+    if (msg.error().code == ErrorCode::eof) return false;
+    return std::move(msg).error();
+  }
+  if (std::holds_alternative<Shutdown>(*msg)) return false;
+  auto* program = std::get_if<Program>(&*msg);
+  if (program == nullptr) {
+    Error e = make_error(ErrorCode::unexpected, std::string("expected the program before any ") + to_string(type_of(*msg)) +
+                                                    " message (is the parent authrun run --python?)");
+    std::ignore = channel.send(ProtocolError{to_string(e.code), e.message});
+    return e;
+  }
+  if (auto loaded = dynamic.load(encode_body(*program)); !loaded) {
+    Error e = make_error(ErrorCode::program_failed, loaded.error().message);
+    std::ignore = channel.send(ProtocolError{to_string(e.code), e.message});
+    return e;
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<void> serve_tasks(Channel& channel, const Registry& registry, const DynamicFunctions* dynamic) {
+  if (dynamic != nullptr && dynamic->load) {
+    AUTHRUN_TRY_ASSIGN(const bool go_on, load_program(channel, *dynamic));
+    if (!go_on) return {};
+  }
   HeldResults held(channel);
   for (;;) {
     // A message already buffered comes back at once, and what is queued stays queued; the channel writes
@@ -54,7 +114,7 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry) {
     if (std::holds_alternative<Shutdown>(*msg)) return channel.flush(no_deadline());
     if (auto* batch = std::get_if<TaskBatch>(&*msg)) {
       // Results are held, to go out many to a frame, but never long (see HeldResults).
-      for (Task& task : batch->tasks) AUTHRUN_TRY(held.add(run_task(task, registry, held)));
+      for (Task& task : batch->tasks) AUTHRUN_TRY(held.add(run_task(task, registry, dynamic, held)));
       AUTHRUN_TRY(held.queue());
       continue;
     }
@@ -64,7 +124,7 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry) {
       std::ignore = channel.send(ProtocolError{to_string(e.code), e.message});
       return e;
     }
-    AUTHRUN_TRY(held.send_alone(run_task(*task, registry, held)));
+    AUTHRUN_TRY(held.send_alone(run_task(*task, registry, dynamic, held)));
   }
 }
 

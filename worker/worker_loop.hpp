@@ -9,7 +9,10 @@ namespace authrun::worker {
 
 // Serves tasks with the functions of `registry` on an established channel until a shutdown message (returns
 // success) or the end of input (success if it fell between frames). Errors: any protocol error (the peer has
-// been told why).
-protocol::Result<void> serve_tasks(protocol::Channel& channel, const Registry& registry);
+// been told why). With `dynamic`, the first message must be the program (given to dynamic->load; a failure is
+// sent as program_failed and returned with that code), and a task whose name `registry` lacks goes to
+// dynamic->call.
+protocol::Result<void> serve_tasks(protocol::Channel& channel, const Registry& registry,
+                                   const DynamicFunctions* dynamic = nullptr);
 
 }  // namespace authrun::worker

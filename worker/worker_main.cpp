@@ -106,7 +106,9 @@ void print_functions(const Registry& registry) {
 
 }  // namespace
 
-int main(int argc, char** argv, const Registry& registry) {
+int main(int argc, char** argv, const Registry& registry) { return main(argc, argv, registry, DynamicFunctions{}); }
+
+int main(int argc, char** argv, const Registry& registry, const DynamicFunctions& dynamic) {
   if (argc > 0 && argv[0] != nullptr && *argv[0] != '\0') {
     const std::string_view path = argv[0];
     g_program = std::string(path.substr(path.rfind('/') + 1));
@@ -189,13 +191,16 @@ int main(int argc, char** argv, const Registry& registry) {
     return after ? 4 : 3;
   }
   if (orphan_watch) start_orphan_watch(in_fd, out_fd);
+  const bool is_dynamic = dynamic.load || dynamic.call;
+  if (is_dynamic) channel.connection().set_args_as_text(true);
   // Where it runs, right away: a task that dies before its first result is still placed. A small write on
   // a fresh channel fails only when the parent is gone already (it needed no task): a clean end.
   // It also says this loop takes task batches.
   WorkerInfo info{host_name(), ::getpid()};
   info.batches = true;
   if (!channel.send(std::move(info), deadline)) return 0;
-  if (auto served = serve_tasks(channel, registry); !served) {
+  if (auto served = serve_tasks(channel, registry, is_dynamic ? &dynamic : nullptr); !served) {
+    if (served.error().code == ErrorCode::program_failed) return 5;  // the runner says why, once
     log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);
     return 4;
   }

@@ -48,6 +48,8 @@ MAX_HOLD_SECONDS = 0.001  # a finished result of a batch waits at most this long
 MODES = ("authenticated", "encrypted", "insecure-measurement-only")
 KEY_REQUEST = b"ARUNKEY?"
 EXIT_USAGE, EXIT_KEY, EXIT_PROTOCOL, EXIT_PROGRAM = 2, 3, 4, 5
+# This file, or None when the runner gave its text on the command line (-c: the bytes it read and hashed).
+_HERE = os.path.abspath(__file__) if "__file__" in globals() else None
 
 
 class ProtocolError(Exception):
@@ -660,7 +662,7 @@ def _module_line(exc, file):
     """The line of `file` where an import failed, from a SyntaxError or the traceback."""
     if isinstance(exc, SyntaxError) and exc.lineno:
         return exc.filename or file, exc.lineno
-    tb, where, here = exc.__traceback__, None, os.path.abspath(__file__)
+    tb, where, here = exc.__traceback__, None, _HERE
     while tb is not None:
         name = tb.tb_frame.f_code.co_filename
         # Not this file, not importlib's frozen frames: the user's code (the module's own file if given).
@@ -840,8 +842,9 @@ def run_parsed(functions, task, attachment, has_bytes):
         value = _call(f, args, attachment)
     except Exception as e:
         import traceback
-        here = os.path.abspath(__file__)
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename) != here]
+        here = _HERE
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if f.filename != "<string>" and os.path.abspath(f.filename) != here]
         text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + \
             "".join(traceback.format_exception_only(type(e), e))
         return _error(task_id, type(e).__name__, str(e), {"traceback": text}), None
@@ -1158,7 +1161,7 @@ def main(argv=None):
     except ProtocolError as e:
         _log(e.message)
         return EXIT_KEY
-    if opts.expect_sha256:
+    if opts.expect_sha256 and _HERE:
         import hashlib
         with open(os.path.abspath(__file__), "rb") as f:
             have = hashlib.sha256(f.read()).hexdigest()

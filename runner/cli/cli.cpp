@@ -265,12 +265,15 @@ int run_cli(int argc, char** argv) {
       ->excludes("--output");
   add_engine_options(*run_cmd, run.engine, run_flags, true);
   std::vector<std::string> python_modules;
-  std::string python_exe = "python3";
+  std::string python_exe;
   run_cmd->add_option("--python", python_modules,
                       "Run Python functions: workers are Python interpreters that import this module (a file "
                       "dir/name.py, or package.module; repeatable) after their handshake; a task's fn is module.function")
       ->excludes("--worker");
-  run_cmd->add_option("--python-exe", python_exe, "The Python interpreter for --python")->capture_default_str()->needs("--python");
+  run_cmd->add_option("--python-exe", python_exe,
+                      "The Python interpreter for --python (default: the one authrun-python embeds; a venv of its "
+                      "version also runs in authrun-python; any other runs the ctypes bootstrap and starts readable)")
+      ->needs("--python");
 
   ExecOptions exec;
   EngineFlags exec_flags;

@@ -7,7 +7,11 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
 #include <set>
+#include <string_view>
+
+#include <sys/stat.h>
 
 #include <fcntl.h>
 #include <sodium.h>
@@ -26,22 +30,13 @@ namespace {
 
 constexpr const char* k_bootstrap_in_package = "authrun/_bootstrap.py";
 
-// SHA-256 of a whole file as hex, or "" if it cannot be read.
-std::string sha256_of_file(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return "";
-  crypto_hash_sha256_state st;
-  ::crypto_hash_sha256_init(&st);
-  unsigned char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return "";
-    if (n == 0) break;
-    ::crypto_hash_sha256_update(&st, buf, static_cast<unsigned long long>(n));
-  }
+// The bootstrap is given to the interpreter on its command line (-c), one argument of at most 128 KiB.
+constexpr std::size_t k_bootstrap_max = 120 * 1024;
+
+// SHA-256 of `bytes` as hex.
+std::string sha256_hex(std::string_view bytes) {
   unsigned char out[crypto_hash_sha256_BYTES];
-  ::crypto_hash_sha256_final(&st, out);
+  ::crypto_hash_sha256(out, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
   char hex[2 * crypto_hash_sha256_BYTES + 1];
   ::sodium_bin2hex(hex, sizeof hex, out, sizeof out);
   return hex;
@@ -73,27 +68,117 @@ std::string current_dir() {
 
 const char* python_bootstrap_sha256() { return AUTHRUN_PYTHON_BOOTSTRAP_SHA256; }
 
-Result<std::string> find_python_bootstrap() {
-  const std::vector<std::string> candidates = {
-      std::string(AUTHRUN_PYTHON_SOURCE_DIR) + "/" + k_bootstrap_in_package,
-      own_directory() + "/../share/authrun/python/" + k_bootstrap_in_package,
+Result<void> check_trusted_path(const std::string& path, const struct stat& st) {
+  const uid_t me = ::getuid();
+  auto refuse = [&](const std::string& what, const std::string& why) {
+    return make_error(ErrorCode::usage, "refusing the Python bootstrap " + path + ": " + what + " " + why +
+                                            " (it must be owned by you or root and writable by no one else)");
   };
-  for (const std::string& path : candidates) {
-    if (::access(path.c_str(), R_OK) != 0) continue;
-    const std::string have = sha256_of_file(path);
-    if (have != python_bootstrap_sha256()) {
-      return make_error(ErrorCode::usage, "the Python bootstrap " + path + " is not the one this authrun was built with (sha256 " +
-                                              (have.empty() ? "unreadable" : have) + ", expected " +
-                                              python_bootstrap_sha256() + "); rebuild or reinstall authrun");
+  if (!S_ISREG(st.st_mode)) return refuse("it", "is not a regular file");
+  if (st.st_uid != me && st.st_uid != 0) return refuse("it", "is owned by uid " + std::to_string(st.st_uid));
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) return refuse("it", "is writable by its group or others");
+  // Each directory up to /, as ssh checks a key file's: none another user could swap an entry in (a sticky
+  // directory such as /tmp lets no one rename what is not theirs).
+  std::string dir = path.substr(0, path.rfind('/'));
+  for (;;) {
+    if (dir.empty()) dir.assign(1, '/');
+    struct stat d {};
+    if (::stat(dir.c_str(), &d) != 0) return refuse("its directory " + dir, std::string("cannot be checked: ") + std::strerror(errno));
+    if (d.st_uid != me && d.st_uid != 0) return refuse("its directory " + dir, "is owned by uid " + std::to_string(d.st_uid));
+    if ((d.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (d.st_mode & S_ISVTX) == 0) {
+      return refuse("its directory " + dir, "is writable by its group or others");
     }
-    return path;
+    if (dir == "/") break;
+    dir = dir.substr(0, dir.rfind('/'));
   }
-  return make_error(ErrorCode::usage, "the Python bootstrap was not found (looked for " + candidates[0] + " and " +
-                                          candidates[1] + ")");
+  return {};
+}
+
+Result<std::string> read_python_bootstrap(const std::string& path) {
+  char real[PATH_MAX];
+  if (::realpath(path.c_str(), real) == nullptr) {
+    return make_error(ErrorCode::usage, "the Python bootstrap " + path + ": " + std::strerror(errno));
+  }
+  Fd fd(::open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  struct stat st {};
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0) {
+    return make_error(ErrorCode::usage, std::string("the Python bootstrap ") + real + ": " + std::strerror(errno));
+  }
+  AUTHRUN_TRY(check_trusted_path(real, st));
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return make_error(ErrorCode::usage, std::string("the Python bootstrap ") + real + ": " + std::strerror(errno));
+    if (n == 0) break;
+    text.append(buf, std::size_t(n));
+    if (text.size() > k_bootstrap_max) return make_error(ErrorCode::usage, std::string("the Python bootstrap ") + real + " is too large");
+  }
+  const std::string have = sha256_hex(text);
+  if (have != python_bootstrap_sha256()) {
+    return make_error(ErrorCode::usage, std::string("the Python bootstrap ") + real + " is not the one this authrun was built with (sha256 " +
+                                            have + ", expected " + python_bootstrap_sha256() + "); rebuild or reinstall authrun");
+  }
+  return text;
+}
+
+Result<std::string> find_python_bootstrap() {
+  // Beside the binaries: share/ of an install, or of the build tree (which holds a copy of python/).
+  const std::string path = own_directory() + "/../share/authrun/python/" + k_bootstrap_in_package;
+  if (::access(path.c_str(), F_OK) != 0) {
+    return make_error(ErrorCode::usage, "the Python bootstrap was not found (looked for " + path + ")");
+  }
+  return read_python_bootstrap(path);
 }
 
 std::vector<std::string> python_worker_argv(const std::string& python_exe, const std::string& bootstrap) {
   return {python_exe, "-I", "-S", bootstrap, "--expect-sha256", python_bootstrap_sha256()};
+}
+
+std::vector<std::string> python_bootstrap_argv(const std::string& python_exe, const std::string& bootstrap_text) {
+  return {python_exe, "-I", "-S", "-c", bootstrap_text};
+}
+
+std::string python_host_path() { return own_directory() + "/authrun-python"; }
+
+bool host_serves(const std::string& python_exe) {
+  if (python_exe.empty()) return true;
+  char real[PATH_MAX], base[PATH_MAX];
+  if (::realpath(python_exe.c_str(), real) != nullptr && ::realpath(AUTHRUN_PYTHON_BASE_EXECUTABLE, base) != nullptr &&
+      std::string_view(real) == base) {
+    return true;
+  }
+  return !venv_of_host_version(python_exe).empty();
+}
+
+std::string venv_of_host_version(const std::string& python_exe) {
+  const std::size_t slash = python_exe.rfind('/');
+  if (slash == std::string::npos) return "";
+  const std::string bin = python_exe.substr(0, slash);
+  for (const std::string& dir : {bin, bin.substr(0, bin.rfind('/'))}) {
+    std::FILE* f = std::fopen((dir + "/pyvenv.cfg").c_str(), "re");
+    if (f == nullptr) continue;
+    char line[1024];
+    std::string version;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      std::string l = line;
+      const std::size_t eq = l.find('=');
+      if (eq == std::string::npos) continue;
+      std::string key = l.substr(0, eq), value = l.substr(eq + 1);
+      auto trim = [](std::string& t) {
+        t.erase(0, t.find_first_not_of(" \t\r\n"));
+        t.erase(t.find_last_not_of(" \t\r\n") + 1);
+      };
+      trim(key);
+      trim(value);
+      if (key == "version" || key == "version_info") version = value;
+    }
+    std::fclose(f);
+    const std::string want = std::string(AUTHRUN_PYTHON_HOST_VERSION) + ".";
+    if (version.compare(0, want.size(), want) == 0) return dir;
+  }
+  return "";
 }
 
 Result<std::string> python_program_body(const std::vector<std::string>& specs) {
@@ -149,15 +234,39 @@ Result<std::string> python_program_body(const std::vector<std::string>& specs) {
 
 Result<void> use_python_workers(EngineOptions& e, const std::vector<std::string>& specs, const std::string& python_exe,
                                 bool keep_remote_worker) {
-  AUTHRUN_TRY_ASSIGN(const std::string bootstrap, find_python_bootstrap());
   AUTHRUN_TRY_ASSIGN(e.program, python_program_body(specs));
+  std::string exe = python_exe;
+  if (!exe.empty()) AUTHRUN_TRY(resolve_program(exe, "Python interpreter (--python-exe)"));
   if (!e.worker_argv.empty()) {
-    std::string exe = python_exe;
-    AUTHRUN_TRY(resolve_program(exe, "Python interpreter (--python-exe)"));
-    e.worker_argv = python_worker_argv(exe, bootstrap);
+    if (host_serves(exe)) {
+      e.worker_argv = {python_host_path()};
+      if (!exe.empty()) {
+        char real_dir[PATH_MAX];
+        // The venv's own python (not where its symlink points): the venv becomes the prefix.
+        std::string absolute = exe;
+        if (absolute.front() != '/' && ::getcwd(real_dir, sizeof real_dir) != nullptr) absolute = std::string(real_dir) + "/" + exe;
+        e.worker_argv.insert(e.worker_argv.end(), {"--python-executable", absolute});
+      }
+      if (::access(e.worker_argv[0].c_str(), X_OK) != 0) {
+        return make_error(ErrorCode::usage, "authrun-python was not found beside authrun (" + e.worker_argv[0] + ")");
+      }
+    } else {
+      AUTHRUN_TRY_ASSIGN(const std::string text, find_python_bootstrap());
+      std::fprintf(stderr,
+                   "authrun: note: %s is not the Python authrun-python embeds (%s) nor a venv of it: it runs the ctypes "
+                   "bootstrap, and starts readable: until it makes itself undumpable, another process of yours could "
+                   "attach to it and take its key (SECURITY.md, \"Python workers\")\n",
+                   exe.c_str(), AUTHRUN_PYTHON_BASE_EXECUTABLE);
+      e.worker_argv = python_bootstrap_argv(exe, text);
+    }
     if (e.allow_ptrace) e.worker_argv.push_back("--allow-ptrace");
   }
-  if (!e.remote_worker_argv.empty() && !keep_remote_worker) e.remote_worker_argv = python_worker_argv(python_exe, bootstrap);
+  if (!e.remote_worker_argv.empty() && !keep_remote_worker) {
+    // Where a launcher runs it, the installed bootstrap by its path; it checks its own hash.
+    const std::string remote_exe = python_exe.empty() ? "python3" : python_exe;
+    e.remote_worker_argv =
+        python_worker_argv(remote_exe, own_directory() + "/../share/authrun/python/" + k_bootstrap_in_package);
+  }
   return {};
 }
 

@@ -11,18 +11,38 @@
 
 namespace authrun::runner {
 
-// The bootstrap shipped with this authrun: python/authrun/_bootstrap.py of the source tree it was built from,
-// else ../share/authrun/python/authrun/_bootstrap.py next to the executable (an install). Its SHA-256 must be
-// the one computed when authrun was built. Errors: usage (not found, or a different file, naming both hashes).
+// The ctypes bootstrap's text, for an interpreter authrun-python does not embed: read once from
+// ../share/authrun/python/authrun/_bootstrap.py beside the executable (an install, or the build tree's copy;
+// never a path baked in at build time), refused unless the file and every directory above it are owned by
+// the user or root and writable by no one else (a sticky directory such as /tmp allowed), and unless its
+// SHA-256 is the one this authrun was built with. Errors: usage (naming the path and what is wrong).
 protocol::Result<std::string> find_python_bootstrap();
+
+// read_python_bootstrap for the file at `path` (as find_python_bootstrap checks it).
+protocol::Result<std::string> read_python_bootstrap(const std::string& path);
 
 // The SHA-256 (hex) of the bootstrap this authrun was built with.
 const char* python_bootstrap_sha256();
 
-// The worker command: the interpreter in isolated mode without site (`-I -S`: no PYTHON* variables, no user
-// site, no .pth file runs before the handshake), the bootstrap, and the hash it checks itself against.
-// Names no user module or file: those come later, in the program message.
+// The worker command for a bootstrap run where a launcher runs it: the interpreter in isolated mode without
+// site (`-I -S`: no PYTHON* variables, no user site, no .pth file runs before the handshake), the
+// bootstrap's path there, and the hash it checks itself against.
 std::vector<std::string> python_worker_argv(const std::string& python_exe, const std::string& bootstrap);
+
+// The local worker command for a bootstrap run: `-I -S -c TEXT`, the exact bytes read and checked, so that
+// no file is opened by path after the check.
+std::vector<std::string> python_bootstrap_argv(const std::string& python_exe, const std::string& bootstrap_text);
+
+// authrun-python beside the running authrun.
+std::string python_host_path();
+
+// True if authrun-python serves `python_exe` ("" is its own interpreter): the interpreter it embeds, or a
+// venv whose pyvenv.cfg names the same major.minor version.
+bool host_serves(const std::string& python_exe);
+
+// The venv directory of `python_exe` (its pyvenv.cfg beside it or one level up) when its version is the
+// one authrun-python embeds, else "".
+std::string venv_of_host_version(const std::string& python_exe);
 
 // The body of the program message for `specs` (each --python argument: a file `dir/name.py`, or a dotted
 // module name found on sys.path): the modules in order, sys.path additions (a file's directory; for dotted
@@ -30,9 +50,10 @@ std::vector<std::string> python_worker_argv(const std::string& python_exe, const
 // (a missing or unreadable file, a name that is not a Python module name, a module given twice).
 protocol::Result<std::string> python_program_body(const std::vector<std::string>& specs);
 
-// Makes the engine's workers Python interpreters (`python_exe`, resolved on PATH for local ones) that serve the
-// modules of `specs`: the bootstrap is found and checked, the program body set. Launched workers run the same
-// interpreter name and bootstrap path where the launcher runs them, unless `keep_remote_worker`
+// Makes the engine's workers serve the Python modules of `specs`: authrun-python (beside authrun) when it
+// serves `python_exe` ("" = its own interpreter; a venv of its version gets --python-executable), else that
+// interpreter on the ctypes bootstrap, with a note on stderr that it starts readable. Launched workers run the
+// interpreter and the installed bootstrap's path where the launcher runs them, unless `keep_remote_worker`
 // (--remote-worker given). Errors: usage.
 protocol::Result<void> use_python_workers(EngineOptions& e, const std::vector<std::string>& specs,
                                           const std::string& python_exe, bool keep_remote_worker);

@@ -62,6 +62,9 @@ class Registry {
   // The registered functions, in name order.
   const std::vector<Entry>& entries() const { return m_entries; }
 
+  // True if `name` is registered.
+  bool has(std::string_view name) const;
+
  private:
   Registry& add_function(std::string name, std::string summary, Function fn);
 
@@ -76,6 +79,25 @@ class Registry {
 // returns. Returns the exit status once the channel has ended (or at once for --list, --help, a usage error
 // or no usable key): 0 clean end, 2 usage, 3 key or handshake failure, 4 protocol error after the handshake.
 int main(int argc, char** argv, const Registry& registry);
+
+// A worker whose functions are found at run time rather than registered (authrun-python serves a Python
+// program's): what it does with the program message, and with a task whose name the Registry lacks.
+struct DynamicFunctions {
+  // Called once with the program message's JSON body (PROTOCOL.md, program), after the handshake and before
+  // any task: the parent must send it first. An error (its message saying what failed to load) goes to the
+  // parent as a program_failed error, and the worker exits with status 5.
+  std::function<protocol::Result<void>(const std::string& program_json)> load;
+  // Runs the task `fn` on `args_json` (its args as checked JSON text, "null" when it had none) and
+  // `attachment` (in and out, as Registry::Function's). Returns the value as JSON text, valid and on one line
+  // (sent as it is: integers of any size stay exact), or a TaskError.
+  std::function<protocol::Result<std::string, TaskError>(std::string_view fn, std::string_view args_json,
+                                                         Attachment& attachment)>
+      call;
+};
+
+// main() for a worker with dynamic functions as well as `registry`'s (which win for the names they hold):
+// a task's args reach `dynamic.call` as their JSON text; status 5 when the program failed to load.
+int main(int argc, char** argv, const Registry& registry, const DynamicFunctions& dynamic);
 
 namespace detail {
 

@@ -1,0 +1,180 @@
+// authrun-python's host: the interpreter's start after the program message, and each task's call into host.py.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "worker/python/python_host.hpp"
+
+#include <algorithm>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/json_codec.hpp"
+#include "protocol/json_text.hpp"
+#include "protocol/limits.hpp"
+#include "worker/python/host_source.hpp"
+
+namespace authrun::worker::python {
+
+using namespace protocol;
+
+namespace {
+
+// The host module's two entry points, set once the interpreter runs (the GIL is held only inside a call).
+PyObject* g_load = nullptr;
+PyObject* g_call = nullptr;
+
+// The text of the Python exception being raised (cleared), for a message: "Type: message".
+std::string take_python_error() {
+  PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  std::string text = "unknown Python error";
+  if (value != nullptr) {
+    if (PyObject* s = PyObject_Str(value)) {
+      Py_ssize_t n = 0;
+      if (const char* u = PyUnicode_AsUTF8AndSize(s, &n)) text = std::string(type ? reinterpret_cast<PyTypeObject*>(type)->tp_name : "?") + ": " + std::string(u, std::size_t(n));
+      Py_DECREF(s);
+    }
+  }
+  PyErr_Clear();
+  Py_XDECREF(type);
+  Py_XDECREF(value);
+  Py_XDECREF(tb);
+  return text;
+}
+
+// A Python str as UTF-8, or nullopt (error cleared into `why`) for one holding a lone surrogate.
+bool utf8_of(PyObject* str, std::string& out, std::string* why = nullptr) {
+  Py_ssize_t n = 0;
+  const char* u = PyUnicode_Check(str) ? PyUnicode_AsUTF8AndSize(str, &n) : nullptr;
+  if (u == nullptr) {
+    std::string e = PyErr_Occurred() ? take_python_error() : std::string("not a str");
+    if (why) *why = std::move(e);
+    return false;
+  }
+  out.assign(u, std::size_t(n));
+  return true;
+}
+
+// Starts the interpreter: isolated (no PYTHON* variables, no user site, no script directory on sys.path), no
+// site yet (host.py runs it once the program is here), no signal handlers of its own (the SDK's stay: SIGINT
+// ignored, SIGTERM ends the worker), then runs host.py as module _authrun_host.
+Result<void> start_interpreter(const HostOptions& options) {
+  PyConfig config;
+  PyConfig_InitIsolatedConfig(&config);
+  config.site_import = 0;
+  config.user_site_directory = 0;
+  config.install_signal_handlers = 0;
+  config.parse_argv = 0;
+  config.buffered_stdio = 0;
+  const std::string exe = options.executable.empty() ? std::string(AUTHRUN_PYTHON_BASE_EXECUTABLE) : options.executable;
+  PyStatus status = PyConfig_SetBytesString(&config, &config.executable, exe.c_str());
+  if (!PyStatus_Exception(status)) status = PyConfig_SetBytesString(&config, &config.program_name, exe.c_str());
+  if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+  PyConfig_Clear(&config);
+  if (PyStatus_Exception(status)) {
+    return make_error(ErrorCode::program_failed, std::string("the Python interpreter did not start (") + exe + "): " +
+                                                     (status.err_msg ? status.err_msg : "unknown error"));
+  }
+  PyObject* code = Py_CompileString(k_host_source, "<authrun-python host>", Py_file_input);
+  PyObject* module = code ? PyImport_ExecCodeModule("_authrun_host", code) : nullptr;
+  Py_XDECREF(code);
+  if (module != nullptr) {
+    g_load = PyObject_GetAttrString(module, "load");
+    g_call = PyObject_GetAttrString(module, "call");
+    Py_DECREF(module);
+  }
+  if (g_load == nullptr || g_call == nullptr) {
+    return make_error(ErrorCode::program_failed, "authrun-python's host code did not load: " + take_python_error());
+  }
+  return {};
+}
+
+Result<void> load(const HostOptions& options, const std::string& program_json) {
+  AUTHRUN_TRY(start_interpreter(options));
+  PyObject* failed = PyObject_CallFunction(g_load, "s#", program_json.data(), Py_ssize_t(program_json.size()));
+  Result<void> out;
+  if (failed == nullptr) {
+    out = make_error(ErrorCode::program_failed, take_python_error());
+  } else if (failed != Py_None) {
+    std::string why;
+    if (!utf8_of(failed, why)) why = "the program failed to load";
+    out = make_error(ErrorCode::program_failed, why);
+  }
+  Py_XDECREF(failed);
+  // From here on the GIL is taken for each call only: threads a task started run between tasks too.
+  PyEval_SaveThread();
+  return out;
+}
+
+// Whether a JSON value's text may nest deeper than the protocol allows: only if it has that many brackets.
+bool may_be_too_deep(std::string_view text, int depth) {
+  const auto opens = std::count_if(text.begin(), text.end(), [](char c) { return c == '[' || c == '{'; });
+  return opens > depth;
+}
+
+Result<std::string, TaskError> call(std::string_view fn, std::string_view args_json, Attachment& attachment) {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  PyObject* in = attachment.empty() ? (Py_INCREF(Py_None), Py_None)
+                                    : PyBytes_FromStringAndSize(attachment.view().data(), Py_ssize_t(attachment.size()));
+  attachment = Attachment{};
+  PyObject* out = PyObject_CallFunction(g_call, "s#s#N", fn.data(), Py_ssize_t(fn.size()), args_json.data(),
+                                        Py_ssize_t(args_json.size()), in);
+  Result<std::string, TaskError> result = TaskError{"internal", "authrun-python: no result", nullptr};
+  if (out == nullptr || !PyTuple_Check(out) || PyTuple_GET_SIZE(out) < 3) {
+    result = TaskError{"internal", std::string(fn) + ": authrun-python's host failed: " +
+                                       (PyErr_Occurred() ? take_python_error() : std::string("bad answer")), nullptr};
+  } else if (PyTuple_GET_ITEM(out, 0) == Py_True) {
+    std::string text, why;
+    PyObject* bytes = PyTuple_GET_ITEM(out, 2);
+    if (!utf8_of(PyTuple_GET_ITEM(out, 1), text, &why)) {
+      result = TaskError{"bad_result",
+                         std::string(fn) + " returned text that is not valid Unicode (" + why +
+                             "); return bytes for such data, or decode it with errors='replace'",
+                         nullptr};
+    } else if (may_be_too_deep(text, limits::json_max_depth - 1) &&
+               ![&] {
+                 std::vector<JsonMember> members;
+                 return scan_json(text, members, limits::json_max_depth - 1).has_value();
+               }()) {
+      result = TaskError{"bad_result", std::string(fn) + " returned a value nested deeper than " +
+                                           std::to_string(limits::json_max_depth - 1) + " levels", nullptr};
+    } else {
+      if (PyBytes_Check(bytes)) {
+        attachment = Attachment{std::string(PyBytes_AS_STRING(bytes), std::size_t(PyBytes_GET_SIZE(bytes)))};
+      }
+      result = std::move(text);
+    }
+  } else if (PyTuple_GET_SIZE(out) >= 4) {
+    TaskError e;
+    std::string why;
+    if (!utf8_of(PyTuple_GET_ITEM(out, 1), e.type, &why)) e.type = "Exception";
+    if (!utf8_of(PyTuple_GET_ITEM(out, 2), e.message, &why)) {
+      // A message holding a lone surrogate: kept, with each such code point written as \udcXX.
+      PyObject* escaped = PyUnicode_AsEncodedString(PyTuple_GET_ITEM(out, 2), "utf-8", "backslashreplace");
+      if (escaped != nullptr) e.message.assign(PyBytes_AS_STRING(escaped), std::size_t(PyBytes_GET_SIZE(escaped)));
+      else PyErr_Clear();
+      Py_XDECREF(escaped);
+    }
+    std::string details;
+    if (PyTuple_GET_ITEM(out, 3) != Py_None && utf8_of(PyTuple_GET_ITEM(out, 3), details)) {
+      if (auto parsed = parse_json(details)) e.details = std::move(*parsed);
+    }
+    result = std::move(e);
+  }
+  Py_XDECREF(out);
+  PyGILState_Release(gil);
+  return result;
+}
+
+}  // namespace
+
+DynamicFunctions python_functions(const HostOptions& options) {
+  DynamicFunctions f;
+  f.load = [&options](const std::string& program_json) { return load(options, program_json); };
+  f.call = call;
+  return f;
+}
+
+}  // namespace authrun::worker::python
