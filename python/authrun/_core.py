@@ -84,13 +84,15 @@ def decode_result(ok, text, attachment):
         return False, e
 
 
-def dumps_call(func, args, kwargs):
+def dumps_call(func, args, kwargs, user_func=None):
     """The attachment of one call. A function that cannot go by reference (a lambda, a closure, a function of
-    an interactive session) raises here, at the call site, naming it."""
+    an interactive session) raises here, at the call site, naming it. `user_func`: the user's function when
+    `func` is a chunk's wrapper around it."""
     buf = io.BytesIO()
     try:
         pickle.Pickler(buf, protocol=5).dump((func, args, kwargs))
     except (pickle.PicklingError, AttributeError, TypeError) as e:
+        func = user_func if user_func is not None else func
         try:
             pickle.dumps(func, protocol=5)
         except Exception:
@@ -143,7 +145,11 @@ def program_body(initializer, initargs):
     if initializer is not None:
         if not callable(initializer):
             raise TypeError("initializer must be a callable")
-        body["initializer"] = base64.b64encode(bytes(dumps_call(initializer, tuple(initargs), {}))).decode("ascii")
+        try:
+            init = pickle.dumps((initializer, tuple(initargs)), protocol=5)
+        except (pickle.PicklingError, AttributeError, TypeError) as e:
+            raise pickle.PicklingError("cannot send the initializer %r to the workers: %s" % (initializer, e)) from e
+        body["initializer"] = base64.b64encode(init).decode("ascii")
     return json.dumps(body)
 
 

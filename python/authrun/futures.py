@@ -35,12 +35,15 @@ class ProcessPoolExecutor(Executor):
         self._core = _core.Core(max_workers, initializer, initargs, max_tasks_per_child, owner=self, **options)
 
     def submit(self, fn, /, *args, **kwargs):
+        return self._submit_call((fn, args, kwargs), fn)
+
+    def _submit_call(self, call, user_func):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if not self._core.in_parent():
                 raise RuntimeError("cannot schedule new futures in a fork of the process that made the executor")
-        attachment = _core.dumps_call(fn, args, kwargs)
+        attachment = _core.dumps_call(*call, user_func=user_func)
         future = Future()
         with self._lock:
             self._futures.add(future)
@@ -67,7 +70,7 @@ class ProcessPoolExecutor(Executor):
         end_time = None if timeout is None else timeout + time.monotonic()
         args = zip(*iterables)
         chunks = iter(lambda: list(itertools.islice(args, chunksize)), [])
-        fs = [self.submit(f, *a, **k) for f, a, k in (_chunk_call(fn, chunk, True) for chunk in chunks)]
+        fs = [self._submit_call(_chunk_call(fn, chunk, True), fn) for chunk in chunks]
 
         def result_iterator():
             try:

@@ -247,7 +247,7 @@ class Pool:
     def _map_async(self, func, iterable, star, chunksize, callback, error_callback):
         self._check_running()
         chunks = self._chunks(iterable, chunksize)
-        calls = [_core.dumps_call(*_chunk_call(func, chunk, star)) for chunk in chunks]
+        calls = [_core.dumps_call(*_chunk_call(func, chunk, star), user_func=func) for chunk in chunks]
         result = MapResult(chunks, sum(len(c) for c in chunks), callback, error_callback)
         del chunks
         self._core.submit([(attachment, _bind(result, i)) for i, attachment in enumerate(calls)])
@@ -357,7 +357,7 @@ def _feed_imap(core, result, func, it, chunksize, cap):
             if not chunk:
                 return
             try:
-                attachment = _core.dumps_call(*_chunk_call(func, chunk, False))
+                attachment = _core.dumps_call(*_chunk_call(func, chunk, False), user_func=func)
             except Exception as e:
                 result._chunk_done(index, False, e)
                 index += 1

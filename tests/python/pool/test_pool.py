@@ -143,8 +143,9 @@ class PoolTest(unittest.TestCase):
 
     def test_terminate_with_tasks_running_leaves_no_process(self):
         p = Pool(2, **OPTS)
+        p.map(inc, range(2), chunksize=1)  # the workers are up
         r = p.map_async(sleep_then, [30] * 6, chunksize=1)
-        p.apply(inc, (1,))  # both workers are up
+        time.sleep(0.5)  # most likely running by now (the test holds either way)
         p.terminate()
         p.join()
         wait_no_children(self)
@@ -252,8 +253,8 @@ class ScriptTest(unittest.TestCase):
         code, out, err = self.run_script("""
             p = authrun.Pool(2, **OPTS)
             p.apply(inc, (1,))
-            print("ready", flush=True)
             try:
+                print("ready", flush=True)
                 p.map(sleep_then, [60] * 4, chunksize=1)
             except KeyboardInterrupt:
                 print("KeyboardInterrupt")
