@@ -105,21 +105,24 @@ def dumps_call(func, args, kwargs, user_func=None):
 
 
 def _find_worker():
-    """The authrun-python worker: next to the build this extension came from, the installed one, or on PATH."""
+    """The authrun-python worker: in the package (a wheel), in the build this extension came from, in the
+    prefix it was installed to (PREFIX/lib/python3*/dist-packages/authrun -> PREFIX/bin), the configured
+    bindir, or on PATH."""
     engine = _native.load()
     here = os.path.dirname(os.path.abspath(engine.__file__))
-    candidates = []
+    candidates = [os.path.join(here, "authrun-python")]
     if here.startswith(os.path.dirname(engine.build_bin_dir) + os.sep):
         candidates.append(os.path.join(engine.build_bin_dir, "authrun-python"))
+    candidates.append(os.path.normpath(os.path.join(here, "..", "..", "..", "..", "bin", "authrun-python")))
     candidates.append(os.path.join(engine.install_bin_dir, "authrun-python"))
     for path in candidates:
-        if os.access(path, os.X_OK):
+        if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
     found = shutil.which("authrun-python")
     if found:
         return os.path.abspath(found)
-    raise FileNotFoundError("authrun-python (the Python worker) was not found in %s nor on PATH; pass worker="
-                            % " or ".join(candidates))
+    raise FileNotFoundError("authrun-python (the Python worker) was not found (looked in %s and on PATH): install "
+                            "authrun, or pass worker=PATH" % ", ".join(candidates))
 
 
 def program_body(initializer, initargs):
