@@ -28,6 +28,9 @@ def __getattr__(name):
     if module is None:
         raise AttributeError("module 'authrun' has no attribute %r" % (name,))
     import importlib
+    if name in ("Pool", "ProcessPoolExecutor"):
+        from . import _native
+        _native.load()  # one line saying what to do, on an interpreter the extension was not built for
     value = getattr(importlib.import_module("." + module, __name__), name)
     globals()[name] = value
     return value
