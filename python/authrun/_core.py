@@ -8,6 +8,7 @@ worker (authrun-python) answers {"raised": false} with pickle.dumps(value), or {
 pickle.dumps((exception, traceback_text))."""
 
 import base64
+import builtins
 import io
 import itertools
 import json
@@ -51,6 +52,11 @@ def _engine_error(err):
         exc = TaskTimeout(message, kind)
     elif kind == "worker_died":
         exc = WorkerDied(message, kind)
+    elif isinstance(getattr(builtins, kind, None), type) and issubclass(getattr(builtins, kind), Exception):
+        try:
+            exc = getattr(builtins, kind)(message)  # serializer="json": a builtin exception by its name
+        except Exception:
+            exc = TaskError("%s: %s" % (kind, message), kind)
     else:
         exc = TaskError("%s: %s" % (kind, message), kind)
     tb = (err.get("details") or {}).get("traceback") if isinstance(err.get("details"), dict) else None
@@ -82,6 +88,61 @@ def decode_result(ok, text, attachment):
         return False, TaskError(str(exc))
     except Exception as e:  # an unpicklable answer: the caller lacks a class the worker had
         return False, e
+
+
+def _unescape(value):
+    """The worker's JSON value: {"$bytes": base64} is bytes, {"$dict": {...}} that dict as it is."""
+    if isinstance(value, dict):
+        if len(value) == 1:
+            if isinstance(value.get("$bytes"), str):
+                return base64.b64decode(value["$bytes"])
+            if isinstance(value.get("$dict"), dict):
+                return {k: _unescape(v) for k, v in value["$dict"].items()}
+        return {k: _unescape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unescape(v) for v in value]
+    return value
+
+
+def decode_json_result(ok, text, attachment):
+    """(success, value or exception) for a task sent with serializer="json"."""
+    if not ok:
+        return decode_result(ok, text, attachment)
+    if attachment is not None and text == "null":
+        return True, attachment
+    value = json.loads(text)
+    return True, _unescape(value) if '"$' in text else value
+
+
+def _json_default(obj):
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return {"$bytes": base64.b64encode(bytes(obj)).decode("ascii")}
+    raise TypeError("%s cannot go as JSON (serializer='json'): %r" % (type(obj).__name__, obj))
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default)
+
+
+def json_call(func, args, kwargs):
+    """(fn, args JSON, attachment) of a call with serializer="json": the function by its module (the main
+    script's as __mp_main__) and name, positional args as an array or keyword args as an object, with the CLI's
+    value rules (bytes as {"$bytes": base64}; non-empty bytes last among positional args as the raw
+    attachment)."""
+    module = getattr(func, "__module__", None)
+    name = getattr(func, "__qualname__", None)
+    if not module or not name or "<" in name:
+        raise pickle.PicklingError("cannot send %r to a worker: with serializer='json' a function goes by its module "
+                                   "and name; define it at the top level of the main script or of a module "
+                                   "given in modules=" % (func,))
+    if module == "__main__":
+        module = "__mp_main__"
+    if args and kwargs:
+        raise TypeError("serializer='json' passes positional or keyword arguments to %s, not both" % name)
+    attachment = None
+    if args and isinstance(args[-1], (bytes, bytearray, memoryview)) and len(args[-1]):
+        attachment, args = args[-1], args[:-1]
+    body = kwargs if kwargs else list(args)
+    return "%s.%s" % (module, name), _JSON.encode(body), attachment
 
 
 def dumps_call(func, args, kwargs, user_func=None):
@@ -125,10 +186,11 @@ def _find_worker():
                             "authrun, or pass worker=PATH" % ", ".join(candidates))
 
 
-def program_body(initializer, initargs):
+def program_body(initializer, initargs, modules=()):
     """The program message each worker gets after its handshake: the main script as __mp_main__ (so that
     functions defined in it resolve, and its `if __name__ == "__main__":` block does not run), this sys.path
     and working directory, and the initializer."""
+    extra_modules = list(modules)
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     modules = []
@@ -137,6 +199,8 @@ def program_body(initializer, initargs):
         sys.modules.setdefault("__mp_main__", main)  # what the worker pickles as __mp_main__.X resolves here
     else:
         modules.append({"name": "pickle"})  # no script (python -c, a session): nothing of the caller's to load
+    for name in extra_modules:
+        modules.append({"name": name})
     cwd = os.getcwd()
     sys_path = []
     for p in sys.path:
@@ -215,7 +279,7 @@ class Core:
 
     def __init__(self, processes, initializer=None, initargs=(), max_tasks=None, owner=None, *, worker=None,
                  timeout=None, retries=1, mode=None, hosts=None, slurm=False, key_file=None, audit_log=None,
-                 joblog=None, handshake_timeout=None, serializer="pickle", verbose=False):
+                 joblog=None, handshake_timeout=None, serializer="pickle", modules=(), verbose=False):
         engine_mod = _native.load()
         if serializer not in ("pickle", "json"):
             raise ValueError("serializer must be 'pickle' or 'json', not %r" % (serializer,))
@@ -225,11 +289,13 @@ class Core:
             hosts = [hosts]
         self.processes = processes
         self.serializer = serializer
+        self.json = serializer == "json"
+        self.decode = decode_json_result if self.json else decode_result
         self.timeout = timeout
         self.pid = os.getpid()
         argv = [worker] if isinstance(worker, str) else list(worker) if worker else [_find_worker()]
         self.engine = engine_mod.Engine(
-            worker_argv=argv, jobs=processes, program=program_body(initializer, initargs), retries=retries,
+            worker_argv=argv, jobs=processes, program=program_body(initializer, initargs, modules), retries=retries,
             timeout=timeout, max_tasks_per_worker=max_tasks or 0, mode=mode, hosts=hosts, slurm=bool(slurm),
             key_file=key_file, audit_log=audit_log, joblog=joblog, handshake_timeout=handshake_timeout,
             verbose=verbose)
@@ -247,14 +313,22 @@ class Core:
     def in_parent(self):
         return os.getpid() == self.pid
 
+    def encode(self, func, args, kwargs, user_func=None):
+        """A call as (fn, args JSON, attachment), pickled or in JSON as the serializer says; raises here, at the
+        call site, what cannot go."""
+        if self.json:
+            return json_call(func, args, kwargs)
+        return PICKLED_FN, "null", dumps_call(func, args, kwargs, user_func)
+
     def submit(self, calls):
-        """Queues [(attachment, deliver)]; deliver(ok, text, attachment) runs on the results thread."""
+        """Queues [((fn, args JSON, attachment), deliver)]; deliver(ok, text, attachment) runs on the results
+        thread."""
         tasks = []
         with self.lock:
-            for attachment, deliver in calls:
+            for (fn, args_json, attachment), deliver in calls:
                 task_id = next(self.ids)
                 self.pending[task_id] = deliver
-                tasks.append((task_id, PICKLED_FN, "null", attachment, None))
+                tasks.append((task_id, fn, args_json, attachment, None))
         if not self.engine.submit(tasks):
             with self.lock:
                 for t in tasks:

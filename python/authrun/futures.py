@@ -43,23 +43,24 @@ class ProcessPoolExecutor(Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if not self._core.in_parent():
                 raise RuntimeError("cannot schedule new futures in a fork of the process that made the executor")
-        attachment = _core.dumps_call(*call, user_func=user_func)
+        encoded = self._core.encode(*call, user_func=user_func)
         future = Future()
         with self._lock:
             self._futures.add(future)
 
-        def deliver(ok, text, attachment, future=future, futures=self._futures, lock=self._lock):
+        def deliver(ok, text, attachment, future=future, futures=self._futures, lock=self._lock,
+                    decode=self._core.decode):
             with lock:
                 futures.discard(future)
             if not future.set_running_or_notify_cancel():
                 return
-            success, value = _core.decode_result(ok, text, attachment)
+            success, value = decode(ok, text, attachment)
             if success:
                 future.set_result(value)
             else:
                 future.set_exception(value)
 
-        self._core.submit([(attachment, deliver)])
+        self._core.submit([(encoded, deliver)])
         return future
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
@@ -70,7 +71,11 @@ class ProcessPoolExecutor(Executor):
         end_time = None if timeout is None else timeout + time.monotonic()
         args = zip(*iterables)
         chunks = iter(lambda: list(itertools.islice(args, chunksize)), [])
-        fs = [self._submit_call(_chunk_call(fn, chunk, True), fn) for chunk in chunks]
+        if self._core.json:
+            # One item a task: the engine batches JSON tasks itself.
+            fs = [_as_list(self.submit(fn, *args)) for chunk in chunks for args in chunk]
+        else:
+            fs = [self._submit_call(_chunk_call(fn, chunk, True), fn) for chunk in chunks]
 
         def result_iterator():
             try:
@@ -102,3 +107,19 @@ class ProcessPoolExecutor(Executor):
             self._core.close()
         if wait:
             self._core.join()
+
+
+def _as_list(future):
+    """A future whose result is [the result of `future`] (Executor.map's chunks, one item each)."""
+    out = Future()
+
+    def done(f):
+        if f.cancelled():
+            out.cancel()
+        elif f.exception() is not None:
+            out.set_exception(f.exception())
+        else:
+            out.set_result([f.result()])
+
+    future.add_done_callback(done)
+    return out

@@ -28,7 +28,8 @@ def _chunk_call(func, chunk, star):
 class ApplyResult:
     """The result of apply_async (multiprocessing.pool.AsyncResult)."""
 
-    def __init__(self, callback=None, error_callback=None):
+    def __init__(self, callback=None, error_callback=None, decode=_core.decode_result):
+        self._decode = decode
         self._event = threading.Event()
         self._callback = callback
         self._error_callback = error_callback
@@ -63,7 +64,7 @@ class ApplyResult:
         self._event.set()
 
     def _deliver(self, ok, text, attachment):
-        self._set(*_core.decode_result(ok, text, attachment))
+        self._set(*self._decode(ok, text, attachment))
 
 
 AsyncResult = ApplyResult
@@ -72,8 +73,9 @@ AsyncResult = ApplyResult
 class MapResult(ApplyResult):
     """The result of map_async and starmap_async: a list once every chunk is back, or the first exception."""
 
-    def __init__(self, chunks, length, callback, error_callback):
-        super().__init__(callback, error_callback)
+    def __init__(self, chunks, length, callback, error_callback, decode=_core.decode_result, single=False):
+        super().__init__(callback, error_callback, decode)
+        self._single = single  # each chunk one item sent alone (serializer="json"): its value is the item's
         self._success = True
         self._value = [None] * length
         self._bounds = []
@@ -91,12 +93,12 @@ class MapResult(ApplyResult):
         self._event.set()
 
     def _deliver_chunk(self, index, ok, text, attachment):
-        success, value = _core.decode_result(ok, text, attachment)
+        success, value = self._decode(ok, text, attachment)
         if not self._success:
             return  # failed already: later chunks are dropped
         if success:
             begin, end = self._bounds[index]
-            self._value[begin:end] = value
+            self._value[begin:end] = [value] if self._single else value
             self._left -= 1
             if self._left == 0:
                 self._set_all()
@@ -113,7 +115,9 @@ class IMapIterator:
 
     _ordered = True
 
-    def __init__(self):
+    def __init__(self, decode=_core.decode_result, single=False):
+        self._decode = decode
+        self._single = single  # each chunk one item sent alone (serializer="json")
         self._cond = threading.Condition(threading.Lock())
         self._items = collections.deque()  # (success, value) of items ready to be returned
         self._unsorted = {}                 # chunk index -> (success, values) back early (ordered only)
@@ -162,7 +166,8 @@ class IMapIterator:
             self._cond.notify_all()
 
     def _deliver_chunk(self, index, ok, text, attachment):
-        self._chunk_done(index, *_core.decode_result(ok, text, attachment))
+        success, value = self._decode(ok, text, attachment)
+        self._chunk_done(index, success, [value] if success and self._single else value)
 
     def _set_length(self, chunks):
         with self._cond:
@@ -225,9 +230,9 @@ class Pool:
 
     def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
         self._check_running()
-        attachment = _core.dumps_call(func, tuple(args), dict(kwds))
-        result = ApplyResult(callback, error_callback)
-        self._core.submit([(attachment, result._deliver)])
+        call = self._core.encode(func, tuple(args), dict(kwds))
+        result = ApplyResult(callback, error_callback, self._core.decode)
+        self._core.submit([(call, result._deliver)])
         return result
 
     # --- many calls
@@ -246,11 +251,17 @@ class Pool:
 
     def _map_async(self, func, iterable, star, chunksize, callback, error_callback):
         self._check_running()
-        chunks = self._chunks(iterable, chunksize)
-        calls = [_core.dumps_call(*_chunk_call(func, chunk, star), user_func=func) for chunk in chunks]
-        result = MapResult(chunks, sum(len(c) for c in chunks), callback, error_callback)
+        core = self._core
+        if core.json:
+            # JSON tasks go one item each: the engine puts them in batches itself.
+            chunks = [[item] for item in (iterable if hasattr(iterable, "__len__") else list(iterable))]
+            calls = [core.encode(func, tuple(c[0]) if star else (c[0],), {}) for c in chunks]
+        else:
+            chunks = self._chunks(iterable, chunksize)
+            calls = [core.encode(*_chunk_call(func, chunk, star), user_func=func) for chunk in chunks]
+        result = MapResult(chunks, sum(len(c) for c in chunks), callback, error_callback, core.decode, core.json)
         del chunks
-        self._core.submit([(attachment, _bind(result, i)) for i, attachment in enumerate(calls)])
+        core.submit([(call, _bind(result, i)) for i, call in enumerate(calls)])
         return result
 
     def map(self, func, iterable, chunksize=None):
@@ -270,6 +281,8 @@ class Pool:
         if chunksize is not None and chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
         cap = _MAX_ADAPTIVE_CHUNK
+        if self._core.json:
+            chunksize, cap = 1, 1  # one item a task: the engine batches JSON tasks itself
         if chunksize is None and hasattr(iterable, "__len__"):
             cap = max(1, min(cap, -(-len(iterable) // (4 * self._processes))))
         thread = threading.Thread(target=_feed_imap, args=(self._core, result, func, iter_or_error(iterable),
@@ -279,10 +292,10 @@ class Pool:
         return result
 
     def imap(self, func, iterable, chunksize=None):
-        return self._imap(IMapIterator(), func, iterable, chunksize)
+        return self._imap(IMapIterator(self._core.decode, self._core.json), func, iterable, chunksize)
 
     def imap_unordered(self, func, iterable, chunksize=None):
-        return self._imap(IMapUnorderedIterator(), func, iterable, chunksize)
+        return self._imap(IMapUnorderedIterator(self._core.decode, self._core.json), func, iterable, chunksize)
 
     # --- the pool's life
 
@@ -357,13 +370,16 @@ def _feed_imap(core, result, func, it, chunksize, cap):
             if not chunk:
                 return
             try:
-                attachment = _core.dumps_call(*_chunk_call(func, chunk, False), user_func=func)
+                if core.json:
+                    call = core.encode(func, (chunk[0],), {})
+                else:
+                    call = core.encode(*_chunk_call(func, chunk, False), user_func=func)
             except Exception as e:
                 result._chunk_done(index, False, e)
                 index += 1
                 continue
             try:
-                core.submit([(attachment, _bind(result, index))])
+                core.submit([(call, _bind(result, index))])
             except ValueError as e:
                 result._chunk_done(index, False, e)
                 index += 1

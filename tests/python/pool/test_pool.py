@@ -224,6 +224,22 @@ class PoolTest(unittest.TestCase):
             self.assertEqual(p.map(inc, range(100)), list(range(1, 101)))
 
 
+class JsonSerializerTest(unittest.TestCase):
+    def test_values_bytes_and_errors_as_json(self):
+        with Pool(2, serializer="json", **OPTS) as p:
+            self.assertEqual(p.apply(add, (), {"x": 1, "y": 2}), 3)
+            self.assertEqual(p.map(inc, range(300)), list(range(1, 301)))
+            self.assertEqual(p.starmap(add, [(1, 2), (3, 4)]), [3, 7])
+            self.assertEqual(p.apply(echo_bytes, (b"abc",)), b"cba")  # raw attachment both ways
+            self.assertEqual(sorted(p.imap_unordered(inc, range(50))), list(range(1, 51)))
+            with self.assertRaises(KeyError):
+                p.apply(raise_key, ("k",))
+            with self.assertRaises(TypeError):
+                p.apply_async(inc, ({1, 2},))  # a set is no JSON: raised at the call
+        with ProcessPoolExecutor(2, serializer="json", **OPTS) as ex:
+            self.assertEqual(list(ex.map(add, [1, 2, 3], [4, 5, 6], chunksize=2)), [5, 7, 9])
+
+
 class ScriptTest(unittest.TestCase):
     """Whole programs in a child interpreter: Ctrl-C, and a pool left open at exit."""
 
