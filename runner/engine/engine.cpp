@@ -281,6 +281,7 @@ void Engine::spawn_worker(int slot) {
   ev.on_ready = [this, id] { on_ready(id); };
   ev.on_result = [this, id](TaskResult&& r) { on_result(id, std::move(r)); };
   ev.values_as_text = m_handler.takes_value_text();
+  ev.pipe_size = m_o.pipe_size;
   ev.on_output = [this, id](Output&& out) { on_output(id, std::move(out)); };
   ev.on_gone = [this, id](const Error& why, int status) { on_gone(id, why, status); };
   const KeyDelivery delivery = site.local ? KeyDelivery::inherited_fd : m_o.key_delivery;

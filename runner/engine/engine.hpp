@@ -75,6 +75,8 @@ struct EngineOptions {
   bool handle_signals = true;            // take SIGINT/SIGTERM (the CLI); false leaves them to the host
                                          // program (a Python pool: Ctrl-C is the caller's KeyboardInterrupt)
   std::shared_ptr<StopHandle> stop_handle;  // lets another thread stop the run, if set
+  int pipe_size = 0;                     // F_SETPIPE_SZ asked for each local worker's pipes; 0: the default
+                                         // (64 KiB); a Python pool asks 1 MiB for its large pickles
 };
 
 // How one task ended.

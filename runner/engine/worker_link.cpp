@@ -392,7 +392,8 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
   impl->connection.set_values_as_text(impl->events.values_as_text);
   WorkerProcess::Pipes pipes;
   impl->spawned_at = Clock::now();
-  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(meeting.worker), pipes, launched));
+  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(meeting.worker), pipes, launched,
+                                                                       impl->events.pipe_size));
   impl->process.emplace(std::move(process));
   impl->allow_ptrace = allow_ptrace;
   if (meeting.runner.valid()) {

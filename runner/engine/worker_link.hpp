@@ -34,6 +34,8 @@ class WorkerLink {
     std::function<void(const protocol::Error& why, int wait_status)> on_gone;
     // Results of task batches keep their values as JSON text (TaskResult::value_json), not parsed.
     bool values_as_text = false;
+    // F_SETPIPE_SZ for the worker's pipes, if > 0 (EngineOptions::pipe_size).
+    int pipe_size = 0;
   };
 
   // Spawns `argv`, hands it a fresh key (or `shared_key` when given) as `delivery` says (inherited_fd: the

@@ -22,6 +22,8 @@ namespace {
 
 // Tasks the engine's feed holds ready (the rest wait in the pool's own queue).
 constexpr std::size_t k_feed_capacity = 1024;
+// Each worker's pipes: a pickled argument of a MiB crosses in one write (the default is 64 KiB).
+constexpr int k_pipe_size = 1 << 20;
 
 }  // namespace
 
@@ -73,6 +75,7 @@ class PoolEngine::Handler : public ResultHandler {
 PoolEngine::PoolEngine(EngineOptions options) {
   m_wake = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   options.handle_signals = false;
+  if (options.pipe_size == 0) options.pipe_size = k_pipe_size;
   options.stop_handle = m_stop;
   // The engine's thread spawns the workers, so it lives as long as the pool: PR_SET_PDEATHSIG ends a
   // worker when the thread that spawned it exits. Signals are blocked on it (and so on the feed's thread it
