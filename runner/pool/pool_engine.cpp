@@ -108,7 +108,17 @@ void PoolEngine::run(EngineOptions options) {
       handler);
   handler.flush();
   {
+    // The engine may end on its own (no worker could be started, or they kept dying): what is still
+    // submitted ends not started, and nothing more is taken.
     std::lock_guard lock(m_mutex);
+    m_input_closed = true;
+    for (PoolTask& t : m_input) {
+      PoolResult r;
+      r.id = t.id;
+      r.error_json = dump_json(json{{"type", "not_started"}, {"message", "the pool's engine stopped before the task started"}});
+      m_results.push_back(std::move(r));
+    }
+    m_input.clear();
     m_summary = std::move(summary);
     m_engine_done = true;
   }

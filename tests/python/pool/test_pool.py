@@ -207,6 +207,13 @@ class PoolTest(unittest.TestCase):
         self.assertEqual(len(calls), 300)
         self.assertEqual(sum(1 for kind, _ in calls if kind == "err"), len(range(0, 300, 7)))
 
+    def test_workers_that_cannot_start_end_each_call_with_an_error(self):
+        with Pool(1, worker="/bin/false") as p:
+            with self.assertRaises((authrun.TaskError, ValueError)):
+                p.apply(inc, (1,))
+            with self.assertRaises((authrun.TaskError, ValueError)):
+                p.map(inc, range(3))
+
     def test_fork_in_caller_does_not_break_the_pool(self):
         with Pool(2, **OPTS) as p:
             self.assertEqual(p.apply(inc, (1,)), 2)
