@@ -543,7 +543,9 @@ std::optional<TaskResult> result_as_text(std::span<const JsonMember> members) {
     else if (m.raw_key == "ok") ok = m.value;
     else if (m.raw_key == "value") value = m.value;
   }
-  if (id.empty() || ok != "true" || value.empty() || value.find_first_of("\r\n") != std::string_view::npos) {
+  // Two memchr passes: find_first_of("\r\n") would search the two-byte set once per byte of the value.
+  if (id.empty() || ok != "true" || value.empty() || value.find('\n') != std::string_view::npos ||
+      value.find('\r') != std::string_view::npos) {
     return std::nullopt;
   }
   TaskResult r;

@@ -65,3 +65,34 @@ std::string escape_peer_text(std::string_view text, std::size_t max_bytes) {
 }
 
 }  // namespace authrun::protocol
+
+namespace authrun::protocol {
+
+std::string peer_result_text(std::string_view text, std::size_t max_bytes) {
+  if (text.size() > max_bytes) return escape_peer_text(text, max_bytes);
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      if (c == 0) return escape_peer_text(text, max_bytes);
+      ++i;
+      continue;
+    }
+    std::size_t n = 0;
+    unsigned min = 0, cp = 0;
+    if (c >= 0xc2 && c <= 0xdf) n = 2, min = 0x80, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef) n = 3, min = 0x800, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4) n = 4, min = 0x10000, cp = c & 0x07;
+    else return escape_peer_text(text, max_bytes);
+    if (i + n > text.size()) return escape_peer_text(text, max_bytes);
+    for (std::size_t k = 1; k < n; ++k) {
+      const auto b = static_cast<unsigned char>(text[i + k]);
+      if ((b & 0xc0) != 0x80) return escape_peer_text(text, max_bytes);
+      cp = (cp << 6) | (b & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return escape_peer_text(text, max_bytes);
+    i += n;
+  }
+  return std::string(text);
+}
+
+}  // namespace authrun::protocol

@@ -1,6 +1,8 @@
 // The worker's task loop.
 #include "worker/worker_loop.hpp"
 
+#include <csignal>
+
 #include "protocol/json_codec.hpp"
 #include "worker/held_results.hpp"
 #include "worker/orphan_watch.hpp"
@@ -11,6 +13,8 @@ namespace authrun::worker {
 using namespace protocol;
 
 namespace {
+
+volatile std::sig_atomic_t g_interrupted = 0;  // set by SIGINT: tasks not started yet do not start
 
 // Runs one task with its streamed output (exec's, PROTOCOL.md section 6) sent through `held`, ahead of the
 // result: returns its result, which carries the task's attachment back.
@@ -26,6 +30,11 @@ TaskResult run_task(Task& task, const Registry& registry, const DynamicFunctions
     return held.send_now(std::move(out)).has_value();
   });
   held.begin_task();  // ended by held.add() or held.send_alone() with the result
+  if (g_interrupted) {
+    result.ok = false;
+    result.error = TaskError{"interrupted", "not started: the run was interrupted (SIGINT)", nullptr};
+    return result;
+  }
   if (dynamic != nullptr && !registry.has(task.fn)) {
     const std::string args_text = !task.args_json.empty() ? std::move(task.args_json)
                                   : task.args.is_null()   ? std::string("null")
@@ -97,11 +106,16 @@ Result<bool> load_program(Channel& channel, const DynamicFunctions& dynamic) {
 
 }  // namespace
 
-Result<void> serve_tasks(Channel& channel, const Registry& registry, const DynamicFunctions* dynamic) {
+void mark_interrupted() { g_interrupted = 1; }
+
+Result<void> serve_tasks(Channel& channel, const Registry& registry, WorkerInfo info, const DynamicFunctions* dynamic) {
   if (dynamic != nullptr && dynamic->load) {
     AUTHRUN_TRY_ASSIGN(const bool go_on, load_program(channel, *dynamic));
     if (!go_on) return {};
   }
+  // A small write on a fresh channel fails only when the parent is gone already (it needed no task): a
+  // clean end.
+  if (!channel.send(std::move(info))) return {};
   HeldResults held(channel);
   for (;;) {
     // A message already buffered comes back at once, and what is queued stays queued; the channel writes

@@ -7,12 +7,17 @@
 
 namespace authrun::worker {
 
+// Called from the SIGINT handler (Ctrl-C reaches the runner's whole foreground process group, workers too):
+// from then on a task not started yet is answered "interrupted" without running. Async-signal-safe.
+void mark_interrupted();
+
 // Serves tasks with the functions of `registry` on an established channel until a shutdown message (returns
 // success) or the end of input (success if it fell between frames). Errors: any protocol error (the peer has
 // been told why). With `dynamic`, the first message must be the program (given to dynamic->load; a failure is
 // sent as program_failed and returned with that code), and a task whose name `registry` lacks goes to
 // dynamic->call.
-protocol::Result<void> serve_tasks(protocol::Channel& channel, const Registry& registry,
+// `info` is sent first (with `dynamic`: once the program has loaded, which the parent times as the import).
+protocol::Result<void> serve_tasks(protocol::Channel& channel, const Registry& registry, protocol::WorkerInfo info,
                                    const DynamicFunctions* dynamic = nullptr);
 
 }  // namespace authrun::worker

@@ -43,6 +43,9 @@ void on_terminate(int sig) {
   ::_exit(128 + sig);
 }
 
+// SIGINT: the running task goes on (the runner decides what happens to it); those queued do not start.
+void on_interrupt(int) { mark_interrupted(); }
+
 void install_signal_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_terminate;
@@ -50,7 +53,11 @@ void install_signal_handlers() {
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGHUP, &sa, nullptr);
   // Ctrl-C reaches the whole foreground process group; the runner decides what happens to running tasks.
-  std::signal(SIGINT, SIG_IGN);
+  struct sigaction si {};
+  si.sa_handler = on_interrupt;
+  si.sa_flags = SA_RESTART;
+  sigemptyset(&si.sa_mask);
+  ::sigaction(SIGINT, &si, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 }
 
@@ -193,13 +200,11 @@ int main(int argc, char** argv, const Registry& registry, const DynamicFunctions
   if (orphan_watch) start_orphan_watch(in_fd, out_fd);
   const bool is_dynamic = dynamic.load || dynamic.call;
   if (is_dynamic) channel.connection().set_args_as_text(true);
-  // Where it runs, right away: a task that dies before its first result is still placed. A small write on
-  // a fresh channel fails only when the parent is gone already (it needed no task): a clean end.
-  // It also says this loop takes task batches.
+  // Where it runs, right away (after the program, for dynamic functions): a task that dies before its
+  // first result is still placed. It also says this loop takes task batches.
   WorkerInfo info{host_name(), ::getpid()};
   info.batches = true;
-  if (!channel.send(std::move(info), deadline)) return 0;
-  if (auto served = serve_tasks(channel, registry, is_dynamic ? &dynamic : nullptr); !served) {
+  if (auto served = serve_tasks(channel, registry, std::move(info), is_dynamic ? &dynamic : nullptr); !served) {
     if (served.error().code == ErrorCode::program_failed) return 5;  // the runner says why, once
     log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);
     return 4;

@@ -735,25 +735,113 @@ class Functions:
         self.cache = {}
 
     def find(self, fn):
+        """The callable; raises LookupError (unknown_function) or TypeError (not_callable)."""
         f = self.cache.get(fn)
         if f is not None:
             return f
-        module_name, _, attr = fn.rpartition(".")
-        if not module_name:
-            if len(self.modules) != 1:
-                raise LookupError("unknown function '%s': name its module (one of %s), as module.%s" %
-                                  (fn, ", ".join(sorted(self.modules)), fn))
-            module = next(iter(self.modules.values()))
+        best = max((m for m in self.modules if fn.startswith(m + ".")), key=len, default="")
+        if best:
+            module, path = self.modules[best], fn[len(best) + 1:]
+        elif len(self.modules) == 1:
+            module, path = next(iter(self.modules.values())), fn
         else:
-            module = self.modules.get(module_name)
-            if module is None:
-                raise LookupError("unknown function '%s': no module '%s' in the program (%s)" %
-                                  (fn, module_name, ", ".join(sorted(self.modules))))
-        f = getattr(module, attr, None)
-        if f is None or not callable(f):
-            raise LookupError("unknown function '%s': module '%s' has no function '%s'" % (fn, module.__name__, attr))
+            raise LookupError("unknown function '%s': name its module (one of %s), as module.%s" %
+                              (fn, ", ".join(sorted(self.modules)), fn))
+        f = module
+        for part in path.split("."):
+            f = getattr(f, part, _MISSING) if part else _MISSING
+            if f is _MISSING:
+                if not best and "." in path:
+                    raise LookupError("unknown function '%s': no module '%s' in the program (%s), nor '%s' in module "
+                                      "'%s'" % (fn, path.split(".")[0], module.__name__, path, module.__name__))
+                raise LookupError("unknown function '%s': module '%s' has no '%s'" % (fn, module.__name__, path))
+        if not callable(f):
+            name = type(f).__name__
+            raise TypeError("'%s' is not callable: it is %s %s in module '%s'" %
+                            (fn, "an" if name[:1].lower() in "aeiou" else "a", name, module.__name__))
         self.cache[fn] = f
         return f
+
+
+_MISSING = object()
+
+
+def _type_name(t):
+    """An exception's type for a result: module-qualified, builtins bare."""
+    module = getattr(t, "__module__", None)
+    name = getattr(t, "__qualname__", None) or t.__name__
+    return name if module in (None, "builtins") else "%s.%s" % (module, name)
+
+
+def _exc_text(e):
+    try:
+        return str(e)
+    except BaseException:  # noqa: B902 - a __str__ that raises
+        return "<str() of the %s raised>" % type(e).__name__
+
+
+_ATTRIBUTES = ("code", "errno", "strerror", "filename", "filename2", "name", "path", "reason")
+
+
+def _attributes(e):
+    """The exception's attributes JSON can hold."""
+    out = {}
+    names = list(getattr(e, "__dict__", {}) or {})
+    for name in names + [a for a in _ATTRIBUTES if a not in names]:
+        if name.startswith("_"):
+            continue
+        try:
+            v = getattr(e, name, _MISSING)
+            if v is _MISSING or callable(v):
+                continue
+            out[name] = json.loads(_encode(v))
+        except BaseException:  # noqa: B902 - not JSON-able: left out
+            continue
+    return out
+
+
+def _escape(value):
+    """A returned dict whose one key is "$bytes" or "$dict" becomes {"$dict": it}: never taken for bytes."""
+    if isinstance(value, dict):
+        out = {k: _escape(v) for k, v in value.items()}
+        if len(out) == 1 and ("$bytes" in out or "$dict" in out):
+            return {"$dict": out}
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_escape(v) for v in value]
+    return value
+
+
+def _key_text(k):
+    if isinstance(k, str):
+        return k
+    if k is True or k is False or k is None or isinstance(k, float):
+        return json.dumps(k)
+    if isinstance(k, int):
+        return int.__repr__(k)
+    raise TypeError("keys must be str, int, float, bool or None, not %s" % type(k).__name__)
+
+
+def _keys_as_text(value):
+    if isinstance(value, dict):
+        return {_key_text(k): _keys_as_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_keys_as_text(v) for v in value]
+    return value
+
+
+def _encode(value):
+    """The value's JSON text (section 11.1)."""
+    try:
+        text = _RESULT_ENCODER.encode(value)
+    except TypeError as e:
+        if "not supported between instances" not in str(e):
+            raise
+        value = _keys_as_text(value)
+        text = _RESULT_ENCODER.encode(value)
+    if '"$' in text:
+        text = _RESULT_ENCODER.encode(_escape(value))
+    return text
 
 
 def _from_json(value):
@@ -762,6 +850,8 @@ def _from_json(value):
         if len(value) == 1 and isinstance(value.get("$bytes"), str):
             import base64
             return base64.b64decode(value["$bytes"], validate=True)
+        if len(value) == 1 and isinstance(value.get("$dict"), dict):
+            return {k: _from_json(v) for k, v in value["$dict"].items()}
         return {k: _from_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_json(v) for v in value]
@@ -787,7 +877,14 @@ def _error(task_id, etype, message, details=None):
     err = {"message": message, "type": etype}
     if details is not None:
         err["details"] = details
-    return dump({"error": err, "id": task_id, "ok": False})
+    try:
+        return json.dumps({"error": err, "id": task_id, "ok": False}, separators=(",", ":"), sort_keys=True,
+                          ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (UnicodeEncodeError, TypeError, ValueError):
+        # A message with a lone surrogate: each such code point written as \udcXX.
+        err["message"] = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        err.pop("details", None)
+        return dump({"error": err, "id": task_id, "ok": False})
 
 
 def _call(f, args, attachment):
@@ -816,12 +913,19 @@ def run_task(functions, payload, flags):
         raise ProtocolError("malformed", "this worker reads JSON task bodies only (CBOR and MessagePack are not in "
                                          "Python's standard library)")
     task = parse_body(T_TASK, body)
-    return run_parsed(functions, task, attachment, b"$bytes" in body)
+    return run_parsed(functions, task, attachment, b"$bytes" in body or b"$dict" in body)
+
+
+_INTERRUPTED = []
+
+
+def _on_interrupt(signum, frame):
+    _INTERRUPTED.append(signum)
 
 
 def run_parsed(functions, task, attachment, has_bytes):
     """The result body (and attachment, or None) for a task body already parsed; `has_bytes` if its text
-    holds a {"$bytes": ...} somewhere."""
+    holds a {"$bytes": ...} or {"$dict": ...} somewhere."""
     task_id = task.get("id")
     if type(task_id) is not int or not 0 <= task_id < 1 << 64:
         field(task, "id", "uint", "task")
@@ -829,10 +933,14 @@ def run_parsed(functions, task, attachment, has_bytes):
     if not isinstance(fn, str):
         field(task, "fn", "string", "task %d" % task_id)
     args = task.get("args")
+    if _INTERRUPTED:
+        return _error(task_id, "interrupted", "not started: the run was interrupted (SIGINT)"), None
     try:
         f = functions.find(fn)
     except LookupError as e:
         return _error(task_id, "unknown_function", str(e)), None
+    except TypeError as e:
+        return _error(task_id, "not_callable", str(e)), None
     if has_bytes:
         try:
             args = _from_json(args)
@@ -840,20 +948,24 @@ def run_parsed(functions, task, attachment, has_bytes):
             return _error(task_id, "bad_args", "a {\"$bytes\": ...} in args is not valid base64: %s" % e), None
     try:
         value = _call(f, args, attachment)
-    except Exception as e:
+    except BaseException as e:  # noqa: B902 - SystemExit, KeyboardInterrupt: that task's error, no more
         import traceback
         here = _HERE
         frames = [f for f in traceback.extract_tb(e.__traceback__)
                   if f.filename != "<string>" and os.path.abspath(f.filename) != here]
         text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + \
             "".join(traceback.format_exception_only(type(e), e))
-        return _error(task_id, type(e).__name__, str(e), {"traceback": text}), None
+        details = {"traceback": text}
+        attributes = _attributes(e)
+        if attributes:
+            details["attributes"] = attributes
+        return _error(task_id, _type_name(type(e)), _exc_text(e), details), None
     if isinstance(value, (bytes, bytearray, memoryview)) and len(value):
         # The protocol's binary path: the bytes travel raw after the body, not as text. (No bytes at all go
         # as {"$bytes": ""}: an empty attachment cannot be told from none.)
         return dump({"id": task_id, "ok": True, "value": None}), bytes(value)
     try:
-        text = _RESULT_ENCODER.encode(value)
+        text = _encode(value)
     except (TypeError, ValueError) as e:
         what = str(e)
         if "float values" in what:
@@ -864,7 +976,13 @@ def run_parsed(functions, task, attachment, has_bytes):
                       {"type": type(value).__name__}), None
     except RecursionError:
         return _error(task_id, "bad_result", "%s returned a value nested too deep for JSON" % fn), None
-    out = b'{"id":%d,"ok":true,"value":%s}' % (task_id, text.encode("utf-8", "replace"))
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return _error(task_id, "bad_result", "%s returned text that is not valid Unicode (%s); return bytes for such "
+                                             "data, or decode it with errors='replace'" %
+                      (fn, str(e).encode("ascii", "backslashreplace").decode("ascii"))), None
+    out = b'{"id":%d,"ok":true,"value":%s}' % (task_id, encoded)
     try:
         check_depth(out)
     except ProtocolError:
@@ -970,7 +1088,7 @@ def run_batch(functions, held, payload, flags, stdout_flush):
     if not isinstance(tasks, list) or not 1 <= len(tasks) <= MAX_BATCH_ENTRIES:
         raise ProtocolError("malformed", "task_batch: field 'tasks' must be an array of 1 to %d objects" %
                             MAX_BATCH_ENTRIES)
-    has_bytes = b"$bytes" in payload
+    has_bytes = b"$bytes" in payload or b"$dict" in payload
     for i, task in enumerate(tasks):
         if not isinstance(task, dict):
             raise ProtocolError("malformed", "task_batch tasks[%d] must be an object" % i)
@@ -1009,6 +1127,9 @@ def serve(channel, log):
                 raise
             channel.fail(e)  # the runner says it, once for the run
             return EXIT_PROGRAM
+        # Where it runs, once the program is in: the parent times the import until this comes.
+        info = dump({"batches": True, "host": socket.gethostname()[:255], "pid": os.getpid()})
+        write_all(channel.out_fd, channel.frame(T_WORKER_INFO, info))
         stdout_flush = sys.stdout.flush
         held = HeldResults(channel)
         while True:
@@ -1153,7 +1274,8 @@ def main(argv=None):
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: never outlive the runner
     if os.getppid() != parent:
         return 0
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
+    # Ctrl-C is the runner's to handle for the running task; tasks not started yet do not start.
+    signal.signal(signal.SIGINT, _on_interrupt)
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         # A tracer attached before the prctl above stays attached and could read the key: refuse.
@@ -1194,12 +1316,6 @@ def main(argv=None):
         key.wipe()
     if opts.orphan_watch:
         _start_orphan_watch(in_fd, out_fd)
-    try:
-        # Where it runs, right away. A write that fails here means the parent is gone: a clean end.
-        info = dump({"batches": True, "host": socket.gethostname()[:255], "pid": os.getpid()})
-        write_all(out_fd, channel.frame(T_WORKER_INFO, info))
-    except OSError:
-        return 0
     try:
         return serve(channel, _log)
     finally:

@@ -270,6 +270,9 @@ int run_cli(int argc, char** argv) {
                       "Run Python functions: workers are Python interpreters that import this module (a file "
                       "dir/name.py, or package.module; repeatable) after their handshake; a task's fn is module.function")
       ->excludes("--worker");
+  run_cmd->add_option("--import-timeout", run.engine.import_timeout_s,
+                      "Seconds a Python worker may take to import the program (--timeout counts from then)")
+      ->capture_default_str()->check(CLI::PositiveNumber)->needs("--python");
   run_cmd->add_option("--python-exe", python_exe,
                       "The Python interpreter for --python (default: the one authrun-python embeds; a venv of its "
                       "version also runs in authrun-python; any other runs the ctypes bootstrap and starts readable)")

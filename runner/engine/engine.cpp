@@ -96,6 +96,8 @@ struct Worker {
   double mean_us = 0;        // moving average of the samples
   double recent_max_us = 0;  // the longest recent sample, decaying by 3% per result
   bool trusted = false;   // its handshake verified
+  bool loaded = true;     // its program imported (a Python worker's worker_info came): tasks are timed from then
+  bool import_armed = false;  // the import's deadline is set
   bool retiring = false;  // shut down once its tasks are done (recycled, or the run ended)
 };
 
@@ -138,6 +140,8 @@ class Engine {
   std::string host_of(const Worker& w) const;
   std::string describe_worker(const Worker& w) const;
   void arm_deadline(Worker& w);
+  // A worker's worker_info came: for a Python worker, its program has loaded.
+  void on_info(int id);
   // Reports the task's end (and writes its joblog line). `attempt` counts the attempts made, 0 if none;
   // `w` is the worker that ran it last, if any.
   // `value_json`: an ok value as JSON text (then value_or_error is null), see TaskOutcome.
@@ -280,6 +284,8 @@ void Engine::spawn_worker(int slot) {
   WorkerLink::Events ev;
   ev.on_ready = [this, id] { on_ready(id); };
   ev.on_result = [this, id](TaskResult&& r) { on_result(id, std::move(r)); };
+  ev.on_info = [this, id] { on_info(id); };
+  ev.await_info = !m_o.program.empty();
   ev.values_as_text = m_handler.takes_value_text();
   ev.pipe_size = m_o.pipe_size;
   ev.on_output = [this, id](Output&& out) { on_output(id, std::move(out)); };
@@ -300,6 +306,7 @@ void Engine::spawn_worker(int slot) {
   w.pid = w.link->pid();
   w.slot = slot;
   w.site = site_index;
+  w.loaded = m_o.program.empty();
   m_workers.emplace(id, std::move(w));
 }
 
@@ -345,6 +352,7 @@ void Engine::on_ready(int id) {
   ++m_summary.trusted;
   start_deferred();
   audit(w, "handshake", true, nullptr, "");
+  if (!w.loaded) arm_deadline(w);
   if (m_o.verbose) {
     log(describe_worker(w) + ": handshake ok (" + to_string(w.link->mode()) + ", " +
         std::to_string(w.link->handshake_time().count()) + " us)");
@@ -517,7 +525,23 @@ void Engine::settle_too_large() {
   }
 }
 
+void Engine::on_info(int id) {
+  Worker& w = m_workers.at(id);
+  if (w.loaded) return;
+  w.loaded = true;
+  arm_deadline(w);  // the first task's time starts now
+}
+
 void Engine::arm_deadline(Worker& w) {
+  if (!w.loaded) {
+    // Importing: the program's own limit, set once; the tasks' limits start when it has loaded.
+    if (w.import_armed) return;
+    w.import_armed = true;
+    char why[160];
+    std::snprintf(why, sizeof why, "the program did not finish importing within %g s (--import-timeout)", m_o.import_timeout_s);
+    w.link->set_deadline(to_millis(m_o.import_timeout_s), make_error(ErrorCode::program_failed, why));
+    return;
+  }
   std::optional<double> limit;
   if (!w.in_flight.empty()) {
     const Attempt& head = m_in_flight.at(w.in_flight.front());
@@ -594,8 +618,10 @@ void Engine::on_result(int id, TaskResult&& r) {
   } else if (r.ok) {
     finish(a, a.failed_attempts + 1, true, with_bytes(std::move(r.value), r.attachment), &w, std::move(r.value_json));
   } else {
-    // The worker's words go to the results, the joblog and the terminal: escaped (ESC, newlines, tabs).
-    json err{{"type", escape_peer_text(r.error.type, 64)}, {"message", escape_peer_text(r.error.message, k_peer_result_text_max)}};
+    // The worker's words go to the result line as sent (a JSON string escapes them), if valid UTF-8 and not
+    // too long; the joblog and the terminal escape them again.
+    json err{{"type", peer_result_text(r.error.type, k_peer_result_type_max)},
+             {"message", peer_result_text(r.error.message, k_peer_result_text_max)}};
     if (!r.error.details.is_null()) err["details"] = std::move(r.error.details);
     finish(a, a.failed_attempts + 1, false, std::move(err), &w);
   }

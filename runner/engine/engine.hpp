@@ -50,7 +50,8 @@ struct EngineOptions {
   std::string audit_log;                 // append each handshake outcome and channel end here (JSON lines)
   int retries = 1;                       // extra attempts for a task whose worker died or timed out
   std::optional<double> timeout_s;       // per-task limit, unless the task gives its own
-  std::optional<double> handshake_timeout_s;  // default 5 s here, 30 s through a launcher
+  std::optional<double> handshake_timeout_s;
+  double import_timeout_s = 300;         // a Python worker's program import, from its handshake to its worker_info  // default 5 s here, 30 s through a launcher
   int window = 0;                        // tasks in flight per worker; 0: adapted to the task durations each
                                          // worker shows (many tiny tasks, one long task at a time)
   int max_tasks_per_worker = 0;          // recycle a worker after this many tasks; 0 = never

@@ -237,19 +237,21 @@ Result<void> use_python_workers(EngineOptions& e, const std::vector<std::string>
   AUTHRUN_TRY_ASSIGN(e.program, python_program_body(specs));
   std::string exe = python_exe;
   if (!exe.empty()) AUTHRUN_TRY(resolve_program(exe, "Python interpreter (--python-exe)"));
+  const bool hosted = host_serves(exe);
+  std::vector<std::string> host_argv{python_host_path()};
+  if (hosted && !exe.empty()) {
+    // The venv's own python (not where its symlink points): the venv becomes the prefix.
+    char cwd[PATH_MAX];
+    std::string absolute = exe;
+    if (absolute.front() != '/' && ::getcwd(cwd, sizeof cwd) != nullptr) absolute = std::string(cwd) + "/" + exe;
+    host_argv.insert(host_argv.end(), {"--python-executable", absolute});
+  }
   if (!e.worker_argv.empty()) {
-    if (host_serves(exe)) {
-      e.worker_argv = {python_host_path()};
-      if (!exe.empty()) {
-        char real_dir[PATH_MAX];
-        // The venv's own python (not where its symlink points): the venv becomes the prefix.
-        std::string absolute = exe;
-        if (absolute.front() != '/' && ::getcwd(real_dir, sizeof real_dir) != nullptr) absolute = std::string(real_dir) + "/" + exe;
-        e.worker_argv.insert(e.worker_argv.end(), {"--python-executable", absolute});
+    if (hosted) {
+      if (::access(host_argv[0].c_str(), X_OK) != 0) {
+        return make_error(ErrorCode::usage, "authrun-python was not found beside authrun (" + host_argv[0] + ")");
       }
-      if (::access(e.worker_argv[0].c_str(), X_OK) != 0) {
-        return make_error(ErrorCode::usage, "authrun-python was not found beside authrun (" + e.worker_argv[0] + ")");
-      }
+      e.worker_argv = host_argv;
     } else {
       AUTHRUN_TRY_ASSIGN(const std::string text, find_python_bootstrap());
       std::fprintf(stderr,
@@ -262,10 +264,11 @@ Result<void> use_python_workers(EngineOptions& e, const std::vector<std::string>
     if (e.allow_ptrace) e.worker_argv.push_back("--allow-ptrace");
   }
   if (!e.remote_worker_argv.empty() && !keep_remote_worker) {
-    // Where a launcher runs it, the installed bootstrap by its path; it checks its own hash.
-    const std::string remote_exe = python_exe.empty() ? "python3" : python_exe;
-    e.remote_worker_argv =
-        python_worker_argv(remote_exe, own_directory() + "/../share/authrun/python/" + k_bootstrap_in_package);
+    // Where a launcher runs it, the same layout is assumed: authrun-python beside authrun, or the installed
+    // bootstrap by its path (which checks its own hash).
+    e.remote_worker_argv = hosted ? host_argv
+                                  : python_worker_argv(python_exe.empty() ? "python3" : python_exe,
+                                                       own_directory() + "/../share/authrun/python/" + k_bootstrap_in_package);
   }
   return {};
 }

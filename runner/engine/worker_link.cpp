@@ -80,6 +80,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   void wait_for_info() {
     if (info_timer_started) return;
     info_timer_started = true;
+    if (events.await_info) return;
     info_timer.expires_after(k_info_wait);
     info_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
       if (ec || self->closed) return;
@@ -205,10 +206,15 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   void process_input() {
     for (;;) {
       const bool was_ready = connection.established();
+      const bool had_info = connection.peer_info().has_value();
       auto msg = connection.receive();
       if (!msg) {
         flush_now();
         return close(std::move(msg).error());
+      }
+      if (!had_info && connection.peer_info() && events.on_info) {
+        events.on_info();
+        if (closed) return;
       }
       if (!was_ready && connection.established()) {
         handshake_timer.cancel();

@@ -25,6 +25,8 @@ class WorkerLink {
   struct Events {
     // The worker's proof verified: it may be given tasks.
     std::function<void()> on_ready;
+    // The worker's worker_info arrived (a Python worker sends it once its program has loaded).
+    std::function<void()> on_info;
     // A result arrived (results arrive in the order tasks were sent).
     std::function<void(protocol::TaskResult&&)> on_result;
     // A piece of a running task's streamed output arrived (before that task's result).
@@ -36,6 +38,9 @@ class WorkerLink {
     bool values_as_text = false;
     // F_SETPIPE_SZ for the worker's pipes, if > 0 (EngineOptions::pipe_size).
     int pipe_size = 0;
+    // The first tasks wait for the worker's worker_info however long it takes, not k_info_wait: a Python
+    // worker sends it once its program has loaded, and runs no task before (its import deadline bounds it).
+    bool await_info = false;
   };
 
   // Spawns `argv`, hands it a fresh key (or `shared_key` when given) as `delivery` says (inherited_fd: the

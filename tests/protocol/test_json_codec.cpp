@@ -715,3 +715,53 @@ TEST_CASE("json_codec: a result_batch decoded for passing on is checked as stric
   const std::string deeper = R"({"results":[{"id":1,"ok":true,"value":)" + nested(limits::json_max_depth) + "}]}";
   fails(deeper, ErrorCode::json_too_deep, "result_batch");
 }
+
+namespace {
+
+Result<Message> decode_typed(MessageType type, const std::string& body, bool values_as_text, bool args_as_text) {
+  FrameHeader header{static_cast<std::uint8_t>(type), 0, static_cast<std::uint32_t>(body.size())};
+  return decode_frame(header, std::string(body), values_as_text, args_as_text);
+}
+
+}  // namespace
+
+TEST_CASE("json_codec: a lone result decoded for passing on keeps its value as text: an integer beyond 64 bits stays exact") {
+  const std::string big = "340282366920938463463374607431768211457";  // 2**128 + 1
+  auto decoded = decode_typed(MessageType::result, R"({"id":7,"ok":true,"value":[)" + big + "]}", true, false);
+  REQUIRE(decoded.has_value());
+  const auto& r = std::get<TaskResult>(*decoded);
+  CHECK(r.id == 7);
+  CHECK(r.value_json == "[" + big + "]");
+  // Parsed, the same number becomes a double: what the text path is for.
+  auto parsed = decode_typed(MessageType::result, R"({"id":7,"ok":true,"value":[)" + big + "]}", false, false);
+  REQUIRE(parsed.has_value());
+  CHECK(std::get<TaskResult>(*parsed).value[0].is_number_float());
+  // A failed result is decoded as usual.
+  auto failed = decode_typed(MessageType::result, R"({"id":8,"ok":false,"error":{"type":"t","message":"m"}})", true, false);
+  REQUIRE(failed.has_value());
+  CHECK(std::get<TaskResult>(*failed).value_json.empty());
+  // And a value's text is what the encoder sends when it is set.
+  TaskResult out;
+  out.id = 9;
+  out.value_json = big;
+  CHECK(encode_body(out) == R"({"id":9,"ok":true,"value":)" + big + "}");
+}
+
+TEST_CASE("json_codec: tasks decoded with args as text keep them exact, alone and in a batch") {
+  const std::string big = "-18446744073709551617";
+  auto lone = decode_typed(MessageType::task, R"({"id":1,"fn":"f","args":[)" + big + R"(,{"a":1}]})", false, true);
+  REQUIRE(lone.has_value());
+  const auto& t = std::get<Task>(*lone);
+  CHECK((t.id == 1 && t.fn == "f"));
+  CHECK(t.args_json == "[" + big + R"(,{"a":1}])");
+  CHECK(t.args.is_null());
+  auto batch = decode_typed(MessageType::task_batch,
+                            R"({"tasks":[{"id":2,"fn":"g","args":)" + big + R"(},{"id":3,"fn":"h"}]})", false, true);
+  REQUIRE(batch.has_value());
+  const auto& tasks = std::get<TaskBatch>(*batch).tasks;
+  REQUIRE(tasks.size() == 2);
+  CHECK(tasks[0].args_json == big);
+  CHECK((tasks[1].fn == "h" && tasks[1].args_json.empty() && tasks[1].args.is_null()));
+  // Malformed text is refused as on the parsed path.
+  CHECK(!decode_typed(MessageType::task, R"({"id":1,"fn":"f","args":[1,})", false, true).has_value());
+}

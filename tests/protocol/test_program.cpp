@@ -29,6 +29,19 @@ TEST_CASE("program: encodes and decodes modules, sys_path and cwd") {
   CHECK(type_of(*decoded) == MessageType::program);
 }
 
+TEST_CASE("program: the optional initializer (the Pool's pickled function) round trips") {
+  Program p;
+  p.modules = {{"__mp_main__", "/w/main.py"}};
+  p.initializer = "gASVAAAA";
+  const std::string body = encode_body(p);
+  CHECK(body == R"({"initializer":"gASVAAAA","modules":[{"file":"/w/main.py","name":"__mp_main__"}],"sys_path":[]})");
+  auto decoded = decode_message(static_cast<std::uint8_t>(MessageType::program), body);
+  REQUIRE(decoded.has_value());
+  CHECK(std::get<Program>(*decoded).initializer == "gASVAAAA");
+  CHECK(!decode_message(static_cast<std::uint8_t>(MessageType::program), R"({"modules":[{"name":"m"}],"initializer":1})")
+             .has_value());
+}
+
 TEST_CASE("program: a malformed program names the field") {
   const auto type = static_cast<std::uint8_t>(MessageType::program);
   struct Case {

@@ -1,5 +1,7 @@
-// End-to-end tests of Python workers (`authrun run --python`): real interpreters (Debian's /usr/bin/python3)
+// End-to-end tests of Python workers (`authrun run --python`) on the ctypes bootstrap: real interpreters (a
+// copy of Debian's /usr/bin/python3, which authrun-python does not serve, so the runner uses the bootstrap)
 // running python/authrun/_bootstrap.py over real pipes, with modules written into a temporary directory.
+// e2e_python_host.cpp tests authrun-python, the default.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -28,7 +30,13 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-const char* k_python = "/usr/bin/python3";
+// A copy of /usr/bin/python3 made once for this process: not the interpreter authrun-python embeds.
+const std::string k_python = [] {
+  static test::TempDir dir;
+  const std::string copy = dir.path() + "/otherpython3";
+  test::run_program({"/bin/cp", "/usr/bin/python3", copy});
+  return copy;
+}();
 
 // A module with functions of each kind of call, one that prints, one that raises, one that returns what JSON
 // cannot hold, one that kills its interpreter.
@@ -323,12 +331,13 @@ TEST_CASE("python: a waiting interpreter's command line names no user module, an
   REQUIRE(test::eventually([&] {
     for (int pid : test::children_of(runner.pid)) {
       cmdline = test::read_file("/proc/" + std::to_string(pid) + "/cmdline");
-      if (contains(cmdline, "_bootstrap.py")) return true;
+      if (cmdline.rfind(k_python + '\0', 0) == 0) return true;
     }
     return false;
   }));
-  CHECK(contains(cmdline, "_bootstrap.py"));
-  CHECK(contains(cmdline, std::string("-I") + '\0' + "-S"));
+  // The bootstrap's text itself (-c), as read and checked by the runner: no path it would open later.
+  CHECK(contains(cmdline, std::string("-I") + '\0' + "-S" + '\0' + "-c" + '\0'));
+  CHECK(contains(cmdline, "def load_program"));
   CHECK(!contains(cmdline, "secret_module_name"));
   CHECK(!contains(cmdline, "slow_module"));
   CHECK(!contains(cmdline, dir.path()));

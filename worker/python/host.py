@@ -4,6 +4,7 @@
 # call() for each task. PROTOCOL.md section 11 is the contract these functions follow.
 import base64
 import json
+import json.encoder
 import os
 import sys
 
@@ -135,6 +136,10 @@ def _find(fn):
     for part in path.split("."):
         obj = getattr(obj, part, _MISSING) if part else _MISSING
         if obj is _MISSING:
+            if not best and "." in path:
+                return None, ("unknown_function", "unknown function '%s': no module '%s' in the program (%s), "
+                              "nor '%s' in module '%s'" % (fn, path.split(".")[0], module.__name__, path,
+                                                           module.__name__))
             return None, ("unknown_function", "unknown function '%s': module '%s' has no '%s'" %
                           (fn, module.__name__, path))
     if not callable(obj):
@@ -184,8 +189,46 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
                             sort_keys=True)
 
 
+def _key_text(k):
+    """A dict key as JSON writes it: str as is; int, float, bool and None as their JSON text."""
+    if isinstance(k, str):
+        return k
+    if k is True or k is False or k is None:
+        return json.dumps(k)
+    if isinstance(k, (int, float)):
+        return json.dumps(k) if isinstance(k, float) else int.__repr__(k)
+    raise TypeError("keys must be str, int, float, bool or None, not %s" % type(k).__name__)
+
+
+def _keys_as_text(value):
+    """Every dict's keys made text first, so that keys of mixed types sort (as text)."""
+    if isinstance(value, dict):
+        return {_key_text(k): _keys_as_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_keys_as_text(v) for v in value]
+    return value
+
+
+_SCALARS = (str, int, float, bool, type(None))
+_encode_str = json.encoder.encode_basestring  # what the encoder uses for str with ensure_ascii=False
+
+
 def _encode(value):
-    text = _ENCODER.encode(value)
+    t = type(value)
+    # The common scalars without an encoder's set-up (the bytes JSONEncoder.encode would write).
+    if t is int:
+        return int.__repr__(value)
+    if t is str:
+        return _encode_str(value)
+    if t in _SCALARS:  # nothing inside to escape or sort
+        return _ENCODER.encode(value)
+    try:
+        text = _ENCODER.encode(value)
+    except TypeError as e:
+        if "not supported between instances" not in str(e):
+            raise
+        value = _keys_as_text(value)
+        text = _ENCODER.encode(value)
     if '"$' in text:
         text = _ENCODER.encode(_escape(value))
     return text
@@ -266,7 +309,7 @@ def call(fn, args_json, attachment):
         if f is None:
             return (False, why[0], why[1], None)
         _cache[fn] = f
-    args = json.loads(args_json)
+    args = None if args_json == "null" else json.loads(args_json)
     if '"$' in args_json:
         try:
             args = _from_json(args)
@@ -292,11 +335,8 @@ def call(fn, args_json, attachment):
             value = f(args, attachment)
     except BaseException as e:  # noqa: B902 - SystemExit, KeyboardInterrupt: that task's error, no more
         return _error(e, fn)
-    finally:
-        try:
-            sys.stdout.flush()
-        except BaseException:  # noqa: B902
-            pass
+    if value is None:
+        return (True, "null", None)
     if isinstance(value, (bytes, bytearray, memoryview)) and len(value):
         # The protocol's binary path: the bytes travel raw after the body. (No bytes at all go as
         # {"$bytes": ""}: an empty attachment cannot be told from none.)

@@ -18,6 +18,6 @@ int main(int argc, char** argv) {
   }
   rest.push_back(nullptr);
   authrun::worker::Registry registry;
-  return authrun::worker::main(static_cast<int>(rest.size()) - 1, rest.data(), registry,
-                               authrun::worker::python::python_functions(options));
+  authrun::worker::python::exit_python(authrun::worker::main(static_cast<int>(rest.size()) - 1, rest.data(), registry,
+                                                            authrun::worker::python::python_functions(options)));
 }

@@ -5,9 +5,12 @@
 #include "worker/python/python_host.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <unistd.h>
 
 #include "protocol/json_codec.hpp"
 #include "protocol/json_text.hpp"
@@ -23,6 +26,7 @@ namespace {
 // The host module's two entry points, set once the interpreter runs (the GIL is held only inside a call).
 PyObject* g_load = nullptr;
 PyObject* g_call = nullptr;
+PyThreadState* g_main_thread = nullptr;  // saved while no call runs (the GIL released)
 
 // The text of the Python exception being raised (cleared), for a message: "Type: message".
 std::string take_python_error() {
@@ -104,14 +108,17 @@ Result<void> load(const HostOptions& options, const std::string& program_json) {
   }
   Py_XDECREF(failed);
   // From here on the GIL is taken for each call only: threads a task started run between tasks too.
-  PyEval_SaveThread();
+  g_main_thread = PyEval_SaveThread();
   return out;
 }
 
-// Whether a JSON value's text may nest deeper than the protocol allows: only if it has that many brackets.
-bool may_be_too_deep(std::string_view text, int depth) {
+// Whether a JSON value's text nests deeper than `depth`: scanned only when it has that many brackets.
+bool too_deep(std::string_view text, int depth) {
+  if (text.empty() || (text.front() != '[' && text.front() != '{')) return false;  // a scalar
   const auto opens = std::count_if(text.begin(), text.end(), [](char c) { return c == '[' || c == '{'; });
-  return opens > depth;
+  if (opens <= depth) return false;
+  std::vector<JsonMember> members;
+  return !scan_json(text, members, depth).has_value();
 }
 
 Result<std::string, TaskError> call(std::string_view fn, std::string_view args_json, Attachment& attachment) {
@@ -133,11 +140,7 @@ Result<std::string, TaskError> call(std::string_view fn, std::string_view args_j
                          std::string(fn) + " returned text that is not valid Unicode (" + why +
                              "); return bytes for such data, or decode it with errors='replace'",
                          nullptr};
-    } else if (may_be_too_deep(text, limits::json_max_depth - 1) &&
-               ![&] {
-                 std::vector<JsonMember> members;
-                 return scan_json(text, members, limits::json_max_depth - 1).has_value();
-               }()) {
+    } else if (too_deep(text, limits::json_max_depth - 1)) {
       result = TaskError{"bad_result", std::string(fn) + " returned a value nested deeper than " +
                                            std::to_string(limits::json_max_depth - 1) + " levels", nullptr};
     } else {
@@ -169,6 +172,16 @@ Result<std::string, TaskError> call(std::string_view fn, std::string_view args_j
 }
 
 }  // namespace
+
+void exit_python(int status) {
+  if (g_main_thread != nullptr) {
+    PyEval_RestoreThread(g_main_thread);
+    g_main_thread = nullptr;
+    if (Py_FinalizeEx() < 0 && status == 0) status = 120;  // as python3 does when flushing fails
+  }
+  std::fflush(nullptr);
+  ::_exit(status);
+}
 
 DynamicFunctions python_functions(const HostOptions& options) {
   DynamicFunctions f;

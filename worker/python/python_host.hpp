@@ -19,4 +19,9 @@ struct HostOptions {
 // function. `options` must outlive the worker.
 DynamicFunctions python_functions(const HostOptions& options);
 
+// Ends the process with `status`: the interpreter, if it was started, is finalized first (the program's
+// atexit handlers run, its non-daemon threads are waited for, as when a script ends), then _exit, not exit:
+// what the interpreter keeps until the end on purpose is no leak for a sanitizer build's checker to report.
+[[noreturn]] void exit_python(int status);
+
 }  // namespace authrun::worker::python

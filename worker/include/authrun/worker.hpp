@@ -75,7 +75,7 @@ class Registry {
 // from the runner, --key-file, or --key-stdin through an encrypted launcher), moves the protocol off fds 0
 // and 1 (what functions print goes to stderr), shakes hands, then serves tasks until shutdown or end of
 // input. Call it once, from the program's main: it takes the process over (non-dumpable, parent-death
-// signal, handlers for SIGTERM and SIGHUP, SIGINT and SIGPIPE ignored). --list prints the registry and
+// signal, handlers for SIGTERM and SIGHUP, SIGINT stops tasks not started yet, SIGPIPE ignored). --list prints the registry and
 // returns. Returns the exit status once the channel has ended (or at once for --list, --help, a usage error
 // or no usable key): 0 clean end, 2 usage, 3 key or handshake failure, 4 protocol error after the handshake.
 int main(int argc, char** argv, const Registry& registry);
