@@ -148,8 +148,10 @@ Result<void> Connection::send(Message message, BodyFormat format) {
   return send_frame(type_of(message), flags, encode_body(message, format), std::move(attachment));
 }
 
-Result<void> Connection::send_body(MessageType type, std::string body, BodyFormat format) {
-  return send_frame(type, static_cast<std::uint16_t>(format), std::move(body), Attachment{});
+Result<void> Connection::send_body(MessageType type, std::string body, BodyFormat format, Attachment attachment) {
+  std::uint16_t flags = static_cast<std::uint16_t>(format);
+  if (!attachment.empty()) flags |= k_flag_attachment;
+  return send_frame(type, flags, std::move(body), std::move(attachment));
 }
 
 Result<void> Connection::send_frame(MessageType type, std::uint16_t flags, std::string body, Attachment attachment) {

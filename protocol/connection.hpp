@@ -52,8 +52,10 @@ class Connection {
   // result, its attachment (moved, not copied; for an output message, its bytes); only when established(). Errors: frame_too_large when the
   // payload exceeds what the peer announced it accepts (nothing is queued).
   Result<void> send(Message message, BodyFormat format = BodyFormat::json);
-  // The same for a body already encoded in `format` (the runner keeps a task's body for retries).
-  Result<void> send_body(MessageType type, std::string body, BodyFormat format = BodyFormat::json);
+  // The same for a body already encoded in `format` (the runner keeps a task's body for retries), with a task's
+  // or result's `attachment` if it has one.
+  Result<void> send_body(MessageType type, std::string body, BodyFormat format = BodyFormat::json,
+                         Attachment attachment = {});
 
   // What the worker said about itself (its optional worker_info message; parent side only). receive()
   // takes that message in and does not return it; a second one, or one sent to a worker, is unexpected.

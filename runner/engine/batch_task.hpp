@@ -19,6 +19,8 @@ struct BatchTask {
   std::string fn;
   std::string args_json;     // the args, encoded once in args_format (sent as is, and again on a retry)
   protocol::BodyFormat args_format = protocol::BodyFormat::json;  // exec: CBOR (arguments are bytes)
+  std::string attachment;    // raw bytes sent after the args (a Python pool's pickled call); a task with
+                             // one goes alone, not in a task_batch
   std::optional<double> timeout_s;           // this task's limit, if it has its own
   std::optional<protocol::TaskError> error;  // set when the input was not a valid task (no worker needed)
   json context;              // what the front end needs to report the task (exec: its arguments)

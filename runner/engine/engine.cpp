@@ -109,7 +109,7 @@ constexpr int k_max_starting_per_host = 8;
 class Engine {
  public:
   Engine(const EngineOptions& o, ResultHandler& handler)
-      : m_o(o), m_handler(handler), m_signals(m_io, SIGINT, SIGTERM), m_progress_timer(m_io), m_grace_timer(m_io),
+      : m_o(o), m_handler(handler), m_signals(m_io), m_progress_timer(m_io), m_grace_timer(m_io),
         m_delay_timer(m_io) {}
 
   RunSummary run(const std::function<std::unique_ptr<TaskFeed>(std::function<void()>)>& make_feed);
@@ -149,7 +149,9 @@ class Engine {
   // Reports the task's end (and writes its joblog line). `attempt` counts the attempts made, 0 if none;
   // `w` is the worker that ran it last, if any.
   // `value_json`: an ok value as JSON text (then value_or_error is null), see TaskOutcome.
-  void finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w, std::string value_json = {});
+  // `attachment`: an ok result's raw bytes, for a handler that takes_attachments().
+  void finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w, std::string value_json = {},
+              std::string attachment = {});
   void record_attempt(const Attempt& a, int attempt, int pid, const std::string& host, const std::string& outcome,
                       const std::string& message);
   void audit(const Worker& w, const char* event, bool ok, const Error* why, const std::string& status);
@@ -241,9 +243,16 @@ RunSummary Engine::run(const std::function<std::unique_ptr<TaskFeed>(std::functi
   mask_continue(true);
   m_feed = make_feed([this] { asio::post(m_io, [this] { dispatch(); }); });
   mask_continue(false);
-  m_signals.async_wait([this](const boost::system::error_code& ec, int sig) {
-    if (!ec) on_signal(sig);
-  });
+  if (m_o.handle_signals) {
+    m_signals.add(SIGINT);
+    m_signals.add(SIGTERM);
+    m_signals.async_wait([this](const boost::system::error_code& ec, int sig) {
+      if (!ec) on_signal(sig);
+    });
+  }
+  if (m_o.stop_handle) {
+    m_o.stop_handle->attach([this](bool now) { asio::post(m_io, [this, now] { stop(now); }); });
+  }
   m_sites = m_o.sites.empty() ? std::vector<Site>{Site{"", true, m_o.jobs}} : m_o.sites;
   m_health.emplace(m_sites.size(), std::max(3, 2 * m_o.jobs));
   m_site_of_slot.push_back(-1);
@@ -251,6 +260,7 @@ RunSummary Engine::run(const std::function<std::unique_ptr<TaskFeed>(std::functi
   for (int slot = 1; slot < int(m_site_of_slot.size()); ++slot) spawn_worker(slot);
   if (m_o.progress) print_progress(false);
   m_io.run();
+  if (m_o.stop_handle) m_o.stop_handle->detach();
   flush_results();  // lines queued in the last turn (tasks never started release held lines too)
 
   if (auto err = m_feed->error()) {
@@ -286,6 +296,7 @@ void Engine::spawn_worker(int slot) {
   ev.on_info = [this, id] { on_info(id); };
   ev.await_info = !m_o.program.empty();
   ev.values_as_text = m_handler.takes_value_text();
+  ev.pipe_size = m_o.pipe_size;
   ev.on_output = [this, id](Output&& out) { on_output(id, std::move(out)); };
   ev.on_gone = [this, id](const Error& why, int status) { on_gone(id, why, status); };
   const KeyDelivery delivery = site.local ? KeyDelivery::inherited_fd : m_o.key_delivery;
@@ -421,17 +432,17 @@ void Engine::dispatch() {
     }
     a.start();
     const std::string& args = m_handler.args_for(a.task, best->slot);
-    auto sent = best->link->send_task(a.task.seq, a.task.fn, args, a.task.args_format);
+    auto sent = best->link->send_task(a.task.seq, a.task.fn, args, a.task.args_format, a.task.attachment);
     if (!sent) {
       // Too large for this worker: another whose announced limit fits takes it (one still starting may),
       // else it ends here naming its size and the largest limit.
-      a.needs_payload = WorkerLink::task_payload_size(a.task.seq, a.task.fn, args, a.task.args_format);
+      a.needs_payload = WorkerLink::task_payload_size(a.task.seq, a.task.fn, args, a.task.args_format, a.task.attachment);
       m_retry.push_front(std::move(a));
       settle_too_large();
       continue;
     }
     m_last_dispatch = a.started;
-    a.payload_bytes = args.size();
+    a.payload_bytes = args.size() + a.task.attachment.size();
     m_in_flight_bytes += a.payload_bytes;
     const std::uint64_t seq = a.task.seq;
     best->in_flight.push_back(seq);
@@ -565,11 +576,13 @@ void Engine::record_attempt(const Attempt& a, int attempt, int pid, const std::s
                    std::chrono::duration<double>(took).count(), outcome, message);
 }
 
-void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w, std::string value_json) {
+void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error, const Worker* w, std::string value_json,
+                    std::string attachment) {
   TaskOutcome outcome;
   outcome.ok = ok;
   (ok ? outcome.value : outcome.error) = std::move(value_or_error);
   outcome.value_json = std::move(value_json);
+  outcome.attachment = std::move(attachment);
   outcome.worker = w ? w->pid : 0;
   if (w) outcome.host = host_of(*w);
   outcome.attempts = attempt;
@@ -611,7 +624,9 @@ void Engine::on_result(int id, TaskResult&& r) {
   const Attempt& a = node.mapped();
   observe_duration(w, a);
   m_in_flight_bytes -= a.payload_bytes;
-  if (r.ok) {
+  if (r.ok && m_handler.takes_attachments()) {
+    finish(a, a.failed_attempts + 1, true, std::move(r.value), &w, std::move(r.value_json), std::string(r.attachment.view()));
+  } else if (r.ok) {
     finish(a, a.failed_attempts + 1, true, with_bytes(std::move(r.value), r.attachment), &w, std::move(r.value_json));
   } else {
     // The worker's words go to the result line as sent (a JSON string escapes them), if valid UTF-8 and not
@@ -947,6 +962,24 @@ void Engine::print_progress(bool final) {
 }
 
 }  // namespace
+
+void StopHandle::request(bool now) {
+  std::lock_guard lock(m_mutex);
+  if (m_post) m_post(now);
+  else m_pending = std::max(m_pending, now ? 1 : 0);
+}
+
+void StopHandle::attach(std::function<void(bool)> post) {
+  std::lock_guard lock(m_mutex);
+  m_post = std::move(post);
+  if (m_pending >= 0) m_post(m_pending == 1);
+  m_pending = -1;
+}
+
+void StopHandle::detach() {
+  std::lock_guard lock(m_mutex);
+  m_post = nullptr;
+}
 
 RunSummary run_engine(const EngineOptions& options,
                       const std::function<std::unique_ptr<TaskFeed>(std::function<void()>)>& make_feed,

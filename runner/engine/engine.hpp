@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,6 +19,22 @@
 #include "runner/engine/task_feed.hpp"
 
 namespace authrun::runner {
+
+// Stops a running engine from another thread (a Python pool's terminate). Safe to call from any thread,
+// before, during or after the run: a request made before the run starts is carried out when it does.
+class StopHandle {
+ public:
+  // No new tasks; with `now`, running tasks are stopped too (their workers killed).
+  void request(bool now);
+  // For the engine: where requests go while it runs (`post` runs on any thread), and their end.
+  void attach(std::function<void(bool)> post);
+  void detach();
+
+ private:
+  std::mutex m_mutex;
+  std::function<void(bool)> m_post;  // set by the engine while it runs
+  int m_pending = -1;                // a request made while no engine ran: -1 none, 0 soon, 1 now
+};
 
 struct EngineOptions {
   int jobs = 1;                          // workers (the sum of the sites' slots)
@@ -58,6 +75,11 @@ struct EngineOptions {
   bool allow_ptrace = false;             // accept traced workers (and a traced runner): debugging only
   bool interrupt_stops_now = false;      // SIGINT/SIGTERM stops running tasks at once (exec), no grace
   double start_delay_s = 0;              // at least this long between two tasks' dispatches (exec --delay); 0: none
+  bool handle_signals = true;            // take SIGINT/SIGTERM (the CLI); false leaves them to the host
+                                         // program (a Python pool: Ctrl-C is the caller's KeyboardInterrupt)
+  std::shared_ptr<StopHandle> stop_handle;  // lets another thread stop the run, if set
+  int pipe_size = 0;                     // F_SETPIPE_SZ asked for each local worker's pipes; 0: the default
+                                         // (64 KiB); a Python pool asks 1 MiB for its large pickles
 };
 
 // How one task ended.
@@ -67,6 +89,8 @@ struct TaskOutcome {
   std::string value_json;  // when ok, for a handler that takes_value_text(): the value as JSON text, if the
                            // worker's result came that way (value is then null)
   json error;          // when !ok: {"type", "message", "details"?}
+  std::string attachment;  // when ok and the handler takes_attachments(): the result's raw bytes (else they
+                           // are in value as {"$bytes": base64})
   int worker = 0;      // pid (of the launcher, for a launched worker), 0 when no worker ran it
   std::string host;    // where it ran ("local", a host name), empty when no worker ran it
   int attempts = 0;
@@ -102,6 +126,8 @@ class ResultHandler {
   // True if task_done takes a value as JSON text (TaskOutcome::value_json) as well as parsed: results then
   // go from the worker's frame to the handler without being parsed and dumped again.
   virtual bool takes_value_text() const { return false; }
+  // True if task_done takes a result's raw bytes as TaskOutcome::attachment rather than in its value.
+  virtual bool takes_attachments() const { return false; }
   // A task taken from the feed will not run (the run stopped first).
   virtual void task_not_started(const BatchTask& task) = 0;
   // True if writing output failed (the run stops and ends with a set-up error).

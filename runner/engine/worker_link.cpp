@@ -472,7 +472,8 @@ Result<std::shared_ptr<WorkerLink>> WorkerLink::start(asio::io_context& io, cons
   WorkerProcess::Pipes pipes;
   impl->spawned_at = Clock::now();
   impl->continues_at_spawn = continues();  // before the spawn: a stop from here on refuses its request
-  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(meeting.worker), pipes, launched));
+  AUTHRUN_TRY_ASSIGN(WorkerProcess process, WorkerProcess::spawn(io, argv, std::move(meeting.worker), pipes, launched,
+                                                                       impl->events.pipe_size));
   impl->process.emplace(std::move(process));
   impl->key_policy.allow_ptrace = allow_ptrace;
   // The asker must run what we started; a wrapper execs something else by design (it is warned about).
@@ -558,17 +559,20 @@ std::uint32_t WorkerLink::peer_max_payload() const {
   return ready() ? m_impl->connection.session().peer_max_payload : 0;
 }
 
-std::size_t WorkerLink::task_payload_size(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
-  return task_body(id, fn, args, format).size();
+std::size_t WorkerLink::task_payload_size(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format,
+                                          std::string_view attachment) {
+  const std::size_t body = task_body(id, fn, args, format).size();
+  return attachment.empty() ? body : 4 + body + attachment.size();
 }
 
-Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format) {
+Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, const std::string& args, BodyFormat format,
+                                   std::string_view attachment) {
   Impl& impl = *m_impl;
   // JSON tasks wait for kick_write, which seals those queued meanwhile (this loop turn's, and those queued
   // while a write was under way) into task_batch frames for a worker that takes batches; until its
   // worker_info says whether it does, they wait for that too. The body is written where it waits.
   const bool may_wait = (impl.takes_batches() || impl.awaiting_info()) && format == BodyFormat::json &&
-                        impl.connection.established();
+                        attachment.empty() && impl.connection.established();
   bool waiting = false;
   if (may_wait) {
     const std::size_t begin = impl.pending_text.size();
@@ -583,7 +587,7 @@ Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, cons
   if (!waiting) {
     std::string body = task_body(id, fn, args, format);
     AUTHRUN_TRY(impl.seal_pending_tasks());
-    AUTHRUN_TRY(impl.connection.send_body(MessageType::task, std::move(body), format));
+    AUTHRUN_TRY(impl.connection.send_body(MessageType::task, std::move(body), format, Attachment{std::string(attachment)}));
     ++impl.task_frames;
   }
   // The tasks queued in this loop turn go out together, in one writev, once the turn's events are handled.

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "protocol/connection.hpp"
@@ -36,6 +37,8 @@ class WorkerLink {
     std::function<void(const protocol::Error& why, int wait_status)> on_gone;
     // Results of task batches keep their values as JSON text (TaskResult::value_json), not parsed.
     bool values_as_text = false;
+    // F_SETPIPE_SZ for the worker's pipes, if > 0 (EngineOptions::pipe_size).
+    int pipe_size = 0;
     // The first tasks wait for the worker's worker_info however long it takes, not k_info_wait: a Python
     // worker sends it once its program has loaded, and runs no task before (its import deadline bounds it).
     bool await_info = false;
@@ -68,13 +71,16 @@ class WorkerLink {
   void send_after_handshake(protocol::MessageType type, std::string body);
   // The largest payload the worker accepts, from its hello (0 until ready()).
   std::uint32_t peer_max_payload() const;
-  // The payload bytes send_task(id, fn, args, format) would send.
+  // The payload bytes send_task(id, fn, args, format, attachment) would send.
   static std::size_t task_payload_size(std::uint64_t id, const std::string& fn, const std::string& args,
-                                       protocol::BodyFormat format = protocol::BodyFormat::json);
-  // Queues a task whose args are already encoded in `format` (JSON text or CBOR). Errors: frame_too_large
-  // (the worker's limit); nothing is sent.
+                                       protocol::BodyFormat format = protocol::BodyFormat::json,
+                                       std::string_view attachment = {});
+  // Queues a task whose args are already encoded in `format` (JSON text or CBOR), with raw `attachment`
+  // bytes after them if not empty (such a task goes alone, as a task frame). Errors: frame_too_large (the
+  // worker's limit); nothing is sent.
   protocol::Result<void> send_task(std::uint64_t id, const std::string& fn, const std::string& args,
-                                   protocol::BodyFormat format = protocol::BodyFormat::json);
+                                   protocol::BodyFormat format = protocol::BodyFormat::json,
+                                   std::string_view attachment = {});
   // Frames that carried tasks to the worker so far: one per task, or fewer once tasks go in batches.
   std::uint64_t task_frames() const;
   // What the worker's progress page says (PROTOCOL.md section 9.1): whether it kept one (only a worker

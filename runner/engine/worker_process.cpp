@@ -85,7 +85,7 @@ WorkerProcess::~WorkerProcess() {
 }
 
 Result<WorkerProcess> WorkerProcess::spawn(boost::asio::io_context& io, const std::vector<std::string>& argv,
-                                           protocol::Fd key_fd, Pipes& pipes, bool launcher) {
+                                           protocol::Fd key_fd, Pipes& pipes, bool launcher, int pipe_size) {
   auto fail = [&](const std::string& why) {
     return protocol::make_error(protocol::ErrorCode::spawn_failed, "cannot start worker " + argv.at(0) + ": " + why);
   };
@@ -93,6 +93,12 @@ Result<WorkerProcess> WorkerProcess::spawn(boost::asio::io_context& io, const st
   // no other process can open through /proc/PID/fd/0, keeps what goes in there (its key) ours.
   AUTHRUN_TRY_ASSIGN(protocol::Pipe to_worker, launcher ? protocol::make_socket_pair() : protocol::make_pipe());
   AUTHRUN_TRY_ASSIGN(protocol::Pipe from_worker, protocol::make_pipe());
+  if (pipe_size > 0) {
+    // Large arguments and results cross in fewer writes and wake-ups; refused (over the user's pipe quota),
+    // the pipes stay at their default size.
+    if (!launcher) std::ignore = ::fcntl(to_worker.write.get(), F_SETPIPE_SZ, pipe_size);
+    std::ignore = ::fcntl(from_worker.write.get(), F_SETPIPE_SZ, pipe_size);
+  }
   // The rendezvous must not sit at fd 3 already (dup2 onto itself would keep FD_CLOEXEC), nor at 0 or 1.
   protocol::Fd key;
   if (key_fd.valid()) {

@@ -32,9 +32,10 @@ class WorkerProcess {
   // gets `key_fd` (the worker's end of the key rendezvous, which holds nothing secret; may be invalid) as fd 3; every other fd is closed; signal
   // dispositions and mask are reset. A `launcher` (ssh, srun) gets a socket as stdin instead of a pipe and a
   // process group of its own, which kill() and terminate() signal as a whole. Errors: spawn_failed, naming
-  // the program and errno.
+  // the program and errno. `pipe_size` > 0: F_SETPIPE_SZ asked for both pipes (kept at the default if refused).
   static protocol::Result<WorkerProcess> spawn(boost::asio::io_context& io, const std::vector<std::string>& argv,
-                                               protocol::Fd key_fd, Pipes& pipes, bool launcher = false);
+                                               protocol::Fd key_fd, Pipes& pipes, bool launcher = false,
+                                               int pipe_size = 0);
 
   WorkerProcess(WorkerProcess&&) noexcept;
   WorkerProcess& operator=(WorkerProcess&&) noexcept;

@@ -24,8 +24,6 @@ BatchTask bad_line(BatchTask t, std::string_view name, const std::string& why) {
 
 }  // namespace
 
-std::string id_json(const BatchTask& task) { return task.id_text.empty() ? dump_json(task.id) : task.id_text; }
-
 BatchTask parse_task_line(std::string_view text, std::uint64_t line, std::string_view name, std::size_t max_line,
                           std::string spare) {
   BatchTask t;

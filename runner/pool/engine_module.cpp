@@ -1,0 +1,147 @@
+// authrun._engine: the extension module a Python pool drives the engine through (PoolEngine). The GIL is
+// released while it waits; the engine's own thread never enters the interpreter.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "runner/engine/launcher.hpp"
+#include "runner/engine/worker_command.hpp"
+#include "runner/pool/pool_engine.hpp"
+
+namespace py = pybind11;
+using namespace authrun;
+using namespace authrun::runner;
+
+namespace {
+
+// Raises ValueError with a usage error's message.
+template <typename T>
+T or_raise(protocol::Result<T> r) {
+  if (!r) throw py::value_error(r.error().message);
+  return std::move(*r);
+}
+void or_raise(protocol::Result<void> r) {
+  if (!r) throw py::value_error(r.error().message);
+}
+
+// The engine's options from the pool's keyword arguments (their meanings are the CLI's).
+EngineOptions make_options(const py::kwargs& kw) {
+  EngineOptions e;
+  auto get = [&](const char* name) -> py::object {
+    if (!kw.contains(name)) return py::none();
+    return kw[name];
+  };
+  e.worker_argv = get("worker_argv").cast<std::vector<std::string>>();
+  if (e.worker_argv.empty()) throw py::value_error("worker_argv is empty");
+  e.jobs = get("jobs").cast<int>();
+  if (e.jobs < 1) throw py::value_error("the number of processes must be at least 1");
+  if (auto v = get("program"); !v.is_none()) e.program = v.cast<std::string>();
+  if (auto v = get("retries"); !v.is_none()) e.retries = v.cast<int>();
+  if (auto v = get("timeout"); !v.is_none()) e.timeout_s = v.cast<double>();
+  if (auto v = get("handshake_timeout"); !v.is_none()) e.handshake_timeout_s = v.cast<double>();
+  if (auto v = get("max_tasks_per_worker"); !v.is_none()) e.max_tasks_per_worker = v.cast<int>();
+  if (auto v = get("key_file"); !v.is_none()) e.key_file = v.cast<std::string>();
+  if (auto v = get("audit_log"); !v.is_none()) e.audit_log = v.cast<std::string>();
+  if (auto v = get("joblog"); !v.is_none()) e.joblog = v.cast<std::string>();
+  if (auto v = get("window"); !v.is_none()) e.window = v.cast<int>();
+  if (auto v = get("verbose"); !v.is_none()) e.verbose = v.cast<bool>();
+  if (auto v = get("allow_ptrace"); !v.is_none()) e.allow_ptrace = v.cast<bool>();
+  if (auto v = get("mode"); !v.is_none()) {
+    const auto mode = v.cast<std::string>();
+    if (mode == "authenticated") e.mode = protocol::ChannelMode::authenticated;
+    else if (mode == "encrypted") e.mode = protocol::ChannelMode::encrypted;
+    else throw py::value_error("mode must be 'authenticated' or 'encrypted', not '" + mode + "'");
+  }
+  const bool slurm = get("slurm").cast<bool>();
+  const auto hosts = get("hosts").is_none() ? std::vector<std::string>{} : get("hosts").cast<std::vector<std::string>>();
+  e.sites = {Site{"", true, e.jobs}};
+  if (slurm || !hosts.empty()) {
+    // Workers through a launcher, as `authrun run --slurm` / `-S host,...` start them.
+    if (slurm) {
+      e.launcher = slurm_launcher();
+      e.sites = {Site{"", false, e.jobs}};
+    } else {
+      e.launcher = default_ssh_launcher();
+      e.sites = or_raise(parse_sshlogins(hosts, e.jobs));
+    }
+    int jobs = 0;
+    for (const Site& s : e.sites) jobs += s.slots;
+    e.jobs = jobs;
+    if (std::any_of(e.sites.begin(), e.sites.end(), [](const Site& s) { return !s.local; })) {
+      or_raise(resolve_program(e.launcher.words[0], "launcher"));
+      e.key_delivery = or_raise(choose_key_delivery(e.launcher, !e.key_file.empty()));
+      e.remote_key_file = e.key_file;
+      auto remote = get("remote_worker_argv");
+      e.remote_worker_argv = remote.is_none() ? e.worker_argv : remote.cast<std::vector<std::string>>();
+    }
+  }
+  return e;
+}
+
+py::list to_python(std::vector<PoolResult>&& results) {
+  py::list out;
+  for (PoolResult& r : results) {
+    py::object attachment = r.attachment.empty() ? py::object(py::none())
+                                                  : py::object(py::bytes(r.attachment.data(), r.attachment.size()));
+    out.append(py::make_tuple(r.id, r.ok, py::str(r.ok ? r.value_json : r.error_json), attachment, r.attempts, r.worker));
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_engine, m) {
+  m.doc() = "authrun's engine for a Python pool (authrun.Pool, authrun.ProcessPoolExecutor): not a public API";
+  m.attr("build_bin_dir") = AUTHRUN_BUILD_BIN_DIR;
+  m.attr("install_bin_dir") = AUTHRUN_INSTALL_BIN_DIR;
+  py::class_<PoolEngine>(m, "Engine")
+      .def(py::init([](const py::kwargs& kw) { return std::make_unique<PoolEngine>(make_options(kw)); }),
+           "Starts the engine's thread and its workers. Keywords: worker_argv, jobs, program, retries, timeout, "
+           "handshake_timeout, max_tasks_per_worker, key_file, audit_log, joblog, window, verbose, mode, slurm, "
+           "hosts, remote_worker_argv.")
+      .def(
+          "submit",
+          [](PoolEngine& self, const py::list& tasks) {
+            // Each task: (id, fn, args_json, attachment bytes or None, timeout or None).
+            std::vector<PoolTask> batch;
+            batch.reserve(tasks.size());
+            for (const py::handle item : tasks) {
+              auto t = item.cast<py::tuple>();
+              PoolTask task;
+              task.id = t[0].cast<std::uint64_t>();
+              task.fn = t[1].cast<std::string>();
+              task.args_json = t[2].cast<std::string>();
+              if (!t[3].is_none()) {
+                py::buffer_info info = py::buffer(t[3]).request();
+                task.attachment.assign(static_cast<const char*>(info.ptr), std::size_t(info.size * info.itemsize));
+              }
+              if (!t[4].is_none()) task.timeout_s = t[4].cast<double>();
+              batch.push_back(std::move(task));
+            }
+            py::gil_scoped_release release;
+            return self.submit(std::move(batch));
+          },
+          "Queues tasks [(id, fn, args_json, attachment, timeout)]; False once closed.")
+      .def(
+          "collect",
+          [](PoolEngine& self, std::optional<double> timeout, std::size_t max) {
+            std::vector<PoolResult> results;
+            {
+              py::gil_scoped_release release;
+              results = self.collect(timeout, max);
+            }
+            return to_python(std::move(results));
+          },
+          py::arg("timeout") = py::none(), py::arg("max") = 4096,
+          "Finished tasks [(id, ok, value_or_error_json, attachment, attempts, worker)], waiting up to timeout "
+          "for the first.")
+      .def("close", &PoolEngine::close, py::call_guard<py::gil_scoped_release>(), "Ends input.")
+      .def("terminate", &PoolEngine::terminate, py::call_guard<py::gil_scoped_release>(), "Stops now.")
+      .def("join", &PoolEngine::join, py::arg("timeout") = py::none(), py::call_guard<py::gil_scoped_release>(),
+           "Waits for the engine to return; True if it has.")
+      .def("ended", &PoolEngine::ended, "True once the engine returned and every result was collected.")
+      .def("summary_json", &PoolEngine::summary_json, "The run's summary as JSON text.")
+      .def("forget", &PoolEngine::forget, "In a forked child: leave the parent's engine alone.");
+}

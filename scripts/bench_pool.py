@@ -1,0 +1,126 @@
+#!/usr/bin/python3
+"""authrun.Pool against multiprocessing.Pool on this machine, in alternating pairs (authrun, multiprocessing,
+authrun, ...), the median of each side reported with the ratio. Debian's python3; the extension module and
+authrun-python of build/ (PYTHONPATH=build/python is set by this script if the package is not importable).
+
+Usage: scripts/bench-pool [--pairs N] [--quick]
+
+  map       Pool(2).map(inc, range(200_000)), pool start and close included (multiprocessing: its default
+            start method, fork, and its default chunksize).
+  imap      Pool(2).imap_unordered(inc, range(200_000)) without chunksize (authrun: adaptive chunks) against
+            multiprocessing's chunksize 1, and against its best of chunksize 10, 100, 1000, 10000 (measured
+            once beforehand); the pools are started before the clock.
+  bytes     Pool(2).map(size, [1 MiB bytes] * 200), started pools.
+  start     Pool(2) creation to the first result of apply(inc, (1,)): authrun against multiprocessing's spawn
+            context (whose workers import the main script, as authrun's do).
+"""
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    import authrun
+except ImportError:
+    sys.path.insert(0, os.path.join(HERE, "..", "build", "python"))
+    import authrun
+
+
+def inc(x):
+    return x + 1
+
+
+def size(data):
+    return len(data)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def pairs(n, ours, theirs):
+    a, b = [], []
+    for _ in range(n):
+        a.append(ours())
+        b.append(theirs())
+    return statistics.median(a), statistics.median(b)
+
+
+def bench_map(n):
+    def ours():
+        return timed(lambda: _map(authrun.Pool))
+
+    def theirs():
+        return timed(lambda: _map(multiprocessing.Pool))
+
+    def _map(make):
+        with make(2) as p:
+            assert p.map(inc, range(200_000))[-1] == 200_000
+
+    return pairs(n, ours, theirs)
+
+
+def bench_imap(n):
+    items = range(200_000)
+    with authrun.Pool(2) as ap, multiprocessing.Pool(2) as mp:
+        ap.map(inc, range(10))
+        mp.map(inc, range(10))
+        best = min((timed(lambda: sum(mp.imap_unordered(inc, items, chunksize=c))), c) for c in (10, 100, 1000, 10000))[1]
+        ours = lambda: timed(lambda: sum(ap.imap_unordered(inc, items)))
+        one = pairs(n, ours, lambda: timed(lambda: sum(mp.imap_unordered(inc, items, chunksize=1))))
+        tuned = pairs(n, ours, lambda: timed(lambda: sum(mp.imap_unordered(inc, items, chunksize=best))))
+    return one, tuned, best
+
+
+def bench_bytes(n):
+    data = [os.urandom(1 << 20)] * 200
+    with authrun.Pool(2) as ap, multiprocessing.Pool(2) as mp:
+        ap.map(inc, range(10))
+        mp.map(inc, range(10))
+        return pairs(n, lambda: timed(lambda: ap.map(size, data)), lambda: timed(lambda: mp.map(size, data)))
+
+
+def bench_start(n):
+    spawn = multiprocessing.get_context("spawn")
+
+    def first(make):
+        t = time.perf_counter()
+        p = make(2)
+        p.apply(inc, (1,))
+        took = time.perf_counter() - t
+        p.terminate()
+        p.join()
+        return took
+
+    return pairs(n, lambda: first(authrun.Pool), lambda: first(spawn.Pool))
+
+
+def row(name, ours, theirs, better="lower"):
+    ratio = ours / theirs
+    print("%-58s %9.3f s %9.3f s   %5.2fx" % (name, ours, theirs, ratio))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="3 pairs")
+    args = ap.parse_args()
+    n = 3 if args.quick else args.pairs
+    print("median of %d alternating pairs, %d CPUs, Python %s" % (n, os.cpu_count(), sys.version.split()[0]))
+    print("%-58s %11s %11s   %s" % ("", "authrun", "mp", "authrun/mp"))
+    row("Pool(2).map(inc, range(200_000)), start included", *bench_map(n))
+    one, tuned, best = bench_imap(n)
+    row("imap_unordered(inc, 200_000): no chunksize vs mp chunksize 1", *one)
+    row("imap_unordered(inc, 200_000): no chunksize vs mp chunksize %d" % best, *tuned)
+    row("map(size, 200 x 1 MiB bytes)", *bench_bytes(n))
+    row("Pool(2) creation to first result (mp: spawn)", *bench_start(n))
+
+
+if __name__ == "__main__":
+    main()
