@@ -548,7 +548,7 @@ TEST_CASE("json_codec: a NUL byte ends nothing: text after it is not ignored") {
   CHECK(msg.error().code == ErrorCode::malformed);
 }
 
-TEST_CASE("json_codec: output message (type 22) carries its bytes as the attachment; field errors") {
+TEST_CASE("json_codec: output message (type 22) carries its bytes as the attachment, field errors") {
   const std::string bytes("caf\xe9\0\xff", 6);
   Output o;
   o.id = 12;

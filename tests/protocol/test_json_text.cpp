@@ -27,7 +27,7 @@ TEST_CASE("json text: the scanner agrees with the parser on valid and invalid JS
   }
 }
 
-TEST_CASE("json text: members keep their raw text; depth is limited") {
+TEST_CASE("json text: members keep their raw text, depth is limited") {
   std::vector<JsonMember> members;
   auto kind = scan_json(R"( {"id" : 123456789012345678901234567890, "k\"ey":{"x": [1, 2.50]} ,"s":"a\u0041"} )", members);
   REQUIRE(kind);

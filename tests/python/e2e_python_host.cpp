@@ -164,7 +164,7 @@ TEST_CASE("python host: integers beyond 64 bits come back exact, alone (window 1
   }
 }
 
-TEST_CASE("python host: text that is not Unicode is a bad_result naming the character; $bytes and $dict are told apart") {
+TEST_CASE("python host: text that is not Unicode is a bad_result naming the character, $bytes and $dict are told apart") {
   test::TempDir dir;
   const std::string module = dir.write("vals.py", k_values_module);
   std::string input;
@@ -260,7 +260,7 @@ TEST_CASE("python host: sys.exit and KeyboardInterrupt in a task end that task o
   }
 }
 
-TEST_CASE("python host: --timeout counts from the end of the import; --import-timeout fails the program once") {
+TEST_CASE("python host: --timeout counts from the end of the import, --import-timeout fails the program once") {
   test::TempDir dir;
   // The import takes longer than a task may: the tasks still run (their time starts after it).
   const std::string slow = dir.write("slowimport.py", "import time\ntime.sleep(3)\ndef f(x):\n    return x\n");

@@ -195,7 +195,7 @@ TEST_CASE("worker: a key file readable by others is refused") {
   CHECK(exit_code(wait_for_exit(c, in_seconds(20))) == 3);
 }
 
-TEST_CASE("worker: what a task prints comes back only inside its result; EOF after the handshake exits 0") {
+TEST_CASE("worker: what a task prints comes back only inside its result, EOF after the handshake exits 0") {
   test::TempDir dir;
   const auto key = protocol::RunKey::generate();
   Child c = spawn_child({test::worker_bin(), "--key-file", write_key(dir, key)});

@@ -57,7 +57,7 @@ std::vector<std::uint64_t> ids_of(const Message& m) {
 
 }  // namespace
 
-TEST_CASE("held_results: held results go in one batch; one with bytes goes alone between, in order") {
+TEST_CASE("held_results: held results go in one batch, one with bytes goes alone between, in order") {
   Pair p;
   HeldResults held(*p.worker, false);
   REQUIRE(held.add(TaskResult(1, true, "a")));

@@ -120,7 +120,7 @@ TEST_CASE("exec: a job that times out fails and the others run") {
   CHECK(r.err.find("timed out") != std::string::npos);
 }
 
-TEST_CASE("exec: --halt now,fail=1 stops at the first failure; soon lets running jobs finish") {
+TEST_CASE("exec: --halt now,fail=1 stops at the first failure, soon lets running jobs finish") {
   auto now = exec({"-j", "1", "--halt", "now,fail=1", "--", "sh", "-c", "echo $0; exit $0", ":::", "0", "1", "0", "0"});
   CHECK(now.exit_code >= 1);
   CHECK(split_lines(now.out).size() <= 2);

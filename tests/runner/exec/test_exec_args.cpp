@@ -22,7 +22,7 @@ TEST_CASE("exec args: words split into command and sources") {
   CHECK(c->sources[3].values == std::vector<std::string>{"c"});
 }
 
-TEST_CASE("exec args: no source means stdin lines; no command is a usage error") {
+TEST_CASE("exec args: no source means stdin lines, no command is a usage error") {
   auto c = split_exec_words({"echo"});
   REQUIRE(c);
   REQUIRE(c->sources.size() == 1);

@@ -154,7 +154,7 @@ TEST_CASE("run: exec output that is not UTF-8 round-trips through stdout_base64,
   CHECK(by_id["stdin"]["value"]["stdout_base64"] == "AP8BCg==");
 }
 
-TEST_CASE("run: bad task lines, unknown functions and bad args fail alone; the batch completes with exit 1") {
+TEST_CASE("run: bad task lines, unknown functions and bad args fail alone, the batch completes with exit 1") {
   std::string input;
   input += task_line(json{{"id", "good-1"}, {"fn", "echo"}, {"args", 1}});  // line 1
   input += "this is not json\n";                                             // line 2
