@@ -41,13 +41,15 @@ std::vector<std::string> as_user(std::vector<std::string> argv, int uid = k_othe
 
 bool can_switch_user() { return ::geteuid() != 0 || ::access("/usr/bin/setpriv", X_OK) == 0; }
 
-// authrun and authrun-worker copied root-owned with mode 0711 into `dir`/bin (what cmake --install and the
+// authrun, authrun-worker and authrun-python copied root-owned with mode 0711 into `dir`/bin (what cmake --install and the
 // .deb make), in directories another user may enter. Returns the bin directory.
 std::string sealed_copy(const TempDir& dir) {
   const std::string bin = dir.path() + "/bin";
   REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);
   REQUIRE(::mkdir(bin.c_str(), 0755) == 0);
-  for (const std::string& from : {std::string(authrun_bin()), std::string(worker_bin())}) {
+  const std::string worker = worker_bin();
+  const std::string python_host = worker.substr(0, worker.rfind('/')) + "/authrun-python";
+  for (const std::string& from : {std::string(authrun_bin()), worker, python_host}) {
     const std::string to = bin + from.substr(from.rfind('/'));
     REQUIRE(run_program({"/bin/cp", from, to}).exit_code == 0);
     REQUIRE(::chmod(to.c_str(), 0711) == 0);
@@ -296,6 +298,32 @@ TEST_CASE("window: installed root-owned 0711, no worker can be seized from birth
   CHECK(hijack_field(hijack, "seized") == 0);
   CHECK(hijack_field(hijack, "keys_obtained") == 0);
   CHECK(count(runs, "8 ok, 0 failed") == 10);
+}
+
+TEST_CASE("window: installed root-owned 0711, no Python worker (authrun-python) can be seized from birth") {
+  if (::geteuid() != 0 || ::access(hijack_bin().c_str(), X_OK) != 0 || ::access("/usr/bin/setpriv", X_OK) != 0) {
+    MESSAGE("needs root (a root-owned install) and authrun-hijack (x86_64): not run");
+    return;
+  }
+  // The seed's own threat: code slipped into a fresh Python interpreter. The embedded host starts sealed, so
+  // the attacker that seizes readable workers from birth gets nothing: no process, no key, no forged result.
+  TempDir dir;
+  const std::string bin = sealed_copy(dir);
+  const std::string module = dir.write("squares.py", "def square(x):\n    return x * x\n");
+  ::chmod(module.c_str(), 0644);
+  std::string lines;
+  for (int i = 0; i < 8; ++i) lines += R"({"id":)" + std::to_string(i) + R"(,"fn":"square","args":[)" + std::to_string(i) + "]}\n";
+  const std::string tasks = dir.write("tasks.jsonl", lines);
+  ::chmod(tasks.c_str(), 0644);
+  std::string runs;
+  const std::string hijack =
+      under_hijack({"--stop-runner"}, "cd " + dir.path() + " && " + bin + "/authrun run --no-progress -j 4 --python squares.py " + tasks, 6, runs);
+  INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
+  REQUIRE(hijack_field(hijack, "seized") >= 0);
+  CHECK(hijack_field(hijack, "seized") == 0);
+  CHECK(hijack_field(hijack, "keys_obtained") == 0);
+  CHECK(hijack_field(hijack, "forged") == 0);
+  CHECK(count(runs, "8 ok, 0 failed") == 6);
 }
 
 TEST_CASE("window: a Python worker keeps a long task alive too, and a stopped one is found") {
