@@ -317,7 +317,7 @@ TEST_CASE("window: installed root-owned 0711, no Python worker (authrun-python) 
   ::chmod(tasks.c_str(), 0644);
   std::string runs;
   const std::string hijack =
-      under_hijack({"--stop-runner"}, "cd " + dir.path() + " && " + bin + "/authrun run --no-progress -j 4 --python squares.py " + tasks, 6, runs);
+      under_hijack({"--stop-runner"}, "cd " + dir.path() + " && " + bin + "/authrun run " + tasks + " --no-progress -j 4 --python squares.py", 6, runs);
   INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
   REQUIRE(hijack_field(hijack, "seized") >= 0);
   CHECK(hijack_field(hijack, "seized") == 0);

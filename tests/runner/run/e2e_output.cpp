@@ -40,13 +40,15 @@ TEST_CASE("output: --version on authrun, every subcommand and authrun-worker nam
     CHECK(r.exit_code == 0);
     CHECK(r.err.empty());
     const auto lines = split_lines(r.out);
-    // authrun adds its start-up window: the ptrace policy, then authrun and authrun-worker (SECURITY.md).
+    // authrun adds its start-up window: the ptrace policy, then authrun, authrun-worker and authrun-python
+    // (built beside them here) (SECURITY.md).
     const bool runner = argv[0] == authrun_bin();
-    REQUIRE(lines.size() == (runner ? 6u : 3u));
+    REQUIRE(lines.size() == (runner ? 7u : 3u));
     if (runner) {
       CHECK(lines[3].rfind("ptrace policy: ", 0) == 0);
       CHECK(lines[4].rfind("start-up window of authrun: ", 0) == 0);
       CHECK(lines[5].rfind("start-up window of authrun-worker: ", 0) == 0);
+      CHECK(lines[6].rfind("start-up window of authrun-python: ", 0) == 0);
     }
     CHECK(std::regex_match(lines[0], std::regex("authrun(-worker)? [0-9]+\\.[0-9]+\\.[0-9]+")));
     CHECK(lines[1] == "protocol version 1");
