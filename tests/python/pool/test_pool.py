@@ -231,6 +231,31 @@ class PoolTest(unittest.TestCase):
             self.assertEqual(p.map(inc, range(100)), list(range(1, 101)))
 
 
+    def test_map_sends_a_chunk_a_task(self):
+        """Without chunksize, map cuts the input as multiprocessing does (len / (4 * processes), rounded up) and
+        sends each chunk as one task: the joblog, a line per task attempt, counts them."""
+        n = 10_000
+        with tempfile.TemporaryDirectory() as tmp:
+            joblog = os.path.join(tmp, "joblog")
+            p = Pool(2, joblog=joblog, **OPTS)
+            try:
+                self.assertEqual(p.map(inc, range(n)), list(range(1, n + 1)))                  # 8 chunks of 1250
+                self.assertEqual(p.map(inc, range(n), chunksize=2000), list(range(1, n + 1)))  # 5
+                self.assertEqual(p.starmap(add, [(i, i) for i in range(n)]), [2 * i for i in range(n)])  # 8
+                self.assertEqual(list(p.imap(inc, range(n), chunksize=2500)), list(range(1, n + 1)))  # 4
+                self.assertEqual(sorted(p.imap_unordered(inc, range(n), chunksize=5000)), list(range(1, n + 1)))  # 2
+                # An exception in a chunk fails the whole map with that exception (one task: 1 chunk of 4).
+                with self.assertRaises(Custom) as caught:
+                    p.map(raise_custom, [7] * 4, chunksize=4)
+                self.assertEqual(caught.exception.code, 7)
+            finally:
+                p.close()
+                p.join()
+            with open(joblog) as f:
+                lines = [line for line in f.read().splitlines() if line and not line.startswith("Seq")]
+        self.assertEqual(len(lines), 8 + 5 + 8 + 4 + 2 + 1, lines)
+
+
 class JsonSerializerTest(unittest.TestCase):
     def test_values_bytes_and_errors_as_json(self):
         with Pool(2, serializer="json", **OPTS) as p:
