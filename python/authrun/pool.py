@@ -119,7 +119,8 @@ class IMapIterator:
         self._decode = decode
         self._single = single  # each chunk one item sent alone (serializer="json")
         self._cond = threading.Condition(threading.Lock())
-        self._items = collections.deque()  # (success, value) of items ready to be returned
+        self._items = collections.deque()  # (success, values) of chunks ready to be returned, in order
+        self._ready = collections.deque()  # values of the chunk being returned (taken without the lock)
         self._unsorted = {}                 # chunk index -> (success, values) back early (ordered only)
         self._next_chunk = 0
         self._chunks = None                 # how many chunks, once the input has ended
@@ -129,26 +130,33 @@ class IMapIterator:
         return self
 
     def next(self, timeout=None):
+        # A chunk's values go one by one from _ready (deque.popleft is atomic), the lock only taken per chunk:
+        # taken per item, it cost imap several times the work of the items it returned.
+        try:
+            return self._ready.popleft()
+        except IndexError:
+            pass
         with self._cond:
-            while not self._items:
+            while True:
+                try:
+                    return self._ready.popleft()  # refilled by another consumer meanwhile
+                except IndexError:
+                    pass
+                if self._items:
+                    success, values = self._items.popleft()
+                    if not success:
+                        raise values
+                    self._ready.extend(values)
+                    continue
                 if self._chunks is not None and self._done_chunks == self._chunks:
                     raise StopIteration from None
-                if not self._cond.wait(timeout):
-                    if self._items:
-                        break
+                if not self._cond.wait(timeout) and not self._items:
                     raise TimeoutError from None
-            success, value = self._items.popleft()
-        if success:
-            return value
-        raise value
 
     __next__ = next
 
     def _put_locked(self, success, values):
-        if success:
-            self._items.extend((True, v) for v in values)
-        else:
-            self._items.append((False, values))
+        self._items.append((success, values))
 
     def _chunk_done(self, index, success, values):
         with self._cond:

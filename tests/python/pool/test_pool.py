@@ -6,6 +6,7 @@ The functions tasks run are defined here, in the main script: the workers load t
 
 import ctypes
 import inspect
+import multiprocessing
 import os
 import pickle
 import signal
@@ -68,6 +69,12 @@ def set_init(value):
 
 def get_init(_=None):
     return INIT_VALUE, __name__
+
+
+def fail_10_to_19(x):
+    if 10 <= x < 20:
+        raise Custom(x, "in the second chunk of ten")
+    return x
 
 
 def echo_bytes(data):
@@ -229,6 +236,54 @@ class PoolTest(unittest.TestCase):
             _, status = os.waitpid(pid, 0)
             self.assertEqual(os.waitstatus_to_exitcode(status), 0)
             self.assertEqual(p.map(inc, range(100)), list(range(1, 101)))
+
+
+    def test_map_sends_a_chunk_a_task(self):
+        """Without chunksize, map cuts the input as multiprocessing does (len / (4 * processes), rounded up) and
+        sends each chunk as one task: the joblog, a line per task attempt, counts them."""
+        n = 10_000
+        with tempfile.TemporaryDirectory() as tmp:
+            joblog = os.path.join(tmp, "joblog")
+            p = Pool(2, joblog=joblog, **OPTS)
+            try:
+                self.assertEqual(p.map(inc, range(n)), list(range(1, n + 1)))                  # 8 chunks of 1250
+                self.assertEqual(p.map(inc, range(n), chunksize=2000), list(range(1, n + 1)))  # 5
+                self.assertEqual(p.starmap(add, [(i, i) for i in range(n)]), [2 * i for i in range(n)])  # 8
+                self.assertEqual(list(p.imap(inc, range(n), chunksize=2500)), list(range(1, n + 1)))  # 4
+                self.assertEqual(sorted(p.imap_unordered(inc, range(n), chunksize=5000)), list(range(1, n + 1)))  # 2
+                # An exception in a chunk fails the whole map with that exception (one task: 1 chunk of 4).
+                with self.assertRaises(Custom) as caught:
+                    p.map(raise_custom, [7] * 4, chunksize=4)
+                self.assertEqual(caught.exception.code, 7)
+            finally:
+                p.close()
+                p.join()
+            with open(joblog) as f:
+                lines = [line for line in f.read().splitlines() if line and not line.startswith("Seq")]
+        self.assertEqual(len(lines), 8 + 5 + 8 + 4 + 2 + 1, lines)
+
+
+    def test_imap_chunks_in_order_errors_timeouts_and_two_consumers(self):
+        """imap returns a chunk's values one by one: in order, a failed chunk's exception in its place, a wait
+        that times out raising TimeoutError, and every value exactly once to two threads reading one iterator."""
+        with Pool(2, **OPTS) as p:
+            it = p.imap(fail_10_to_19, range(40), chunksize=10)
+            self.assertEqual([next(it) for _ in range(10)], list(range(10)))
+            with self.assertRaises(Custom):
+                next(it)  # items 10..19: their chunk failed, its exception once
+            self.assertEqual(list(it), list(range(20, 40)))  # the later chunks go on
+            it = p.imap_unordered(inc, range(20_000), chunksize=100)
+            got = [[], []]
+            threads = [threading.Thread(target=lambda out=out: out.extend(it)) for out in got]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            self.assertEqual(sorted(got[0] + got[1]), list(range(1, 20_001)))
+            slow = p.imap(sleep_then, [60] * 2, chunksize=1)
+            with self.assertRaises(multiprocessing.TimeoutError):
+                slow.next(timeout=0.05)
+            # (the pool's exit stops the sleeping workers)
 
 
 class JsonSerializerTest(unittest.TestCase):
