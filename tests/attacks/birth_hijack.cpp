@@ -51,10 +51,10 @@ namespace {
 using namespace protocol;
 using namespace std::chrono_literals;
 
-constexpr char k_usage[] = R"(usage: authrun-hijack [--uid N] [--stop-runner] [--name COMM] SECONDS
+constexpr char k_usage[] = R"(usage: authrun-hijack [--uid N] [--stop-runner] [--name COMM] [--stop-file PATH] SECONDS
 
-  For SECONDS, hijack every new process of this user named COMM (default authrun-worker) from its birth, as
-  described at the top of tests/attacks/birth_hijack.cpp. Reports
+  For SECONDS (or until PATH exists), hijack every new process of this user named COMM (default
+  authrun-worker) from its birth, as described at the top of tests/attacks/birth_hijack.cpp. Reports
   "RESULT mode=hijack seen=S seized=Z asked=A keys_obtained=K tasks_read=T forged=F left_dumpable=D"
   (D: runners, with --name authrun, left dumpable after their own checks).
 )";
@@ -253,10 +253,12 @@ int run(std::vector<std::string> args) {
   uid_t uid = 65534;
   bool stop_runner = false;
   std::string name = "authrun-worker";
+  std::string stop_file;  // the caller's runs are over once it exists
   while (!args.empty() && args[0].rfind("--", 0) == 0 && args.size() >= 2) {
     if (args[0] == "--uid") uid = static_cast<uid_t>(std::atoi(args[1].c_str())), args.erase(args.begin(), args.begin() + 2);
     else if (args[0] == "--name") name = args[1], args.erase(args.begin(), args.begin() + 2);
     else if (args[0] == "--stop-runner") stop_runner = true, args.erase(args.begin());
+    else if (args[0] == "--stop-file") stop_file = args[1], args.erase(args.begin(), args.begin() + 2);
     else break;
   }
   if (args.size() != 1) return std::fputs(k_usage, stderr), 2;
@@ -339,6 +341,7 @@ int run(std::vector<std::string> args) {
     }
     if (found || Clock::now() < rescan) continue;
     rescan = Clock::now() + 2ms;
+    if (!stop_file.empty() && ::access(stop_file.c_str(), F_OK) == 0) break;
     std::vector<pid_t> fresh;
     if (DIR* d = ::opendir("/proc")) {
       while (dirent* e = ::readdir(d)) {

@@ -243,16 +243,21 @@ long hijack_field(const std::string& err, const std::string& name) {
 // Runs authrun-hijack (ARGS, as k_other_uid when root) while `batches` runs of `runner` (a shell command line
 // of the same user) go on; returns the hijacker's stderr.
 std::string under_hijack(const std::vector<std::string>& args, const std::string& runner, int batches, std::string& runs_err) {
-  const double seconds = std::chrono::duration<double>(scaled(std::chrono::seconds(25))).count();
-  std::vector<std::string> argv{hijack_bin(), "--uid", std::to_string(k_hijack_uid)};
+  // The attacker watches until the runs are over (a file it looks for), at most a generous bound.
+  TempDir flag_dir;
+  ::chmod(flag_dir.path().c_str(), 0755);
+  const std::string stop_file = flag_dir.path() + "/runs-done";
+  const auto bound = scaled(std::chrono::seconds(25)) + std::chrono::seconds(60) * batches;
+  std::vector<std::string> argv{hijack_bin(), "--uid", std::to_string(k_hijack_uid), "--stop-file", stop_file};
   argv.insert(argv.end(), args.begin(), args.end());
-  argv.push_back(std::to_string(seconds));
+  argv.push_back(std::to_string(std::chrono::duration<double>(bound).count()));
   RunOutput hijack;
-  std::thread attacker([&] { hijack = run_program(argv, "", std::chrono::seconds(120)); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // it is watching
+  std::thread attacker([&] { hijack = run_program(argv, "", bound + std::chrono::seconds(60)); });
+  std::this_thread::sleep_for(scaled(std::chrono::milliseconds(500)));  // it is watching
   for (int i = 0; i < batches; ++i) {
     runs_err += run_program(as_user({"/bin/sh", "-c", runner}, k_hijack_uid), "", std::chrono::seconds(60)).err;
   }
+  flag_dir.write("runs-done", "");
   attacker.join();
   return hijack.err;
 }
