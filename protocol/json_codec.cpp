@@ -565,9 +565,10 @@ std::vector<Task>& batch_entries(TaskBatch& batch) { return batch.tasks; }
 std::vector<TaskResult>& batch_entries(ResultBatch& batch) { return batch.results; }
 
 // A plain task entry {"id":N,"fn":"NAME","args":A} (keys in any order, args optional, none other, no
-// escapes in the keys) with its args parsed alone; nullopt for any other entry, which is then decoded as
-// usual. As with a parsed object, a key given twice counts with its last value. `members` as for
-// result_as_text.
+// escapes in the keys) with its args parsed alone, or kept as their text (Task::args_json) when
+// `args_as_text`; nullopt for any other entry, which is then decoded as usual. As with a parsed object, a key
+// given twice counts with its last value. `members` as for result_as_text.
+template <bool args_as_text>
 std::optional<Task> task_from_text(std::span<const JsonMember> members) {
   std::string_view id, fn, args;
   for (const JsonMember& m : members) {
@@ -581,29 +582,13 @@ std::optional<Task> task_from_text(std::span<const JsonMember> members) {
   auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), t.id);
   if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;  // negative, fraction, too big
   t.fn = decode_json_string(fn.substr(1, fn.size() - 2));
-  if (!args.empty()) {
+  if constexpr (args_as_text) {
+    t.args_json = std::string(args);
+  } else if (!args.empty()) {
     auto parsed = parse_checked_json(args);  // the scanner found no NUL and no nesting too deep in the body
     if (!parsed) return std::nullopt;
     t.args = std::move(*parsed);
   }
-  return t;
-}
-
-// task_from_text, with the args kept as their text (Task::args_json) instead of parsed.
-std::optional<Task> task_from_text_raw(std::span<const JsonMember> members) {
-  std::string_view id, fn, args;
-  for (const JsonMember& m : members) {
-    if (m.raw_key == "id") id = m.value;
-    else if (m.raw_key == "fn") fn = m.value;
-    else if (m.raw_key == "args") args = m.value;
-    else return std::nullopt;
-  }
-  if (id.empty() || fn.size() < 2 || fn.front() != '"') return std::nullopt;
-  Task t;
-  auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), t.id);
-  if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;
-  t.fn = decode_json_string(fn.substr(1, fn.size() - 2));
-  t.args_json = std::string(args);
   return t;
 }
 
@@ -735,7 +720,7 @@ Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, b
     // Batches are taken from their text: only a task's args are parsed (into the json a function gets),
     // and with values_as_text a result's value is kept as the text it was.
     if (header.type == static_cast<std::uint8_t>(MessageType::task_batch)) {
-      return decode_batch_text<Task, TaskBatch>(body, "task_batch", "tasks", args_as_text ? task_from_text_raw : task_from_text,
+      return decode_batch_text<Task, TaskBatch>(body, "task_batch", "tasks", args_as_text ? task_from_text<true> : task_from_text<false>,
                                                 decode_task);
     }
     if (values_as_text && header.type == static_cast<std::uint8_t>(MessageType::result)) {
@@ -754,7 +739,7 @@ Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, b
     thread_local std::vector<JsonMember> members;
     auto kind = scan_json(body, members);
     if (kind && *kind == JsonKind::object) {
-      if (auto t = task_from_text_raw(members)) {
+      if (auto t = task_from_text<true>(members)) {
         if (has_attachment) t->attachment = Attachment{std::move(payload), attachment_offset};
         return Message{std::move(*t)};
       }
