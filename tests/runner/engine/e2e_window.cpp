@@ -21,6 +21,10 @@ using namespace authrun::test;
 namespace {
 
 constexpr int k_other_uid = 65531;  // the unprivileged user a root test runs authrun as
+// The sealed-layout attacks each have a user of their own too: a process left over from another test's run (a
+// readable worker its runner's death has not reached yet) is then never taken for one of theirs.
+constexpr int k_sealed_uid = 65527;
+constexpr int k_sealed_python_uid = 65526;
 constexpr int k_hijack_uid = 65530;  // ... and the one of the attacks with authrun-hijack: no other test's processes
                                      // run as it, so that the attacker meets only its own runs
 
@@ -242,20 +246,21 @@ long hijack_field(const std::string& err, const std::string& name) {
 
 // Runs authrun-hijack (ARGS, as k_other_uid when root) while `batches` runs of `runner` (a shell command line
 // of the same user) go on; returns the hijacker's stderr.
-std::string under_hijack(const std::vector<std::string>& args, const std::string& runner, int batches, std::string& runs_err) {
+std::string under_hijack(const std::vector<std::string>& args, const std::string& runner, int batches, std::string& runs_err,
+                         int uid = k_hijack_uid) {
   // The attacker watches until the runs are over (a file it looks for), at most a generous bound.
   TempDir flag_dir;
   ::chmod(flag_dir.path().c_str(), 0755);
   const std::string stop_file = flag_dir.path() + "/runs-done";
   const auto bound = scaled(std::chrono::seconds(25)) + std::chrono::seconds(60) * batches;
-  std::vector<std::string> argv{hijack_bin(), "--uid", std::to_string(k_hijack_uid), "--stop-file", stop_file};
+  std::vector<std::string> argv{hijack_bin(), "--uid", std::to_string(uid), "--stop-file", stop_file};
   argv.insert(argv.end(), args.begin(), args.end());
   argv.push_back(std::to_string(std::chrono::duration<double>(bound).count()));
   RunOutput hijack;
   std::thread attacker([&] { hijack = run_program(argv, "", bound + std::chrono::seconds(60)); });
   std::this_thread::sleep_for(scaled(std::chrono::milliseconds(500)));  // it is watching
   for (int i = 0; i < batches; ++i) {
-    runs_err += run_program(as_user({"/bin/sh", "-c", runner}, k_hijack_uid), "", std::chrono::seconds(60)).err;
+    runs_err += run_program(as_user({"/bin/sh", "-c", runner}, uid), "", std::chrono::seconds(60)).err;
   }
   flag_dir.write("runs-done", "");
   attacker.join();
@@ -297,7 +302,7 @@ TEST_CASE("window: installed root-owned 0711, no worker can be seized from birth
   const std::string tasks = dir.write("tasks.jsonl", echo_tasks(8));
   ::chmod(tasks.c_str(), 0644);
   std::string runs;
-  const std::string hijack = under_hijack({"--stop-runner"}, bin + "/authrun run --no-progress -j 4 " + tasks, 10, runs);
+  const std::string hijack = under_hijack({"--stop-runner"}, bin + "/authrun run --no-progress -j 4 " + tasks, 10, runs, k_sealed_uid);
   INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
   REQUIRE(hijack_field(hijack, "seized") >= 0);
   CHECK(hijack_field(hijack, "seized") == 0);
@@ -322,7 +327,8 @@ TEST_CASE("window: installed root-owned 0711, no Python worker (authrun-python) 
   ::chmod(tasks.c_str(), 0644);
   std::string runs;
   const std::string hijack =
-      under_hijack({"--stop-runner"}, "cd " + dir.path() + " && " + bin + "/authrun run " + tasks + " --no-progress -j 4 --python squares.py", 6, runs);
+      under_hijack({"--stop-runner"}, "cd " + dir.path() + " && " + bin + "/authrun run " + tasks + " --no-progress -j 4 --python squares.py", 6, runs,
+                   k_sealed_python_uid);
   INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
   REQUIRE(hijack_field(hijack, "seized") >= 0);
   CHECK(hijack_field(hijack, "seized") == 0);
