@@ -43,6 +43,16 @@ std::vector<std::string> as_user(std::vector<std::string> argv, int uid = k_othe
   return argv;
 }
 
+// Under AddressSanitizer, LeakSanitizer's check at a process's exit makes it dumpable again (its tracer thread
+// must attach to it), and a sealed process cannot read ASAN_OPTIONS to be told otherwise (/proc/self/environ is
+// root's while it is non-dumpable): an attacker may seize a sealed worker in its last moment, after its work and
+// its keys are gone. There, only what the attacker got counts, not whether it attached.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool k_exit_is_dumpable = true;
+#else
+constexpr bool k_exit_is_dumpable = false;
+#endif
+
 bool can_switch_user() { return ::geteuid() != 0 || ::access("/usr/bin/setpriv", X_OK) == 0; }
 
 // authrun, authrun-worker and authrun-python copied root-owned with mode 0711 into `dir`/bin (what cmake --install and the
@@ -305,8 +315,10 @@ TEST_CASE("window: installed root-owned 0711, no worker can be seized from birth
   const std::string hijack = under_hijack({"--stop-runner"}, bin + "/authrun run --no-progress -j 4 " + tasks, 10, runs, k_sealed_uid);
   INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
   REQUIRE(hijack_field(hijack, "seized") >= 0);
-  CHECK(hijack_field(hijack, "seized") == 0);
+  if (!k_exit_is_dumpable) CHECK(hijack_field(hijack, "seized") == 0);
+  CHECK(hijack_field(hijack, "asked") == 0);
   CHECK(hijack_field(hijack, "keys_obtained") == 0);
+  CHECK(hijack_field(hijack, "forged") == 0);
   CHECK(count(runs, "8 ok, 0 failed") == 10);
 }
 
@@ -331,7 +343,8 @@ TEST_CASE("window: installed root-owned 0711, no Python worker (authrun-python) 
                    k_sealed_python_uid);
   INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
   REQUIRE(hijack_field(hijack, "seized") >= 0);
-  CHECK(hijack_field(hijack, "seized") == 0);
+  if (!k_exit_is_dumpable) CHECK(hijack_field(hijack, "seized") == 0);
+  CHECK(hijack_field(hijack, "asked") == 0);
   CHECK(hijack_field(hijack, "keys_obtained") == 0);
   CHECK(hijack_field(hijack, "forged") == 0);
   CHECK(count(runs, "8 ok, 0 failed") == 6);
