@@ -261,8 +261,9 @@ def _collect(engine, pending, lock):
         deliver(False, '{"type":"not_started","message":"the pool stopped before the task started"}', None)
 
 
-def _shut(engine, pid, now):
-    """Closes (or with `now` terminates) an engine and waits for it: a pool's finalizer, also at exit."""
+def _shut(engine, pid, now, results_thread=None):
+    """Closes (or with `now` terminates) an engine and waits for it and its results thread: a pool's
+    finalizer, also at exit."""
     if os.getpid() != pid:
         return  # a fork()ed child: the parent's engine is not ours
     with _engines_lock:
@@ -272,6 +273,12 @@ def _shut(engine, pid, now):
     else:
         engine.close()
     engine.join(None)
+    # The results thread ends once the engine has: wait for it here, while the interpreter still runs. Left
+    # to the interpreter's end, a daemon thread waiting in the engine (GIL released) would be ended by
+    # pthread_exit when it takes the GIL back, unwinding through C++ frames that may not be unwound
+    # (std::terminate: "terminate called without an active exception").
+    if results_thread is not None and results_thread is not threading.current_thread():
+        results_thread.join()
 
 
 class Core:
@@ -308,7 +315,8 @@ class Core:
                                        name="authrun-results", daemon=True)
         self.thread.start()
         # Closed with no orphan when the owner goes away or at interpreter exit (terminated: as multiprocessing).
-        self.finalizer = weakref.finalize(owner if owner is not None else self, _shut, self.engine, self.pid, True)
+        self.finalizer = weakref.finalize(owner if owner is not None else self, _shut, self.engine, self.pid, True,
+                                          self.thread)
 
     def in_parent(self):
         return os.getpid() == self.pid
