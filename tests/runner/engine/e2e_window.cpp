@@ -277,6 +277,25 @@ std::string under_hijack(const std::vector<std::string>& args, const std::string
   return hijack.err;
 }
 
+// Whether the sealed layout can be attacked here: a root-owned install needs root, the attacker x86_64.
+bool can_attack_sealed() {
+  if (::geteuid() == 0 && ::access(hijack_bin().c_str(), X_OK) == 0 && ::access("/usr/bin/setpriv", X_OK) == 0) return true;
+  MESSAGE("needs root (a root-owned install) and authrun-hijack (x86_64): not run");
+  return false;
+}
+
+// What a sealed layout must leave the attacker after `batches` runs of 8 tasks: nothing seized (see
+// k_exit_is_dumpable), no request made, no key, no forged result, and every run whole.
+void check_sealed_attack(const std::string& hijack, const std::string& runs, int batches) {
+  INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
+  REQUIRE(hijack_field(hijack, "seized") >= 0);
+  if (!k_exit_is_dumpable) CHECK(hijack_field(hijack, "seized") == 0);
+  CHECK(hijack_field(hijack, "asked") == 0);
+  CHECK(hijack_field(hijack, "keys_obtained") == 0);
+  CHECK(hijack_field(hijack, "forged") == 0);
+  CHECK(count(runs, "8 ok, 0 failed") == batches);
+}
+
 }  // namespace
 
 TEST_CASE("window: ptrace from birth through a wrapper, the worker made to ask, the runner stopped: no key") {
@@ -303,30 +322,18 @@ TEST_CASE("window: ptrace from birth through a wrapper, the worker made to ask, 
 }
 
 TEST_CASE("window: installed root-owned 0711, no worker can be seized from birth") {
-  if (::geteuid() != 0 || ::access(hijack_bin().c_str(), X_OK) != 0 || ::access("/usr/bin/setpriv", X_OK) != 0) {
-    MESSAGE("needs root (a root-owned install) and authrun-hijack (x86_64): not run");
-    return;
-  }
+  if (!can_attack_sealed()) return;
   TempDir dir;
   const std::string bin = sealed_copy(dir);
   const std::string tasks = dir.write("tasks.jsonl", echo_tasks(8));
   ::chmod(tasks.c_str(), 0644);
   std::string runs;
   const std::string hijack = under_hijack({"--stop-runner"}, bin + "/authrun run --no-progress -j 4 " + tasks, 10, runs, k_sealed_uid);
-  INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
-  REQUIRE(hijack_field(hijack, "seized") >= 0);
-  if (!k_exit_is_dumpable) CHECK(hijack_field(hijack, "seized") == 0);
-  CHECK(hijack_field(hijack, "asked") == 0);
-  CHECK(hijack_field(hijack, "keys_obtained") == 0);
-  CHECK(hijack_field(hijack, "forged") == 0);
-  CHECK(count(runs, "8 ok, 0 failed") == 10);
+  check_sealed_attack(hijack, runs, 10);
 }
 
 TEST_CASE("window: installed root-owned 0711, no Python worker (authrun-python) can be seized from birth") {
-  if (::geteuid() != 0 || ::access(hijack_bin().c_str(), X_OK) != 0 || ::access("/usr/bin/setpriv", X_OK) != 0) {
-    MESSAGE("needs root (a root-owned install) and authrun-hijack (x86_64): not run");
-    return;
-  }
+  if (!can_attack_sealed()) return;
   // The seed's own threat: code slipped into a fresh Python interpreter. The embedded host starts sealed, so
   // the attacker that seizes readable workers from birth gets nothing: no process, no key, no forged result.
   TempDir dir;
@@ -341,13 +348,7 @@ TEST_CASE("window: installed root-owned 0711, no Python worker (authrun-python) 
   const std::string hijack =
       under_hijack({"--stop-runner"}, "cd " + dir.path() + " && " + bin + "/authrun run " + tasks + " --no-progress -j 4 --python squares.py", 6, runs,
                    k_sealed_python_uid);
-  INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
-  REQUIRE(hijack_field(hijack, "seized") >= 0);
-  if (!k_exit_is_dumpable) CHECK(hijack_field(hijack, "seized") == 0);
-  CHECK(hijack_field(hijack, "asked") == 0);
-  CHECK(hijack_field(hijack, "keys_obtained") == 0);
-  CHECK(hijack_field(hijack, "forged") == 0);
-  CHECK(count(runs, "8 ok, 0 failed") == 6);
+  check_sealed_attack(hijack, runs, 6);
 }
 
 TEST_CASE("window: a Python worker keeps a long task alive too, and a stopped one is found") {
