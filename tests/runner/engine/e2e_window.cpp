@@ -145,8 +145,9 @@ TEST_CASE("window: a key request from a process that exec'd another program is r
 TEST_CASE("window: a second key request on one rendezvous fails closed and is in the audit log") {
   TempDir dir;
   const std::string audit = dir.path() + "/audit.jsonl";
-  // The first spawn asks for a key itself on fd 3 (with a fresh socket of its own), then execs the worker,
-  // which asks again; later spawns are the plain worker.
+  // The first spawn asks for a key itself on fd 3 (with a fresh socket of its own, whose end it keeps across
+  // the exec: else a runner slower than the exec finds nobody to take the key, and the second request is
+  // never looked at), then execs the worker, which asks again; later spawns are the plain worker.
   const std::string asker = dir.write("ask.py",
       "import array, os, socket, struct, sys\n"
       "if os.path.exists(sys.argv[1]): os.execv(sys.argv[2], ['w'])\n"
@@ -155,7 +156,7 @@ TEST_CASE("window: a second key request on one rendezvous fails closed and is in
       "s = socket.socket(fileno=3)\n"
       "s.sendmsg([b'ARUNKEY?'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [theirs.fileno()])),\n"
       "  (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, struct.pack('iII', os.getpid(), os.getuid(), os.getgid()))])\n"
-      "s.detach(); os.set_inheritable(3, True)\n"
+      "s.detach(); os.set_inheritable(3, True); os.set_inheritable(mine.fileno(), True)\n"
       "os.execv(sys.argv[2], ['w'])\n");
   const std::string worker = "/bin/sh -c 'exec /usr/bin/python3 " + asker + " " + dir.path() + "/asked " + worker_bin() + "'";
   RunOutput r = run_program({authrun_bin(), "run", "--no-progress", "--no-window-warning", "-j", "1", "--audit-log", audit,
