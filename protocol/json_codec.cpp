@@ -431,14 +431,43 @@ void append_json_uint(std::string& out, std::uint64_t value) {
 }
 
 void append_json_string(std::string& out, std::string_view value) {
-  for (char c : value) {
-    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {  // escapes, or UTF-8 to check: as nlohmann writes them
-      out += dump_json(json(std::string(value)));
-      return;
-    }
-  }
+  const char* p = value.data();
+  const char* const end = p + value.size();
+  out.reserve(out.size() + value.size() + 2);
   out += '"';
-  out += value;
+  for (;;) {
+    const char* plain = plain_ascii_end(p, end);
+    out.append(p, plain);
+    p = plain;
+    if (p == end) break;
+    const auto c = static_cast<unsigned char>(*p);
+    if (c >= 0x80) {
+      const int len = utf8_sequence_length(p, end);
+      if (len == 0) {
+        // Not UTF-8: the rest as nlohmann writes it (each bad byte a U+FFFD), its opening quote dropped.
+        out += dump_json(json(std::string(p, end))).substr(1);
+        return;
+      }
+      out.append(p, std::size_t(len));
+      p += len;
+      continue;
+    }
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      case '\f': out += "\\f"; break;
+      case '\r': out += "\\r"; break;
+      default: {
+        static constexpr char hex[] = "0123456789abcdef";
+        const char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        out.append(e, sizeof e);
+      }
+    }
+    ++p;
+  }
   out += '"';
 }
 
@@ -538,11 +567,11 @@ Result<std::uint64_t> uint_field(const json& object, const char* field, const st
 
 namespace {
 
-// A successful result entry {"id":N,"ok":true,"value":V} (keys in any order, none other) whose value
-// has no line break, kept as text; nullopt for any other entry, which is then decoded as usual. `members`
-// are the entry's, as checked by the scanner (none when it is no object).
-std::optional<TaskResult> result_as_text(std::span<const JsonMember> members) {
-  if (members.size() != 3) return std::nullopt;
+// The id and value text of a successful result entry {"id":N,"ok":true,"value":V} (keys in any order, none
+// other) whose value has no line break; false for any other entry. `members` are the entry's, as checked by
+// the scanner (none when it is no object).
+bool plain_result(std::span<const JsonMember> members, std::uint64_t& id_out, std::string_view& value_out) {
+  if (members.size() != 3) return false;
   std::string_view id, ok, value;
   for (const JsonMember& m : members) {
     if (m.raw_key == "id") id = m.value;
@@ -552,11 +581,20 @@ std::optional<TaskResult> result_as_text(std::span<const JsonMember> members) {
   // Two memchr passes: find_first_of("\r\n") would search the two-byte set once per byte of the value.
   if (id.empty() || ok != "true" || value.empty() || value.find('\n') != std::string_view::npos ||
       value.find('\r') != std::string_view::npos) {
-    return std::nullopt;
+    return false;
   }
+  auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), id_out);
+  if (ec != std::errc() || end != id.data() + id.size()) return false;  // negative, fraction, too big
+  value_out = value;
+  return true;
+}
+
+// A plain_result entry with its value kept as text; nullopt for any other entry, which is then decoded as
+// usual.
+std::optional<TaskResult> result_as_text(std::span<const JsonMember> members) {
   TaskResult r;
-  auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), r.id);
-  if (ec != std::errc() || end != id.data() + id.size()) return std::nullopt;  // negative, fraction, too big
+  std::string_view value;
+  if (!plain_result(members, r.id, value)) return std::nullopt;
   r.value_json = std::string(value);
   return r;
 }
@@ -727,8 +765,15 @@ Result<Message> decode_frame(const FrameHeader& header, std::string&& payload, b
       // A lone result's value kept as text too: a number beyond 64 bits reads the same as in a batch.
       thread_local std::vector<JsonMember> members;
       auto kind = scan_json(body, members);
-      if (kind && *kind == JsonKind::object) {
-        if (auto r = result_as_text(members)) return Message{std::move(*r)};
+      TaskResult r;
+      std::string_view value;
+      if (kind && *kind == JsonKind::object && plain_result(members, r.id, value)) {
+        // The value moved to the front of the payload it lies in: a large one is not copied to fresh pages.
+        const auto at = std::size_t(value.data() - payload.data()), size = value.size();
+        payload.erase(0, at);
+        payload.resize(size);
+        r.value_json = std::move(payload);
+        return Message{std::move(r)};
       }
     }
     if (values_as_text && header.type == static_cast<std::uint8_t>(MessageType::result_batch)) {

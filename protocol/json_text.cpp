@@ -2,6 +2,7 @@
 #include "protocol/json_text.hpp"
 
 #include <cstdint>
+#include <cstring>
 
 #include "protocol/json_codec.hpp"
 
@@ -254,11 +255,7 @@ class Scanner {
   Result<void> string() {
     ++m_p;  // '"'
     for (;;) {
-      // The common case: plain ASCII.
-      while (m_p != m_end && static_cast<unsigned char>(*m_p) >= 0x20 && *m_p != '"' && *m_p != '\\' &&
-             static_cast<unsigned char>(*m_p) < 0x80) {
-        ++m_p;
-      }
+      m_p = plain_ascii_end(m_p, m_end);  // the common case: plain ASCII
       if (m_p == m_end) return fail("the string is not closed");
       const auto c = static_cast<unsigned char>(*m_p);
       if (c == '"') {
@@ -289,26 +286,10 @@ class Scanner {
     }
   }
 
-  // One multi-byte UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF).
+  // One multi-byte UTF-8 sequence.
   Result<void> utf8_sequence() {
-    const auto b0 = static_cast<unsigned char>(*m_p);
-    int len;
-    unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
-    if (b0 >= 0xC2 && b0 <= 0xDF) len = 2;
-    else if (b0 == 0xE0) len = 3, lo = 0xA0;
-    else if ((b0 >= 0xE1 && b0 <= 0xEC) || b0 == 0xEE || b0 == 0xEF) len = 3;
-    else if (b0 == 0xED) len = 3, hi = 0x9F;
-    else if (b0 == 0xF0) len = 4, lo = 0x90;
-    else if (b0 >= 0xF1 && b0 <= 0xF3) len = 4;
-    else if (b0 == 0xF4) len = 4, hi = 0x8F;
-    else return fail("invalid UTF-8 in a string");
-    if (m_end - m_p < len) return fail("invalid UTF-8 in a string");
-    const auto b1 = static_cast<unsigned char>(m_p[1]);
-    if (b1 < lo || b1 > hi) return fail("invalid UTF-8 in a string");
-    for (int i = 2; i < len; ++i) {
-      const auto b = static_cast<unsigned char>(m_p[i]);
-      if (b < 0x80 || b > 0xBF) return fail("invalid UTF-8 in a string");
-    }
+    const int len = utf8_sequence_length(m_p, m_end);
+    if (len == 0) return fail("invalid UTF-8 in a string");
     m_p += len;
     return {};
   }
@@ -321,6 +302,48 @@ class Scanner {
 };
 
 }  // namespace
+
+const char* plain_ascii_end(const char* p, const char* end) {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  // Whether any byte of the word is zero (exact for the word as a whole, which is all this asks).
+  const auto any_zero = [](std::uint64_t v) { return (v - ones) & ~v & highs; };
+  while (end - p >= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    const std::uint64_t special = (w & highs) | ((w - 0x20 * ones) & ~w & highs) | any_zero(w ^ ('"' * ones)) |
+                                  any_zero(w ^ ('\\' * ones));
+    if (special != 0) break;
+    p += 8;
+  }
+  while (p != end) {
+    const auto c = static_cast<unsigned char>(*p);
+    if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
+    ++p;
+  }
+  return p;
+}
+
+int utf8_sequence_length(const char* p, const char* end) {
+  const auto b0 = static_cast<unsigned char>(*p);
+  int len;
+  unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
+  if (b0 >= 0xC2 && b0 <= 0xDF) len = 2;
+  else if (b0 == 0xE0) len = 3, lo = 0xA0;
+  else if ((b0 >= 0xE1 && b0 <= 0xEC) || b0 == 0xEE || b0 == 0xEF) len = 3;
+  else if (b0 == 0xED) len = 3, hi = 0x9F;
+  else if (b0 == 0xF0) len = 4, lo = 0x90;
+  else if (b0 >= 0xF1 && b0 <= 0xF3) len = 4;
+  else if (b0 == 0xF4) len = 4, hi = 0x8F;
+  else return 0;
+  if (end - p < len) return 0;
+  const auto b1 = static_cast<unsigned char>(p[1]);
+  if (b1 < lo || b1 > hi) return 0;
+  for (int i = 2; i < len; ++i) {
+    const auto b = static_cast<unsigned char>(p[i]);
+    if (b < 0x80 || b > 0xBF) return 0;
+  }
+  return len;
+}
 
 const char* to_string(JsonKind kind) {
   switch (kind) {

@@ -45,6 +45,14 @@ struct ElementMembers {
 Result<void> scan_json_array(std::string_view text, std::vector<std::string_view>& elements,
                              int max_depth = limits::json_max_depth, ElementMembers* element_members = nullptr);
 
+// The first byte from `p` on (before `end`) that a JSON string cannot hold as it is written: a control
+// character, '"', '\\' or a byte of a multi-byte UTF-8 sequence; `end` when there is none. Eight bytes a step.
+const char* plain_ascii_end(const char* p, const char* end);
+
+// The length of the valid UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, nothing past
+// U+10FFFF) of two to four bytes starting at `p` (before `end`), or 0 when there is none.
+int utf8_sequence_length(const char* p, const char* end);
+
 // The string a JSON string's raw contents (between its quotes, as scan_json checked them) stand for.
 std::string decode_json_string(std::string_view raw);
 

@@ -13,30 +13,39 @@ ResultSink::ResultSink(std::FILE* out, bool keep_order)
     : m_out(out), m_keep_order(keep_order), m_clears_progress(ProgressLine::on_stderr().shares_terminal_with(::fileno(out))) {}
 
 bool ResultSink::emit(std::string_view text, bool ok) {
+  if (text.size() >= k_flush_bytes) return write_out(text, ok);  // written from where it is, not queued
   m_pending.append(text);
   m_pending += '\n';
   ++(ok ? m_pending_ok : m_pending_failed);
   return m_pending.size() < k_flush_bytes || flush();
 }
 
-bool ResultSink::flush() {
-  if (m_pending.empty()) return true;
+bool ResultSink::flush() { return write_out({}, true); }
+
+bool ResultSink::write_out(std::string_view line, bool line_ok) {
+  if (m_pending.empty() && line.empty()) return true;
   if (m_clears_progress) ProgressLine::on_stderr().clear();
-  bool ok = std::fflush(m_out) == 0;  // whatever went through the FILE before (a resumed file's newline)
-  const int fd = ::fileno(m_out);
-  for (std::size_t at = 0; ok && at < m_pending.size();) {
-    const ssize_t n = ::write(fd, m_pending.data() + at, m_pending.size() - at);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) ok = false;
-    else at += std::size_t(n);
-  }
+  // Whatever went through the FILE before (a resumed file's newline) first.
+  const bool ok = std::fflush(m_out) == 0 && write_all(m_pending) && (line.empty() || (write_all(line) && write_all("\n")));
   if (ok) {
     m_written_ok += m_pending_ok;
     m_written_failed += m_pending_failed;
+    if (!line.empty()) ++(line_ok ? m_written_ok : m_written_failed);
   }
   m_pending.clear();
   m_pending_ok = m_pending_failed = 0;
   return ok;
+}
+
+bool ResultSink::write_all(std::string_view bytes) {
+  const int fd = ::fileno(m_out);
+  for (std::size_t at = 0; at < bytes.size();) {
+    const ssize_t n = ::write(fd, bytes.data() + at, bytes.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    at += std::size_t(n);
+  }
+  return true;
 }
 
 bool ResultSink::drain() {

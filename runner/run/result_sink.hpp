@@ -44,6 +44,10 @@ class ResultSink {
     bool ok;
   };
   bool emit(std::string_view text, bool ok);
+  // Writes the queued lines, then `line` (a large one, not queued) with its newline; false on an error.
+  bool write_out(std::string_view line, bool line_ok);
+  // Writes `bytes` to the output's fd, retrying short writes; false on an error.
+  bool write_all(std::string_view bytes);
   bool drain();
 
   std::FILE* m_out;

@@ -2,7 +2,9 @@
 // limited before anything is built.
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
@@ -784,4 +786,20 @@ TEST_CASE("json_codec: tasks decoded with args as text keep them exact, alone an
   CHECK((tasks[1].fn == "h" && tasks[1].args_json.empty() && tasks[1].args.is_null()));
   // Malformed text is refused as on the parsed path.
   CHECK(!decode_typed(MessageType::task, R"({"id":1,"fn":"f","args":[1,})", false, true).has_value());
+}
+
+TEST_CASE("json_codec: append_json_string writes what dump_json writes, escapes and bad UTF-8 included") {
+  const std::vector<std::string> pieces = {"a", "\"", "\\", "\n", "\r", "\t", "\b", "\f", "\x01", "\x1f", "\x7f",
+                                           "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xc3", "\xff", "\xed\xa0\x80",
+                                           "\xe0\x80\xaf", "/", std::string(1, '\0'), "xxxxxxx"};
+  std::uint32_t seed = 12345;
+  const auto next = [&seed] { return seed = seed * 1664525u + 1013904223u; };
+  for (int i = 0; i < 3000; ++i) {
+    std::string s;
+    for (std::uint32_t n = next() % 12; n > 0; --n) s += pieces[next() % pieces.size()];
+    std::string out = "prefix:";
+    append_json_string(out, s);
+    CAPTURE(s);
+    CHECK(out == "prefix:" + dump_json(json(s)));
+  }
 }

@@ -92,3 +92,20 @@ TEST_CASE("json text: an array's object elements are split into their members in
   CHECK(scan_json_array(R"([{"a":1,}])", elements, limits::json_max_depth, &em).error().code == ErrorCode::malformed);
   CHECK(scan_json_array(R"([{"a" 1}])", elements, limits::json_max_depth, &em).error().code == ErrorCode::malformed);
 }
+
+TEST_CASE("json text: a special byte is found at every place of the eight-byte steps") {
+  // The scanner skips plain ASCII eight bytes at a time: each byte that needs a look, at each offset.
+  const std::vector<std::string> specials = {"\x01", "\x1f", "\t", "\x7f", "\x80", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                             "\xc3", "\xed\xa0\x80", "\\", "\\n", "\\u00e9", "\"", std::string(1, '\0'), " ", "~"};
+  std::vector<JsonMember> members;
+  for (const auto& special : specials) {
+    for (std::size_t k = 0; k <= 17; ++k) {
+      std::string text(1, '"');
+      text.append(k, 'a').append(special).append(17 - k, 'b').push_back('"');
+      CAPTURE(text);
+      CHECK(scan_json(text, members).has_value() == parse_json(text).has_value());
+      CHECK(plain_ascii_end(text.data() + 1, text.data() + text.size() - 1) - text.data() - 1 ==
+            static_cast<std::ptrdiff_t>(special == " " || special == "~" || special == "\x7f" ? 18 : k));
+    }
+  }
+}

@@ -298,7 +298,8 @@ def _pickled_raise(e, tb_text):
 
 
 def call(fn, args_json, attachment):
-    """Runs one task. Returns (True, value JSON, attachment or None) or (False, type, message, details JSON)."""
+    """Runs one task. Returns (True, value JSON, attachment or None), (True, str value, None, True) or (False,
+    type, message, details JSON)."""
     if fn == _PICKLED:
         if attachment is None:
             return (False, "bad_args", "%s: the task carries no pickle (its attachment is empty)" % fn, None)
@@ -337,6 +338,8 @@ def call(fn, args_json, attachment):
         return _error(e, fn)
     if value is None:
         return (True, "null", None)
+    if type(value) is str:  # written as a JSON string by the C++ host, straight from its UTF-8
+        return (True, value, None, True)
     if isinstance(value, (bytes, bytearray, memoryview)) and len(value):
         # The protocol's binary path: the bytes travel raw after the body. (No bytes at all go as
         # {"$bytes": ""}: an empty attachment cannot be told from none.)

@@ -61,6 +61,19 @@ bool utf8_of(PyObject* str, std::string& out, std::string* why = nullptr) {
   return true;
 }
 
+// A Python str written as a JSON string (as json.dumps with ensure_ascii=False writes it), straight from its
+// UTF-8; false (the error in `why`) for one holding a lone surrogate.
+bool json_string_of(PyObject* str, std::string& out, std::string& why) {
+  Py_ssize_t n = 0;
+  const char* u = PyUnicode_AsUTF8AndSize(str, &n);
+  if (u == nullptr) {
+    why = take_python_error();
+    return false;
+  }
+  append_json_string(out, std::string_view(u, std::size_t(n)));
+  return true;
+}
+
 // Starts the interpreter: isolated (no PYTHON* variables, no user site, no script directory on sys.path), no
 // site yet (host.py runs it once the program is here), no signal handlers of its own (the SDK's stay: SIGINT
 // ignored, SIGTERM ends the worker), then runs host.py as module _authrun_host.
@@ -135,7 +148,8 @@ Result<std::string, TaskError> call(std::string_view fn, std::string_view args_j
   } else if (PyTuple_GET_ITEM(out, 0) == Py_True) {
     std::string text, why;
     PyObject* bytes = PyTuple_GET_ITEM(out, 2);
-    if (!utf8_of(PyTuple_GET_ITEM(out, 1), text, &why)) {
+    const bool str_value = PyTuple_GET_SIZE(out) >= 4 && PyTuple_GET_ITEM(out, 3) == Py_True;
+    if (str_value ? !json_string_of(PyTuple_GET_ITEM(out, 1), text, why) : !utf8_of(PyTuple_GET_ITEM(out, 1), text, &why)) {
       result = TaskError{"bad_result",
                          std::string(fn) + " returned text that is not valid Unicode (" + why +
                              "); return bytes for such data, or decode it with errors='replace'",

@@ -39,3 +39,22 @@ TEST_CASE("result sink: lines are queued until flush, then written with one writ
   CHECK(std::ftell(out) == 4);
   std::fclose(out);
 }
+
+TEST_CASE("result sink: a large line goes out after the lines queued before it, uncopied, and is counted") {
+  std::FILE* out = std::tmpfile();
+  REQUIRE(out != nullptr);
+  ResultSink sink(out, false);
+  const std::string big(ResultSink::k_flush_bytes + 3, 'y');
+  REQUIRE(sink.write(0, "a", true));
+  REQUIRE(sink.write(1, big, false));
+  CHECK(sink.written_ok() == 1);  // "a" went out first, then the large line
+  CHECK(sink.written_failed() == 1);
+  REQUIRE(sink.write(2, "b", true));
+  REQUIRE(sink.flush());
+  CHECK(sink.written_ok() == 2);
+  std::string got(std::size_t(std::ftell(out)), '\0');
+  std::rewind(out);
+  REQUIRE(std::fread(got.data(), 1, got.size(), out) == got.size());
+  CHECK(got == "a\n" + big + "\nb\n");
+  std::fclose(out);
+}
