@@ -26,6 +26,10 @@ import sys
 import threading
 import time
 
+# What this worker does alike with authrun-python: loading the program, finding a function, values and errors.
+# authrun gives the interpreter this file with _worker_core.py's text in place of the next line.
+from authrun._worker_core import *  # noqa: E402,F401,F403 (authrun: _worker_core.py here)
+
 # ---- Constants (protocol/PROTOCOL.md) ----
 
 MAGIC = b"ARUN"
@@ -732,25 +736,8 @@ def acquire_key(opts, in_fd, out_fd, deadline):
 
 # ---- The program and the tasks ----
 
-def _module_line(exc, file):
-    """The line of `file` where an import failed, from a SyntaxError or the traceback."""
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        return exc.filename or file, exc.lineno
-    tb, where, here = exc.__traceback__, None, _HERE
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        # Not this file, not importlib's frozen frames: the user's code (the module's own file if given).
-        internal = name.startswith("<") or tb.tb_frame.f_globals.get("__name__", "").startswith("importlib")
-        if not internal and os.path.abspath(name) != here and (file is None or os.path.abspath(name) == file):
-            where = (name, tb.tb_lineno)
-        tb = tb.tb_next
-    return where or (file, None)
-
-
 def load_program(program):
     """Imports the program's modules; returns {name: module}. Raises program_failed naming module, file, line."""
-    import importlib
-    import importlib.util
     what = "program"
     modules = field(program, "modules", "array", what)
     extra = program.get("sys_path", [])
@@ -762,43 +749,11 @@ def load_program(program):
     for i, m in enumerate(modules):
         if not isinstance(m, dict) or not isinstance(m.get("name"), str) or ("file" in m and not isinstance(m["file"], str)):
             raise ProtocolError("malformed", "program: modules[%d] must be an object with a string 'name' (and 'file')" % i)
-    if cwd:
-        try:
-            os.chdir(cwd)
-        except OSError as e:
-            raise ProtocolError("program_failed", "cannot enter the directory %s: %s" % (cwd, e.strerror))
-    # The user's environment, now that the parent is proven: site-packages (the venv's too) and .pth files.
-    import site
-    site.main()
-    user_site = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
-    if user_site and os.path.isdir(user_site):
-        site.addsitedir(user_site)
-    for p in reversed(extra):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    loaded = {}
-    for m in modules:
-        name, file = m["name"], m.get("file")
-        try:
-            if file:
-                spec = importlib.util.spec_from_file_location(name, file)
-                if spec is None or spec.loader is None:
-                    raise ImportError("not a Python source file")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[name] = module
-                spec.loader.exec_module(module)
-            else:
-                module = importlib.import_module(name)
-        except BaseException as e:  # noqa: B902 - SystemExit at import is a failed program too
-            sys.modules.pop(name, None)
-            where_file, line = _module_line(e, os.path.abspath(file) if file else None)
-            if where_file is None and isinstance(e, ModuleNotFoundError):
-                where_file = "not found on sys.path"
-            place = ", ".join(str(x) for x in (where_file, "line %d" % line if line else None) if x)
-            detail = "%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__
-            raise ProtocolError("program_failed", "module '%s'%s: %s" % (name, " (%s)" % place if place else "", detail))
-        loaded[name] = module
-    return loaded
+    try:
+        _enter_program(program)
+        return _load_modules(modules, _HERE)
+    except _Failed as e:
+        raise ProtocolError("program_failed", str(e))
 
 
 class Functions:
@@ -811,140 +766,12 @@ class Functions:
     def find(self, fn):
         """The callable; raises LookupError (unknown_function) or TypeError (not_callable)."""
         f = self.cache.get(fn)
-        if f is not None:
-            return f
-        best = max((m for m in self.modules if fn.startswith(m + ".")), key=len, default="")
-        if best:
-            module, path = self.modules[best], fn[len(best) + 1:]
-        elif len(self.modules) == 1:
-            module, path = next(iter(self.modules.values())), fn
-        else:
-            raise LookupError("unknown function '%s': name its module (one of %s), as module.%s" %
-                              (fn, ", ".join(sorted(self.modules)), fn))
-        f = module
-        for part in path.split("."):
-            f = getattr(f, part, _MISSING) if part else _MISSING
-            if f is _MISSING:
-                if not best and "." in path:
-                    raise LookupError("unknown function '%s': no module '%s' in the program (%s), nor '%s' in module "
-                                      "'%s'" % (fn, path.split(".")[0], module.__name__, path, module.__name__))
-                raise LookupError("unknown function '%s': module '%s' has no '%s'" % (fn, module.__name__, path))
-        if not callable(f):
-            name = type(f).__name__
-            raise TypeError("'%s' is not callable: it is %s %s in module '%s'" %
-                            (fn, "an" if name[:1].lower() in "aeiou" else "a", name, module.__name__))
-        self.cache[fn] = f
+        if f is None:
+            f, why = _find_function(self.modules, fn)
+            if f is None:
+                raise (LookupError if why[0] == "unknown_function" else TypeError)(why[1])
+            self.cache[fn] = f
         return f
-
-
-_MISSING = object()
-
-
-def _type_name(t):
-    """An exception's type for a result: module-qualified, builtins bare."""
-    module = getattr(t, "__module__", None)
-    name = getattr(t, "__qualname__", None) or t.__name__
-    return name if module in (None, "builtins") else "%s.%s" % (module, name)
-
-
-def _exc_text(e):
-    try:
-        return str(e)
-    except BaseException:  # noqa: B902 - a __str__ that raises
-        return "<str() of the %s raised>" % type(e).__name__
-
-
-_ATTRIBUTES = ("code", "errno", "strerror", "filename", "filename2", "name", "path", "reason")
-
-
-def _attributes(e):
-    """The exception's attributes JSON can hold."""
-    out = {}
-    names = list(getattr(e, "__dict__", {}) or {})
-    for name in names + [a for a in _ATTRIBUTES if a not in names]:
-        if name.startswith("_"):
-            continue
-        try:
-            v = getattr(e, name, _MISSING)
-            if v is _MISSING or callable(v):
-                continue
-            out[name] = json.loads(_encode(v))
-        except BaseException:  # noqa: B902 - not JSON-able: left out
-            continue
-    return out
-
-
-def _escape(value):
-    """A returned dict whose one key is "$bytes" or "$dict" becomes {"$dict": it}: never taken for bytes."""
-    if isinstance(value, dict):
-        out = {k: _escape(v) for k, v in value.items()}
-        if len(out) == 1 and ("$bytes" in out or "$dict" in out):
-            return {"$dict": out}
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_escape(v) for v in value]
-    return value
-
-
-def _key_text(k):
-    if isinstance(k, str):
-        return k
-    if k is True or k is False or k is None or isinstance(k, float):
-        return json.dumps(k)
-    if isinstance(k, int):
-        return int.__repr__(k)
-    raise TypeError("keys must be str, int, float, bool or None, not %s" % type(k).__name__)
-
-
-def _keys_as_text(value):
-    if isinstance(value, dict):
-        return {_key_text(k): _keys_as_text(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_keys_as_text(v) for v in value]
-    return value
-
-
-def _encode(value):
-    """The value's JSON text (section 11.1)."""
-    try:
-        text = _RESULT_ENCODER.encode(value)
-    except TypeError as e:
-        if "not supported between instances" not in str(e):
-            raise
-        value = _keys_as_text(value)
-        text = _RESULT_ENCODER.encode(value)
-    if '"$' in text:
-        text = _RESULT_ENCODER.encode(_escape(value))
-    return text
-
-
-def _from_json(value):
-    """{"$bytes": base64} anywhere in a task's args becomes bytes."""
-    if isinstance(value, dict):
-        if len(value) == 1 and isinstance(value.get("$bytes"), str):
-            import base64
-            return base64.b64decode(value["$bytes"], validate=True)
-        if len(value) == 1 and isinstance(value.get("$dict"), dict):
-            return {k: _from_json(v) for k, v in value["$dict"].items()}
-        return {k: _from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_json(v) for v in value]
-    return value
-
-
-def _to_json(obj):
-    """bytes nested in a result become {"$bytes": base64}; anything else JSON cannot hold is refused."""
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        import base64
-        return {"$bytes": base64.b64encode(bytes(obj)).decode("ascii")}
-    name = type(obj).__name__
-    raise TypeError(("an " if name[:1].lower() in "aeiou" else "a ") + name)
-
-
-# Keys sorted, as the runner's parsed path prints them: a result reads the same whether it came alone (parsed)
-# or in a result_batch (passed on as text).
-_RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_to_json,
-                                   sort_keys=True)
 
 
 def _error(task_id, etype, message, details=None):
@@ -1031,16 +858,7 @@ def run_parsed(functions, task, attachment, has_bytes):
     try:
         value = _call(f, args, attachment)
     except BaseException as e:  # noqa: B902 - SystemExit, KeyboardInterrupt: that task's error, no more
-        import traceback
-        here = _HERE
-        frames = [f for f in traceback.extract_tb(e.__traceback__)
-                  if f.filename != "<string>" and os.path.abspath(f.filename) != here]
-        text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + \
-            "".join(traceback.format_exception_only(type(e), e))
-        details = {"traceback": text}
-        attributes = _attributes(e)
-        if attributes:
-            details["attributes"] = attributes
+        details = _error_details(e, ("<string>", _HERE))
         return _error(task_id, _type_name(type(e)), _exc_text(e), details), None
     finally:
         if PROGRESS is not None:
@@ -1052,13 +870,7 @@ def run_parsed(functions, task, attachment, has_bytes):
     try:
         text = _encode(value)
     except (TypeError, ValueError) as e:
-        what = str(e)
-        if "float values" in what:
-            what = "a float that is NaN or infinite"
-        elif not what.startswith(("a ", "an ")):
-            what = "a %s holding what JSON cannot (%s)" % (type(value).__name__, what)
-        return _error(task_id, "bad_result", "%s returned %s, which JSON cannot hold" % (fn, what),
-                      {"type": type(value).__name__}), None
+        return _error(task_id, "bad_result", _unencodable(fn, value, e), {"type": type(value).__name__}), None
     except RecursionError:
         return _error(task_id, "bad_result", "%s returned a value nested too deep for JSON" % fn), None
     try:

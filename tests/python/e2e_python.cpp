@@ -372,7 +372,9 @@ TEST_CASE("python: an impostor parent that reaches a waiting interpreter first g
   const std::string marker = dir.path() + "/IMPORTED";
   const std::string module = dir.write("marking.py", "open(" + json(marker).dump() + ", 'w')\ndef f():\n    open(" +
                                                          json(marker + ".task").dump() + ", 'w')\n");
-  const std::string bootstrap = std::string(test::source_dir()) + "/python/authrun/_bootstrap.py";
+  // The bootstrap as authrun gives it to interpreters (its core inlined), from the build tree's share/.
+  const std::string runner = test::authrun_bin();
+  const std::string bootstrap = runner.substr(0, runner.rfind('/')) + "/../share/authrun/python/authrun/_bootstrap.py";
   for (const char* mode : {"rogue-parent-program-nohandshake", "rogue-parent-program-wrongkey"}) {
     CAPTURE(mode);
     auto r = test::run_program({impostor_bin(), "--marker", marker + ".task", mode, module, "--", k_python,

@@ -1,8 +1,10 @@
-# Writes OUTPUT, a C++ header holding the file INPUT as a string constant (k_host_source), in pieces short
-# enough for every compiler's string literal limit.
+# Writes OUTPUT, a C++ header holding the file PRELUDE followed by the file INPUT as a string constant
+# (k_host_source), in pieces short enough for every compiler's string literal limit.
+file(READ ${PRELUDE} prelude)
 file(READ ${INPUT} text)
+string(PREPEND text "${prelude}\n\n")
 string(LENGTH "${text}" size)
-set(out "// Generated from worker/python/host.py by embed_source.cmake: do not edit.\n#pragma once\n\n")
+set(out "// Generated from python/authrun/_worker_core.py and worker/python/host.py by embed_source.cmake: do not edit.\n#pragma once\n\n")
 string(APPEND out "namespace authrun::worker::python {\n\ninline constexpr const char k_host_source[] =\n")
 set(pos 0)
 while(pos LESS size)
