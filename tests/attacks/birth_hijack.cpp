@@ -225,13 +225,15 @@ void hijack(pid_t pid, bool stopped, bool stop_runner, bool is_runner, Tally& ta
     }
     ::ptrace(PTRACE_SYSCALL, pid, nullptr, nullptr);
   }
-  // The key comes into the end the worker would have read (whichever of the two it is).
+  // The key comes into the end the worker would have read (whichever of the two it is); a runner that
+  // refuses the request kills the worker instead (its pidfd turns readable), and the next run is watched.
   std::array<std::uint8_t, k_run_key_size> key{};
   std::size_t got = 0;
   const auto until = Clock::now() + 3s;
   while (got < key.size() && Clock::now() < until && pair.size() == 2) {
-    pollfd p[2] = {{pair[0].get(), POLLIN, 0}, {pair[1].get(), POLLIN, 0}};
-    if (::poll(p, 2, 100) <= 0) continue;
+    pollfd p[3] = {{pair[0].get(), POLLIN, 0}, {pair[1].get(), POLLIN, 0}, {pidfd.get(), POLLIN, 0}};
+    if (::poll(p, 3, 100) <= 0) continue;
+    if (!(p[0].revents & POLLIN) && !(p[1].revents & POLLIN)) break;  // the worker died, no key came
     const int from = (p[0].revents & POLLIN) ? 0 : 1;
     const ssize_t n = ::recv(pair[std::size_t(from)].get(), key.data() + got, key.size() - got, MSG_DONTWAIT);
     if (n <= 0) break;

@@ -310,16 +310,26 @@ TEST_CASE("window: ptrace from birth through a wrapper, the worker made to ask, 
   ::chmod(tasks.c_str(), 0644);
   // The wrapper sleeps a little: the attacker seizes the shell and holds it through its exec of the worker.
   // Against the landed runner (no SIGCONT check) this attack got 36 keys of 36 workers and forged 36 results.
-  const std::string runner = std::string(authrun_bin()) + " run --no-progress --no-window-warning -j 1 --worker \"/bin/sh -c 'sleep 0.1; exec " +
+  // (The outer shell execs the runner: the attacker, which holds a shell it seized until that shell execs,
+  // is not kept from the next worker.)
+  const std::string runner = "exec " + std::string(authrun_bin()) + " run --no-progress --no-window-warning -j 1 --worker \"/bin/sh -c 'sleep 0.1; exec " +
                              worker_bin() + "'\" " + tasks;
-  std::string runs;
-  const std::string hijack = under_hijack({"--stop-runner"}, runner, 5, runs);
-  INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
-  REQUIRE(hijack_field(hijack, "keys_obtained") >= 0);  // it ran to its end
-  CHECK(hijack_field(hijack, "keys_obtained") == 0);
-  CHECK(hijack_field(hijack, "forged") == 0);
-  if (hijack_field(hijack, "asked") > 0) CHECK(contains(runs, "the runner was stopped and continued (SIGCONT)"));
-  MESSAGE("workers seized from birth: " << hijack_field(hijack, "seized") << ", made to ask: " << hijack_field(hijack, "asked"));
+  // The attacker watches one process at a time and now and then misses all five runs of a round (about 1
+  // round in 40): up to three rounds, until it has carried the attack out.
+  int asked = 0;
+  for (int round = 0; round < 3 && asked == 0; ++round) {
+    std::string runs;
+    const std::string hijack = under_hijack({"--stop-runner"}, runner, 5, runs);
+    INFO("hijacker:\n" << hijack << "\nruns:\n" << runs);
+    REQUIRE(hijack_field(hijack, "keys_obtained") >= 0);  // it ran to its end
+    CHECK(hijack_field(hijack, "keys_obtained") == 0);
+    CHECK(hijack_field(hijack, "forged") == 0);
+    asked = hijack_field(hijack, "asked");
+    CHECK(count(runs, "given no task: key_invalid: the runner was stopped and continued (SIGCONT)") == asked);
+    MESSAGE("round " << round + 1 << ": workers seized from birth: " << hijack_field(hijack, "seized") << ", made to ask: " << asked);
+  }
+  // The attack was carried out (a worker seized and made to ask, with the runner stopped), and refused.
+  CHECK(asked > 0);
 }
 
 TEST_CASE("window: installed root-owned 0711, no worker can be seized from birth") {
