@@ -150,3 +150,54 @@ TEST_CASE("outside signal: only the child killed: one failed result, and its wor
   CHECK((*after)["worker"] == worker_pid);  // the same worker ran it: it was not lost
   CHECK(contains(summary_of(err), " 0 worker deaths"));
 }
+
+TEST_CASE("outside signal: the child then its worker, back to back as scancel sends them: always a retry") {
+  // Either order of arrival ends the same: the worker's own signal first (its handler stops the child and
+  // exits, answering nothing), or the child's death first (its failure is held, and dropped when the worker dies).
+  for (int round = 0; round < 5; ++round) {
+    CAPTURE(round);
+    TempDir dir;
+    const std::string marker = "1000.773" + std::to_string(3 + round);
+    Child c = spawn_child({authrun_bin(), "run", "--no-progress", "-j", "1", "--retries", "1", "-"});
+    write_text(c.in.get(), victim_task(dir, marker));
+    c.in.close();
+    const auto [sleep_pid, worker_pid] = running_victim(marker);
+    REQUIRE(::kill(sleep_pid, SIGTERM) == 0);
+    REQUIRE(::kill(worker_pid, SIGTERM) == 0);
+    std::string out, err;
+    const int status = finish(c, out, err);
+    INFO(err);
+    INFO(out);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    const auto results = parse_results(out);
+    REQUIRE(results.size() == 1);
+    CHECK(results[0]["ok"] == true);
+    CHECK(results[0]["attempts"] == 2);
+    CHECK(contains(summary_of(err), "1 worker death"));
+  }
+}
+
+TEST_CASE("outside signal: a process-group SIGTERM never reaches a local worker's exec child") {
+  // Local workers share the runner's process group; exec runs its child in a group of its own. The kernel
+  // signals a whole group at once, so the group's signal stops the runner and the worker, whose handler then
+  // stops the child: nothing reports the child as killed from outside, and the run ends interrupted.
+  TempDir dir;
+  const std::string marker = "1000.7741";
+  Child c = spawn_child({"/usr/bin/setsid", authrun_bin(), "run", "--no-progress", "-j", "1", "--retries", "1", "-"});
+  write_text(c.in.get(), victim_task(dir, marker));
+  c.in.close();
+  const auto [sleep_pid, worker_pid] = running_victim(marker);
+  CHECK(::getpgid(worker_pid) == c.pid);  // setsid made the runner a group leader, its worker in its group
+  CHECK(::getpgid(sleep_pid) == sleep_pid);
+  REQUIRE(::kill(-c.pid, SIGTERM) == 0);
+  std::string out, err;
+  finish(c, out, err);
+  INFO(err);
+  INFO(out);
+  const auto results = parse_results(out);
+  REQUIRE(results.size() == 1);
+  CHECK(results[0]["ok"] == false);
+  CHECK(results[0]["error"]["type"] == "interrupted");
+  CHECK(eventually([&] { return processes_running("sleep", marker).empty(); }));
+}
