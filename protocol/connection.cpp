@@ -116,6 +116,7 @@ Result<std::optional<Message>> Connection::receive_one() {
       AUTHRUN_TRY(m_session->rx.open(frame->header_bytes, frame->payload, frame->tag));
     }
     AUTHRUN_TRY_ASSIGN(Message msg, decode_frame(frame->header, std::move(frame->payload), m_values_as_text, m_args_as_text));
+    ++m_frames_received;
     if (auto* e = std::get_if<ProtocolError>(&msg)) {
       // A Python worker whose modules failed to import: the run stops (retrying cannot help).
       if (e->code == to_string(ErrorCode::program_failed)) {

@@ -61,6 +61,10 @@ class Connection {
   // takes that message in and does not return it; a second one, or one sent to a worker, is unexpected.
   const std::optional<WorkerInfo>& peer_info() const { return m_peer_info; }
 
+  // Data frames received and accepted since the handshake, those receive() takes in itself (keepalive,
+  // worker_info) included: a frame that arrived is a sign of life even when it carries nothing to hand on.
+  std::uint64_t frames_received() const { return m_frames_received; }
+
   // Describes the end of input: eof if it fell between frames, truncated if inside one. Call at EOF.
   Error end_of_input() const;
 
@@ -78,6 +82,7 @@ class Connection {
   Role m_role;
   std::optional<Session> m_session;
   std::optional<WorkerInfo> m_peer_info;
+  std::uint64_t m_frames_received = 0;
   bool m_failed = false;
   bool m_values_as_text = false;
   bool m_args_as_text = false;

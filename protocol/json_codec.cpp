@@ -219,6 +219,12 @@ Result<Message> decode_result(json&& j) {
   AUTHRUN_TRY_ASSIGN(r.error.message, string_field(*error, "message", what + " error"));
   auto details = error->find("details");
   if (details != error->end()) r.error.details = *details;
+  auto outside = error->find("outside_signal");
+  if (outside != error->end()) {
+    if (!outside->is_number_unsigned() || outside->get<std::uint64_t>() < 1 || outside->get<std::uint64_t>() > 64)
+      return field_error(what + " error", "outside_signal", "must be a signal number from 1 to 64");
+    r.error.outside_signal = outside->get<int>();
+  }
   return Message{std::move(r)};
 }
 
@@ -350,6 +356,7 @@ struct BodyEncoder {
     if (r.ok) return json{{"id", r.id}, {"ok", true}, {"value", r.value}};
     json error{{"type", r.error.type}, {"message", r.error.message}};
     if (!r.error.details.is_null()) error["details"] = r.error.details;
+    if (r.error.outside_signal != 0) error["outside_signal"] = r.error.outside_signal;
     return json{{"id", r.id}, {"ok", false}, {"error", std::move(error)}};
   }
   json operator()(const ProtocolError& e) const { return json{{"code", e.code}, {"message", e.message}}; }

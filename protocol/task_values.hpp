@@ -29,6 +29,8 @@ struct TaskError {
   std::string type;     // e.g. "bad_args", "unknown_function", "exec_failed", or the type given to `fail`
   std::string message;
   json details;         // null when there are none
+  int outside_signal = 0;  // the signal (1 to 64) that ended a process the task ran, which the worker did not
+                           // send (exec's child, stopped from outside); 0: none. PROTOCOL.md section 6
 };
 
 }  // namespace authrun::protocol

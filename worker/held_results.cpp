@@ -3,6 +3,7 @@
 
 #include "protocol/json_codec.hpp"
 #include "protocol/limits.hpp"
+#include "worker/quiet_thread.hpp"
 
 namespace authrun::worker {
 
@@ -32,7 +33,7 @@ Result<void> HeldResults::add(TaskResult result) {
   std::lock_guard lock(m_mutex);
   m_in_task = false;
   if (m_failed) return *m_failed;
-  if (!m_watcher.joinable()) m_watcher = std::thread([this] { watch(); });
+  if (!m_watcher.joinable()) m_watcher = start_quiet_thread([this] { watch(); });
   if (!result.attachment.empty() || result.format != BodyFormat::json) {
     // Bytes returned (a function that set its attachment): they go raw, in a result frame of their own.
     mark_held();

@@ -1,9 +1,12 @@
 // The keep-alive thread.
 #include "worker/keep_alive.hpp"
 
+#include "worker/quiet_thread.hpp"
+
 namespace authrun::worker {
 
-KeepAlive::KeepAlive(std::function<protocol::Result<void>()> tick) : m_tick(std::move(tick)), m_thread([this] { run(); }) {}
+KeepAlive::KeepAlive(std::function<protocol::Result<void>()> tick)
+    : m_tick(std::move(tick)), m_thread(start_quiet_thread([this] { run(); })) {}
 
 KeepAlive::~KeepAlive() {
   {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "worker/child_group.hpp"
+#include "worker/quiet_thread.hpp"
 
 namespace authrun::worker {
 
@@ -38,7 +39,7 @@ void watch(int in_fd, int out_fd) {
 
 }  // namespace
 
-void start_orphan_watch(int in_fd, int out_fd) { std::thread(watch, in_fd, out_fd).detach(); }
+void start_orphan_watch(int in_fd, int out_fd) { start_quiet_thread([in_fd, out_fd] { watch(in_fd, out_fd); }).detach(); }
 
 RunningTask::RunningTask() { g_task_running.store(true); }
 RunningTask::~RunningTask() { g_task_running.store(false); }

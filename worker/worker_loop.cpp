@@ -1,7 +1,9 @@
 // The worker's task loop.
 #include "worker/worker_loop.hpp"
 
+#include <cerrno>
 #include <csignal>
+#include <ctime>
 
 #include "protocol/json_codec.hpp"
 #include "worker/held_results.hpp"
@@ -81,6 +83,25 @@ TaskResult run_task(Task& task, const Registry& registry, const DynamicFunctions
   return result;
 }
 
+// True for a failure whose cause was a signal from outside the worker (exec's child stopped by kill, scancel...).
+bool ended_from_outside(const TaskResult& result) { return !result.ok && result.error.outside_signal != 0; }
+
+// After such a failure a stop of the whole worker may be under way, its own signal still to come: the failure
+// is written out now, nothing more is sent for `wait`, and then a keepalive says that the worker outlived the
+// signal. The runner holds the failure until it hears from the worker again, and retries the task as a
+// worker death if the worker dies first (PROTOCOL.md section 6, outside_signal).
+Result<void> confirm_survival(Channel& channel, std::chrono::nanoseconds wait) {
+  AUTHRUN_TRY(channel.flush(no_deadline()));
+  timespec until{};
+  ::clock_gettime(CLOCK_MONOTONIC, &until);
+  const auto total = std::chrono::nanoseconds(until.tv_nsec) + wait;
+  until.tv_sec += static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(total).count());
+  until.tv_nsec = static_cast<long>((total % std::chrono::seconds(1)).count());
+  while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, nullptr) == EINTR) {
+  }
+  return channel.send(protocol::KeepAlive{});
+}
+
 }  // namespace
 
 namespace {
@@ -115,7 +136,7 @@ Result<bool> load_program(Channel& channel, const DynamicFunctions& dynamic) {
 void mark_interrupted() { g_interrupted = 1; }
 
 Result<void> serve_tasks(Channel& channel, const Registry& registry, WorkerInfo info, const DynamicFunctions* dynamic,
-                         ProgressMarker* progress) {
+                         ProgressMarker* progress, std::chrono::nanoseconds outside_signal_wait) {
   if (dynamic != nullptr && dynamic->load) {
     AUTHRUN_TRY_ASSIGN(const bool go_on, load_program(channel, *dynamic));
     if (!go_on) return {};
@@ -136,7 +157,15 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry, WorkerInfo 
     if (std::holds_alternative<Shutdown>(*msg)) return channel.flush(no_deadline());
     if (auto* batch = std::get_if<TaskBatch>(&*msg)) {
       // Results are held, to go out many to a frame, but never long (see HeldResults).
-      for (Task& task : batch->tasks) AUTHRUN_TRY(held.add(run_task(task, registry, dynamic, held, progress)));
+      for (Task& task : batch->tasks) {
+        TaskResult result = run_task(task, registry, dynamic, held, progress);
+        const bool outside = ended_from_outside(result);
+        AUTHRUN_TRY(held.add(std::move(result)));
+        if (outside) {
+          AUTHRUN_TRY(held.queue());
+          AUTHRUN_TRY(confirm_survival(channel, outside_signal_wait));
+        }
+      }
       AUTHRUN_TRY(held.queue());
       continue;
     }
@@ -146,7 +175,10 @@ Result<void> serve_tasks(Channel& channel, const Registry& registry, WorkerInfo 
       std::ignore = channel.send(ProtocolError{to_string(e.code), e.message});
       return e;
     }
-    AUTHRUN_TRY(held.send_alone(run_task(*task, registry, dynamic, held, progress)));
+    TaskResult result = run_task(*task, registry, dynamic, held, progress);
+    const bool outside = ended_from_outside(result);
+    AUTHRUN_TRY(held.send_alone(std::move(result)));
+    if (outside) AUTHRUN_TRY(confirm_survival(channel, outside_signal_wait));
   }
 }
 

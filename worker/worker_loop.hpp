@@ -1,6 +1,8 @@
 // The worker's task loop: after the handshake, receive a task, run it, send its result, until shutdown.
 #pragma once
 
+#include <chrono>
+
 #include "authrun/worker.hpp"
 #include "protocol/channel.hpp"
 #include "protocol/progress_page.hpp"
@@ -21,7 +23,10 @@ void mark_interrupted();
 // Each task's beginning and end are marked on `progress` (the runner's page, PROTOCOL.md section 9.1) if there
 // is one; without one, what is held is written before each task begins, so that the runner knows the first
 // task it has no result for was the one running.
+// After a failure whose cause was a signal from outside (TaskError::outside_signal) it sends nothing for
+// `outside_signal_wait`, then a keepalive: the runner holds that failure until then (PROTOCOL.md section 6).
 protocol::Result<void> serve_tasks(protocol::Channel& channel, const Registry& registry, protocol::WorkerInfo info,
-                                   const DynamicFunctions* dynamic, protocol::ProgressMarker* progress);
+                                   const DynamicFunctions* dynamic, protocol::ProgressMarker* progress,
+                                   std::chrono::nanoseconds outside_signal_wait);
 
 }  // namespace authrun::worker

@@ -144,6 +144,7 @@ int main(int argc, char** argv, const Registry& registry, const DynamicFunctions
   bool allow_insecure = false;
   bool list = false;
   bool allow_ptrace = false;
+  double outside_signal_wait = std::chrono::duration<double>(KeepAlive::interval).count();
   app.add_option("--key-fd", key_source.fd, "Ask for the run key on this inherited socket (the runner's rendezvous, PROTOCOL.md 9)")
       ->capture_default_str();
   app.add_option("--key-file", key_source.file, "Read the run key from this file (mode 0600, made by 'authrun keygen')")
@@ -163,6 +164,12 @@ int main(int argc, char** argv, const Registry& registry, const DynamicFunctions
   app.add_flag("--allow-insecure-measurement", allow_insecure,
                "Also accept the unauthenticated channel mode (for 'authrun bench' only)");
   app.add_flag("--allow-ptrace", allow_ptrace, "Run even while traced (debugging); otherwise a tracer makes it exit 3");
+  app.add_option("--outside-signal-wait", outside_signal_wait,
+                 "After a task's process is killed by a signal this worker did not send (SIGTERM, SIGHUP, SIGINT, SIGQUIT, "
+                 "SIGKILL: scancel, a service stop), seconds to send nothing more; the runner holds that failure meanwhile "
+                 "and retries the task if the worker is stopped too")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
   app.add_flag("--list", list, "List the functions this worker serves and exit");
   app.set_version_flag("--version", version_text(g_program), "Print the version and exit");
   try {
@@ -219,7 +226,8 @@ int main(int argc, char** argv, const Registry& registry, const DynamicFunctions
   WorkerInfo info{host_name(), ::getpid()};
   info.batches = true;
   info.keepalive_ms = static_cast<std::uint32_t>(KeepAlive::interval.count());
-  if (auto served = serve_tasks(channel, registry, std::move(info), is_dynamic ? &dynamic : nullptr, progress ? &*progress : nullptr);
+  const auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(outside_signal_wait));
+  if (auto served = serve_tasks(channel, registry, std::move(info), is_dynamic ? &dynamic : nullptr, progress ? &*progress : nullptr, wait);
       !served) {
     if (served.error().code == ErrorCode::program_failed) return 5;  // the runner says why, once
     log_line(std::string("channel closed (") + to_string(served.error().code) + "): " + served.error().message);

@@ -17,6 +17,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <sodium.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "protocol/json_codec.hpp"
@@ -48,6 +49,12 @@ json with_bytes(json value, const Attachment& bytes) {
   json out{{"$bytes", std::move(b64)}};
   if (!value.is_null()) out["value"] = std::move(value);
   return out;
+}
+
+// "SIGTERM", or "signal 70" for a number without a name.
+std::string signal_text(int sig) {
+  if (const char* abbrev = ::sigabbrev_np(sig)) return std::string("SIG") + abbrev;
+  return "signal " + std::to_string(sig);
 }
 
 Millis to_millis(double seconds) { return Millis(static_cast<long long>(seconds * 1000.0 + 0.5)); }
@@ -84,6 +91,16 @@ struct Attempt {
   void start() { started = Clock::now(); }
 };
 
+// The failed result of a worker's head task whose cause was a signal from outside the worker (a result's
+// outside_signal, PROTOCOL.md section 6): a stop of the whole worker may be under way. It stands once the worker
+// is heard from after it (any frame, or a clean exit); if the worker dies first, it is dropped and the task
+// is charged with that death, as one that was running.
+struct HeldFailure {
+  json error;                // the result's error, as it would have been reported
+  int signal = 0;            // the outside signal
+  std::uint64_t frames = 0;  // the worker's frames received up to the one that carried it
+};
+
 struct Worker {
   std::shared_ptr<WorkerLink> link;
   int pid = 0;
@@ -100,6 +117,7 @@ struct Worker {
   bool loaded = true;     // its program imported (a Python worker's worker_info came): tasks are timed from then
   bool import_armed = false;  // the import's deadline is set
   bool retiring = false;  // shut down once its tasks are done (recycled, or the run ended)
+  std::optional<HeldFailure> held;  // the result of in_flight's head, held (see HeldFailure)
 };
 
 // Launched workers one host may have starting (logging in) at once: sshd refuses some of more than 10
@@ -123,6 +141,12 @@ class Engine {
   void start_deferred();
   void on_ready(int id);
   void on_result(int id, TaskResult&& r);
+  // Ends the head task of `w` with its result (see finish), and does what a result does for its worker.
+  void end_head(Worker& w, bool ok, json value_or_error, std::string value_json = {}, std::string attachment = {});
+  // Ends the head task of `w` with its held failure, if it has one: the worker outlived the signal.
+  void release_held(Worker& w);
+  // Frames came from the worker: a held failure before them stands.
+  void on_heard(int id);
   void on_output(int id, Output&& out);
   void on_gone(int id, const Error& why, int wait_status);
   // The index in `w.in_flight` of the task `w` was running when it went (`why`), if one was: from its progress
@@ -298,6 +322,7 @@ void Engine::spawn_worker(int slot) {
   ev.values_as_text = m_handler.takes_value_text();
   ev.pipe_size = m_o.pipe_size;
   ev.on_output = [this, id](Output&& out) { on_output(id, std::move(out)); };
+  ev.on_heard = [this, id] { on_heard(id); };
   ev.on_gone = [this, id](const Error& why, int status) { on_gone(id, why, status); };
   const KeyDelivery delivery = site.local ? KeyDelivery::inherited_fd : m_o.key_delivery;
   const std::vector<std::string> argv =
@@ -554,7 +579,7 @@ void Engine::arm_deadline(Worker& w) {
   const double silence_s = m_o.silence_limit_s.value_or(m_sites[std::size_t(w.site)].local ? 30.0 : 120.0);
   w.link->watch_silence(!w.in_flight.empty(), to_millis(silence_s));
   std::optional<double> limit;
-  if (!w.in_flight.empty()) {
+  if (!w.in_flight.empty() && !w.held) {  // a held head has ended: only the silence limit applies now
     const Attempt& head = m_in_flight.at(w.in_flight.front());
     limit = head.task.timeout_s ? head.task.timeout_s : m_o.timeout_s;
   }
@@ -615,27 +640,48 @@ void Engine::finish(const Attempt& a, int attempt, bool ok, json value_or_error,
 
 void Engine::on_result(int id, TaskResult&& r) {
   Worker& w = m_workers.at(id);
+  release_held(w);  // a later result: the worker outlived that signal
   if (w.in_flight.empty() || w.in_flight.front() != r.id) {
     w.link->refuse(make_error(ErrorCode::unexpected, "worker answered task " + std::to_string(r.id) + " out of turn"));
     return;
   }
-  w.in_flight.pop_front();
-  auto node = m_in_flight.extract(r.id);
-  const Attempt& a = node.mapped();
-  observe_duration(w, a);
-  m_in_flight_bytes -= a.payload_bytes;
   if (r.ok && m_handler.takes_attachments()) {
-    finish(a, a.failed_attempts + 1, true, std::move(r.value), &w, std::move(r.value_json), std::string(r.attachment.view()));
+    end_head(w, true, std::move(r.value), std::move(r.value_json), std::string(r.attachment.view()));
   } else if (r.ok) {
-    finish(a, a.failed_attempts + 1, true, with_bytes(std::move(r.value), r.attachment), &w, std::move(r.value_json));
+    end_head(w, true, with_bytes(std::move(r.value), r.attachment), std::move(r.value_json));
   } else {
     // The worker's words go to the result line as sent (a JSON string escapes them), if valid UTF-8 and not
     // too long; the joblog and the terminal escape them again.
     json err{{"type", peer_result_text(r.error.type, k_peer_result_type_max)},
              {"message", peer_result_text(r.error.message, k_peer_result_text_max)}};
     if (!r.error.details.is_null()) err["details"] = std::move(r.error.details);
-    finish(a, a.failed_attempts + 1, false, std::move(err), &w);
+    // Held only from a worker that keeps sending frames while busy (keepalive_ms): the silence limit then
+    // ends a hold whose confirmation never comes.
+    const auto& info = w.link->peer_info();
+    if (r.error.outside_signal != 0 && info && info->keepalive_ms != 0) {
+      w.held = HeldFailure{std::move(err), r.error.outside_signal, w.link->frames_received()};
+      arm_deadline(w);
+      if (m_o.verbose) {
+        log(describe_worker(w) + ": task " + id_json(m_in_flight.at(r.id).task) + ": its process was killed by " +
+            signal_text(r.error.outside_signal) +
+            ", which the worker did not send: the failure waits until the worker is heard from again (a worker "
+            "stopped meanwhile has the task retried)");
+      }
+      return;
+    }
+    end_head(w, false, std::move(err));
   }
+  dispatch();
+}
+
+void Engine::end_head(Worker& w, bool ok, json value_or_error, std::string value_json, std::string attachment) {
+  const std::uint64_t seq = w.in_flight.front();
+  w.in_flight.pop_front();
+  auto node = m_in_flight.extract(seq);
+  const Attempt& a = node.mapped();
+  observe_duration(w, a);
+  m_in_flight_bytes -= a.payload_bytes;
+  finish(a, a.failed_attempts + 1, ok, std::move(value_or_error), &w, std::move(value_json), std::move(attachment));
   m_spent.push_back(std::move(node.mapped().task.args_json));
   m_health->succeeded(std::size_t(w.site));
   ++w.done;
@@ -645,11 +691,25 @@ void Engine::on_result(int id, TaskResult&& r) {
     if (work_remains() && !m_stopping && !m_health->set_aside(std::size_t(w.site))) spawn_worker(w.slot);
   }
   if (w.retiring && w.in_flight.empty()) w.link->shutdown();
+}
+
+void Engine::release_held(Worker& w) {
+  if (!w.held) return;
+  json error = std::move(w.held->error);
+  w.held.reset();
+  end_head(w, false, std::move(error));
+}
+
+void Engine::on_heard(int id) {
+  Worker& w = m_workers.at(id);
+  if (!w.held || w.link->frames_received() <= w.held->frames) return;
+  release_held(w);
   dispatch();
 }
 
 void Engine::on_output(int id, Output&& out) {
   Worker& w = m_workers.at(id);
+  release_held(w);  // the next task's output: the worker outlived that signal
   if (w.in_flight.empty() || w.in_flight.front() != out.id) {
     w.link->refuse(make_error(ErrorCode::unexpected, "worker sent output for task " + std::to_string(out.id) + ", which is not running"));
     return;
@@ -687,6 +747,18 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
     dispatch();
     return;
   }
+  // A held failure (HeldFailure) stands if the worker ended cleanly or was stopped by us; otherwise the worker
+  // died before it was heard from again, as the stop that killed the task's process reached it too: the task
+  // is charged with this death, as one that was running.
+  std::optional<int> held_signal;
+  if (w.held) {
+    if ((WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0) || m_stopping) {
+      release_held(w);
+    } else {
+      held_signal = w.held->signal;
+      w.held.reset();
+    }
+  }
   const bool clean = why.code == ErrorCode::eof && w.in_flight.empty() && (w.retiring || m_finishing);
   const bool stopped_by_us = m_stopping && w.retiring;  // killed by a halt or a second signal
   const std::string status = describe_wait_status(wait_status);
@@ -711,7 +783,7 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
   // Only the task that was running when the worker went is at fault. The others were either queued behind
   // it, not begun (a worker runs its tasks in order), or finished with their results still held in the
   // worker: all go back without counting an attempt (a finished one runs again).
-  const std::optional<std::size_t> at_fault = running_task(w, why);
+  const std::optional<std::size_t> at_fault = held_signal ? std::optional<std::size_t>(0) : running_task(w, why);
   for (std::size_t i = w.in_flight.size(); i-- > 0;) {
     auto anode = m_in_flight.extract(w.in_flight[i]);
     Attempt a = std::move(anode.mapped());
@@ -725,6 +797,9 @@ void Engine::on_gone(int id, const Error& why, int wait_status) {
                             : m_stopping ? "stopped before the task finished"
                                          : "worker " + std::to_string(w.pid) + " died running this task: " + status +
                                                (why.code == ErrorCode::eof ? "" : " (" + why.message + ")");
+      if (held_signal && !timed_out && !m_stopping) {
+        message += "; its process had been killed by " + signal_text(*held_signal) + " just before (the same stop)";
+      }
       if (m_stopping || a.failed_attempts > m_o.retries) {
         finish(a, a.failed_attempts, false, json{{"type", type}, {"message", message}}, &w);
         continue;

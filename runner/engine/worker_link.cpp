@@ -52,6 +52,7 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
   asio::steady_timer linger_timer;  // bounds the wait for the end once the worker stopped reading or exited
   asio::steady_timer silence_timer;  // watch_silence: fires when a busy worker has said nothing for too long
   Clock::time_point last_heard{};    // when bytes last came from the worker (or it last became busy)
+  std::uint64_t frames_told = 0;     // connection.frames_received() when on_heard was last called
   bool busy = false;
   bool silence_armed = false;
   std::chrono::milliseconds silence_limit{0};
@@ -290,6 +291,11 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
         continue;
       }
       return refuse(make_error(ErrorCode::unexpected, std::string("worker sent a ") + to_string(type_of(**msg)) + " message"));
+    }
+    if (connection.frames_received() != frames_told) {
+      frames_told = connection.frames_received();
+      if (events.on_heard) events.on_heard();
+      if (closed) return;
     }
     if (busy && !silence_armed) arm_silence();  // its worker_info (keepalive_ms) may have come just now
     kick_write();
@@ -602,6 +608,7 @@ Result<void> WorkerLink::send_task(std::uint64_t id, const std::string& fn, cons
 }
 
 std::uint64_t WorkerLink::task_frames() const { return m_impl->task_frames; }
+std::uint64_t WorkerLink::frames_received() const { return m_impl->connection.frames_received(); }
 
 void WorkerLink::send_after_handshake(MessageType type, std::string body) {
   m_impl->first_message.emplace(type, std::move(body));

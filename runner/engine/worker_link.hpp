@@ -32,6 +32,8 @@ class WorkerLink {
     std::function<void(protocol::TaskResult&&)> on_result;
     // A piece of a running task's streamed output arrived (before that task's result).
     std::function<void(protocol::Output&&)> on_output;
+    // Frames came from the worker (any, a keepalive too), after those handed to the events above.
+    std::function<void()> on_heard;
     // The channel is closed and the process reaped; called once, last. `why` is the first thing that went
     // wrong (eof for a clean exit), `wait_status` as from waitpid.
     std::function<void(const protocol::Error& why, int wait_status)> on_gone;
@@ -83,6 +85,8 @@ class WorkerLink {
                                    std::string_view attachment = {});
   // Frames that carried tasks to the worker so far: one per task, or fewer once tasks go in batches.
   std::uint64_t task_frames() const;
+  // Data frames received from the worker so far (see Connection::frames_received).
+  std::uint64_t frames_received() const;
   // What the worker's progress page says (PROTOCOL.md section 9.1): whether it kept one (only a worker
   // spawned here, handed its key on the rendezvous, gets one) and which task it was running. Untrusted;
   // meaningful once the worker is gone (on_gone).

@@ -261,6 +261,31 @@ TEST_CASE("json_codec: outcome without reason") {
   check_fails(MessageType::outcome, R"({"ok":false,"message":"y"})", ErrorCode::malformed, {"'reason'"});
 }
 
+TEST_CASE("json_codec: a failure's outside_signal round trips, and is left out when 0") {
+  TaskResult r;
+  r.id = 9;
+  r.ok = false;
+  r.error = TaskError{"signal", "exec: 'sh' was killed by SIGTERM", nullptr};
+  CHECK(encode_body(r).find("outside_signal") == std::string::npos);
+  CHECK(std::get<TaskResult>(round_trip(r)).error.outside_signal == 0);
+  r.error.outside_signal = 15;
+  CHECK(encode_body(r).find(R"("outside_signal":15)") != std::string::npos);
+  CHECK(std::get<TaskResult>(round_trip(r)).error.outside_signal == 15);
+  // Inside a result_batch too (a failed entry is decoded as a lone result is).
+  auto batch = std::get<ResultBatch>(round_trip(ResultBatch{{r}}));
+  REQUIRE(batch.results.size() == 1);
+  CHECK(batch.results[0].error.outside_signal == 15);
+}
+
+TEST_CASE("json_codec: a failure's outside_signal must be a signal number") {
+  for (const char* bad : {"0", "65", "-15", "15.5", "\"TERM\"", "null", "true"}) {
+    CAPTURE(bad);
+    check_fails(MessageType::result,
+                std::string(R"({"id":3,"ok":false,"error":{"type":"signal","message":"m","outside_signal":)") + bad + "}}",
+                ErrorCode::malformed, {"result 3 error", "'outside_signal'", "1 to 64"});
+  }
+}
+
 TEST_CASE("json_codec: successful result without value") {
   check_fails(MessageType::result, R"({"id":3,"ok":true})", ErrorCode::malformed, {"result 3", "'value'", "missing"});
 }

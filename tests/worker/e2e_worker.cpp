@@ -246,9 +246,16 @@ struct ShakenWorker {
   Child child;
   std::optional<protocol::Channel> channel;
 
-  ShakenWorker() : child(spawn_child({test::worker_bin(), "--key-file", write_key(dir, key)})) {
+  explicit ShakenWorker(const std::vector<std::string>& options = {}) : child(spawn(options)) {
     channel.emplace(std::move(child.out), std::move(child.in), key, parent_config());
     REQUIRE(channel->handshake(in_seconds(20)));
+  }
+
+  // Starts the worker with its key file and `options`.
+  Child spawn(const std::vector<std::string>& options) {
+    std::vector<std::string> argv{test::worker_bin(), "--key-file", write_key(dir, key)};
+    argv.insert(argv.end(), options.begin(), options.end());
+    return spawn_child(argv);
   }
 
   // Sends shutdown; the worker exits 0.
@@ -311,5 +318,63 @@ TEST_CASE("worker: in a batch, a finished result does not wait for the long task
   REQUIRE(second.size() == 1);
   CHECK(second[0].id == 2);
   CHECK(gap > std::chrono::milliseconds(1500));
+  w.finish();
+}
+
+TEST_CASE("worker: an exec child ended by a signal it did not send is answered with outside_signal, then a keepalive") {
+  // The child signals itself: to the worker, a signal from outside. A SIGTERM is a stop's signal, so the result
+  // says so and the worker sends a keepalive (after its wait) before anything else; a SIGSEGV is the child's own
+  // fault: no outside_signal, nothing in between. Lone tasks and batches alike.
+  ShakenWorker w({"--outside-signal-wait", "0.05"});
+  protocol::Channel& channel = *w.channel;
+  auto self_kill = [](std::uint64_t id, const char* sig) {
+    return protocol::Task{id, "exec", json{{"argv", {"sh", "-c", std::string("kill -") + sig + " $$"}}}};
+  };
+  auto receive_results = [&] {
+    auto msg = channel.receive(in_seconds(20));
+    REQUIRE_MESSAGE(msg.has_value(), "no result: " << msg.error().message);
+    if (auto* one = std::get_if<protocol::TaskResult>(&*msg)) return std::vector<protocol::TaskResult>{std::move(*one)};
+    REQUIRE(std::holds_alternative<protocol::ResultBatch>(*msg));
+    return std::get<protocol::ResultBatch>(std::move(*msg)).results;
+  };
+  for (const bool batched : {false, true}) {
+    CAPTURE(batched);
+    const std::uint64_t base = batched ? 10 : 0;
+    if (batched) {
+      protocol::TaskBatch batch;
+      batch.tasks = {self_kill(base + 1, "TERM"), protocol::Task{base + 2, "echo", json("next")}, self_kill(base + 3, "SEGV"),
+                     protocol::Task{base + 4, "echo", json("last")}};
+      REQUIRE(channel.send(std::move(batch), in_seconds(20)));
+    } else {
+      for (auto t : {self_kill(base + 1, "TERM"), protocol::Task{base + 2, "echo", json("next")}, self_kill(base + 3, "SEGV"),
+                     protocol::Task{base + 4, "echo", json("last")}}) {
+        REQUIRE(channel.send(std::move(t), in_seconds(20)));
+      }
+    }
+    // The SIGTERM failure goes out at once, alone: nothing after it shares its frame.
+    auto first = receive_results();
+    REQUIRE(first.size() == 1);
+    CHECK(first[0].id == base + 1);
+    CHECK(!first[0].ok);
+    CHECK(first[0].error.type == "signal");
+    CHECK(first[0].error.outside_signal == SIGTERM);
+    const std::uint64_t frames = channel.connection().frames_received();
+    // Then a keepalive (taken in by the channel, counted), and only then the next results.
+    std::vector<protocol::TaskResult> rest;
+    std::uint64_t frames_before_next = 0;
+    while (rest.size() < 3) {
+      auto more = receive_results();
+      if (rest.empty()) frames_before_next = channel.connection().frames_received() - 1;
+      for (auto& r : more) rest.push_back(std::move(r));
+    }
+    CHECK(frames_before_next == frames + 1);
+    CHECK(rest[0].id == base + 2);
+    CHECK(rest[0].value == "next");
+    CHECK(rest[1].id == base + 3);
+    CHECK(rest[1].error.type == "signal");
+    CHECK(rest[1].error.outside_signal == 0);
+    CHECK(rest[2].id == base + 4);
+    CHECK(rest[2].value == "last");
+  }
   w.finish();
 }

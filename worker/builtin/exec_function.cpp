@@ -312,6 +312,12 @@ int ms_until(Clock::time_point deadline) {
   return static_cast<int>(std::clamp<decltype(left)>(left, 0, INT_MAX));
 }
 
+// The signals with which processes are stopped from outside (kill, scancel, a service manager, a hang-up),
+// as opposed to those a program's own fault raises (SIGSEGV, SIGABRT, SIGPIPE...).
+bool is_stop_signal(int sig) {
+  return sig == SIGTERM || sig == SIGHUP || sig == SIGINT || sig == SIGQUIT || sig == SIGKILL;
+}
+
 json signal_name(int sig) {
   if (const char* abbrev = sigabbrev_np(sig)) return std::string("SIG") + abbrev;
   return "SIG" + std::to_string(sig);
@@ -518,7 +524,15 @@ FunctionResult exec_function(json&& args) {
     std::snprintf(secs, sizeof secs, "%g", std::chrono::duration<double>(*a.timeout).count());
     return fail("timeout", prog + " timed out after " + secs + " s and was killed");
   }
-  if (!sig.is_null()) return fail("signal", prog + " was killed by " + sig_name.get<std::string>());
+  if (!sig.is_null()) {
+    // Not ours (a time limit is "timeout", a lost channel "output_lost", and our SIGTERM handler exits): a
+    // stop from outside, which may be about to reach this worker too, makes the failure wait for the
+    // worker to outlive it (PROTOCOL.md section 6, outside_signal).
+    const int number = WTERMSIG(status);
+    TaskError failed{"signal", prog + " was killed by " + sig_name.get<std::string>(), std::move(value)};
+    if (is_stop_signal(number)) failed.outside_signal = number;
+    return failed;
+  }
   if (exit_code.is_null()) return fail("exit_status", prog + " ended in an unknown way");
   if (exit_code.get<int>() != 0) return fail("exit_status", prog + " exited with status " + std::to_string(exit_code.get<int>()));
   if (out.truncated || err.truncated) {
