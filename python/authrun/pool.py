@@ -127,7 +127,22 @@ class IMapIterator:
         self._done_chunks = 0
 
     def __iter__(self):
-        return self
+        # for, list(), sum() take the values through this generator: each costs a generator's resume, where a
+        # call of next() per value cost more than the work of the values (multiprocessing's imap with a
+        # chunksize flattens its chunks in a generator too). next() refills _ready a chunk at a time; a value
+        # is taken before it is yielded, so a loop left early loses none of them for the next consumer.
+        popleft = self._ready.popleft
+        while True:
+            try:
+                while True:
+                    yield popleft()
+            except IndexError:
+                pass
+            try:
+                value = self.next()
+            except StopIteration:
+                return
+            yield value
 
     def next(self, timeout=None):
         # A chunk's values go one by one from _ready (deque.popleft is atomic), the lock only taken per chunk:
@@ -339,23 +354,18 @@ def _bind(result, index):
     return lambda ok, text, attachment: result._deliver_chunk(index, ok, text, attachment)
 
 
-class iter_or_error:
-    """An iterator over `iterable`, or one that raises what iter() raised (on the feeding thread)."""
+def iter_or_error(iterable):
+    """iter(iterable), or an iterator that raises what iter() raised (on the feeding thread). The iterable's own
+    iterator, not a wrapper: a Python __next__ per item cost more than the items' work."""
+    try:
+        return iter(iterable)
+    except Exception as e:
+        return _raising(e)
 
-    def __init__(self, iterable):
-        try:
-            self._it = iter(iterable)
-            self._error = None
-        except Exception as e:
-            self._it, self._error = None, e
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._error is not None:
-            raise self._error
-        return next(self._it)
+def _raising(error):
+    raise error
+    yield
 
 
 def _feed_imap(core, result, func, it, chunksize, cap):
@@ -363,14 +373,11 @@ def _feed_imap(core, result, func, it, chunksize, cap):
     each and submits it. An exception of the input, or of pickling, takes the place of that chunk's results."""
     index = 0
     size = chunksize or 1
+    islice = itertools.islice
     try:
         while True:
-            chunk = []
             try:
-                for item in it:
-                    chunk.append(item)
-                    if len(chunk) >= size:
-                        break
+                chunk = list(islice(it, size))  # not an item at a time in Python: that cost more than the chunk's work
             except Exception as e:
                 result._chunk_done(index, False, e)
                 index += 1

@@ -272,6 +272,14 @@ class PoolTest(unittest.TestCase):
             with self.assertRaises(Custom):
                 next(it)  # items 10..19: their chunk failed, its exception once
             self.assertEqual(list(it), list(range(20, 40)))  # the later chunks go on
+            # A for loop left in the middle of a chunk loses nothing: next() and another loop go on from there.
+            it = p.imap(inc, range(100), chunksize=30)
+            first = []
+            for v in it:
+                first.append(v)
+                if len(first) == 45:
+                    break
+            self.assertEqual(first + [next(it)] + list(it), list(range(1, 101)))
             it = p.imap_unordered(inc, range(20_000), chunksize=100)
             got = [[], []]
             threads = [threading.Thread(target=lambda out=out: out.extend(it)) for out in got]
