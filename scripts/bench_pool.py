@@ -10,7 +10,9 @@ Usage: scripts/bench-pool [--pairs N] [--quick]
   imap      Pool(2).imap_unordered(inc, range(200_000)) without chunksize (authrun: adaptive chunks) against
             multiprocessing's chunksize 1, and against its best of chunksize 10, 100, 1000, 10000 (measured
             once beforehand); the pools are started before the clock.
-  bytes     Pool(2).map(size, [1 MiB bytes] * 200), started pools.
+  bytes     Pool(2).map(size, data), data 200 distinct 1 MiB bytes objects, started pools. Distinct: with the same
+            object 200 times ([b] * 200), pickle's memo sends it once a chunk (multiprocessing: 8 MiB of the 200),
+            which measures the memo, not 200 payloads.
   start     Pool(2) creation to the first result of apply(inc, (1,)): authrun against multiprocessing's spawn
             context (whose workers import the main script, as authrun's do).
 """
@@ -79,7 +81,7 @@ def bench_imap(n):
 
 
 def bench_bytes(n):
-    data = [os.urandom(1 << 20)] * 200
+    data = [os.urandom(1 << 20) for _ in range(200)]  # 200 payloads, not one object 200 times (see above)
     with authrun.Pool(2) as ap, multiprocessing.Pool(2) as mp:
         ap.map(inc, range(10))
         mp.map(inc, range(10))
