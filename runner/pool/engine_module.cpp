@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "runner/engine/launcher.hpp"
 #include "runner/engine/worker_command.hpp"
@@ -80,6 +83,47 @@ EngineOptions make_options(const py::kwargs& kw) {
   return e;
 }
 
+// One buffer of a task's attachment, exported (C-contiguous) while it is copied; released with the GIL held.
+class Piece {
+ public:
+  Piece(std::size_t task, py::handle object) : m_task(task) {
+    if (PyObject_GetBuffer(object.ptr(), &m_view, PyBUF_C_CONTIGUOUS) != 0) {
+      // Not contiguous (a strided memoryview): its bytes, in order.
+      PyErr_Clear();
+      m_copy = py::reinterpret_steal<py::object>(PyBytes_FromObject(object.ptr()));
+      if (!m_copy || PyObject_GetBuffer(m_copy.ptr(), &m_view, PyBUF_SIMPLE) != 0) throw py::error_already_set();
+    }
+    m_held = true;
+  }
+  ~Piece() {
+    if (m_held) PyBuffer_Release(&m_view);
+  }
+  Piece(Piece&& o) noexcept : m_task(o.m_task), m_view(o.m_view), m_held(std::exchange(o.m_held, false)), m_copy(std::move(o.m_copy)) {}
+  Piece(const Piece&) = delete;
+  Piece& operator=(const Piece&) = delete;
+  Piece& operator=(Piece&&) = delete;
+
+  std::size_t task() const { return m_task; }
+  std::string_view bytes() const { return {static_cast<const char*>(m_view.buf), std::size_t(m_view.len)}; }
+
+ private:
+  std::size_t m_task;  // its task's index in the batch
+  Py_buffer m_view{};
+  bool m_held = false;
+  py::object m_copy;
+};
+
+// Each task's attachment: its pieces, in order, in one allocation of the exact size. Needs no GIL.
+void join_pieces(const std::vector<Piece>& pieces, std::vector<PoolTask>& batch) {
+  for (std::size_t i = 0; i < pieces.size();) {
+    std::size_t end = i, size = 0;
+    for (; end < pieces.size() && pieces[end].task() == pieces[i].task(); ++end) size += pieces[end].bytes().size();
+    std::string& out = batch[pieces[i].task()].attachment;
+    out.reserve(size);
+    for (; i < end; ++i) out.append(pieces[i].bytes());
+  }
+}
+
 py::list to_python(std::vector<PoolResult>&& results) {
   py::list out;
   for (PoolResult& r : results) {
@@ -104,24 +148,35 @@ PYBIND11_MODULE(_engine, m) {
       .def(
           "submit",
           [](PoolEngine& self, const py::list& tasks) {
-            // Each task: (id, fn, args_json, attachment bytes or None, timeout or None).
+            // Each task: (id, fn, args_json, attachment, timeout or None); the attachment None, a buffer, or a
+            // list of buffers (a pickler's pieces) that make it in order.
             std::vector<PoolTask> batch;
             batch.reserve(tasks.size());
+            std::vector<Piece> pieces;  // the buffers stay exported (and their objects alive) while copied
             for (const py::handle item : tasks) {
               auto t = item.cast<py::tuple>();
               PoolTask task;
               task.id = t[0].cast<std::uint64_t>();
               task.fn = t[1].cast<std::string>();
               task.args_json = t[2].cast<std::string>();
-              if (!t[3].is_none()) {
-                py::buffer_info info = py::buffer(t[3]).request();
-                task.attachment.assign(static_cast<const char*>(info.ptr), std::size_t(info.size * info.itemsize));
+              if (py::isinstance<py::list>(t[3])) {
+                for (const py::handle piece : t[3]) pieces.emplace_back(batch.size(), piece);
+              } else if (!t[3].is_none()) {
+                pieces.emplace_back(batch.size(), t[3]);
               }
               if (!t[4].is_none()) task.timeout_s = t[4].cast<double>();
               batch.push_back(std::move(task));
             }
-            py::gil_scoped_release release;
-            return self.submit(std::move(batch));
+            bool taken = false;
+            {
+              // Copied once, into a buffer of the attachment's exact size, without the GIL (the results
+              // thread goes on meanwhile); the buffers are released with it, after.
+              py::gil_scoped_release release;
+              join_pieces(pieces, batch);
+              taken = self.submit(std::move(batch));
+            }
+            pieces.clear();
+            return taken;
           },
           "Queues tasks [(id, fn, args_json, attachment, timeout)]; False once closed.")
       .def(

@@ -192,6 +192,11 @@ class PoolTest(unittest.TestCase):
         data = os.urandom(1 << 20)
         with Pool(2, **OPTS) as p:
             self.assertEqual(p.map(echo_bytes, [data] * 4, chunksize=1), [data[::-1]] * 4)
+            # Distinct payloads, several a chunk, past the pickler's frame and within it, bytes and bytearray:
+            # each one byte-exact, in its place.
+            items = [os.urandom(n) for n in (0, 1, 70_000, 1 << 20, 3, 200_000, 65_536)]
+            items += [bytearray(x) for x in items]
+            self.assertEqual(p.map(echo_bytes, items, chunksize=5), [bytes(x)[::-1] for x in items])
 
     def test_every_task_ends_exactly_once(self):
         calls = []
@@ -301,6 +306,7 @@ class JsonSerializerTest(unittest.TestCase):
             self.assertEqual(p.map(inc, range(300)), list(range(1, 301)))
             self.assertEqual(p.starmap(add, [(1, 2), (3, 4)]), [3, 7])
             self.assertEqual(p.apply(echo_bytes, (b"abc",)), b"cba")  # raw attachment both ways
+            self.assertEqual(p.apply(echo_bytes, (memoryview(b"abcdef")[::2],)), b"eca")  # a strided view: its bytes
             self.assertEqual(sorted(p.imap_unordered(inc, range(50))), list(range(1, 51)))
             with self.assertRaises(KeyError):
                 p.apply(raise_key, ("k",))
