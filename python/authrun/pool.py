@@ -280,12 +280,23 @@ class Pool:
             # JSON tasks go one item each: the engine puts them in batches itself.
             chunks = [[item] for item in (iterable if hasattr(iterable, "__len__") else list(iterable))]
             calls = [core.encode(func, tuple(c[0]) if star else (c[0],), {}) for c in chunks]
-        else:
-            chunks = self._chunks(iterable, chunksize)
-            calls = [core.encode(*_chunk_call(func, chunk, star), user_func=func) for chunk in chunks]
-        result = MapResult(chunks, sum(len(c) for c in chunks), callback, error_callback, core.decode, core.json)
-        del chunks
-        core.submit([(call, _bind(result, i)) for i, call in enumerate(calls)])
+            result = MapResult(chunks, len(chunks), callback, error_callback, core.decode, True)
+            core.submit([(call, _bind(result, i)) for i, call in enumerate(calls)])
+            return result
+        chunks = self._chunks(iterable, chunksize)
+        result = MapResult(chunks, sum(len(c) for c in chunks), callback, error_callback, core.decode)
+        # Each chunk goes to the engine soon after it is pickled, in batches that double from one: the workers
+        # start on the first while the rest are pickled and copied (pickling them all first kept the workers
+        # idle for all of it). A chunk that cannot be pickled raises here, at the call site; chunks sent
+        # before it still run (as multiprocessing's do), their results unseen.
+        batch, size = [], 1
+        for i, chunk in enumerate(chunks):
+            batch.append((core.encode(*_chunk_call(func, chunk, star), user_func=func), _bind(result, i)))
+            if len(batch) >= size:
+                core.submit(batch)
+                batch, size = [], min(size * 2, 256)
+        if batch:
+            core.submit(batch)
         return result
 
     def map(self, func, iterable, chunksize=None):

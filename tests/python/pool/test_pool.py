@@ -186,6 +186,10 @@ class PoolTest(unittest.TestCase):
             self.assertIn("local", str(ctx.exception))
             with self.assertRaises(TypeError):
                 p.apply_async(inc, (threading.Lock(),))
+            # An unpicklable item in a later chunk (the chunks before it already sent): raised at the call site
+            # all the same, and the pool goes on.
+            with self.assertRaises(TypeError):
+                p.map(inc, list(range(50)) + [threading.Lock()], chunksize=10)
             self.assertEqual(p.apply(inc, (1,)), 2)
 
     def test_bytes_travel_raw(self):
