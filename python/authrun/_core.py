@@ -108,7 +108,7 @@ def decode_json_result(ok, text, attachment):
     if not ok:
         return decode_result(ok, text, attachment)
     if attachment is not None and text == "null":
-        return True, attachment
+        return True, attachment if type(attachment) is bytes else bytes(attachment)  # a large one comes as a view
     value = json.loads(text)
     return True, _unescape(value) if '"$' in text else value
 

@@ -140,11 +140,20 @@ void join_pieces(const std::vector<Piece>& pieces, std::vector<PoolTask>& batch)
   }
 }
 
+// A large result attachment handed to Python as it came (a read-only buffer over the engine's string), not
+// copied into a bytes object first: pickle.loads reads it in place.
+struct ResultBytes {
+  std::string data;
+};
+constexpr std::size_t k_result_view_from = 64 * 1024;
+
 py::list to_python(std::vector<PoolResult>&& results) {
   py::list out;
   for (PoolResult& r : results) {
     py::object attachment = r.attachment.empty() ? py::object(py::none())
-                                                  : py::object(py::bytes(r.attachment.data(), r.attachment.size()));
+                            : r.attachment.size() >= k_result_view_from
+                                ? py::cast(ResultBytes{std::move(r.attachment)})
+                                : py::object(py::bytes(r.attachment.data(), r.attachment.size()));
     out.append(py::make_tuple(r.id, r.ok, py::str(r.ok ? r.value_json : r.error_json), attachment, r.attempts, r.worker));
   }
   return out;
@@ -156,6 +165,13 @@ PYBIND11_MODULE(_engine, m) {
   m.doc() = "authrun's engine for a Python pool (authrun.Pool, authrun.ProcessPoolExecutor): not a public API";
   m.attr("build_bin_dir") = AUTHRUN_BUILD_BIN_DIR;
   m.attr("install_bin_dir") = AUTHRUN_INSTALL_BIN_DIR;
+  py::class_<ResultBytes>(m, "ResultBytes", py::buffer_protocol(),
+                          "A large result's bytes, read in place (bytes(it) copies them)")
+      .def_buffer([](ResultBytes& b) {
+        return py::buffer_info(b.data.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
+                               {py::ssize_t(b.data.size())}, {py::ssize_t(1)}, /*readonly=*/true);
+      })
+      .def("__len__", [](const ResultBytes& b) { return b.data.size(); });
   py::class_<PoolEngine>(m, "Engine")
       .def(py::init([](const py::kwargs& kw) { return std::make_unique<PoolEngine>(make_options(kw)); }),
            "Starts the engine's thread and its workers. Keywords: worker_argv, jobs, program, retries, timeout, "
@@ -207,7 +223,7 @@ PYBIND11_MODULE(_engine, m) {
           },
           py::arg("timeout") = py::none(), py::arg("max") = 4096,
           "Finished tasks [(id, ok, value_or_error_json, attachment, attempts, worker)], waiting up to timeout "
-          "for the first.")
+          "for the first; an attachment is None, bytes, or from 64 KiB a ResultBytes buffer.")
       .def("close", &PoolEngine::close, py::call_guard<py::gil_scoped_release>(), "Ends input.")
       .def("terminate", &PoolEngine::terminate, py::call_guard<py::gil_scoped_release>(), "Stops now.")
       .def("join", &PoolEngine::join, py::arg("timeout") = py::none(), py::call_guard<py::gil_scoped_release>(),

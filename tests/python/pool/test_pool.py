@@ -311,6 +311,10 @@ class JsonSerializerTest(unittest.TestCase):
             self.assertEqual(p.starmap(add, [(1, 2), (3, 4)]), [3, 7])
             self.assertEqual(p.apply(echo_bytes, (b"abc",)), b"cba")  # raw attachment both ways
             self.assertEqual(p.apply(echo_bytes, (memoryview(b"abcdef")[::2],)), b"eca")  # a strided view: its bytes
+            big = os.urandom(300_000)
+            back = p.apply(echo_bytes, (big,))
+            self.assertIs(type(back), bytes)  # a large result is bytes too
+            self.assertEqual(back, big[::-1])
             self.assertEqual(sorted(p.imap_unordered(inc, range(50))), list(range(1, 51)))
             with self.assertRaises(KeyError):
                 p.apply(raise_key, ("k",))
