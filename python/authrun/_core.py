@@ -9,7 +9,6 @@ pickle.dumps((exception, traceback_text))."""
 
 import base64
 import builtins
-import io
 import itertools
 import json
 import os
@@ -109,7 +108,7 @@ def decode_json_result(ok, text, attachment):
     if not ok:
         return decode_result(ok, text, attachment)
     if attachment is not None and text == "null":
-        return True, attachment
+        return True, attachment if type(attachment) is bytes else bytes(attachment)  # a large one comes as a view
     value = json.loads(text)
     return True, _unescape(value) if '"$' in text else value
 
@@ -148,10 +147,15 @@ def json_call(func, args, kwargs):
 def dumps_call(func, args, kwargs, user_func=None):
     """The attachment of one call. A function that cannot go by reference (a lambda, a closure, a function of
     an interactive session) raises here, at the call site, naming it. `user_func`: the user's function when
-    `func` is a chunk's wrapper around it."""
-    buf = io.BytesIO()
+    `func` is a chunk's wrapper around it.
+
+    The attachment is the list of what the pickler wrote, in order: its frames, and each large bytes or
+    bytearray as the object itself (pickle writes those past its buffer). The engine's submit copies them once,
+    into the task's own buffer of the exact size: no growing BytesIO between (a second copy, and fresh pages
+    each call: for MiBs of bytes that cost more than the copy)."""
+    pieces = []
     try:
-        pickle.Pickler(buf, protocol=5).dump((func, args, kwargs))
+        pickle.Pickler(_Pieces(pieces.append), protocol=5).dump((func, args, kwargs))
     except (pickle.PicklingError, AttributeError, TypeError) as e:
         func = user_func if user_func is not None else func
         try:
@@ -162,7 +166,16 @@ def dumps_call(func, args, kwargs, user_func=None):
                 "a closure or a local function cannot; define it at the top level of a module or of the main "
                 "script (%s)" % (func, e)) from e
         raise
-    return buf.getbuffer()
+    return pieces
+
+
+class _Pieces:
+    """A pickler's file that keeps what is written as it is (see dumps_call)."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, write):
+        self.write = write
 
 
 def _find_worker():

@@ -16,7 +16,8 @@ struct HostOptions {
 
 // The SDK's DynamicFunctions for a Python program: load() starts the interpreter (isolated: no PYTHON*
 // variables, no user site, no site before the program) and imports the program; call() runs a task's
-// function. `options` must outlive the worker.
+// function. `options` must outlive the worker. Also sets this process's malloc thresholds for large payloads
+// (python_host.cpp, keep_large_buffers).
 DynamicFunctions python_functions(const HostOptions& options);
 
 // Ends the process with `status`: the interpreter, if it was started, is finalized first (the program's

@@ -186,12 +186,21 @@ class PoolTest(unittest.TestCase):
             self.assertIn("local", str(ctx.exception))
             with self.assertRaises(TypeError):
                 p.apply_async(inc, (threading.Lock(),))
+            # An unpicklable item in a later chunk (the chunks before it already sent): raised at the call site
+            # all the same, and the pool goes on.
+            with self.assertRaises(TypeError):
+                p.map(inc, list(range(50)) + [threading.Lock()], chunksize=10)
             self.assertEqual(p.apply(inc, (1,)), 2)
 
     def test_bytes_travel_raw(self):
         data = os.urandom(1 << 20)
         with Pool(2, **OPTS) as p:
             self.assertEqual(p.map(echo_bytes, [data] * 4, chunksize=1), [data[::-1]] * 4)
+            # Distinct payloads, several a chunk, past the pickler's frame and within it, bytes and bytearray:
+            # each one byte-exact, in its place.
+            items = [os.urandom(n) for n in (0, 1, 70_000, 1 << 20, 3, 200_000, 65_536)]
+            items += [bytearray(x) for x in items]
+            self.assertEqual(p.map(echo_bytes, items, chunksize=5), [bytes(x)[::-1] for x in items])
 
     def test_every_task_ends_exactly_once(self):
         calls = []
@@ -272,6 +281,14 @@ class PoolTest(unittest.TestCase):
             with self.assertRaises(Custom):
                 next(it)  # items 10..19: their chunk failed, its exception once
             self.assertEqual(list(it), list(range(20, 40)))  # the later chunks go on
+            # A for loop left in the middle of a chunk loses nothing: next() and another loop go on from there.
+            it = p.imap(inc, range(100), chunksize=30)
+            first = []
+            for v in it:
+                first.append(v)
+                if len(first) == 45:
+                    break
+            self.assertEqual(first + [next(it)] + list(it), list(range(1, 101)))
             it = p.imap_unordered(inc, range(20_000), chunksize=100)
             got = [[], []]
             threads = [threading.Thread(target=lambda out=out: out.extend(it)) for out in got]
@@ -293,6 +310,11 @@ class JsonSerializerTest(unittest.TestCase):
             self.assertEqual(p.map(inc, range(300)), list(range(1, 301)))
             self.assertEqual(p.starmap(add, [(1, 2), (3, 4)]), [3, 7])
             self.assertEqual(p.apply(echo_bytes, (b"abc",)), b"cba")  # raw attachment both ways
+            self.assertEqual(p.apply(echo_bytes, (memoryview(b"abcdef")[::2],)), b"eca")  # a strided view: its bytes
+            big = os.urandom(300_000)
+            back = p.apply(echo_bytes, (big,))
+            self.assertIs(type(back), bytes)  # a large result is bytes too
+            self.assertEqual(back, big[::-1])
             self.assertEqual(sorted(p.imap_unordered(inc, range(50))), list(range(1, 51)))
             with self.assertRaises(KeyError):
                 p.apply(raise_key, ("k",))
