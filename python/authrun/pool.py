@@ -124,48 +124,40 @@ class IMapIterator:
         self._single = single  # each chunk one item sent alone (serializer="json")
         self._cond = threading.Condition(threading.Lock())
         self._items = collections.deque()  # (success, values) of chunks ready to be returned, in order
-        self._ready = collections.deque()  # values of the chunk being returned (taken without the lock)
+        self._current = iter(())            # the values of the chunk being returned (taken without the lock)
         self._unsorted = {}                 # chunk index -> (success, values) back early (ordered only)
         self._next_chunk = 0
         self._chunks = None                 # how many chunks, once the input has ended
         self._done_chunks = 0
 
     def __iter__(self):
-        # for, list(), sum() take the values through this generator: each costs a generator's resume, where a
-        # call of next() per value cost more than the work of the values (multiprocessing's imap with a
-        # chunksize flattens its chunks in a generator too). next() refills _ready a chunk at a time; a value
-        # is taken before it is yielded, so a loop left early loses none of them for the next consumer.
-        popleft = self._ready.popleft
+        # for, list(), sum() take the values through this generator, a chunk at a time delegated to the chunk's
+        # own list iterator (`yield from`: no call per value; a call of next() per value, or a deque's popleft,
+        # cost more than the work of the values). multiprocessing's imap with a chunksize flattens its chunks
+        # in a generator too. The list iterator is shared with next() and advances before a value is yielded,
+        # so a loop left early loses none of them for the next consumer.
         while True:
+            yield from self._current
             try:
-                while True:
-                    yield popleft()
-            except IndexError:
-                pass
-            try:
-                value = self.next()
+                value = self.next()  # the next chunk, when it is back
             except StopIteration:
                 return
             yield value
 
     def next(self, timeout=None):
-        # A chunk's values go one by one from _ready (deque.popleft is atomic), the lock only taken per chunk:
-        # taken per item, it cost imap several times the work of the items it returned.
-        try:
-            return self._ready.popleft()
-        except IndexError:
-            pass
+        # A chunk's values go one by one from its list iterator (whose next is atomic), the lock only taken per
+        # chunk: taken per item, it cost imap several times the work of the items it returned.
+        for value in self._current:
+            return value
         with self._cond:
             while True:
-                try:
-                    return self._ready.popleft()  # refilled by another consumer meanwhile
-                except IndexError:
-                    pass
+                for value in self._current:  # refilled by another consumer meanwhile
+                    return value
                 if self._items:
                     success, values = self._items.popleft()
                     if not success:
                         raise values
-                    self._ready.extend(values)
+                    self._current = iter(values)
                     continue
                 if self._chunks is not None and self._done_chunks == self._chunks:
                     raise StopIteration from None
