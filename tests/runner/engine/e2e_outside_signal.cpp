@@ -50,11 +50,21 @@ bool read_both_until(Child& c, std::string& out, std::string& err,
   return done(out, err);
 }
 
-// Reads the run to its end and returns its wait status.
-int finish(Child& c, std::string& out, std::string& err) {
+// What a run left: its stdout, its stderr, its result lines, and its exit code (-1 if it did not exit).
+struct Ended {
+  std::string out, err;
+  std::vector<json> results;
+  int exit_code = -1;
+};
+
+// Reads the run to its end (after what `out` and `err` hold already).
+Ended finish(Child& c, std::string out = {}, std::string err = {}) {
   read_both_until(c, out, err, [](const std::string&, const std::string&) { return false; },
                   Clock::now() + scaled(std::chrono::seconds(60)));
-  return c.wait();
+  const int status = c.wait();
+  Ended e{std::move(out), std::move(err), {}, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+  e.results = parse_results(e.out);
+  return e;
 }
 
 // The task that a signal from outside hits: its first attempt leaves a file in `dir` and becomes a `sleep`
@@ -106,20 +116,18 @@ TEST_CASE("outside signal: the child killed first, its worker a moment later: th
                           },
                           Clock::now() + scaled(std::chrono::seconds(30))));
   REQUIRE(::kill(worker_pid, SIGTERM) == 0);
-  const int status = finish(c, out, err);
-  INFO(err);
-  INFO(out);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
-  const auto results = parse_results(out);
-  CHECK(results.size() == 2);
-  const json* victim = result_of(results, "victim");
+  const Ended r = finish(c, std::move(out), std::move(err));
+  INFO(r.err);
+  INFO(r.out);
+  CHECK(r.exit_code == 0);
+  CHECK(r.results.size() == 2);
+  const json* victim = result_of(r.results, "victim");
   REQUIRE(victim != nullptr);
   CHECK((*victim)["ok"] == true);
   CHECK((*victim)["attempts"] == 2);
   CHECK((*victim)["value"]["stdout"] == "again\n");
-  CHECK(contains(err, "worker " + std::to_string(worker_pid) + " lost: "));
-  CHECK(contains(summary_of(err), "1 worker death"));
+  CHECK(contains(r.err, "worker " + std::to_string(worker_pid) + " lost: "));
+  CHECK(contains(summary_of(r.err), "1 worker death"));
 }
 
 TEST_CASE("outside signal: only the child killed: one failed result, and its worker goes on") {
@@ -130,25 +138,22 @@ TEST_CASE("outside signal: only the child killed: one failed result, and its wor
   c.in.close();
   const auto [sleep_pid, worker_pid] = running_victim(marker);
   REQUIRE(::kill(sleep_pid, SIGTERM) == 0);
-  std::string out, err;
-  const int status = finish(c, out, err);
-  INFO(err);
-  INFO(out);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 1);
-  const auto results = parse_results(out);
-  CHECK(results.size() == 2);
-  const json* victim = result_of(results, "victim");
+  const Ended r = finish(c);
+  INFO(r.err);
+  INFO(r.out);
+  CHECK(r.exit_code == 1);
+  CHECK(r.results.size() == 2);
+  const json* victim = result_of(r.results, "victim");
   REQUIRE(victim != nullptr);
   CHECK((*victim)["ok"] == false);
   CHECK((*victim)["attempts"] == 1);
   CHECK((*victim)["error"]["type"] == "signal");
   CHECK(contains((*victim)["error"]["message"].get<std::string>(), "SIGTERM"));
-  const json* after = result_of(results, "after");
+  const json* after = result_of(r.results, "after");
   REQUIRE(after != nullptr);
   CHECK((*after)["ok"] == true);
   CHECK((*after)["worker"] == worker_pid);  // the same worker ran it: it was not lost
-  CHECK(contains(summary_of(err), " 0 worker deaths"));
+  CHECK(contains(summary_of(r.err), " 0 worker deaths"));
 }
 
 TEST_CASE("outside signal: the child then its worker, back to back as scancel sends them: always a retry") {
@@ -168,17 +173,14 @@ TEST_CASE("outside signal: the child then its worker, back to back as scancel se
     const auto [sleep_pid, worker_pid] = running_victim(marker);
     REQUIRE(::kill(sleep_pid, SIGTERM) == 0);
     REQUIRE(::kill(worker_pid, SIGTERM) == 0);
-    std::string out, err;
-    const int status = finish(c, out, err);
-    INFO(err);
-    INFO(out);
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
-    const auto results = parse_results(out);
-    REQUIRE(results.size() == 1);
-    CHECK(results[0]["ok"] == true);
-    CHECK(results[0]["attempts"] == 2);
-    CHECK(contains(summary_of(err), "1 worker death"));
+    const Ended r = finish(c);
+    INFO(r.err);
+    INFO(r.out);
+    CHECK(r.exit_code == 0);
+    REQUIRE(r.results.size() == 1);
+    CHECK(r.results[0]["ok"] == true);
+    CHECK(r.results[0]["attempts"] == 2);
+    CHECK(contains(summary_of(r.err), "1 worker death"));
   }
 }
 
@@ -195,13 +197,11 @@ TEST_CASE("outside signal: a process-group SIGTERM never reaches a local worker'
   CHECK(::getpgid(worker_pid) == c.pid);  // setsid made the runner a group leader, its worker in its group
   CHECK(::getpgid(sleep_pid) == sleep_pid);
   REQUIRE(::kill(-c.pid, SIGTERM) == 0);
-  std::string out, err;
-  finish(c, out, err);
-  INFO(err);
-  INFO(out);
-  const auto results = parse_results(out);
-  REQUIRE(results.size() == 1);
-  CHECK(results[0]["ok"] == false);
-  CHECK(results[0]["error"]["type"] == "interrupted");
+  const Ended r = finish(c);
+  INFO(r.err);
+  INFO(r.out);
+  REQUIRE(r.results.size() == 1);
+  CHECK(r.results[0]["ok"] == false);
+  CHECK(r.results[0]["error"]["type"] == "interrupted");
   CHECK(eventually([&] { return processes_running("sleep", marker).empty(); }));
 }
