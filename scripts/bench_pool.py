@@ -9,7 +9,8 @@ Usage: scripts/bench-pool [--pairs N] [--quick] [--stages]
             start method, fork, and its default chunksize).
   imap      Pool(2).imap_unordered(inc, range(200_000)) without chunksize (authrun: adaptive chunks) against
             multiprocessing's chunksize 1, and against its best of chunksize 10, 100, 1000, 10000 (measured
-            once beforehand); the pools are started before the clock.
+            once beforehand); the pools are started before the clock. Then the same over a list of those ints
+            (authrun cuts a range into ranges, which pickle as two numbers; a list into lists).
   bytes     Pool(2).map(size, data), data 200 distinct 1 MiB bytes objects, started pools. Distinct: with the same
             object 200 times ([b] * 200), pickle's memo sends it once a chunk (multiprocessing: 8 MiB of the 200),
             which measures the memo, not 200 payloads.
@@ -83,7 +84,12 @@ def bench_imap(n):
         ours = lambda: timed(lambda: sum(ap.imap_unordered(inc, items)))
         one = pairs(n, ours, lambda: timed(lambda: sum(mp.imap_unordered(inc, items, chunksize=1))))
         tuned = pairs(n, ours, lambda: timed(lambda: sum(mp.imap_unordered(inc, items, chunksize=best))))
-    return one, tuned, best
+        # The same over a list: authrun cuts a range into ranges (a chunk pickles as two numbers), a list into
+        # lists, as multiprocessing cuts both.
+        listed = list(items)
+        as_list = pairs(n, lambda: timed(lambda: sum(ap.imap_unordered(inc, listed))),
+                        lambda: timed(lambda: sum(mp.imap_unordered(inc, listed, chunksize=best))))
+    return one, tuned, as_list, best
 
 
 def bench_bytes(n):
@@ -172,9 +178,10 @@ def main():
     print("median of %d alternating pairs, %d CPUs, Python %s" % (n, os.cpu_count(), sys.version.split()[0]))
     print("%-58s %11s %11s   %s" % ("", "authrun", "mp", "authrun/mp"))
     row("Pool(2).map(inc, range(200_000)), start included", *bench_map(n))
-    one, tuned, best = bench_imap(n)
+    one, tuned, as_list, best = bench_imap(n)
     row("imap_unordered(inc, 200_000): no chunksize vs mp chunksize 1", *one)
     row("imap_unordered(inc, 200_000): no chunksize vs mp chunksize %d" % best, *tuned)
+    row("the same over a list of 200,000 ints, vs mp chunksize %d" % best, *as_list)
     row("map(size, 200 x 1 MiB bytes)", *bench_bytes(n))
     row("Pool(2) creation to first result (mp: spawn)", *bench_start(n))
 

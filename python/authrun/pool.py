@@ -257,9 +257,8 @@ class Pool:
     # --- many calls
 
     def _chunks(self, iterable, chunksize):
-        if not hasattr(iterable, "__len__"):
-            iterable = list(iterable)
-        items = list(iterable)
+        # A range is cut into ranges: a chunk pickles as two numbers, and no list of its items is made.
+        items = iterable if type(iterable) is range else list(iterable)
         if chunksize is None:
             chunksize, extra = divmod(len(items), self._processes * 4)
             if extra:
@@ -315,7 +314,9 @@ class Pool:
             chunksize, cap = 1, 1  # one item a task: the engine batches JSON tasks itself
         elif chunksize is None and hasattr(iterable, "__len__"):
             cap = max(1, min(cap, -(-len(iterable) // (4 * self._processes))))
-        thread = threading.Thread(target=_feed_imap, args=(self._core, result, func, iter_or_error(iterable),
+        # A range is cut into ranges (a chunk pickles as two numbers, and no list of its items is made).
+        source = iterable if type(iterable) is range else iter_or_error(iterable)
+        thread = threading.Thread(target=_feed_imap, args=(self._core, result, func, source,
                                                            chunksize, cap),
                                   name="authrun-imap-feed", daemon=True)
         thread.start()
@@ -376,15 +377,21 @@ def _raising(error):
 
 
 def _feed_imap(core, result, func, it, chunksize, cap):
-    """imap's feeder thread: takes the input a chunk at a time (growing chunks without a chunksize), pickles
-    each and submits it. An exception of the input, or of pickling, takes the place of that chunk's results."""
+    """imap's feeder thread: takes the input (an iterator, or a range) a chunk at a time (growing chunks without
+    a chunksize), pickles each and submits it. An exception of the input, or of pickling, takes the place of
+    that chunk's results."""
     index = 0
     size = chunksize or 1
     islice = itertools.islice
+    taken = 0  # of a range
     try:
         while True:
             try:
-                chunk = list(islice(it, size))  # not an item at a time in Python: that cost more than the chunk's work
+                if type(it) is range:
+                    chunk = it[taken:taken + size]
+                    taken += len(chunk)
+                else:
+                    chunk = list(islice(it, size))  # not an item at a time in Python: that cost more than the chunk's work
             except Exception as e:
                 result._chunk_done(index, False, e)
                 index += 1

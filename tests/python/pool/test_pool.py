@@ -272,6 +272,20 @@ class PoolTest(unittest.TestCase):
         self.assertEqual(len(lines), 8 + 5 + 8 + 4 + 2 + 1, lines)
 
 
+    def test_ranges_of_every_shape(self):
+        """A range input is cut into ranges (chunks sent as ranges): steps, negative steps, empty ones, huge
+        numbers, alone and with a chunksize, through map, imap and imap_unordered, as with a list."""
+        ranges = [range(0), range(1), range(5, 105, 3), range(100, -100, -7), range(10 ** 20, 10 ** 20 + 999),
+                  range(-5, 5)]
+        with Pool(2, **OPTS) as p:
+            for r in ranges:
+                want = [x + 1 for x in r]
+                for chunksize in (None, 1, 7):
+                    with self.subTest(r=r, chunksize=chunksize):
+                        self.assertEqual(p.map(inc, r, chunksize), want)
+                        self.assertEqual(list(p.imap(inc, r, chunksize)), want)
+                        self.assertEqual(sorted(p.imap_unordered(inc, r, chunksize)), sorted(want))
+
     def test_imap_chunks_in_order_errors_timeouts_and_two_consumers(self):
         """imap returns a chunk's values one by one: in order, a failed chunk's exception in its place, a wait
         that times out raising TimeoutError, and every value exactly once to two threads reading one iterator."""
