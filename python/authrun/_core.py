@@ -299,7 +299,8 @@ class Core:
 
     def __init__(self, processes, initializer=None, initargs=(), max_tasks=None, owner=None, *, worker=None,
                  timeout=None, retries=1, mode=None, hosts=None, slurm=False, key_file=None, audit_log=None,
-                 joblog=None, handshake_timeout=None, serializer="pickle", modules=(), verbose=False):
+                 joblog=None, handshake_timeout=None, serializer="pickle", modules=(), verbose=False,
+                 allow_ptrace=False):
         engine_mod = _native.load()
         if serializer not in ("pickle", "json"):
             raise ValueError("serializer must be 'pickle' or 'json', not %r" % (serializer,))
@@ -318,7 +319,7 @@ class Core:
             worker_argv=argv, jobs=processes, program=program_body(initializer, initargs, modules), retries=retries,
             timeout=timeout, max_tasks_per_worker=max_tasks or 0, mode=mode, hosts=hosts, slurm=bool(slurm),
             key_file=key_file, audit_log=audit_log, joblog=joblog, handshake_timeout=handshake_timeout,
-            verbose=verbose)
+            verbose=verbose, allow_ptrace=bool(allow_ptrace))
         with _engines_lock:
             _engines[id(self.engine)] = self.engine
         self.pending = {}

@@ -15,7 +15,8 @@ __all__ = ["ProcessPoolExecutor"]
 class ProcessPoolExecutor(Executor):
     """ProcessPoolExecutor(max_workers=None, mp_context=None, initializer=None, initargs=(), *,
     max_tasks_per_child=None, timeout=None, retries=1, mode=None, hosts=None, slurm=False, key_file=None,
-    audit_log=None, worker=None): the keyword-only options are authrun.Pool's."""
+    audit_log=None, worker=None, allow_ptrace=False): the keyword-only options are authrun.Pool's, and so is what
+    it does to this process (see authrun.Pool)."""
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *, max_tasks_per_child=None,
                  **options):

@@ -204,13 +204,17 @@ class Pool:
     """A pool of authrun workers with multiprocessing.pool.Pool's API.
 
     Pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None, *, timeout=None, retries=1,
-         mode=None, hosts=None, slurm=False, key_file=None, audit_log=None, worker=None)
+         mode=None, hosts=None, slurm=False, key_file=None, audit_log=None, worker=None, allow_ptrace=False)
 
     The keyword-only options have the CLI's meanings: `timeout` is each task's limit in seconds (the task then
     fails with authrun.TaskTimeout), `retries` the extra attempts of a task whose worker died or timed out
     (then authrun.WorkerDied), `mode` "authenticated" or "encrypted", `hosts` ssh hosts ("host:slots", ":"
     for this machine) and `slurm` srun steps to start workers through, `key_file` a run key to use, `audit_log`
-    a file to append each handshake's outcome to."""
+    a file to append each handshake's outcome to, `allow_ptrace` to start in a process that is being traced.
+
+    The workers' keys are made in this process: a pool makes it not dumpable for the rest of its life (other
+    processes of the user can no longer ptrace it or read its memory; no core dumps), and refuses to start in
+    a process that is traced (PermissionError) unless allow_ptrace."""
 
     def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None, context=None, **options):
         import os

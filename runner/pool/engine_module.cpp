@@ -12,10 +12,12 @@
 #include <vector>
 
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #include "runner/engine/launcher.hpp"
 #include "runner/engine/worker_command.hpp"
 #include "runner/pool/pool_engine.hpp"
+#include "protocol/tracing.hpp"
 
 namespace py = pybind11;
 using namespace authrun;
@@ -85,6 +87,20 @@ EngineOptions make_options(const py::kwargs& kw) {
     }
   }
   return e;
+}
+
+// The engine makes every worker's key in this process, the caller's: from here on it is not dumpable, as
+// authrun itself is (runner/cli), so that other processes of the user can neither ptrace it nor read its
+// memory or open its pipes through /proc (root still can). A process traced already is refused unless
+// `allow_ptrace`: its tracer would read every key.
+void seal_caller(bool allow_ptrace) {
+  if (auto tracer = protocol::tracer_pid(); tracer && *tracer != 0 && !allow_ptrace) {
+    PyErr_SetString(PyExc_PermissionError, ("refusing to start a pool: this process is traced by pid " + std::to_string(*tracer) +
+                                            ", which could read every key the pool makes (allow_ptrace=True to permit)")
+                                               .c_str());
+    throw py::error_already_set();
+  }
+  ::prctl(PR_SET_DUMPABLE, 0);
 }
 
 // One buffer of a task's attachment, exported (C-contiguous) while it is copied; released with the GIL held.
@@ -173,10 +189,15 @@ PYBIND11_MODULE(_engine, m) {
       })
       .def("__len__", [](const ResultBytes& b) { return b.data.size(); });
   py::class_<PoolEngine>(m, "Engine")
-      .def(py::init([](const py::kwargs& kw) { return std::make_unique<PoolEngine>(make_options(kw)); }),
+      .def(py::init([](const py::kwargs& kw) {
+             EngineOptions options = make_options(kw);
+             seal_caller(options.allow_ptrace);
+             return std::make_unique<PoolEngine>(std::move(options));
+           }),
            "Starts the engine's thread and its workers. Keywords: worker_argv, jobs, program, retries, timeout, "
            "handshake_timeout, max_tasks_per_worker, key_file, audit_log, joblog, window, verbose, mode, slurm, "
-           "hosts, remote_worker_argv.")
+           "hosts, remote_worker_argv, allow_ptrace. Makes this process not dumpable (refused if traced, unless "
+           "allow_ptrace).")
       .def(
           "submit",
           [](PoolEngine& self, const py::list& tasks) {

@@ -394,6 +394,57 @@ class ScriptTest(unittest.TestCase):
         self.assertFalse([pid for pid in pids if os.path.exists("/proc/%s" % pid)], "orphaned workers")
 
 
+    def test_the_caller_is_sealed_and_a_traced_caller_refused(self):
+        """The workers' keys are made in the caller: once a pool starts, it is not dumpable (no process of the
+        user may ptrace it or read its memory); a caller traced already is refused unless allow_ptrace."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        with Pool(1, **OPTS) as p:
+            self.assertEqual(p.apply(inc, (1,)), 2)
+            self.assertEqual(libc.prctl(3, 0, 0, 0, 0), 0)  # PR_GET_DUMPABLE
+        script = textwrap.dedent("""
+            import ctypes, os
+            import authrun
+            OPTS = {"worker": os.environ["AUTHRUN_PYTHON_WORKER"]} if os.environ.get("AUTHRUN_PYTHON_WORKER") else {}
+            def inc(x):
+                return x + 1
+            if __name__ == "__main__":
+                try:
+                    authrun.Pool(1, **OPTS)
+                    print("started while traced")
+                except PermissionError as e:
+                    print("refused:", e)
+                with authrun.Pool(1, allow_ptrace=True, **OPTS) as p:
+                    print("allowed:", p.apply(inc, (1,)), ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))
+            """)
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "traced.py")
+            with open(path, "w") as f:
+                f.write(script)
+            out_path = os.path.join(d, "out")
+            with open(out_path, "w") as out:
+                pid = os.fork()
+                if pid == 0:  # traced by this process from its exec on (PTRACE_TRACEME)
+                    try:
+                        os.dup2(out.fileno(), 1)
+                        os.dup2(out.fileno(), 2)
+                        libc.ptrace(0, 0, None, None)
+                        os.execv(sys.executable, [sys.executable, path])
+                    finally:
+                        os._exit(127)
+            deadline = time.monotonic() + 120
+            while True:
+                _, status = os.waitpid(pid, 0)
+                if os.WIFEXITED(status) or os.WIFSIGNALED(status) or time.monotonic() > deadline:
+                    break
+                sig = os.WSTOPSIG(status)  # each stop continued, its signal passed on (the exec's SIGTRAP not)
+                libc.ptrace(7, pid, None, ctypes.c_void_p(0 if sig == signal.SIGTRAP else sig))  # PTRACE_CONT
+            with open(out_path) as f:
+                text = f.read()
+        self.assertTrue(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, text)
+        self.assertIn("refused: refusing to start a pool: this process is traced by pid %d" % os.getpid(), text)
+        self.assertIn("allowed: 2 0", text)
+
+
 class ExecutorTest(unittest.TestCase):
     def test_submit_map_shutdown(self):
         with ProcessPoolExecutor(max_workers=2, **OPTS) as ex:
