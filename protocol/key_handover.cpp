@@ -23,6 +23,14 @@ Error handover_error(const std::string& what) { return make_error(ErrorCode::key
 
 Error errno_error(const std::string& what) { return handover_error(what + ": " + std::strerror(errno)); }
 
+// Fills `c` (room for one int) as an SCM_RIGHTS message that passes `fd`.
+void put_fd(cmsghdr* c, int fd) {
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+}
+
 // Sends the request: the 8 bytes, our credentials and `theirs`, in one sendmsg.
 Result<void> send_request(int rendezvous_fd, int theirs, Clock::time_point deadline) {
   ucred creds{::getpid(), ::geteuid(), ::getegid()};
@@ -38,11 +46,7 @@ Result<void> send_request(int rendezvous_fd, int theirs, Clock::time_point deadl
   c->cmsg_type = SCM_CREDENTIALS;
   c->cmsg_len = CMSG_LEN(sizeof(ucred));
   std::memcpy(CMSG_DATA(c), &creds, sizeof creds);
-  c = CMSG_NXTHDR(&msg, c);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &theirs, sizeof theirs);
+  put_fd(CMSG_NXTHDR(&msg, c), theirs);
   for (;;) {
     ssize_t n = ::sendmsg(rendezvous_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n == static_cast<ssize_t>(k_handover_request.size())) return {};
@@ -296,11 +300,7 @@ Result<KeyRequestSeen> answer_key_request(int runner_fd, int worker_pid, const R
   if (progress_page >= 0) {
     out.msg_control = page_control;
     out.msg_controllen = sizeof page_control;
-    cmsghdr* c = CMSG_FIRSTHDR(&out);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &progress_page, sizeof progress_page);
+    put_fd(CMSG_FIRSTHDR(&out), progress_page);
   }
   ssize_t w = 0;
   do {

@@ -273,8 +273,9 @@ class PoolTest(unittest.TestCase):
 
 
     def test_ranges_of_every_shape(self):
-        """A range input is cut into ranges (chunks sent as ranges): steps, negative steps, empty ones, huge
-        numbers, alone and with a chunksize, through map, imap and imap_unordered, as with a list."""
+        """A range input (which the pool cuts into ranges, not lists) gives what a list of its items gives:
+        steps, negative steps, empty ones, huge numbers, alone and with a chunksize, through map, imap and
+        imap_unordered. (That ranges are sent shows in scripts/bench-pool, not here.)"""
         ranges = [range(0), range(1), range(5, 105, 3), range(100, -100, -7), range(10 ** 20, 10 ** 20 + 999),
                   range(-5, 5)]
         with Pool(2, **OPTS) as p:

@@ -40,7 +40,7 @@ TEST_CASE("result sink: lines are queued until flush, then written with one writ
   std::fclose(out);
 }
 
-TEST_CASE("result sink: a large line goes out after the lines queued before it, uncopied, and is counted") {
+TEST_CASE("result sink: a large line goes out at once, after the lines queued before it, and is counted") {
   std::FILE* out = std::tmpfile();
   REQUIRE(out != nullptr);
   ResultSink sink(out, false);
