@@ -176,10 +176,7 @@ bool PoolEngine::submit(std::vector<PoolTask> tasks) {
     for (auto& t : tasks) m_input.push_back(std::move(t));
     wake = std::exchange(m_producer_waiting, false);
   }
-  if (wake) {
-    const std::uint64_t one = 1;
-    std::ignore = ::write(m_wake.get(), &one, sizeof one);
-  }
+  if (wake) wake_producer();
   return true;
 }
 
@@ -207,10 +204,12 @@ void PoolEngine::close() {
     m_input_closed = true;
     wake = std::exchange(m_producer_waiting, false);
   }
-  if (wake) {
-    const std::uint64_t one = 1;
-    std::ignore = ::write(m_wake.get(), &one, sizeof one);
-  }
+  if (wake) wake_producer();
+}
+
+void PoolEngine::wake_producer() {
+  const std::uint64_t one = 1;
+  std::ignore = ::write(m_wake.get(), &one, sizeof one);
 }
 
 void PoolEngine::terminate() {

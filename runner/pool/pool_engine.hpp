@@ -73,6 +73,8 @@ class PoolEngine {
   class Handler;
   // The feed's producer: moves submitted tasks into the engine's feed until input is closed.
   std::optional<std::string> produce(TaskFeed::Sink& sink);
+  // Wakes the producer sleeping in poll() (m_producer_waiting was set, and taken by the caller).
+  void wake_producer();
   void run(EngineOptions options);
 
   std::shared_ptr<StopHandle> m_stop = std::make_shared<StopHandle>();
