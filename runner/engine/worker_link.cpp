@@ -370,15 +370,13 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
     linger_timer.cancel();
     silence_timer.cancel();
     info_timer.cancel();
-    in.close(ignored);
-    out.close(ignored);
-    rendezvous.close(ignored);
     // A worker that ended the channel itself is expected to exit at once. A trusted worker we stop (timeout,
     // signal, halt) gets SIGTERM, so that it takes its task's child process along. Either way SIGKILL
     // follows if it has not exited: two seconds on, over five times the 350 ms of the worker's termination
     // sequence for its task's child group (TERM, 200 ms, TERM, 100 ms, TERM, 50 ms, KILL), which a SIGKILL
     // to the worker would cut short, leaving a child that ignores TERM running. One that never proved
-    // itself gets SIGKILL at once.
+    // itself gets SIGKILL at once. The signal goes before the pipes close: pending by then, it is what the
+    // worker acts on (quietly), not the broken channel it would otherwise report on stderr.
     if (process && failure->code != ErrorCode::eof) {
       if (connection.established()) {
         process->terminate();
@@ -386,6 +384,9 @@ struct WorkerLink::Impl : std::enable_shared_from_this<WorkerLink::Impl> {
         process->kill();
       }
     }
+    in.close(ignored);
+    out.close(ignored);
+    rendezvous.close(ignored);
     deadline_timer.expires_after(std::chrono::seconds(2));
     deadline_timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
       if (!ec && self->process) self->process->kill();
